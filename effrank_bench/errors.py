@@ -1,0 +1,42 @@
+"""The one family of errors the library raises; only the CLI turns them into exit codes."""
+from __future__ import annotations
+
+
+class EffrankError(Exception):
+    """Base of every error a user can act on; its message is shown as one line."""
+
+
+class ConfigError(EffrankError):
+    """A run, suite or command-line value is invalid."""
+
+
+class UnknownNameError(EffrankError):
+    """A name was asked for that no plugin registered."""
+
+
+class RegistrationError(EffrankError):
+    """A plugin registered something invalid or a name twice."""
+
+
+class UnsupportedTargetError(EffrankError):
+    """An architecture was asked to factorize a target it does not have."""
+
+
+class RankError(EffrankError):
+    """A rank is not positive or exceeds every targeted layer."""
+
+
+class AnalysisError(EffrankError):
+    """A curve cannot be analysed (too few points, bad CSV, bad thresholds)."""
+
+
+class CheckpointError(EffrankError):
+    """A teacher checkpoint or pretrained weight file cannot be found or read."""
+
+
+class LossError(EffrankError):
+    """A distillation loss got inputs it cannot compare (e.g. mismatched features)."""
+
+
+class TrialFailed(EffrankError):
+    """A trial could not finish (e.g. its loss became NaN); the sweep records it and goes on."""

@@ -1,0 +1,169 @@
+"""Cost of a model: parameters, MACs, latency and peak memory."""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from effrank_bench.errors import ConfigError
+
+# Fused attention kernels that FlopCounterMode's registry has no formula for, so
+# their matmuls would count as zero. On CPU, F.scaled_dot_product_attention runs
+# _scaled_dot_product_flash_attention_for_cpu (timm's ViTs use it by default);
+# the other two are the MPS and out-of-tree-backend equivalents. All take
+# (query, key, value, ...) first. Not every torch version has every op.
+_UNCOUNTED_FUSED_SDPA_OPS = (
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_attention_math_for_mps",
+    "_scaled_dot_product_fused_attention_overrideable",
+)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one forward pass of a model on an example input costs."""
+
+    params: int
+    factorized_params: int
+    macs: int
+    latency_ms: float | None
+    peak_memory_mb: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def count_params(model: nn.Module, factorized: Iterable[nn.Module] = ()) -> tuple[int, int]:
+    """Return (all parameters, parameters inside `factorized`), each shared tensor once."""
+    total = sum(p.numel() for p in model.parameters())
+    # Keyed by identity so a module listed twice, or nested in another listed one, counts once.
+    in_factorized = {id(p): p for module in factorized for p in module.parameters()}
+    return total, sum(p.numel() for p in in_factorized.values())
+
+
+def _fused_sdpa_flops(query_shape, key_shape, value_shape, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    # Same formula as torch's sdpa_flop_count (q @ k^T, then scores @ v), written
+    # out because that helper is private. Leading dims of the query are batch and
+    # query heads, which also covers grouped-query attention.
+    *batch, q_len, qk_dim = query_shape
+    k_len = key_shape[-2]
+    v_dim = value_shape[-1]
+    macs = math.prod(batch) * q_len * k_len * (qk_dim + v_dim)
+    # FlopCounterMode sums FLOPs, 2 per MAC, like its built-in formulas.
+    return 2 * macs
+
+
+def _fused_sdpa_mapping() -> dict[Any, Any]:
+    return {
+        getattr(torch.ops.aten, name): _fused_sdpa_flops
+        for name in _UNCOUNTED_FUSED_SDPA_OPS
+        if hasattr(torch.ops.aten, name)
+    }
+
+
+@contextmanager
+def _inference(model: nn.Module) -> Iterator[None]:
+    """Run in eval mode without autograd, then restore every submodule's own mode."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@contextmanager
+def _mha_fastpath_disabled() -> Iterator[None]:
+    # Without autograd, nn.MultiheadAttention and nn.TransformerEncoderLayer run one
+    # fused op (_native_multi_head_attention / _transformer_encoder_layer_fwd) that
+    # FlopCounterMode counts as zero, projections included; the slow path runs
+    # the same math as countable linear and bmm ops.
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
+
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass of `example`, attention matmuls included."""
+    counter = FlopCounterMode(display=False, custom_mapping=_fused_sdpa_mapping())
+    with _inference(model), _mha_fastpath_disabled(), counter:
+        model(example)
+    return counter.get_total_flops() // 2
+
+
+def _synchronize(device: torch.device) -> None:
+    # CUDA kernels run asynchronously; the clock must wait for them to finish.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_latency_ms(model: nn.Module, example: torch.Tensor, *, warmup: int = 5, repeats: int = 30) -> float:
+    """Median wall time in milliseconds of one forward pass of `example`."""
+    if warmup < 0:
+        raise ConfigError(f"warmup must be >= 0, got {warmup}")
+    if repeats < 1:
+        raise ConfigError(f"repeats must be >= 1, got {repeats}")
+    seconds = []
+    with _inference(model):
+        for _ in range(warmup):
+            model(example)
+        for _ in range(repeats):
+            _synchronize(example.device)
+            start = time.perf_counter()
+            model(example)
+            _synchronize(example.device)
+            seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds) * 1000.0
+
+
+def peak_memory_mb(model: nn.Module, example: torch.Tensor) -> float | None:
+    """Peak allocated CUDA memory in MiB during one forward pass, weights included.
+
+    None off CUDA: torch keeps allocator statistics only for CUDA devices, and a
+    process-wide figure such as RSS would mix in everything else the process holds.
+    """
+    device = example.device
+    if device.type != "cuda":
+        return None
+    _synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    with _inference(model):
+        model(example)
+    _synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def measure(
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    factorized: Iterable[nn.Module] = (),
+    warmup: int = 5,
+    repeats: int = 30,
+    time_it: bool = True,
+) -> Cost:
+    """Every cost of `model` on `example`: MACs per sample (its first), latency and memory of the batch.
+
+    Latency is None when `time_it` is false.
+    """
+    params, factorized_params = count_params(model, factorized)
+    return Cost(
+        params=params,
+        factorized_params=factorized_params,
+        macs=count_macs(model, example[:1]),
+        latency_ms=measure_latency_ms(model, example, warmup=warmup, repeats=repeats) if time_it else None,
+        peak_memory_mb=peak_memory_mb(model, example),
+    )

@@ -1,0 +1,123 @@
+"""Loads plugins through the ``effrank_bench`` entry points and is the one door to what they register."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import pluggy
+
+from effrank_bench import hookspecs
+from effrank_bench.errors import RegistrationError, UnknownNameError
+from effrank_bench.specs import ArchitectureSpec, DatasetSpec, LossSpec, TargetSpec
+
+ENTRY_POINT_GROUP = "effrank_bench"
+
+SpecT = TypeVar("SpecT", ArchitectureSpec, TargetSpec, LossSpec, DatasetSpec)
+
+
+@dataclass(frozen=True)
+class Registered(Generic[SpecT]):
+    spec: SpecT
+    plugin: str
+
+
+# kind -> (hook name, spec class); the order is the order ``list`` shows them in.
+_KINDS: dict[str, tuple[str, type]] = {
+    "architecture": ("register_architectures", ArchitectureSpec),
+    "target": ("register_targets", TargetSpec),
+    "loss": ("register_losses", LossSpec),
+    "dataset": ("register_datasets", DatasetSpec),
+}
+
+
+class Registry:
+    """Everything the loaded plugins registered, by kind and name."""
+
+    def __init__(self, plugins: Iterable[tuple[str, object]] = (), *, entry_points: bool = True):
+        pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        pm.add_hookspecs(hookspecs)
+        if entry_points:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        for name, plugin in plugins:
+            pm.register(plugin, name=name)
+        self._dists = {pm.get_name(plugin): dist.project_name for plugin, dist in pm.list_plugin_distinfo()}
+        self._items: dict[str, dict[str, Registered]] = {kind: {} for kind in _KINDS}
+        for kind, (hook_name, spec_type) in _KINDS.items():
+            for impl in getattr(pm.hook, hook_name).get_hookimpls():
+                impl.function(register=self._collector(kind, spec_type, impl.plugin_name))
+        self._check_architecture_targets()
+
+    def _collector(self, kind: str, spec_type: type, plugin: str):
+        def register(spec) -> None:
+            if not isinstance(spec, spec_type):
+                raise RegistrationError(
+                    f"plugin '{plugin}' registered a {type(spec).__name__} as {kind}; expected {spec_type.__name__}"
+                )
+            seen = self._items[kind].get(spec.name)
+            if seen is not None:
+                raise RegistrationError(
+                    f"{kind} '{spec.name}' is registered twice: by plugin '{seen.plugin}' and by plugin '{plugin}'"
+                )
+            self._items[kind][spec.name] = Registered(spec, plugin)
+
+        return register
+
+    def _check_architecture_targets(self) -> None:
+        for entry in self._items["architecture"].values():
+            unknown = sorted(set(entry.spec.targets) - set(self._items["target"]))
+            if unknown:
+                raise RegistrationError(
+                    f"architecture '{entry.spec.name}' (plugin '{entry.plugin}') uses target(s) "
+                    f"{', '.join(unknown)} that no plugin registered with register_targets"
+                )
+
+    def get(self, kind: str, name: str):
+        items = self._items[kind]
+        if name in items:
+            return items[name].spec
+        valid = sorted(items)
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise UnknownNameError(f"unknown {kind} '{name}'{hint} (valid: {', '.join(valid) or 'none registered'})")
+
+    def architecture(self, name: str) -> ArchitectureSpec:
+        return self.get("architecture", name)
+
+    def target(self, name: str) -> TargetSpec:
+        return self.get("target", name)
+
+    def loss(self, name: str) -> LossSpec:
+        return self.get("loss", name)
+
+    def dataset(self, name: str) -> DatasetSpec:
+        return self.get("dataset", name)
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._items[kind])
+
+    def listing(self) -> dict[str, list[tuple[str, str, str]]]:
+        """kind -> [(name, description, plugin (distribution))], for ``effrank-bench list``."""
+        return {
+            kind: [
+                (name, entry.spec.description, self._plugin_label(entry.plugin))
+                for name, entry in sorted(items.items())
+            ]
+            for kind, items in self._items.items()
+        }
+
+    def _plugin_label(self, plugin: str) -> str:
+        dist = self._dists.get(plugin)
+        return f"{plugin} ({dist})" if dist else plugin
+
+
+_default: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """The process-wide registry of every installed plugin, loaded on first use."""
+    global _default
+    if _default is None:
+        _default = Registry()
+    return _default

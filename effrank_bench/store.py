@@ -1,0 +1,121 @@
+"""A run directory: resolved config, append-only trial records, teacher, reports; resumes safely."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from effrank_bench.config import RunConfig
+from effrank_bench.errors import ConfigError
+
+SCHEMA_VERSION = 1
+
+
+class TrialRecord(BaseModel):
+    """One finished (or failed) trial, as one line of ``trials.jsonl``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    status: Literal["ok", "failed"]
+    arch: str
+    target: str
+    loss: str
+    dataset: str
+    rank: int
+    seed: int
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    error: str | None = None
+    history: list[dict] = []
+    train_seconds: float | None = None
+    cost: dict | None = None
+    environment: dict
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (self.target, self.loss, self.rank, self.seed)
+
+
+class RunDir:
+    """Files of one sweep; every finished trial is on disk before the next one starts."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.json")
+    records_path = property(lambda self: self.path / "trials.jsonl")
+    teacher_weights = property(lambda self: self.path / "teacher.safetensors")
+    teacher_info = property(lambda self: self.path / "teacher.json")
+
+    @classmethod
+    def open(cls, path: Path, config: RunConfig) -> RunDir:
+        """Create it, or reopen it for the same sweep (other ranks may be added)."""
+        run = cls(path)
+        if run.config_path.is_file():
+            previous = run.config()
+            if previous.sweep_key() != config.sweep_key():
+                changed = [k for k, v in config.model_dump().items()
+                           if previous.model_dump().get(k) != v and k not in ("ranks", "out", "device")]
+                raise ConfigError(
+                    f"{path} holds another sweep (differs in: {', '.join(changed)}); "
+                    "use another --out or the same options to resume it"
+                )
+            config = config.model_copy(update={"ranks": tuple(sorted(set(previous.ranks) | set(config.ranks)))})
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.config_path.write_text(config.model_dump_json(indent=2))
+        run._drop_torn_tail()
+        return run
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a last line left half-written by a killed process, so the next append starts clean."""
+        if not self.records_path.is_file():
+            return
+        data = self.records_path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            self.records_path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+    def config(self) -> RunConfig:
+        if not self.config_path.is_file():
+            raise ConfigError(f"{self.path} is not a run directory (no config.json)")
+        return RunConfig.model_validate_json(self.config_path.read_text())
+
+    def records(self) -> list[TrialRecord]:
+        if not self.records_path.is_file():
+            return []
+        records = []
+        lines = self.records_path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                records.append(TrialRecord.model_validate_json(line))
+            except ValueError:
+                # A process killed mid-write can leave a torn last line; that trial simply reruns.
+                if i == len(lines) - 1:
+                    continue
+                raise ConfigError(f"{self.records_path}: line {i + 1} is not a valid trial record") from None
+        return records
+
+    def append(self, record: TrialRecord) -> None:
+        with open(self.records_path, "a") as f:
+            f.write(record.model_dump_json() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def store_teacher(self, weights: Path, info: dict) -> None:
+        if not self.teacher_weights.exists():
+            try:
+                os.link(weights, self.teacher_weights)  # same file system: no copy of a large checkpoint
+            except OSError:
+                shutil.copyfile(weights, self.teacher_weights)
+        self.teacher_info.write_text(json.dumps(info, indent=2))
+
+    def teacher(self) -> dict:
+        if not self.teacher_info.is_file():
+            raise ConfigError(f"{self.path} has no teacher.json yet: the run stopped before its teacher was ready")
+        return json.loads(self.teacher_info.read_text())

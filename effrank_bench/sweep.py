@@ -1,0 +1,152 @@
+"""The local executor: one config from data and teacher to a run directory of finished trials."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from effrank_bench.config import RunConfig
+from effrank_bench.data import Batches
+from effrank_bench.environment import environment, resolve_device
+from effrank_bench.errors import TrialFailed, UnsupportedTargetError
+from effrank_bench.factorize import check_rank, factorize
+from effrank_bench.measure import Cost, measure
+from effrank_bench.plan import Trial, plan_trials
+from effrank_bench.progress import NullProgress, Progress
+from effrank_bench.registry import Registry, default_registry
+from effrank_bench.specs import ArchitectureSpec, DataRequest, DatasetSpec, DataSplits, LossSpec, ModelRequest, Site
+from effrank_bench.store import RunDir, TrialRecord
+from effrank_bench.teacher import CachedTeacher, apply_checkpoint, load_state_dict
+from effrank_bench.train import Recipe, distill, evaluate, train_teacher
+
+
+@dataclass(frozen=True)
+class Components:
+    """The registered specs a config names, looked up and checked once."""
+
+    arch: ArchitectureSpec
+    loss: LossSpec
+    dataset: DatasetSpec
+
+    @classmethod
+    def of(cls, config: RunConfig, registry: Registry) -> Components:
+        arch = registry.architecture(config.arch)
+        registry.target(config.target)
+        if config.target not in arch.targets:
+            raise UnsupportedTargetError(
+                f"{arch.name} does not support target '{config.target}'; its targets are: {', '.join(arch.targets)}"
+            )
+        return cls(arch=arch, loss=registry.loss(config.loss), dataset=registry.dataset(config.dataset))
+
+
+class Sweep:
+    """Everything a sweep's trials share: data, device, teacher, its sites and the run directory."""
+
+    def __init__(self, config: RunConfig, registry: Registry | None = None, progress: Progress = NullProgress()):
+        self.config, self.progress = config, progress
+        self.parts = Components.of(config, registry or default_registry())
+        self.device = torch.device(resolve_device(config.device))
+        self.splits: DataSplits = self.parts.dataset.load(DataRequest(root=config.data_root))
+        self.request = ModelRequest(num_classes=self.splits.num_classes, in_chans=self.splits.in_chans,
+                                    image_size=self.parts.arch.image_size)
+        torch.manual_seed(config.seed)
+        # Built untrained first: ranks are checked before any time goes into the teacher.
+        self.teacher = self.parts.arch.build(self.request)
+        self.sites: list[Site] = self.parts.arch.targets[config.target](self.teacher)
+        for rank in config.ranks:
+            check_rank(self.teacher, self.sites, rank, config.qkv, config.arch)
+        self.run = RunDir.open(config.out or config.default_out(), config)
+        self.val = self._batches(self.splits.val)
+        self.test = self._batches(self.splits.test)
+
+    def _batches(self, dataset, *, shuffle: bool = False, seed: int = 0) -> Batches:
+        return Batches(dataset, batch_size=self.config.batch_size, image_size=self.parts.arch.image_size,
+                       device=self.device, shuffle=shuffle, seed=seed)
+
+    def _example(self) -> torch.Tensor:
+        size = self.parts.arch.image_size
+        return torch.randn(self.config.latency_batch_size, self.splits.in_chans, size, size, device=self.device)
+
+    def _cost(self, model: nn.Module, factorized=()) -> Cost:
+        return measure(model, self._example(), factorized=factorized, repeats=self.config.latency_repeats)
+
+    def prepare_teacher(self) -> dict:
+        """Load the teacher from the cache, or obtain and train it and cache it; returns its record."""
+        config = self.config
+        cached = CachedTeacher.at(config.teacher_key())
+        if cached.exists():
+            info = cached.load(self.teacher)
+            self.teacher.to(self.device)
+            self.progress.note(f"teacher loaded from cache ({cached.weights})")
+        else:
+            info = self._train_teacher()
+            cached.save(self.teacher, info)
+        info["cost"] = self._cost(self.teacher).to_dict()
+        self.run.store_teacher(cached.weights, info)
+        return info
+
+    def _train_teacher(self) -> dict:
+        config, source = self.config, "scratch"
+        if config.pretrained:
+            self.teacher = self.parts.arch.build(self.request.model_copy(update={"pretrained": True}))
+            source = "pretrained"
+        skipped: list[str] = []
+        if config.teacher_checkpoint is not None:
+            state = load_state_dict(config.teacher_checkpoint)
+            skipped = apply_checkpoint(self.teacher, state, config.teacher_checkpoint)
+            source = f"checkpoint {config.teacher_checkpoint}"
+        self.teacher.to(self.device)
+        history, seconds = [], 0.0
+        if config.teacher_epochs > 0:
+            train = self._batches(self.splits.train, shuffle=True, seed=config.seed)
+            fit = train_teacher(self.teacher, train, self.val,
+                                Recipe(config.teacher_epochs, config.teacher_lr, config.weight_decay), self.progress)
+            history, seconds = fit.history, fit.seconds
+        return {
+            "key": config.teacher_key(), "source": source, "skipped_keys": skipped,
+            "val_accuracy": evaluate(self.teacher, self.val), "test_accuracy": evaluate(self.teacher, self.test),
+            "history": history, "train_seconds": seconds, "environment": environment(str(self.device)),
+        }
+
+    def run_trial(self, trial: Trial) -> TrialRecord:
+        config = self.config
+        common = dict(arch=config.arch, target=trial.target, loss=trial.loss, dataset=config.dataset,
+                      rank=trial.rank, seed=trial.seed, environment=environment(str(self.device)))
+        torch.manual_seed(trial.seed * 100_003 + trial.rank)
+        student = copy.deepcopy(self.teacher)
+        replaced = factorize(student, self.sites, trial.rank, init=config.init, qkv=config.qkv)
+        train = self._batches(self.splits.train, shuffle=True, seed=trial.seed * 100_003 + trial.rank)
+        try:
+            fit = distill(self.teacher, student, self.parts.arch.branches, train, self.val, self.parts.loss,
+                          config.loss_options, Recipe(config.epochs, config.lr, config.weight_decay),
+                          label=trial.label, progress=self.progress)
+        except TrialFailed as err:
+            return TrialRecord(status="failed", error=str(err), **common)
+        return TrialRecord(
+            status="ok", val_accuracy=fit.val_accuracy, test_accuracy=evaluate(student, self.test),
+            history=fit.history, train_seconds=fit.seconds,
+            cost=self._cost(student, replaced.values()).to_dict(), **common,
+        )
+
+    def execute(self) -> RunDir:
+        """Run every trial not yet recorded, appending each record as soon as it finishes."""
+        teacher = self.prepare_teacher()
+        self.progress.note(f"teacher: test accuracy {teacher['test_accuracy']:.4f} ({teacher['source']})")
+        done = {record.key for record in self.run.records()}
+        trials = plan_trials(self.config, done)
+        if done:
+            self.progress.note(f"resuming {self.run.path}: {len(done)} trial(s) already recorded")
+        with self.progress.task("sweep", total=len(trials)) as advance:
+            for trial in trials:
+                record = self.run_trial(trial)
+                self.run.append(record)
+                if record.status == "failed":
+                    self.progress.note(f"[red]{trial.label} failed: {record.error}")
+                advance(1)
+        return self.run
+
+
+def run_sweep(config: RunConfig, registry: Registry | None = None, progress: Progress = NullProgress()) -> RunDir:
+    return Sweep(config, registry, progress).execute()

@@ -1,0 +1,77 @@
+"""Vision Transformers from timm: the paper's ViT-B/32 and a micro ViT for the embedded digits data."""
+from __future__ import annotations
+
+import timm
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from effrank_bench import hookimpl
+from effrank_bench.errors import CheckpointError
+from effrank_bench.specs import ArchitectureSpec, ModelRequest, Site
+
+
+def _attention(model: nn.Module) -> list[Site]:
+    sites = []
+    for i in range(len(model.blocks)):
+        sites += [Site(path=f"blocks.{i}.attn.qkv", chunks=3), Site(path=f"blocks.{i}.attn.proj")]
+    return sites
+
+
+def _mlp(model: nn.Module) -> list[Site]:
+    return [Site(path=f"blocks.{i}.mlp.{fc}") for i in range(len(model.blocks)) for fc in ("fc1", "fc2")]
+
+
+def _joint(model: nn.Module) -> list[Site]:
+    return _attention(model) + _mlp(model)
+
+
+def _branches(model: nn.Module) -> list[nn.Module]:
+    # Attention and MLP outputs before the residual add (timm's ls/drop_path are identities here).
+    return [branch for block in model.blocks for branch in (block.attn, block.mlp)]
+
+
+_TARGETS = {"attention": _attention, "mlp": _mlp, "joint": _joint}
+
+
+def _build_micro(request: ModelRequest) -> nn.Module:
+    if request.pretrained:
+        raise CheckpointError("micro_vit has no pretrained weights; train it from scratch or pass --teacher-checkpoint")
+    return VisionTransformer(
+        img_size=request.image_size, patch_size=2, in_chans=request.in_chans, num_classes=request.num_classes,
+        embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0,
+    )
+
+
+_VIT_B32 = "vit_base_patch32_224.augreg_in21k_ft_in1k"
+
+
+def _build_vit_b32(request: ModelRequest) -> nn.Module:
+    try:
+        return timm.create_model(
+            _VIT_B32, pretrained=request.pretrained, num_classes=request.num_classes,
+            in_chans=request.in_chans, img_size=request.image_size,
+        )
+    except (OSError, RuntimeError, ValueError) as err:
+        if not request.pretrained:
+            raise
+        raise CheckpointError(
+            f"cannot fetch timm's pretrained weights for {_VIT_B32} ({type(err).__name__}: {err}); "
+            "download them where you have network access and pass the file with --teacher-checkpoint PATH "
+            "(safetensors, or a .pt/.pth state dict)"
+        ) from None
+
+
+@hookimpl
+def register_architectures(register):
+    register(ArchitectureSpec(
+        name="micro_vit",
+        description="timm ViT, 8×8 input, patch 2, 4 blocks of width 64: trains in seconds on CPU",
+        build=_build_micro, targets=_TARGETS, branches=_branches,
+        image_size=8, in_chans=1, num_classes=10,
+    ))
+    register(ArchitectureSpec(
+        name="vit_b32",
+        description="ViT-B/32 at 224 (timm vit_base_patch32_224), the reference paper's model",
+        build=_build_vit_b32, targets=_TARGETS, branches=_branches,
+        image_size=224,
+    ))

@@ -1,0 +1,266 @@
+"""Region, knee and CSV reading of effrank_bench.analysis, checked against hand-computed numbers."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from effrank_bench.analysis import CurveAnalysis, analyze_curve, parse_thresholds, read_curve_csv
+from effrank_bench.errors import AnalysisError
+
+RANKS_1_TO_100 = np.arange(1, 101, dtype=float)
+
+
+def linear_curve() -> CurveAnalysis:
+    """a(r) = r/100 at ranks 1..100; PCHIP reproduces straight data exactly."""
+    return analyze_curve(RANKS_1_TO_100, RANKS_1_TO_100 / 100, teacher_accuracy=1.0)
+
+
+# --- region ---------------------------------------------------------------------------------
+
+
+def test_linear_curve_crosses_at_85_and_95():
+    region = linear_curve().region
+    assert region.low == pytest.approx(85, abs=1e-9)
+    assert region.high == pytest.approx(95, abs=1e-9)
+    assert region.band == (85, 95)
+    assert region.thresholds == (0.85, 0.95)
+
+
+def test_fit_of_linear_curve_is_the_line_and_nan_outside_measured_range():
+    fit = linear_curve().fit([1.0, 12.5, 99.25, 100.0, 0.5, 101.0])
+    assert fit[:4] == pytest.approx([0.01, 0.125, 0.9925, 1.0], abs=1e-12)
+    assert np.isnan(fit[4:]).all()
+
+
+def test_crossing_between_two_points_solves_fit_equal_threshold():
+    # Straight 0.1/rank slope up to (1, 0.5) ... then a jump to 0.9 at rank 2, then flat.
+    ranks = [0.25, 0.5, 1.0, 2.0, 3.0, 4.0]
+    accuracies = [0.425, 0.45, 0.5, 0.9, 0.9, 0.9]
+    curve = analyze_curve(ranks, accuracies, teacher_accuracy=1.0, thresholds=(0.85, 0.9))
+    low = curve.region.low
+    assert 1 < low < 2
+    assert float(curve.fit(low)) == pytest.approx(0.85, abs=1e-9)
+    assert curve.region.high == 2.0
+    assert curve.region.band == (2, 2)
+
+
+def test_dip_after_reaching_threshold_does_not_move_crossing():
+    ranks = [1, 2, 3, 4, 5, 6]
+    steady = analyze_curve(ranks, [0.5, 0.96, 0.97, 0.98, 0.985, 0.99], 1.0)
+    # PCHIP slopes at a node depend on both neighbours, so a dip two intervals past the
+    # crossing interval [1, 2] cannot reach it: the region is identical.
+    dipped = analyze_curve(ranks, [0.5, 0.96, 0.97, 0.70, 0.985, 0.99], 1.0)
+    assert dipped.region == steady.region
+    assert 1 < dipped.region.low < dipped.region.high < 2
+    # The measured dip is kept as measured; only the fitted (monotone) values hide it.
+    assert dipped.normalized[3] == 0.70
+    assert dipped.monotone == (0.5, 0.96, 0.97, 0.97, 0.985, 0.99)
+
+
+def test_dip_is_fitted_as_if_measured_at_the_running_max():
+    ranks = [1, 2, 3, 4]
+    dipped = analyze_curve(ranks, [0.5, 0.96, 0.70, 0.99], 1.0)
+    flat = analyze_curve(ranks, [0.5, 0.96, 0.96, 0.99], 1.0)
+    assert dipped.region == flat.region
+    assert dipped.knee == flat.knee
+
+
+def test_early_spike_counts_from_its_rank_on():
+    # Running max: once a rank-2 student reached 0.9, every larger rank is credited with 0.9.
+    curve = analyze_curve([1, 2, 3, 4], [0.5, 0.9, 0.6, 0.7], 1.0)
+    assert curve.monotone == (0.5, 0.9, 0.9, 0.9)
+    assert 1 < curve.region.low < 2
+    assert curve.region.high is None
+
+
+def test_threshold_never_reached_gives_none_and_no_band():
+    region = analyze_curve([1, 2, 4], [0.5, 0.8, 0.9], 1.0).region
+    assert 2 < region.low < 4
+    assert region.high is None
+    assert region.band is None
+
+
+def test_first_point_already_above_threshold_crosses_at_first_rank():
+    region = analyze_curve([8, 16, 32], [0.96, 0.97, 0.98], 1.0).region
+    assert (region.low, region.high, region.band) == (8.0, 8.0, (8, 8))
+
+
+def test_duplicates_of_a_rank_are_averaged():
+    curve = analyze_curve([2, 1, 2, 4], [0.8, 0.4, 0.9, 1.0], 1.0)
+    assert curve.ranks == (1.0, 2.0, 4.0)
+    assert curve.normalized == pytest.approx((0.4, 0.85, 1.0))
+
+
+def test_percent_and_fraction_give_the_same_region():
+    ranks = [1, 2, 4, 8, 16, 32]
+    fraction = [0.30, 0.55, 0.72, 0.86, 0.91, 0.93]
+    in_fraction = analyze_curve(ranks, fraction, teacher_accuracy=0.94)
+    in_percent = analyze_curve(ranks, [100 * a for a in fraction], teacher_accuracy=94.0)
+    assert in_percent.region.low == pytest.approx(in_fraction.region.low, rel=1e-12)
+    assert in_percent.region.high == pytest.approx(in_fraction.region.high, rel=1e-12)
+    assert in_percent.region.band == in_fraction.region.band
+
+
+# --- knee -----------------------------------------------------------------------------------
+
+
+def test_knee_of_ramp_then_plateau_is_just_below_the_corner():
+    # a(r) = min(r/20, 1) at ranks 1..100. On [19, 20] PCHIP has end slopes 0.05 and 0, so with
+    # t = r - 19 its slope is 0.05 (1 + 3t)(1 - t); the distance to the secant (slope 0.95/99)
+    # peaks where the two slopes are equal: (1 + 3t)(1 - t) = k, k = 0.95 / 99 / 0.05.
+    k = 0.95 / 99 / 0.05
+    expected = 19 + (1 + math.sqrt(1 + 3 * (1 - k))) / 3
+    knee = analyze_curve(RANKS_1_TO_100, np.minimum(RANKS_1_TO_100 / 20, 1), 1.0).knee
+    assert knee == pytest.approx(20, abs=0.06)
+    assert knee == pytest.approx(expected, abs=1e-6)
+
+
+def test_log2_knee_of_a_straight_line_is_the_logarithmic_mean():
+    # Fit a = s r over u = log2 r: the distance to the secant peaks where da/du = s r ln 2 equals
+    # the secant slope s (r1 - r0) / log2(r1 / r0), i.e. at r = (r1 - r0) / ln(r1 / r0).
+    curve = analyze_curve(RANKS_1_TO_100, RANKS_1_TO_100 / 100, 1.0, knee_axis="log2")
+    assert curve.knee == pytest.approx(99 / math.log(100), abs=1e-5)
+    assert curve.knee_axis == "log2"
+
+
+def test_log2_and_linear_axes_pick_different_corners():
+    # Piecewise-linear through (1, 0), (4, 0.5), (64, 0.9), (256, 1). Distance to the secant is
+    # largest at a corner (each segment is straight in r, convex in log2 r).
+    # Linear axis: 0.5 - 3/255 = 0.49 at r=4 < 0.9 - 63/255 = 0.65 at r=64 -> knee near 64.
+    # log2 axis:   0.5 - 2/8  = 0.25 at r=4 > 0.9 - 6/8    = 0.15 at r=64 -> knee near 4.
+    ranks = np.arange(1, 257, dtype=float)
+    accuracies = np.interp(ranks, [1, 4, 64, 256], [0, 0.5, 0.9, 1.0])
+    assert 63 < analyze_curve(ranks, accuracies, 1.0).knee <= 64
+    assert 3 < analyze_curve(ranks, accuracies, 1.0, knee_axis="log2").knee <= 4
+
+
+@pytest.mark.parametrize("knee_axis", ["linear", "log2"])
+@pytest.mark.parametrize("scale", [0.01, 0.37, 1.0, 100.0])
+def test_knee_does_not_depend_on_teacher_accuracy_scale(knee_axis, scale):
+    ranks = [1, 2, 3, 5, 8, 13, 21, 34, 55, 89]
+    accuracies = [0.2, 0.35, 0.5, 0.66, 0.78, 0.86, 0.9, 0.92, 0.93, 0.935]
+    reference = analyze_curve(ranks, accuracies, 1.0, knee_axis=knee_axis).knee
+    scaled = analyze_curve(ranks, accuracies, 1.0 / scale, knee_axis=knee_axis).knee
+    assert scaled == pytest.approx(reference, rel=1e-6)
+
+
+def test_knee_without_a_bend_is_the_first_rank_at_the_maximum():
+    # Convention: no bend to find -> first rank where the fit reaches its maximum.
+    assert linear_curve().knee == 100.0  # rising straight line: never stopped paying off
+    assert analyze_curve([1, 2, 3], [0.7, 0.7, 0.7], 1.0).knee == 1.0  # flat: saturated at once
+    assert analyze_curve([4, 8], [0.5, 0.9], 1.0).knee == 8.0  # two points: no shape
+    assert analyze_curve([4, 8], [0.5, 0.9], 1.0, knee_axis="log2").knee == 8.0
+    assert analyze_curve([4, 8], [0.9, 0.5], 1.0).knee == 4.0  # running max makes it flat
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ranks": [1, 1], "accuracies": [0.5, 0.6]}, "at least 2 distinct ranks"),
+        ({"ranks": [1], "accuracies": [0.5]}, "at least 2 distinct ranks"),
+        ({"ranks": [1, 2], "accuracies": [0.5]}, "must pair up"),
+        ({"ranks": [0, 2], "accuracies": [0.5, 0.6]}, "ranks must be positive"),
+        ({"ranks": [-1, 2], "accuracies": [0.5, 0.6]}, "ranks must be positive"),
+        ({"ranks": [1, math.inf], "accuracies": [0.5, 0.6]}, "ranks must be finite"),
+        ({"ranks": [1, 2], "accuracies": [0.5, math.nan]}, "accuracies must be finite"),
+        ({"ranks": [1, 2], "accuracies": [-0.1, 0.6]}, "accuracies must be >= 0"),
+        ({"ranks": [1, "x"], "accuracies": [0.5, 0.6]}, "ranks must be numbers"),
+        ({"teacher_accuracy": 0.0}, "teacher accuracy must be a positive number"),
+        ({"teacher_accuracy": math.nan}, "teacher accuracy must be a positive number"),
+        ({"thresholds": (0.95, 0.85)}, "0 < t0 < t1"),
+        ({"thresholds": (0.0, 0.85)}, "0 < t0 < t1"),
+        ({"thresholds": (0.9,)}, "two numbers"),
+        ({"knee_axis": "log10"}, "knee axis must be one of linear, log2"),
+    ],
+)
+def test_invalid_input_raises_analysis_error(kwargs, message):
+    arguments = {"ranks": [1, 2, 3], "accuracies": [0.5, 0.8, 0.9], "teacher_accuracy": 1.0, **kwargs}
+    with pytest.raises(AnalysisError, match=message) as raised:
+        analyze_curve(**arguments)
+    assert "\n" not in str(raised.value)
+
+
+def test_parse_thresholds():
+    assert parse_thresholds("0.8,0.9") == (0.8, 0.9)
+    assert parse_thresholds(" 0.9 , 1.02 ") == (0.9, 1.02)  # above 1: student beats teacher
+
+
+@pytest.mark.parametrize("text", ["0.9", "0.8,0.9,0.95", "a,0.9", "0.9,0.8", "0,0.9", "0.8,0.8", "nan,0.9"])
+def test_parse_thresholds_rejects(text):
+    with pytest.raises(AnalysisError, match="thresholds"):
+        parse_thresholds(text)
+
+
+# --- CSV ------------------------------------------------------------------------------------
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "curve.csv"
+    path.write_text(text)
+    return path
+
+
+def test_read_curve_csv_good_file(tmp_path):
+    text = " seed , rank ,accuracy , loss\n0, 4, 0.61 ,1.2\n\n0,8,0.75,0.9\n1, 16 , 0.8, 0.7\n"
+    path = write(tmp_path, text)
+    assert read_curve_csv(path) == ([4.0, 8.0, 16.0], [0.61, 0.75, 0.8])
+
+
+def test_read_curve_csv_missing_file(tmp_path):
+    with pytest.raises(AnalysisError, match=r"nope\.csv: curve file not found"):
+        read_curve_csv(tmp_path / "nope.csv")
+
+
+def test_read_curve_csv_missing_column_names_it_and_lists_header(tmp_path):
+    path = write(tmp_path, "rank,acc\n1,0.5\n2,0.6\n")
+    expected = r"curve\.csv: missing column 'accuracy' \(header has: rank, acc\)"
+    with pytest.raises(AnalysisError, match=expected):
+        read_curve_csv(path)
+
+
+def test_read_curve_csv_non_numeric_value_names_line(tmp_path):
+    path = write(tmp_path, "rank,accuracy\n1,0.5\n2,high\n")
+    with pytest.raises(AnalysisError, match=r"curve\.csv, line 3: 'accuracy' value 'high' is not a number"):
+        read_curve_csv(path)
+
+
+def test_read_curve_csv_non_finite_and_missing_values_name_line(tmp_path):
+    with pytest.raises(AnalysisError, match=r"line 2: 'rank' value 'inf' is not a finite number"):
+        read_curve_csv(write(tmp_path, "rank,accuracy\ninf,0.5\n2,0.6\n"))
+    with pytest.raises(AnalysisError, match=r"line 3: missing 'accuracy' value"):
+        read_curve_csv(write(tmp_path, "rank,accuracy\n1,0.5\n2\n"))
+
+
+def test_read_curve_csv_needs_two_points(tmp_path):
+    with pytest.raises(AnalysisError, match=r"curve\.csv: has 1 data row\(s\), a curve needs at least 2$"):
+        read_curve_csv(write(tmp_path, "rank,accuracy\n1,0.5\n"))
+    with pytest.raises(AnalysisError, match="file is empty"):
+        read_curve_csv(write(tmp_path, ""))
+
+
+# --- serialization --------------------------------------------------------------------------
+
+
+def test_to_dict_is_json_ready_with_exact_keys():
+    data = json.loads(json.dumps(linear_curve().to_dict()))
+    assert set(data) == {"teacher_accuracy", "region", "knee", "knee_axis", "points"}
+    assert data["region"] == {"low": 85.0, "high": 95.0, "band": [85, 95], "thresholds": [0.85, 0.95]}
+    assert data["teacher_accuracy"] == 1.0
+    assert data["knee"] == 100.0
+    assert data["knee_axis"] == "linear"
+    assert len(data["points"]) == 100
+    assert data["points"][0] == {"rank": 1.0, "normalized": 0.01}
+
+
+def test_to_dict_band_is_none_when_a_threshold_is_missed():
+    data = analyze_curve([1, 2], [0.5, 0.9], 1.0).to_dict()
+    assert data["region"]["band"] is None
+    assert data["region"]["high"] is None
+    json.dumps(data)

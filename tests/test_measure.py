@@ -1,0 +1,179 @@
+"""Tests for effrank_bench.measure against known parameter and MAC counts."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import timm
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+from torch.nn import functional as F
+
+from effrank_bench.errors import ConfigError
+from effrank_bench.measure import Cost, count_macs, count_params, measure, measure_latency_ms, peak_memory_mb
+
+
+@pytest.fixture(scope="module")
+def vit_b32() -> nn.Module:
+    return timm.create_model("vit_base_patch32_224", num_classes=1000)
+
+
+def small_vit(fused: bool) -> VisionTransformer:
+    model = VisionTransformer(
+        img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0
+    )
+    for block in model.blocks:
+        block.attn.fused_attn = fused
+    return model
+
+
+SMALL_VIT_INPUT = (2, 1, 8, 8)
+
+
+def small_vit_macs(batch: int) -> int:
+    tokens, dim = (8 // 2) ** 2 + 1, 64
+    patch_embed = (tokens - 1) * dim * 1 * 2 * 2
+    linears = tokens * dim * (3 * dim + dim + 2 * dim) + tokens * (2 * dim) * dim
+    attention = 2 * tokens**2 * dim  # q @ k^T and scores @ v
+    head = dim * 10  # class token only
+    return batch * (patch_embed + 2 * (linears + attention) + head)
+
+
+class CallCounter(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.linear(x)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, module: nn.MultiheadAttention) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x, x, x, need_weights=False)[0]
+
+
+class SDPA(nn.Module):
+    def __init__(self, k_len: int, v_dim: int) -> None:
+        super().__init__()
+        self.k_len, self.v_dim = k_len, v_dim
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        k = q[..., :1, :].expand(-1, -1, self.k_len, -1)
+        return F.scaled_dot_product_attention(q, k, k[..., : self.v_dim])
+
+
+def test_vit_b32_macs_match_timm_published(vit_b32: nn.Module) -> None:
+    gmacs = count_macs(vit_b32, torch.randn(1, 3, 224, 224)) / 1e9
+    assert gmacs == pytest.approx(4.41, rel=0.01)
+
+
+def test_vit_b32_params(vit_b32: nn.Module) -> None:
+    assert count_params(vit_b32) == (88_224_232, 0)
+    with torch.device("meta"):  # counting needs shapes only; skips the slow weight init
+        vit_b32_100 = timm.create_model("vit_base_patch32_224", num_classes=100)
+    assert count_params(vit_b32_100) == (87_532_132, 0)
+
+
+def test_fused_and_eager_attention_count_the_same_hand_computed_macs() -> None:
+    x = torch.randn(SMALL_VIT_INPUT)
+    fused, eager = small_vit(fused=True), small_vit(fused=False)
+    assert count_macs(fused, x) == count_macs(eager, x) == small_vit_macs(batch=2)
+
+
+# Equal head dims take CPU's fused kernel; a smaller value dim falls back to the math path.
+@pytest.mark.parametrize("v_dim", [8, 4])
+def test_sdpa_macs(v_dim: int) -> None:
+    batch, heads, q_len, k_len, qk_dim = 2, 3, 5, 7, 8
+    model = SDPA(k_len, v_dim)
+    macs = count_macs(model, torch.randn(batch, heads, q_len, qk_dim))
+    assert macs == batch * heads * q_len * k_len * (qk_dim + v_dim)
+
+
+def test_multihead_attention_fast_path_is_counted() -> None:
+    tokens, dim, heads = 5, 16, 2
+    model = SelfAttention(nn.MultiheadAttention(dim, heads, batch_first=True))
+    expected = tokens * dim * 3 * dim + 2 * tokens**2 * dim + tokens * dim * dim
+    assert count_macs(model, torch.randn(1, tokens, dim)) == expected
+    assert torch.backends.mha.get_fastpath_enabled()
+
+
+def test_linear_macs_exclude_bias() -> None:
+    assert count_macs(nn.Linear(6, 5), torch.randn(3, 6)) == 3 * 6 * 5
+
+
+def test_count_macs_restores_training_modes() -> None:
+    model = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5))
+    model[0].eval()
+    count_macs(model, torch.randn(1, 3))
+    assert [m.training for m in model.modules()] == [True, False, True]
+
+
+def test_factorized_params_counted_once() -> None:
+    inner = nn.Linear(4, 3)  # 15
+    outer = nn.Sequential(inner, nn.Linear(3, 2))  # 15 + 8
+    model = nn.Sequential(outer, nn.Linear(2, 2))  # + 6
+    assert count_params(model, [inner, outer, inner]) == (29, 23)
+
+
+def test_shared_params_counted_once() -> None:
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, shared)
+    assert count_params(model, [model[0], model[1]]) == (20, 20)
+
+
+def test_latency_runs_warmup_plus_repeats() -> None:
+    model = CallCounter()
+    latency = measure_latency_ms(model, torch.randn(2, 4), warmup=3, repeats=7)
+    assert model.calls == 10
+    assert 0 < latency < math.inf
+
+
+@pytest.mark.parametrize(("warmup", "repeats"), [(-1, 5), (0, 0)])
+def test_latency_rejects_bad_counts(warmup: int, repeats: int) -> None:
+    with pytest.raises(ConfigError):
+        measure_latency_ms(CallCounter(), torch.randn(1, 4), warmup=warmup, repeats=repeats)
+
+
+def test_peak_memory_is_none_on_cpu() -> None:
+    assert peak_memory_mb(nn.Linear(4, 4), torch.randn(1, 4)) is None
+
+
+def test_measure_bundles_every_cost() -> None:
+    model = small_vit(fused=True)
+    cost = measure(model, torch.randn(SMALL_VIT_INPUT), factorized=[model.head], warmup=1, repeats=2)
+    assert cost.params == sum(p.numel() for p in model.parameters())
+    assert cost.factorized_params == 64 * 10 + 10
+    assert cost.macs == small_vit_macs(batch=2)
+    assert cost.latency_ms is not None and cost.latency_ms > 0
+    assert cost.peak_memory_mb is None
+    assert cost.to_dict() == {
+        "params": cost.params,
+        "factorized_params": 650,
+        "macs": cost.macs,
+        "latency_ms": cost.latency_ms,
+        "peak_memory_mb": None,
+    }
+    untimed = measure(model, torch.randn(SMALL_VIT_INPUT), time_it=False)
+    assert untimed == Cost(cost.params, 0, cost.macs, None, None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_costs() -> None:
+    x = torch.randn(SMALL_VIT_INPUT)
+    model = small_vit(fused=True)
+    cpu_macs = count_macs(model, x)
+    model, x = model.cuda(), x.cuda()
+    weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    assert count_macs(model, x) == cpu_macs
+    assert peak_memory_mb(model, x) >= weights_mb
+    cost = measure(model, x, warmup=1, repeats=3)
+    assert cost.latency_ms is not None and cost.latency_ms > 0
+    assert cost.peak_memory_mb is not None and cost.peak_memory_mb >= weights_mb
