@@ -81,25 +81,26 @@ class RunConfig(BaseModel):
         low, high = self.thresholds
         if not 0 < low < high:
             raise ValueError(f"thresholds must satisfy 0 < low < high, got {low}, {high}")
-        if self.teacher_checkpoint is not None and not self.teacher_checkpoint.is_file():
-            raise ValueError(f"teacher checkpoint not found: {self.teacher_checkpoint}")
         return self
 
     @property
     def loss_options(self) -> LossOptions:
         return LossOptions(kd_temperature=self.kd_temperature, kd_alpha=self.kd_alpha)
 
-    def sweep_key(self) -> str:
-        """Short hash of everything that determines a trial's result except its rank."""
+    def sweep_fields(self) -> dict[str, Any]:
+        """Everything that determines a trial's result except its rank; a checkpoint by its content."""
         fields = {k: v for k, v in self.model_dump(mode="json").items() if k not in _NOT_IN_SWEEP_KEY}
-        return _digest(fields)
+        if self.teacher_checkpoint is not None:
+            fields["teacher_checkpoint"] = _file_sha256(self.teacher_checkpoint)
+        return fields
+
+    def sweep_key(self) -> str:
+        return _digest(self.sweep_fields())
 
     def teacher_key(self) -> str:
         """Hash of what determines the teacher, so sweeps over targets, losses and ranks share it."""
-        fields = {k: self.model_dump(mode="json")[k] for k in _TEACHER_FIELDS}
-        if self.teacher_checkpoint is not None:
-            fields["teacher_checkpoint_sha256"] = _file_sha256(self.teacher_checkpoint)
-        return _digest(fields)
+        fields = self.sweep_fields()
+        return _digest({k: fields[k] for k in _TEACHER_FIELDS})
 
     def default_out(self) -> Path:
         return Path("runs") / f"{self.arch}-{self.target}-{self.loss}-{self.dataset}-{self.sweep_key()[:8]}"
@@ -117,6 +118,9 @@ def _digest(fields: dict) -> str:
 
 
 def _file_sha256(path: Path) -> str:
+    """The file's digest; a file that is gone (a finished run's checkpoint, deleted) hashes as such."""
+    if not path.is_file():
+        return f"missing file {path}"
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -128,11 +132,12 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     """One line: where each problem is and what it is."""
     problems = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "config"
+        where = ".".join(str(p) for p in e["loc"])
+        message = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             problems.append(f"unknown key '{where}'")
         else:
-            problems.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
+            problems.append(f"{where}: {message}" if where else message)
     return f"{source}: " + "; ".join(problems)
 
 
@@ -156,6 +161,11 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     values = read_toml(path) if path is not None else {}
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
-        return RunConfig(**values)
+        config = RunConfig(**values)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, str(path) if path else "run options")) from None
+    # Checked here, at the edge, not in the model: a finished run's config stays readable
+    # after its checkpoint is moved.
+    if config.teacher_checkpoint is not None and not config.teacher_checkpoint.is_file():
+        raise ConfigError(f"teacher checkpoint not found: {config.teacher_checkpoint}")
+    return config

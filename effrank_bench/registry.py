@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import pluggy
+from pydantic import ValidationError
 
 from effrank_bench import hookspecs
+from effrank_bench.config import format_validation_error
 from effrank_bench.errors import RegistrationError, UnknownNameError
 from effrank_bench.specs import ArchitectureSpec, DatasetSpec, LossSpec, TargetSpec
 
@@ -46,7 +48,13 @@ class Registry:
         self._items: dict[str, dict[str, Registered]] = {kind: {} for kind in _KINDS}
         for kind, (hook_name, spec_type) in _KINDS.items():
             for impl in getattr(pm.hook, hook_name).get_hookimpls():
-                impl.function(register=self._collector(kind, spec_type, impl.plugin_name))
+                try:
+                    impl.function(register=self._collector(kind, spec_type, impl.plugin_name))
+                except ValidationError as err:
+                    raise RegistrationError(
+                        f"plugin '{impl.plugin_name}' built an invalid {kind} spec: "
+                        + format_validation_error(err, spec_type.__name__)
+                    ) from None
         self._check_architecture_targets()
 
     def _collector(self, kind: str, spec_type: type, plugin: str):

@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from effrank_bench.config import RunConfig
+from effrank_bench.config import RunConfig, format_validation_error
 from effrank_bench.errors import ConfigError
 
 SCHEMA_VERSION = 1
@@ -58,9 +58,9 @@ class RunDir:
         run = cls(path)
         if run.config_path.is_file():
             previous = run.config()
-            if previous.sweep_key() != config.sweep_key():
-                changed = [k for k, v in config.model_dump().items()
-                           if previous.model_dump().get(k) != v and k not in ("ranks", "out", "device")]
+            old, new = previous.sweep_fields(), config.sweep_fields()
+            if old != new:
+                changed = [k for k in new if old.get(k) != new[k]]
                 raise ConfigError(
                     f"{path} holds another sweep (differs in: {', '.join(changed)}); "
                     "use another --out or the same options to resume it"
@@ -82,7 +82,10 @@ class RunDir:
     def config(self) -> RunConfig:
         if not self.config_path.is_file():
             raise ConfigError(f"{self.path} is not a run directory (no config.json)")
-        return RunConfig.model_validate_json(self.config_path.read_text())
+        try:
+            return RunConfig.model_validate_json(self.config_path.read_text())
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, str(self.config_path))) from None
 
     def records(self) -> list[TrialRecord]:
         if not self.records_path.is_file():

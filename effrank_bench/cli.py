@@ -1,0 +1,231 @@
+"""The ``effrank-bench`` command: parse arguments, call the library, turn its errors into exit 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from effrank_bench import __version__
+from effrank_bench.errors import EffrankError
+
+BAD_INPUT = 2
+INTERRUPTED = 130
+
+# (flag, config field, type, help): every run option, filled from --config first, flags winning.
+_RUN_OPTIONS = [
+    ("--arch", "arch", str, "architecture (see `effrank-bench list`)"),
+    ("--target", "target", str, "factorization target: attention, mlp, joint, ..."),
+    ("--loss", "loss", str, "distillation loss: geometric, logit, kd"),
+    ("--dataset", "dataset", str, "data set (see `effrank-bench list`)"),
+    ("--data-root", "data_root", Path, "where the data set's files are"),
+    ("--ranks", "ranks", str, "comma-separated ranks, e.g. 2,4,8"),
+    ("--epochs", "epochs", int, "student distillation epochs per rank"),
+    ("--teacher-epochs", "teacher_epochs", int, "teacher training epochs (0: use the teacher as loaded)"),
+    ("--batch-size", "batch_size", int, "training batch size"),
+    ("--lr", "lr", float, "student AdamW learning rate"),
+    ("--teacher-lr", "teacher_lr", float, "teacher AdamW learning rate"),
+    ("--weight-decay", "weight_decay", float, "AdamW weight decay"),
+    ("--seed", "seed", int, "seed of the teacher and the students"),
+    ("--device", "device", str, "auto, cpu or cuda"),
+    ("--init", "init", str, "student init: svd (truncated SVD of the teacher) or random"),
+    ("--qkv", "qkv", str, "fused qkv: split (rank r each for q, k, v, as in the paper) or fused"),
+    ("--teacher-checkpoint", "teacher_checkpoint", Path, "teacher weights: safetensors or .pt/.pth state dict"),
+    ("--kd-temperature", "kd_temperature", float, "KD temperature T"),
+    ("--kd-alpha", "kd_alpha", float, "KD weight of the KL term (1 - alpha on cross-entropy)"),
+    ("--thresholds", "thresholds", str, "region thresholds, e.g. 0.85,0.95"),
+    ("--knee-axis", "knee_axis", str, "rank axis of the knee: linear (the paper's) or log2"),
+    ("--latency-batch-size", "latency_batch_size", int, "batch size of latency measurements"),
+    ("--latency-repeats", "latency_repeats", int, "timed repeats of latency measurements"),
+    ("--out", "out", Path, "run directory (default runs/<arch>-<target>-<loss>-<dataset>-<hash>)"),
+]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="effrank-bench",
+        description="Estimate the effective rank of a network by low-rank factorization and distillation.",
+    )
+    parser.add_argument("--version", action="version", version=f"effrank-bench {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    commands = parser.add_subparsers(dest="command")
+
+    run = commands.add_parser("run", help="distill a sweep of ranks and report region, knee and costs")
+    run.add_argument("--config", type=Path, help="TOML file with the same fields as the flags")
+    for flag, field, kind, text in _RUN_OPTIONS:
+        run.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    run.add_argument("--pretrained", action="store_true", default=None,
+                     help="start the teacher from the architecture's pretrained weights")
+    run.set_defaults(handler=_run)
+
+    analyze = commands.add_parser("analyze", help="region and knee of an accuracy-vs-rank CSV (rank,accuracy)")
+    analyze.add_argument("csv", type=Path)
+    analyze.add_argument("--teacher-acc", type=float, required=True, help="teacher accuracy, same units as the CSV")
+    analyze.add_argument("--thresholds", default="0.85,0.95")
+    analyze.add_argument("--knee-axis", choices=["linear", "log2"], default="linear")
+    analyze.add_argument("--json", action="store_true", help="print one JSON object")
+    analyze.set_defaults(handler=_analyze)
+
+    measure = commands.add_parser("measure", help="parameters, MACs, latency and memory of teacher and students")
+    measure.add_argument("--arch", default="micro_vit")
+    measure.add_argument("--target", default="joint")
+    measure.add_argument("--ranks", default="8,16,32")
+    measure.add_argument("--dataset", help="take classes and channels from this data set "
+                                           "(default: the architecture's native input)")
+    measure.add_argument("--batch-size", type=int, default=1, help="batch size of the latency runs")
+    measure.add_argument("--warmup", type=int, default=5)
+    measure.add_argument("--repeats", type=int, default=30)
+    measure.add_argument("--qkv", choices=["split", "fused"], default="split")
+    measure.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    measure.add_argument("--json", action="store_true", help="print one JSON object")
+    measure.set_defaults(handler=_measure)
+
+    listing = commands.add_parser("list", help="registered architectures, targets, losses and data sets")
+    listing.set_defaults(handler=_list)
+
+    report = commands.add_parser("report", help="re-render the table, summaries and plot of a run directory")
+    report.add_argument("run_dir", type=Path)
+    report.set_defaults(handler=_report)
+    return parser
+
+
+def _print_report(run, console: Console) -> None:
+    from effrank_bench.report import build_report, region_lines, render_table, write_report
+
+    report = build_report(run)
+    write_report(run, report)
+    console.print(render_table(report))
+    for line in region_lines(report.analysis, report.note):
+        console.print(line)
+    console.print(f"results in {run.path}")
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    from effrank_bench.config import load_config
+    from effrank_bench.progress import RichProgress
+    from effrank_bench.sweep import Sweep
+
+    overrides = {field: getattr(args, field) for _, field, _, _ in _RUN_OPTIONS}
+    overrides["pretrained"] = args.pretrained
+    config = load_config(args.config, overrides)
+    with RichProgress() as progress:
+        sweep = Sweep(config, progress=progress)
+        try:
+            run = sweep.execute()
+        except KeyboardInterrupt:
+            progress.note(f"interrupted: {len(sweep.run.records())} finished trial(s) are in {sweep.run.path}; "
+                          "run the same command again to resume")
+            return INTERRUPTED
+    _print_report(run, console)
+    return 0
+
+
+def _analyze(args: argparse.Namespace, console: Console) -> int:
+    from effrank_bench.analysis import analyze_curve, parse_thresholds, read_curve_csv
+    from effrank_bench.report import region_lines
+
+    ranks, accuracies = read_curve_csv(args.csv)
+    analysis = analyze_curve(ranks, accuracies, args.teacher_acc, thresholds=parse_thresholds(args.thresholds),
+                             knee_axis=args.knee_axis)
+    if args.json:
+        print(json.dumps(analysis.to_dict()))
+    else:
+        for line in region_lines(analysis, None):
+            console.print(line)
+    return 0
+
+
+def _measure(args: argparse.Namespace, console: Console) -> int:
+    import torch
+
+    from effrank_bench.config import RunConfig, format_validation_error
+    from effrank_bench.cost_table import cost_table
+    from effrank_bench.environment import resolve_device
+    from effrank_bench.errors import ConfigError, UnsupportedTargetError
+    from effrank_bench.registry import default_registry
+    from effrank_bench.specs import DataRequest, ModelRequest
+    from pydantic import ValidationError
+
+    try:
+        ranks = RunConfig(ranks=args.ranks).ranks
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "--ranks")) from None
+    registry = default_registry()
+    arch = registry.architecture(args.arch)
+    registry.target(args.target)
+    if args.target not in arch.targets:
+        raise UnsupportedTargetError(f"{arch.name} does not support target '{args.target}'; "
+                                     f"its targets are: {', '.join(arch.targets)}")
+    classes, chans = arch.num_classes, arch.in_chans
+    if args.dataset:
+        splits = registry.dataset(args.dataset).load(DataRequest())
+        classes, chans = splits.num_classes, splits.in_chans
+    request = ModelRequest(num_classes=classes, in_chans=chans, image_size=arch.image_size)
+    device = torch.device(resolve_device(args.device))
+    table = cost_table(arch, args.target, ranks, request, device=device, batch_size=args.batch_size,
+                       warmup=args.warmup, repeats=args.repeats, qkv=args.qkv)
+    table = {"arch": arch.name, "target": args.target, "device": str(device), "input": request.model_dump(),
+             "latency_batch_size": args.batch_size, **table}
+    if args.json:
+        print(json.dumps(table))
+        return 0
+    out = Table(title=f"{arch.name} · {args.target} · {classes} classes · {chans}×{arch.image_size}² "
+                      f"· latency at batch {args.batch_size} on {device}")
+    for name in ("rank", "params", "factorized", "compression", "GMACs", "latency ms", "peak MiB"):
+        out.add_column(name, justify="right")
+    for row in [{"rank": "teacher", "compression": 1.0, **table["teacher"]}, *table["students"]]:
+        out.add_row(str(row["rank"]), f"{row['params']:,}", f"{row['factorized_params']:,}",
+                    f"{row['compression']:.2f}×", f"{row['macs'] / 1e9:.4f}", f"{row['latency_ms']:.3f}",
+                    "–" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.1f}")
+    console.print(out)
+    return 0
+
+
+_PLURALS = {"architecture": "architectures", "target": "targets", "loss": "losses", "dataset": "data sets"}
+
+
+def _list(args: argparse.Namespace, console: Console) -> int:
+    from effrank_bench.registry import default_registry
+
+    registry = default_registry()
+    for kind, items in registry.listing().items():
+        table = Table(title=_PLURALS[kind], title_justify="left")
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        table.add_column("plugin")
+        if kind == "architecture":
+            table.add_column("targets")
+        for name, description, plugin in items:
+            extra = [", ".join(registry.architecture(name).targets)] if kind == "architecture" else []
+            table.add_row(name, description, plugin, *extra)
+        console.print(table)
+    return 0
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    from effrank_bench.store import RunDir
+
+    _print_report(RunDir(args.run_dir), console)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `effrank-bench` alone runs the embedded default, as `effrank-bench run` does
+        args = parser.parse_args(["run", *(argv or [])]) if argv is not None else parser.parse_args(["run"])
+    console = Console()
+    try:
+        return args.handler(args, console)
+    except EffrankError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Cost of a teacher and of its factorized students at several ranks, without training anything."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from effrank_bench.factorize import QKV, check_rank, factorize
+from effrank_bench.measure import measure
+from effrank_bench.specs import ArchitectureSpec, ModelRequest
+
+
+def cost_table(arch: ArchitectureSpec, target: str, ranks: tuple[int, ...], request: ModelRequest, *,
+               device: torch.device, batch_size: int = 1, warmup: int = 5, repeats: int = 30,
+               qkv: QKV = "split") -> dict:
+    """``{"teacher": cost, "students": [cost + rank + compression, ...]}``; MACs are per sample.
+
+    Students are randomly initialised: cost does not depend on the weights, and
+    skipping the SVD keeps this quick on a paper-size model.
+    """
+    teacher = arch.build(request).to(device)
+    sites = arch.targets[target](teacher)
+    for rank in ranks:
+        check_rank(teacher, sites, rank, qkv, arch.name)
+    example = torch.randn(batch_size, request.in_chans, request.image_size, request.image_size, device=device)
+    teacher_cost = measure(teacher, example, warmup=warmup, repeats=repeats).to_dict()
+    students = []
+    for rank in ranks:
+        student = copy.deepcopy(teacher)
+        replaced = factorize(student, sites, rank, init="random", qkv=qkv)
+        cost = measure(student, example, factorized=replaced.values(), warmup=warmup, repeats=repeats).to_dict()
+        students.append({"rank": rank, **cost, "compression": teacher_cost["params"] / cost["params"]})
+        del student
+    return {"teacher": teacher_cost, "students": students}

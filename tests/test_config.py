@@ -1,0 +1,174 @@
+"""RunConfig: defaults, parsing, TOML files, CLI overrides, and the sweep and teacher cache keys."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from effrank_bench.config import RunConfig, load_config
+from effrank_bench.errors import ConfigError
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# --- defaults and parsing --------------------------------------------------------------------
+
+
+def test_defaults_are_the_embedded_run():
+    config = RunConfig()
+    assert (config.arch, config.target, config.loss, config.dataset) == ("micro_vit", "joint", "geometric", "digits")
+    assert config.ranks == (1, 2, 4, 8, 16, 32)
+    assert (config.init, config.qkv, config.device) == ("svd", "split", "auto")
+    assert config.thresholds == (0.85, 0.95)
+    assert config.loss_options.kd_temperature == 4.0 and config.loss_options.kd_alpha == 0.5
+    assert load_config() == config
+
+
+def test_ranks_from_a_string_are_sorted_and_deduplicated():
+    assert RunConfig(ranks="8,2,4,4").ranks == (2, 4, 8)
+    assert RunConfig(ranks=" 16 , 2,").ranks == (2, 16)
+    assert RunConfig(ranks=[32, 1, 32]).ranks == (1, 32)
+
+
+@pytest.mark.parametrize("ranks", ["0", "4,0,8", "-2"])
+def test_a_non_positive_rank_is_a_config_error(ranks):
+    with pytest.raises(ConfigError, match="positive"):
+        load_config(overrides={"ranks": ranks})
+
+
+def test_a_non_positive_rank_is_a_validation_error_for_the_model():
+    with pytest.raises(ValidationError, match="positive"):
+        RunConfig(ranks=(0,))
+
+
+def test_thresholds_from_a_string_and_their_order():
+    assert RunConfig(thresholds="0.5,0.9").thresholds == (0.5, 0.9)
+    with pytest.raises(ConfigError, match="0 < low < high"):
+        load_config(overrides={"thresholds": "0.95,0.85"})
+
+
+def test_bad_values_name_the_field():
+    with pytest.raises(ConfigError, match="^run options: epochs: "):
+        load_config(overrides={"epochs": 0})
+    with pytest.raises(ConfigError, match="kd_alpha"):
+        load_config(overrides={"kd_alpha": 1.5})
+
+
+# --- TOML files and overrides --------------------------------------------------------------------
+
+
+def test_toml_values_load(tmp_path):
+    path = write(tmp_path / "run.toml", 'arch = "vit_b32"\nranks = [64, 8]\nepochs = 3\nkd_temperature = 2.0\n')
+    config = load_config(path)
+    assert config.arch == "vit_b32" and config.ranks == (8, 64) and config.epochs == 3
+    assert config.loss_options.kd_temperature == 2.0
+    assert config.target == "joint"  # untouched fields keep their defaults
+
+
+def test_overrides_win_and_none_overrides_are_ignored(tmp_path):
+    path = write(tmp_path / "run.toml", 'arch = "vit_b32"\nranks = "8,64"\nepochs = 3\nseed = 7\n')
+    config = load_config(path, {"epochs": 5, "ranks": "2", "seed": None, "arch": None, "loss": "kd"})
+    assert config.epochs == 5 and config.ranks == (2,) and config.loss == "kd"
+    assert config.seed == 7 and config.arch == "vit_b32"
+
+
+def test_unknown_key_in_toml(tmp_path):
+    path = write(tmp_path / "run.toml", 'arch = "micro_vit"\nfoo = 1\n')
+    with pytest.raises(ConfigError, match="unknown key 'foo'") as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_malformed_toml(tmp_path):
+    path = write(tmp_path / "run.toml", 'arch = "micro_vit\nranks = [1, 2\n')
+    with pytest.raises(ConfigError, match="malformed TOML"):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_missing_teacher_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match="teacher checkpoint not found"):
+        load_config(overrides={"teacher_checkpoint": str(tmp_path / "teacher.safetensors")})
+    path = write(tmp_path / "run.toml", 'teacher_checkpoint = "missing.safetensors"\n')
+    with pytest.raises(ConfigError, match="teacher checkpoint not found"):
+        load_config(path)
+
+
+def test_paths_in_a_toml_are_relative_to_the_file(tmp_path, monkeypatch):
+    conf = tmp_path / "conf"
+    write(conf / "weights" / "teacher.safetensors", "x")
+    path = write(conf / "run.toml",
+                 'data_root = "data"\nout = "../runs/a"\nteacher_checkpoint = "weights/teacher.safetensors"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the file is found from the file, not from the working directory
+    config = load_config(path)
+    assert config.data_root == conf / "data"
+    assert config.out.resolve() == (tmp_path / "runs" / "a").resolve()
+    assert config.teacher_checkpoint == conf / "weights" / "teacher.safetensors"
+    # An absolute path stays as written.
+    absolute = write(tmp_path / "abs.toml", f'data_root = "{tmp_path / "d"}"\n')
+    assert load_config(absolute).data_root == tmp_path / "d"
+
+
+# --- cache keys -----------------------------------------------------------------------------------
+
+
+def test_sweep_key_ignores_what_does_not_change_a_trial():
+    base = RunConfig()
+    for change in [{"ranks": (3, 5)}, {"device": "cpu"}, {"out": Path("elsewhere")},
+                   {"thresholds": (0.5, 0.9)}, {"latency_repeats": 3}]:
+        assert RunConfig(**change).sweep_key() == base.sweep_key(), change
+
+
+@pytest.mark.parametrize("change", [{"epochs": 13}, {"lr": 1e-3}, {"target": "mlp"}, {"loss": "kd"},
+                                    {"seed": 1}, {"init": "random"}, {"qkv": "fused"}, {"kd_alpha": 0.2}])
+def test_sweep_key_changes_with_what_a_trial_computes(change):
+    assert RunConfig(**change).sweep_key() != RunConfig().sweep_key()
+
+
+def test_sweep_key_is_deterministic():
+    assert RunConfig(epochs=3).sweep_key() == RunConfig(epochs=3).sweep_key()
+    assert len(RunConfig().sweep_key()) == 64  # a sha256 hex digest
+
+
+def test_teacher_key_is_shared_across_student_options():
+    base = RunConfig().teacher_key()
+    for change in [{"target": "mlp"}, {"loss": "kd"}, {"ranks": (64,)}, {"epochs": 1}, {"lr": 1e-4},
+                   {"init": "random"}, {"qkv": "fused"}, {"kd_temperature": 1.0}, {"device": "cpu"}]:
+        assert RunConfig(**change).teacher_key() == base, change
+
+
+@pytest.mark.parametrize("change", [{"teacher_epochs": 41}, {"seed": 1}, {"arch": "vit_b32"},
+                                    {"dataset": "cifar10"}, {"teacher_lr": 1e-3}, {"pretrained": True}])
+def test_teacher_key_changes_with_the_teacher(change):
+    assert RunConfig(**change).teacher_key() != RunConfig().teacher_key()
+
+
+def test_teacher_key_follows_the_checkpoints_content(tmp_path):
+    weights = write(tmp_path / "teacher.safetensors", "first")
+    first = RunConfig(teacher_checkpoint=weights).teacher_key()
+    assert first != RunConfig().teacher_key()
+    assert RunConfig(teacher_checkpoint=weights).teacher_key() == first
+    weights.write_text("second")  # same path, other weights
+    assert RunConfig(teacher_checkpoint=weights).teacher_key() != first
+    weights.write_text("first")
+    assert RunConfig(teacher_checkpoint=weights).teacher_key() == first
+
+
+def test_sweep_key_follows_the_checkpoints_content(tmp_path):
+    # Records of a sweep are only comparable under one teacher: new weights at the same path must
+    # not let RunDir.open resume the old records (the teacher key already tells them apart).
+    weights = write(tmp_path / "teacher.safetensors", "first")
+    first = RunConfig(teacher_checkpoint=weights).sweep_key()
+    weights.write_text("second")
+    assert RunConfig(teacher_checkpoint=weights).sweep_key() != first

@@ -1,0 +1,248 @@
+"""Low-rank layers and factorization of effrank_bench.factorize, checked against the SVD and hand counts."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from effrank_bench.errors import RankError, RegistrationError
+from effrank_bench.factorize import LowRankLinear, check_rank, factorize, full_rank, low_rank_from
+from effrank_bench.registry import default_registry
+from effrank_bench.specs import ModelRequest, Site
+
+
+def seeded_linear(in_features: int, out_features: int, seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    linear = nn.Linear(in_features, out_features)
+    with torch.no_grad():
+        linear.bias.normal_()  # a non-zero bias, so that "keeps the bias" means something
+    return linear
+
+
+def tail_norm(w: torch.Tensor, rank: int) -> float:
+    """Eckart–Young: ‖W − W_r‖_F = sqrt(Σ_{i>r} σ_i²)."""
+    s = torch.linalg.svdvals(w.detach().double())
+    return float(s[rank:].pow(2).sum().sqrt())
+
+
+def residual(w: torch.Tensor, low: LowRankLinear) -> float:
+    return float((w.detach().double() - low.weight().detach().double()).norm())
+
+
+# --- the SVD initialisation is the best rank-r approximation --------------------------------
+
+
+def test_known_singular_values_give_known_residual():
+    # W = U diag(5, 4, 3, 2, 1) Vᵀ: at rank 2 the residual is sqrt(3² + 2² + 1²) = sqrt(14).
+    torch.manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(7, 5, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(6, 5, dtype=torch.float64))
+    w = u @ torch.diag(torch.tensor([5.0, 4, 3, 2, 1], dtype=torch.float64)) @ v.T
+    linear = nn.Linear(6, 7, dtype=torch.float64)
+    with torch.no_grad():
+        linear.weight.copy_(w)
+    for rank, expected in [(1, math.sqrt(16 + 9 + 4 + 1)), (2, math.sqrt(14)), (4, 1.0), (5, 0.0)]:
+        low = low_rank_from(linear, rank)
+        assert residual(w, low) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("rank", [1, 4, 16, 31])
+def test_svd_residual_equals_singular_value_tail(rank):
+    linear = seeded_linear(48, 32)
+    low = low_rank_from(linear, rank)
+    assert low.rank == rank
+    assert low.a.shape == (rank, 48) and low.b.shape == (1, 32, rank)
+    assert residual(linear.weight, low) == pytest.approx(tail_norm(linear.weight, rank), rel=1e-5)
+
+
+@pytest.mark.parametrize("rank", [1, 3, 8, 11])
+def test_chunked_svd_residual_is_the_tail_of_each_chunk(rank):
+    # A fused qkv-like Linear(20, 36) as three 12×20 chunks, each its own rank-r map.
+    linear = seeded_linear(20, 3 * 12, seed=1)
+    low = low_rank_from(linear, rank, chunks=3)
+    assert low.a.shape == (3 * rank, 20) and low.b.shape == (3, 12, rank)
+    full, approx = linear.weight.detach().chunk(3), low.weight().detach().chunk(3)
+    tails = [tail_norm(w, rank) for w in full]
+    for w, w_r, tail in zip(full, approx, tails):
+        assert float((w.double() - w_r.double()).norm()) == pytest.approx(tail, rel=1e-5)
+    assert residual(linear.weight, low) == pytest.approx(math.sqrt(sum(t * t for t in tails)), rel=1e-5)
+    # Splitting into chunks can only help: three rank-r maps beat one rank-r map of the whole.
+    assert residual(linear.weight, low) < tail_norm(linear.weight, rank)
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_forward_applies_weight_and_bias(chunks):
+    linear = seeded_linear(20, 36, seed=2)
+    low = low_rank_from(linear, 5, chunks=chunks)
+    x = torch.randn(4, 7, 20)
+    expected = x @ low.weight().T + low.bias
+    torch.testing.assert_close(low(x), expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(low.bias, linear.bias)
+
+
+def test_rank_is_clamped_to_each_chunks_full_rank():
+    linear = seeded_linear(20, 36)
+    assert full_rank(linear, 1) == 20 and full_rank(linear, 3) == 12
+    assert low_rank_from(linear, 50, chunks=3).rank == 12
+    assert low_rank_from(linear, 50, chunks=1).rank == 20
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_full_rank_reproduces_the_linear(chunks):
+    linear = seeded_linear(20, 36, seed=3)
+    low = low_rank_from(linear, 20, chunks=chunks)
+    assert residual(linear.weight, low) / float(linear.weight.detach().norm()) < 1e-6
+    x = torch.randn(8, 20)
+    with torch.no_grad():
+        y, y_low = linear(x), low(x)
+    assert float((y - y_low).norm() / y.norm()) < 1e-6
+
+
+def test_parameter_count_of_a_low_rank_linear():
+    # A: 3·5×20 = 300, B: 3 chunks × 12×5 = 180, bias 36 -> 516.
+    low = LowRankLinear(20, 36, 5, chunks=3)
+    assert sum(p.numel() for p in low.parameters()) == 516
+    with pytest.raises(ValueError, match="not divisible into 5 chunks"):
+        LowRankLinear(20, 36, 5, chunks=5)
+
+
+# --- random init: the ablation ----------------------------------------------------------------
+
+
+def test_random_init_keeps_the_bias_but_not_the_svd_weight():
+    linear = seeded_linear(48, 32, seed=4)
+    torch.manual_seed(10)
+    svd = low_rank_from(linear, 8, init="svd")
+    rand = low_rank_from(linear, 8, init="random")
+    assert torch.equal(rand.bias, linear.bias) and torch.equal(svd.bias, linear.bias)
+    # The SVD student is the optimum; a random one is far from it (its residual exceeds the tail).
+    tail = tail_norm(linear.weight, 8)
+    assert residual(linear.weight, svd) == pytest.approx(tail, rel=1e-5)
+    assert residual(linear.weight, rand) > 1.05 * tail
+    assert not torch.allclose(rand.weight(), svd.weight(), atol=1e-3)
+
+
+# --- whole models ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def micro_vit_arch():
+    return default_registry().architecture("micro_vit")
+
+
+def micro_vit(arch, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = arch.build(ModelRequest(num_classes=10, in_chans=1, image_size=8)).eval()
+    with torch.no_grad():  # timm zeroes biases and uses std 0.02; make every number count
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("qkv", ["split", "fused"])
+def test_full_rank_joint_micro_vit_reproduces_the_teachers_logits(micro_vit_arch, qkv):
+    teacher = micro_vit(micro_vit_arch)
+    student = micro_vit(micro_vit_arch)
+    sites = micro_vit_arch.targets["joint"](student)
+    assert len(sites) == 16  # 4 blocks × (qkv, proj, fc1, fc2)
+    replaced = factorize(student, sites, 64, init="svd", qkv=qkv)
+    assert set(replaced) == {s.path for s in sites}
+    qkv_layer = student.get_submodule("blocks.0.attn.qkv")
+    assert isinstance(qkv_layer, LowRankLinear)
+    assert qkv_layer.chunks == (3 if qkv == "split" else 1) and qkv_layer.rank == 64
+    x = torch.randn(16, 1, 8, 8)
+    with torch.no_grad():
+        t, s = teacher(x), student(x)
+    assert float(t.norm()) > 1.0
+    assert float((t - s).norm() / t.norm()) < 1e-5
+
+
+def test_low_rank_micro_vit_differs_from_the_teacher(micro_vit_arch):
+    # The counterpart of the test above: at rank 4 the logits do change.
+    teacher = micro_vit(micro_vit_arch)
+    student = micro_vit(micro_vit_arch)
+    factorize(student, micro_vit_arch.targets["joint"](student), 4)
+    x = torch.randn(16, 1, 8, 8)
+    with torch.no_grad():
+        t, s = teacher(x), student(x)
+    assert float((t - s).norm() / t.norm()) > 1e-2
+
+
+VIT_B32_PARAMS = 87_532_132
+# Per block (width 768, MLP 3072) at rank 32, qkv split into three rank-32 maps:
+#   qkv  A 3·32·768 + B 2304·32 + bias 2304 = 149,760   (dense 768·2304 + 2304 = 1,771,776)
+#   proj A 32·768   + B 768·32  + bias 768  =  49,920   (dense 590,592)
+#   fc1  A 32·768   + B 3072·32 + bias 3072 = 125,952   (dense 2,362,368)
+#   fc2  A 32·3072  + B 768·32  + bias 768  = 123,648   (dense 2,360,064)
+#   449,280 per block instead of 7,084,800: 12 blocks save 79,626,240 -> 7,905,892.
+VIT_B32_RANK32_SPLIT = 7_905_892
+# Fused, qkv is one rank-32 map: A 32·768 + B 2304·32 + bias 2304 = 100,608, i.e. 49,152 fewer
+# per block than split: 7,905,892 − 12·49,152 = 7,316,068.
+VIT_B32_RANK32_FUSED = 7_316_068
+
+
+@pytest.fixture(scope="module")
+def vit_b32_arch():
+    return default_registry().architecture("vit_b32")
+
+
+def vit_b32_on_meta(arch) -> nn.Module:
+    # No memory and no init cost: the counts only need shapes.
+    with torch.device("meta"):
+        return arch.build(ModelRequest(num_classes=100, in_chans=3, image_size=224))
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_vit_b32_teacher_parameter_count(vit_b32_arch):
+    assert n_params(vit_b32_on_meta(vit_b32_arch)) == VIT_B32_PARAMS
+
+
+@pytest.mark.parametrize("qkv, expected", [("split", VIT_B32_RANK32_SPLIT), ("fused", VIT_B32_RANK32_FUSED)])
+def test_vit_b32_rank32_joint_parameter_count(vit_b32_arch, qkv, expected):
+    model = vit_b32_on_meta(vit_b32_arch)
+    replaced = factorize(model, vit_b32_arch.targets["joint"](model), 32, init="random", qkv=qkv)
+    assert len(replaced) == 48
+    assert n_params(model) == expected
+    if qkv == "split":
+        assert VIT_B32_PARAMS / expected == pytest.approx(11.0717, abs=1e-4)
+
+
+# --- refusals ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("qkv", ["split", "fused"])
+def test_check_rank_bounds(micro_vit_arch, qkv):
+    model = micro_vit_arch.build(ModelRequest(num_classes=10, in_chans=1, image_size=8))
+    sites = micro_vit_arch.targets["joint"](model)
+    check_rank(model, sites, 64, qkv, "micro_vit")
+    check_rank(model, sites, 1, qkv, "micro_vit")
+    with pytest.raises(RankError, match="positive"):
+        check_rank(model, sites, 0, qkv, "micro_vit")
+    with pytest.raises(RankError, match=r"rank 65 .*micro_vit.*full rank 64"):
+        check_rank(model, sites, 65, qkv, "micro_vit")
+
+
+@pytest.mark.parametrize("site, message", [
+    (Site(path="blocks.9.attn.qkv"), "does not exist"),
+    (Site(path="no_such_layer"), "does not exist"),
+    (Site(path="norm"), "is a LayerNorm, not a Linear"),
+    (Site(path="blocks.0.attn"), "not a Linear"),
+    (Site(path="blocks.0.attn.proj", chunks=3), "64 outputs, not divisible into 3 chunks"),
+])
+def test_bad_sites_raise_registration_error(micro_vit_arch, site, message):
+    model = micro_vit_arch.build(ModelRequest(num_classes=10, in_chans=1, image_size=8))
+    with pytest.raises(RegistrationError, match=message):
+        factorize(model, [site], 8)
+    with pytest.raises(RegistrationError, match=message):
+        check_rank(model, [site], 8, "split", "micro_vit")
+
+
+def test_no_sites_raise_registration_error(micro_vit_arch):
+    model = micro_vit_arch.build(ModelRequest(num_classes=10, in_chans=1, image_size=8))
+    with pytest.raises(RegistrationError, match="selects no layers"):
+        factorize(model, [], 8)

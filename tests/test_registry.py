@@ -1,0 +1,191 @@
+"""The plugin registry: entry points, duplicate names, wrong specs, unknown names."""
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+from torch import nn
+
+from effrank_bench import hookimpl
+from effrank_bench.errors import RegistrationError, UnknownNameError
+from effrank_bench.registry import Registry, default_registry
+from effrank_bench.specs import ArchitectureSpec, LossSpec, TargetSpec
+
+
+def tiny_arch(name: str = "tiny", targets=("joint",)) -> ArchitectureSpec:
+    return ArchitectureSpec(
+        name=name, description="a Linear", build=lambda request: nn.Linear(4, 4),
+        targets={t: (lambda model: []) for t in targets}, branches=lambda model: [], image_size=4,
+    )
+
+
+class ArchPlugin:
+    """A plugin as a third party would write it: an object with @hookimpl methods (taking self)."""
+
+    def __init__(self, *specs):
+        self.specs = specs
+
+    @hookimpl
+    def register_architectures(self, register):
+        for spec in self.specs:
+            register(spec)
+
+
+class TargetPlugin:
+    def __init__(self, *names):
+        self.names = names
+
+    @hookimpl
+    def register_targets(self, register):
+        for name in self.names:
+            register(TargetSpec(name=name, description=name))
+
+
+# --- the built-in plugins, loaded through the installed entry points -----------------------------
+
+
+def test_entry_points_register_the_built_ins():
+    registry = default_registry()
+    assert {"micro_vit", "vit_b32"} <= set(registry.names("architecture"))
+    assert {"attention", "mlp", "joint"} <= set(registry.names("target"))
+    assert {"geometric", "logit", "kd"} <= set(registry.names("loss"))
+    assert "digits" in registry.names("dataset")
+    assert registry.loss("geometric").uses_features is True
+    assert registry.loss("kd").uses_features is False
+
+
+@pytest.mark.parametrize("kind, name, label", [
+    ("architecture", "micro_vit", "vit (effrank-bench)"),
+    ("architecture", "vit_b32", "vit (effrank-bench)"),
+    ("target", "attention", "targets (effrank-bench)"),
+    ("target", "mlp", "targets (effrank-bench)"),
+    ("target", "joint", "targets (effrank-bench)"),
+    ("loss", "geometric", "losses (effrank-bench)"),
+    ("loss", "logit", "losses (effrank-bench)"),
+    ("loss", "kd", "losses (effrank-bench)"),
+    ("dataset", "digits", "datasets (effrank-bench)"),
+])
+def test_listing_names_the_entry_point_and_distribution(kind, name, label):
+    rows = {row[0]: row for row in default_registry().listing()[kind]}
+    assert rows[name][2] == label
+    assert rows[name][1]  # a description to show
+
+
+def test_every_built_in_architecture_uses_only_registered_targets():
+    registry = default_registry()
+    for name in ("micro_vit", "vit_b32"):
+        assert set(registry.architecture(name).targets) == {"attention", "mlp", "joint"}
+
+
+# --- plugins passed in directly -----------------------------------------------------------------
+
+
+def test_plugins_without_entry_points():
+    registry = Registry(plugins=[("mine", ArchPlugin(tiny_arch())), ("targets", TargetPlugin("joint"))],
+                        entry_points=False)
+    assert registry.names("architecture") == ["tiny"]
+    assert registry.names("target") == ["joint"]
+    assert registry.names("loss") == []
+    # No distribution behind a plugin passed in: its label is its name alone.
+    assert registry.listing()["architecture"] == [("tiny", "a Linear", "mine")]
+
+
+def test_a_name_registered_twice_names_both_plugins():
+    with pytest.raises(RegistrationError, match="architecture 'tiny' is registered twice") as err:
+        Registry(plugins=[("a", ArchPlugin(tiny_arch())), ("b", ArchPlugin(tiny_arch())),
+                          ("targets", TargetPlugin("joint"))], entry_points=False)
+    assert "'a'" in str(err.value) and "'b'" in str(err.value)
+
+
+def test_a_name_registered_twice_by_one_plugin_is_refused():
+    with pytest.raises(RegistrationError, match="registered twice: by plugin 'a' and by plugin 'a'"):
+        Registry(plugins=[("a", ArchPlugin(tiny_arch(), tiny_arch())), ("targets", TargetPlugin("joint"))],
+                 entry_points=False)
+
+
+def test_a_built_in_name_registered_again_names_the_entry_point():
+    with pytest.raises(RegistrationError, match="'vit'") as err:
+        Registry(plugins=[("third_party", ArchPlugin(tiny_arch("micro_vit")))])
+    assert "'third_party'" in str(err.value)
+
+
+def test_a_spec_of_the_wrong_kind_is_refused():
+    class Wrong:
+        @hookimpl
+        def register_architectures(self, register):
+            register(TargetSpec(name="joint", description="not an architecture"))
+
+    with pytest.raises(RegistrationError, match=r"plugin 'wrong' registered a TargetSpec as architecture; "
+                                                r"expected ArchitectureSpec"):
+        Registry(plugins=[("wrong", Wrong())], entry_points=False)
+
+
+def test_a_loss_registered_as_a_target_is_refused():
+    class Wrong:
+        @hookimpl
+        def register_targets(self, register):
+            register(LossSpec(name="mse", description="a loss", compute=lambda t, s, y, o: 0))
+
+    with pytest.raises(RegistrationError, match="registered a LossSpec as target; expected TargetSpec"):
+        Registry(plugins=[("wrong", Wrong())], entry_points=False)
+
+
+def test_an_architecture_using_an_unregistered_target_is_refused():
+    with pytest.raises(RegistrationError, match=r"architecture 'tiny' \(plugin 'mine'\) uses target\(s\) "
+                                                r"rows, tokens that no plugin registered"):
+        Registry(plugins=[("mine", ArchPlugin(tiny_arch(targets=("joint", "tokens", "rows")))),
+                          ("targets", TargetPlugin("joint"))], entry_points=False)
+
+
+# --- asking for names ------------------------------------------------------------------------------
+
+
+def test_unknown_name_suggests_the_closest_and_lists_the_valid_ones():
+    with pytest.raises(UnknownNameError, match="did you mean 'vit_b32'") as err:
+        default_registry().architecture("vit_b23")
+    message = str(err.value)
+    assert "unknown architecture 'vit_b23'" in message
+    assert "micro_vit" in message and "vit_b32" in message
+
+
+def test_unknown_name_without_a_close_match_only_lists():
+    with pytest.raises(UnknownNameError) as err:
+        default_registry().loss("zzzz")
+    message = str(err.value)
+    assert "did you mean" not in message
+    assert "valid: geometric, kd, logit" in message
+
+
+def test_unknown_name_in_an_empty_kind():
+    registry = Registry(entry_points=False)
+    with pytest.raises(UnknownNameError, match="none registered"):
+        registry.dataset("digits")
+
+
+# --- specs are validated at construction -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ViT", "my vit", "1vit", "vit-b", ""])
+def test_architecture_name_must_be_lowercase_identifier(name):
+    with pytest.raises(ValidationError, match="name"):
+        tiny_arch(name)
+
+
+def test_architecture_needs_a_target():
+    with pytest.raises(ValidationError, match="at least one target"):
+        tiny_arch(targets=())
+
+
+def test_specs_are_frozen():
+    spec = tiny_arch()
+    with pytest.raises(ValidationError):
+        spec.name = "other"
+
+
+def test_a_plugin_building_an_invalid_spec_is_a_registration_error_naming_it():
+    class Bad:
+        @hookimpl
+        def register_targets(self, register):
+            register(TargetSpec(name="Bad Name", description="uppercase and a space"))
+
+    with pytest.raises(RegistrationError, match=r"plugin 'bad' built an invalid target spec: .*name"):
+        Registry(plugins=[("bad", Bad())], entry_points=False)

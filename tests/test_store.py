@@ -1,0 +1,149 @@
+"""The run directory: append-only records, resume with more ranks, torn last lines, and the plan."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from effrank_bench.config import RunConfig
+from effrank_bench.errors import ConfigError
+from effrank_bench.plan import Trial, plan_trials
+from effrank_bench.store import SCHEMA_VERSION, RunDir, TrialRecord
+
+
+def record(rank: int, *, seed: int = 0, accuracy: float = 0.5, target: str = "joint", loss: str = "geometric",
+           status: str = "ok") -> TrialRecord:
+    return TrialRecord(status=status, arch="micro_vit", target=target, loss=loss, dataset="digits", rank=rank,
+                       seed=seed, val_accuracy=accuracy, test_accuracy=accuracy, environment={"device": "cpu"},
+                       history=[{"epoch": 1, "loss": 0.25}], cost={"params": 1000 + rank})
+
+
+def test_append_and_records_round_trip(tmp_path):
+    run = RunDir.open(tmp_path / "run", RunConfig(ranks=(2, 8)))
+    assert run.records() == []
+    first, second = record(2, accuracy=0.75), record(8, accuracy=0.875)
+    run.append(first)
+    run.append(second)
+    assert run.records() == [first, second]
+    # One JSON object a line, each with the schema version.
+    lines = run.records_path.read_text().splitlines()
+    assert len(lines) == 2
+    assert json.loads(lines[1])["schema_version"] == SCHEMA_VERSION == 1
+    assert json.loads(lines[1])["val_accuracy"] == 0.875
+    # A fresh handle on the same folder reads the same records and the same config.
+    again = RunDir(tmp_path / "run")
+    assert [r.key for r in again.records()] == [("joint", "geometric", 2, 0), ("joint", "geometric", 8, 0)]
+    assert again.config() == RunConfig(ranks=(2, 8))
+
+
+def test_reopening_with_more_ranks_merges_them(tmp_path):
+    path = tmp_path / "run"
+    run = RunDir.open(path, RunConfig(ranks=(1, 2, 4)))
+    run.append(record(1))
+    reopened = RunDir.open(path, RunConfig(ranks=(4, 16), device="cpu"))
+    assert reopened.config().ranks == (1, 2, 4, 16)
+    assert reopened.config().device == "cpu"  # not part of the sweep: the new value is kept
+    assert [r.rank for r in reopened.records()] == [1]  # nothing finished is lost
+
+
+def test_reopening_with_other_epochs_is_refused(tmp_path):
+    path = tmp_path / "run"
+    RunDir.open(path, RunConfig(epochs=12)).append(record(1))
+    with pytest.raises(ConfigError, match=r"differs in: epochs\);") as err:
+        RunDir.open(path, RunConfig(epochs=3, ranks=(64,)))
+    assert str(path) in str(err.value)
+    # The refused open changed nothing on disk.
+    assert RunDir(path).config().epochs == 12
+    assert RunDir(path).config().ranks == (1, 2, 4, 8, 16, 32)
+    assert len(RunDir(path).records()) == 1
+
+
+def test_reopening_names_every_changed_field(tmp_path):
+    path = tmp_path / "run"
+    RunDir.open(path, RunConfig())
+    with pytest.raises(ConfigError, match=r"differs in: loss, seed\);"):
+        RunDir.open(path, RunConfig(loss="kd", seed=3))
+
+
+def test_a_torn_last_line_is_ignored_then_cut(tmp_path):
+    path = tmp_path / "run"
+    config = RunConfig(ranks=(1, 2, 4))
+    run = RunDir.open(path, config)
+    run.append(record(1))
+    intact = run.records_path.read_bytes()
+    # A process killed in the middle of writing the next record.
+    torn = record(2).model_dump_json()[:40].encode()
+    with open(run.records_path, "ab") as f:
+        f.write(torn)
+    assert [r.rank for r in run.records()] == [1]
+    # Reopening cuts it back to the last complete line ...
+    run = RunDir.open(path, config)
+    assert run.records_path.read_bytes() == intact
+    # ... so the next append starts on a line of its own and is read back.
+    run.append(record(2))
+    assert [r.rank for r in run.records()] == [1, 2]
+    assert len(run.records_path.read_text().splitlines()) == 2
+
+
+def test_a_torn_only_line_is_cut_to_an_empty_file(tmp_path):
+    path = tmp_path / "run"
+    run = RunDir.open(path, RunConfig())
+    run.records_path.write_text('{"schema_version": 1, "sta')
+    assert run.records() == []
+    run = RunDir.open(path, RunConfig())
+    assert run.records_path.read_bytes() == b""
+
+
+def test_a_bad_line_before_the_last_is_an_error(tmp_path):
+    run = RunDir.open(tmp_path / "run", RunConfig())
+    run.append(record(1))
+    with open(run.records_path, "a") as f:
+        f.write("not json\n")
+    run.append(record(2))
+    with pytest.raises(ConfigError, match="line 2 is not a valid trial record"):
+        run.records()
+
+
+def test_a_folder_without_config_is_not_a_run_directory(tmp_path):
+    with pytest.raises(ConfigError, match="no config.json"):
+        RunDir(tmp_path).config()
+
+
+# --- the plan -------------------------------------------------------------------------------------
+
+
+def test_plan_is_every_rank_smallest_first():
+    trials = plan_trials(RunConfig(ranks="16,2,4", seed=3, loss="kd"), set())
+    assert trials == [Trial("joint", "kd", 2, 3), Trial("joint", "kd", 4, 3), Trial("joint", "kd", 16, 3)]
+    assert trials[0].label == "rank 2"
+
+
+def test_plan_skips_recorded_trials(tmp_path):
+    config = RunConfig(ranks=(1, 2, 4, 8))
+    run = RunDir.open(tmp_path / "run", config)
+    run.append(record(2))
+    run.append(record(8, status="failed"))  # a failed trial is recorded too, and not rerun
+    run.append(record(4, seed=1))  # another seed: does not count for seed 0
+    run.append(record(1, loss="kd"))  # another loss: does not count for geometric
+    done = {r.key for r in run.records()}
+    assert [t.rank for t in plan_trials(config, done)] == [1, 4]
+    assert plan_trials(config, {t.key for t in plan_trials(config, set())}) == []
+
+
+def test_a_run_stays_readable_after_its_teacher_checkpoint_is_gone(tmp_path):
+    weights = tmp_path / "teacher.safetensors"
+    weights.write_text("weights")
+    path = tmp_path / "run"
+    RunDir.open(path, RunConfig(teacher_checkpoint=weights))
+    weights.unlink()
+    assert RunDir(path).config().teacher_checkpoint == weights  # `report` still works
+    # Every error the library raises is an EffrankError the CLI can show as one line.
+    with pytest.raises(ConfigError, match=r"holds another sweep \(differs in: teacher_checkpoint\)"):
+        RunDir.open(path, RunConfig())
+
+
+def test_a_corrupt_config_json_is_a_config_error(tmp_path):
+    RunDir.open(tmp_path, RunConfig())
+    (tmp_path / "config.json").write_text('{"ranks": [0]}')
+    with pytest.raises(ConfigError, match="ranks must be positive"):
+        RunDir(tmp_path).config()

@@ -1,0 +1,161 @@
+"""End-to-end sweeps on the embedded digits data with tiny budgets: records, resume, cache, failures."""
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+
+import pytest
+import torch
+
+from effrank_bench import hookimpl
+from effrank_bench.analysis import analyze_curve
+from effrank_bench.config import RunConfig
+from effrank_bench.errors import UnsupportedTargetError
+from effrank_bench.registry import Registry, default_registry
+from effrank_bench.report import build_report, write_report
+from effrank_bench.specs import ArchitectureSpec, LossSpec
+from effrank_bench.sweep import Sweep, run_sweep
+
+TINY = dict(ranks=(2, 4), epochs=2, teacher_epochs=3, batch_size=128, latency_repeats=2, device="cpu")
+
+
+class Notes:
+    """A Progress that records notes and can interrupt when a task of a given label starts."""
+
+    def __init__(self, interrupt_at: str | None = None):
+        self.notes: list[str] = []
+        self.interrupt_at = interrupt_at
+
+    @contextlib.contextmanager
+    def task(self, description, total):
+        if description == self.interrupt_at:
+            raise KeyboardInterrupt
+        yield lambda n: None
+
+    def note(self, message):
+        self.notes.append(message)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One teacher cache for the module: the tiny teacher is trained once."""
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EFFRANK_BENCH_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, cache):
+    """A finished tiny sweep; tests that add to a run copy it first."""
+    config = RunConfig(**TINY, out=tmp_path_factory.mktemp("tiny") / "run")
+    return config, run_sweep(config)
+
+
+def test_a_sweep_writes_a_complete_run_directory(tiny_run):
+    config, run = tiny_run
+    records = run.records()
+    assert [(r.rank, r.status) for r in records] == [(2, "ok"), (4, "ok")]
+    # micro_vit joint at rank 2: per block qkv 3·(2·64+64·2)+192, proj 2·64+64·2+64, fc1 2·64+128·2+128,
+    # fc2 2·128+64·2+64 = 2,240, ×4 blocks = 8,960, plus 3,274 unfactorized parameters.
+    assert records[0].cost["params"] == 12_234
+    assert records[0].cost["factorized_params"] == 8_960
+    assert records[0].cost["macs"] < records[1].cost["macs"]
+    assert all(len(r.history) == config.epochs for r in records)
+
+    report = build_report(run)
+    paths = write_report(run, report)
+    assert {p.name for p in paths} == {"summary.json", "summary.csv", "summary.md", "curve.png"}
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["schema_version"] == 1
+    assert {"python", "torch", "timm", "transformers", "device"} <= set(summary["environment"])
+    teacher_acc = summary["teacher"]["test_accuracy"]
+    expected = analyze_curve([2, 4], [r.test_accuracy for r in records], teacher_acc)
+    assert summary["analysis"]["region"] == expected.to_dict()["region"]
+    assert summary["analysis"]["knee"] == pytest.approx(expected.knee)
+    assert (run.path / "teacher.safetensors").stat().st_size > 100_000
+    assert json.loads((run.path / "config.json").read_text())["ranks"] == [2, 4]
+
+
+def test_rerunning_resumes_and_only_trains_missing_ranks(tiny_run, tmp_path):
+    config, finished = tiny_run
+    shutil.copytree(finished.path, tmp_path / "run")
+    before = (tmp_path / "run" / "trials.jsonl").read_text().splitlines()
+    notes = Notes()
+    run = run_sweep(config.model_copy(update={"ranks": (2, 4, 8), "out": tmp_path / "run"}), progress=notes)
+    after = run.records_path.read_text().splitlines()
+    assert after[:2] == before
+    assert [json.loads(line)["rank"] for line in after] == [2, 4, 8]
+    assert any("2 trial(s) already recorded" in n for n in notes.notes)
+
+
+def test_an_interrupted_sweep_keeps_finished_trials_and_resumes(tmp_path, cache):
+    config = RunConfig(**TINY, out=tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(config, progress=Notes(interrupt_at="rank 4"))
+    sweep = Sweep(config)
+    assert [r.rank for r in sweep.run.records()] == [2]
+    sweep.execute()
+    assert [r.rank for r in sweep.run.records()] == [2, 4]
+
+
+def test_the_teacher_is_cached_and_shared_across_targets_and_losses(tiny_run, tmp_path):
+    config, run = tiny_run
+    notes = Notes()
+    other = run_sweep(config.model_copy(update={"target": "mlp", "loss": "logit", "out": tmp_path / "other"}),
+                      progress=notes)
+    assert any("loaded from cache" in n for n in notes.notes)
+    first, second = run.teacher(), other.teacher()
+    assert first["key"] == second["key"]
+    assert first["test_accuracy"] == second["test_accuracy"]
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_a_teacher_checkpoint_is_loaded_as_is(tiny_run, tmp_path, suffix):
+    from safetensors.torch import save_file
+
+    config, run = tiny_run
+    source = Sweep(config)
+    source.prepare_teacher()
+    state = {k: v.contiguous() for k, v in source.teacher.state_dict().items()}
+    path = tmp_path / f"teacher{suffix}"
+    torch.save(state, path) if suffix == ".pt" else save_file(state, path)
+    loaded = Sweep(config.model_copy(update={"teacher_checkpoint": path, "teacher_epochs": 0,
+                                             "out": tmp_path / "from_ckpt"}))
+    info = loaded.prepare_teacher()
+    assert info["source"] == f"checkpoint {path}"
+    assert info["test_accuracy"] == run.teacher()["test_accuracy"]
+
+
+class _NanLoss:
+    @hookimpl
+    def register_losses(self, register):
+        register(LossSpec(name="nan_loss", description="always NaN",
+                          compute=lambda t, s, y, o: (s.logits * float("nan")).sum()))
+
+
+def test_a_nan_loss_fails_its_trial_and_the_sweep_goes_on(tmp_path, cache):
+    registry = Registry(plugins=[("nan", _NanLoss())])
+    config = RunConfig(**TINY, loss="nan_loss", out=tmp_path / "run")
+    run = run_sweep(config, registry=registry)
+    records = run.records()
+    assert [(r.rank, r.status) for r in records] == [(2, "failed"), (4, "failed")]
+    assert all("loss became nan in epoch 1" == r.error for r in records)
+    report = build_report(run)
+    assert report.analysis is None and "0 finished rank(s)" in report.note
+    assert [row.status for row in report.rows] == ["teacher", "failed", "failed"]
+
+
+class _AttentionOnly:
+    @hookimpl
+    def register_architectures(self, register):
+        micro = default_registry().architecture("micro_vit")
+        register(micro.model_copy(update={"name": "attn_only_vit", "targets": {"attention": micro.targets["attention"]}}))
+
+
+def test_a_target_the_architecture_lacks_is_refused_naming_its_targets(tmp_path):
+    registry = Registry(plugins=[("attn", _AttentionOnly())])
+    with pytest.raises(UnsupportedTargetError, match="attn_only_vit does not support target 'mlp'; its targets are: attention"):
+        Sweep(RunConfig(arch="attn_only_vit", target="mlp", out=tmp_path / "r"), registry=registry)
+    assert isinstance(registry.architecture("attn_only_vit"), ArchitectureSpec)
