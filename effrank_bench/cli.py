@@ -111,8 +111,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     overrides = {field: getattr(args, field) for _, field, _, _ in _RUN_OPTIONS}
     overrides["pretrained"] = args.pretrained
     config = load_config(args.config, overrides)
-    with RichProgress() as progress:
-        sweep = Sweep(config, progress=progress)
+    progress = RichProgress()
+    sweep = Sweep(config, progress=progress)  # bad input fails here, before any bar is drawn
+    with progress:
         try:
             run = sweep.execute()
         except KeyboardInterrupt:

@@ -32,20 +32,25 @@ class RichProgress:
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)
+        self._started = False
         self._bars = RichBars(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console, transient=False,
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console, transient=True,
         )
 
     def __enter__(self) -> RichProgress:
-        self._bars.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._bars.stop()
+        if self._started:
+            self._bars.stop()
 
     @contextlib.contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        # Started with the first bar, so an error before any work prints nothing but itself.
+        if not self._started:
+            self._bars.start()
+            self._started = True
         task_id = self._bars.add_task(description, total=total)
         try:
             yield lambda n: self._bars.advance(task_id, n)
@@ -54,4 +59,4 @@ class RichProgress:
             self._bars.remove_task(task_id)
 
     def note(self, message: str) -> None:
-        self._bars.console.print(message)
+        self._bars.console.print(message, soft_wrap=True, highlight=False)
