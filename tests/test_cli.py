@@ -8,12 +8,6 @@ import pytest
 from effrank_bench.cli import main
 
 
-@pytest.fixture(autouse=True)
-def _offline_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EFFRANK_BENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no retries against a hub this machine cannot reach
-
-
 def run_cli(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()

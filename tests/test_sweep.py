@@ -38,16 +38,7 @@ class Notes:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One teacher cache for the module: the tiny teacher is trained once."""
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EFFRANK_BENCH_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, cache):
+def tiny_run(tmp_path_factory):
     """A finished tiny sweep; tests that add to a run copy it first."""
     config = RunConfig(**TINY, out=tmp_path_factory.mktemp("tiny") / "run")
     return config, run_sweep(config)
@@ -90,7 +81,7 @@ def test_rerunning_resumes_and_only_trains_missing_ranks(tiny_run, tmp_path):
     assert any("2 trial(s) already recorded" in n for n in notes.notes)
 
 
-def test_an_interrupted_sweep_keeps_finished_trials_and_resumes(tmp_path, cache):
+def test_an_interrupted_sweep_keeps_finished_trials_and_resumes(tmp_path):
     config = RunConfig(**TINY, out=tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
         run_sweep(config, progress=Notes(interrupt_at="rank 4"))
@@ -135,7 +126,7 @@ class _NanLoss:
                           compute=lambda t, s, y, o: (s.logits * float("nan")).sum()))
 
 
-def test_a_nan_loss_fails_its_trial_and_the_sweep_goes_on(tmp_path, cache):
+def test_a_nan_loss_fails_its_trial_and_the_sweep_goes_on(tmp_path):
     registry = Registry(plugins=[("nan", _NanLoss())])
     config = RunConfig(**TINY, loss="nan_loss", out=tmp_path / "run")
     run = run_sweep(config, registry=registry)
