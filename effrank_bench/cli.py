@@ -145,9 +145,9 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.config import RunConfig, format_validation_error
     from effrank_bench.cost_table import cost_table
     from effrank_bench.environment import resolve_device
-    from effrank_bench.errors import ConfigError, UnsupportedTargetError
+    from effrank_bench.errors import ConfigError
     from effrank_bench.registry import default_registry
-    from effrank_bench.specs import DataRequest, ModelRequest
+    from effrank_bench.specs import DataRequest
     from pydantic import ValidationError
 
     try:
@@ -157,14 +157,10 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
     registry = default_registry()
     arch = registry.architecture(args.arch)
     registry.target(args.target)
-    if args.target not in arch.targets:
-        raise UnsupportedTargetError(f"{arch.name} does not support target '{args.target}'; "
-                                     f"its targets are: {', '.join(arch.targets)}")
-    classes, chans = arch.num_classes, arch.in_chans
+    arch.require_target(args.target)
+    request = arch.native_request()
     if args.dataset:
-        splits = registry.dataset(args.dataset).load(DataRequest())
-        classes, chans = splits.num_classes, splits.in_chans
-    request = ModelRequest(num_classes=classes, in_chans=chans, image_size=arch.image_size)
+        request = registry.dataset(args.dataset).load(DataRequest()).model_request(arch)
     device = torch.device(resolve_device(args.device))
     table = cost_table(arch, args.target, ranks, request, device=device, batch_size=args.batch_size,
                        warmup=args.warmup, repeats=args.repeats, qkv=args.qkv)
@@ -173,7 +169,7 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(table))
         return 0
-    out = Table(title=f"{arch.name} · {args.target} · {classes} classes · {chans}×{arch.image_size}² "
+    out = Table(title=f"{arch.name} · {args.target} · {request.num_classes} classes · input {request.input_size} "
                       f"· latency at batch {args.batch_size} on {device}")
     for name in ("rank", "params", "factorized", "compression", "GMACs", "latency ms", "peak MiB"):
         out.add_column(name, justify="right")

@@ -5,6 +5,7 @@ import copy
 
 import torch
 
+from effrank_bench.data import example_input
 from effrank_bench.factorize import QKV, check_rank, factorize
 from effrank_bench.measure import measure
 from effrank_bench.specs import ArchitectureSpec, ModelRequest
@@ -19,10 +20,10 @@ def cost_table(arch: ArchitectureSpec, target: str, ranks: tuple[int, ...], requ
     skipping the SVD keeps this quick on a paper-size model.
     """
     teacher = arch.build(request).to(device)
-    sites = arch.targets[target](teacher)
+    sites = arch.sites(teacher, target)
     for rank in ranks:
         check_rank(teacher, sites, rank, qkv, arch.name)
-    example = torch.randn(batch_size, request.in_chans, request.image_size, request.image_size, device=device)
+    example = example_input(request, arch.modality, batch_size, device)
     teacher_cost = measure(teacher, example, warmup=warmup, repeats=repeats).to_dict()
     students = []
     for rank in ranks:

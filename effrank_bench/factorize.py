@@ -1,4 +1,4 @@
-"""Low-rank layers, and "factorize these sites of this model" from the teacher's SVD."""
+"""Low-rank layers (Linear and Conv2d), and "factorize these sites of this model" from the teacher's SVD."""
 from __future__ import annotations
 
 import math
@@ -58,45 +58,91 @@ class LowRankLinear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, rank={self.rank}, chunks={self.chunks}"
 
 
-def full_rank(linear: nn.Linear, chunks: int) -> int:
-    """The largest rank a chunk of this layer can have."""
-    return min(linear.out_features // chunks, linear.in_features)
+class LowRankConv2d(nn.Module):
+    """A k×k conv in→r (the original's stride, padding, dilation; no bias) then a 1×1 conv r→out (the bias)."""
+
+    def __init__(self, conv: nn.Conv2d, rank: int):
+        super().__init__()
+        self.rank = rank
+        self.a = nn.Conv2d(conv.in_channels, rank, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                           dilation=conv.dilation, bias=False, padding_mode=conv.padding_mode)
+        self.b = nn.Conv2d(rank, conv.out_channels, 1, bias=conv.bias is not None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x))
+
+    def weight(self) -> torch.Tensor:
+        """The full out×in×k×k kernel this pair applies."""
+        out = self.b.weight.shape[0]
+        return (self.b.weight.reshape(out, self.rank) @ self.a.weight.flatten(1)).reshape(
+            out, *self.a.weight.shape[1:])
 
 
-def low_rank_from(linear: nn.Linear, rank: int, *, chunks: int = 1, init: Init = "svd") -> LowRankLinear:
-    """A rank-``rank`` replacement of ``linear`` (rank clamped to each chunk's full rank).
+LowRank = (LowRankLinear, LowRankConv2d)
+Factorizable = nn.Linear | nn.Conv2d
 
-    ``svd`` sets A = √S·Vᵀ and B = U·√S from the truncated SVD of each chunk, the
-    best rank-r approximation (Eckart–Young); ``random`` keeps nn.Linear's init
-    for the factors, an ablation. Both keep the teacher's bias, which is not low-rank.
+
+def full_rank(layer: Factorizable, chunks: int = 1) -> int:
+    """The largest rank a chunk of this layer can have (a kernel counts as out × in·k·k)."""
+    if isinstance(layer, nn.Conv2d):
+        return min(layer.out_channels, layer.weight[0].numel())
+    return min(layer.out_features // chunks, layer.in_features)
+
+
+def _svd_factors(w: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, A) = (U·√S, √S·Vᵀ) of the rank-``rank`` truncated SVD of the 2-D ``w``.
+
+    In float64 so that a full-rank student reproduces the teacher to float32 precision.
     """
-    rank = min(rank, full_rank(linear, chunks))
-    low = LowRankLinear(linear.in_features, linear.out_features, rank, chunks=chunks, bias=linear.bias is not None)
-    low.to(device=linear.weight.device, dtype=linear.weight.dtype)
+    u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
+    root = s[:rank].sqrt()
+    return u[:, :rank] * root, root[:, None] * vh[:rank]
+
+
+def low_rank_from(layer: Factorizable, rank: int, *, chunks: int = 1, init: Init = "svd") -> nn.Module:
+    """A rank-``rank`` replacement of ``layer`` (rank clamped to each chunk's full rank).
+
+    ``svd`` initialises from the truncated SVD of each chunk (of the kernel
+    reshaped to out × in·k·k for a conv), the best rank-r approximation
+    (Eckart–Young); ``random`` keeps torch's default init for the factors, an
+    ablation. Both keep the teacher's bias, which is not low-rank.
+    """
+    rank = min(rank, full_rank(layer, chunks))
+    if isinstance(layer, nn.Conv2d):
+        low = LowRankConv2d(layer, rank)
+    else:
+        low = LowRankLinear(layer.in_features, layer.out_features, rank, chunks=chunks, bias=layer.bias is not None)
+    low.to(device=layer.weight.device, dtype=layer.weight.dtype)
     with torch.no_grad():
-        if linear.bias is not None:
-            low.bias.copy_(linear.bias)
-        if init == "svd":
-            for c, w in enumerate(linear.weight.chunk(chunks)):
-                # float64 so that a full-rank student reproduces the teacher to float32 precision.
-                u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
-                root = s[:rank].sqrt()
-                low.a[c * rank:(c + 1) * rank] = root[:, None] * vh[:rank]
-                low.b[c] = u[:, :rank] * root
+        if layer.bias is not None:
+            (low.b.bias if isinstance(low, LowRankConv2d) else low.bias).copy_(layer.bias)
+        if init == "svd" and isinstance(low, LowRankConv2d):
+            b, a = _svd_factors(layer.weight.flatten(1), rank)
+            low.a.weight.copy_(a.reshape(low.a.weight.shape))
+            low.b.weight.copy_(b.reshape(low.b.weight.shape))
+        elif init == "svd":
+            for c, w in enumerate(layer.weight.chunk(chunks)):
+                b, a = _svd_factors(w, rank)
+                low.a[c * rank:(c + 1) * rank] = a
+                low.b[c] = b
     return low
 
 
-def resolve_sites(model: nn.Module, sites: Sequence[Site], qkv: QKV) -> list[tuple[Site, nn.Linear]]:
-    """Each site's Linear, checked; with ``qkv="fused"`` a fused projection is one chunk."""
+def resolve_sites(model: nn.Module, sites: Sequence[Site], qkv: QKV) -> list[tuple[Site, Factorizable]]:
+    """Each site's layer, checked; with ``qkv="fused"`` a fused projection is one chunk."""
     resolved = []
     for site in sites:
         try:
             module = model.get_submodule(site.path)
         except AttributeError:
             raise RegistrationError(f"target site '{site.path}' does not exist in the model") from None
-        if not isinstance(module, nn.Linear):
-            raise RegistrationError(f"target site '{site.path}' is a {type(module).__name__}, not a Linear")
-        if module.out_features % site.chunks:
+        if isinstance(module, nn.Conv2d):
+            if module.groups != 1 or site.chunks != 1:
+                raise RegistrationError(f"target site '{site.path}' is a grouped conv or has chunks; "
+                                        "only dense (groups=1) convolutions factorize")
+        elif not isinstance(module, nn.Linear):
+            raise RegistrationError(f"target site '{site.path}' is a {type(module).__name__}, not a Linear or Conv2d")
+        elif module.out_features % site.chunks:
             raise RegistrationError(
                 f"target site '{site.path}' has {module.out_features} outputs, not divisible into {site.chunks} chunks"
             )
@@ -111,17 +157,17 @@ def check_rank(model: nn.Module, sites: Sequence[Site], rank: int, qkv: QKV, arc
     """Refuse a rank that is not positive or exceeds every targeted layer's full rank."""
     if rank <= 0:
         raise RankError(f"rank must be positive, got {rank}")
-    largest = max(full_rank(linear, site.chunks) for site, linear in resolve_sites(model, sites, qkv))
+    largest = max(full_rank(layer, site.chunks) for site, layer in resolve_sites(model, sites, qkv))
     if rank > largest:
         raise RankError(f"rank {rank} exceeds every targeted layer of {arch} (the largest has full rank {largest})")
 
 
 def factorize(model: nn.Module, sites: Sequence[Site], rank: int, *, init: Init = "svd",
-              qkv: QKV = "split") -> dict[str, LowRankLinear]:
+              qkv: QKV = "split") -> dict[str, nn.Module]:
     """Replace each site of ``model`` in place by a low-rank layer; returns them by path."""
     replaced = {}
-    for site, linear in resolve_sites(model, sites, qkv):
-        low = low_rank_from(linear, rank, chunks=site.chunks, init=init)
+    for site, layer in resolve_sites(model, sites, qkv):
+        low = low_rank_from(layer, rank, chunks=site.chunks, init=init)
         parent_path, _, child = site.path.rpartition(".")
         setattr(model.get_submodule(parent_path), child, low)
         replaced[site.path] = low

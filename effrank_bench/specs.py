@@ -4,11 +4,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 from torch.utils.data import Dataset
+
+from effrank_bench.errors import ConfigError, UnsupportedTargetError
 
 _NAME = r"^[a-z][a-z0-9_]*$"
 
@@ -29,13 +32,34 @@ class Site(_Frozen):
     chunks: int = Field(default=1, ge=1)
 
 
+Modality = Literal["image", "tokens"]
+
+
 class ModelRequest(_Frozen):
-    """What the core asks an architecture to build."""
+    """What the core asks an architecture to build.
+
+    ``input_size`` is the image side for images and the sequence length for tokens;
+    ``in_chans`` counts image channels, ``vocab_size`` token ids (tokens only).
+    """
 
     num_classes: int = Field(ge=1)
-    in_chans: int = Field(ge=1)
-    image_size: int = Field(ge=1)
+    input_size: int = Field(ge=1)
+    in_chans: int = Field(default=3, ge=1)
+    vocab_size: int | None = Field(default=None, ge=1)
     pretrained: bool = False
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A module whose output is one branch output (before the residual add) for the geometric loss.
+
+    ``channel_dim`` is where that output keeps its channels: -1 for token-major
+    outputs (B, N, C), 1 for convolutional ones (B, C, H, W) or a Mixer's
+    token-mixing MLP (B, C, N).
+    """
+
+    module: nn.Module
+    channel_dim: int = -1
 
 
 class ArchitectureSpec(_Frozen):
@@ -43,20 +67,22 @@ class ArchitectureSpec(_Frozen):
 
     ``targets`` maps a registered target name to a function returning the
     sites of that target in a built model. ``branches`` returns, in a fixed
-    order, the modules whose outputs are the branch outputs the geometric loss
-    compares (attention and MLP branch of every block, before the residual add).
-    ``image_size``, ``in_chans`` and ``num_classes`` describe the model's native
-    input; a run keeps ``image_size`` (inputs are resized to it) and takes
-    channels and classes from its data set.
+    order, the branch outputs the geometric loss compares (attention-like and
+    MLP-like branch of every block, before the residual add).
+    ``input_size``, ``in_chans``, ``vocab_size`` and ``num_classes`` describe the
+    model's native input; a run keeps ``input_size`` (images are resized to it)
+    and takes channels, vocabulary and classes from its data set.
     """
 
     name: str = Field(pattern=_NAME)
     description: str
     build: Callable[[ModelRequest], nn.Module]
     targets: Mapping[str, Callable[[nn.Module], list[Site]]]
-    branches: Callable[[nn.Module], list[nn.Module]]
-    image_size: int = Field(ge=1)
+    branches: Callable[[nn.Module], list[Branch]]
+    modality: Modality = "image"
+    input_size: int = Field(ge=1)
     in_chans: int = Field(default=3, ge=1)
+    vocab_size: int | None = Field(default=None, ge=1)
     num_classes: int = Field(default=1000, ge=1)
 
     @field_validator("targets")
@@ -65,6 +91,29 @@ class ArchitectureSpec(_Frozen):
         if not targets:
             raise ValueError("an architecture needs at least one target")
         return dict(targets)
+
+    @model_validator(mode="after")
+    def _tokens_need_a_vocabulary(self) -> ArchitectureSpec:
+        if self.modality == "tokens" and self.vocab_size is None:
+            raise ValueError("a tokens architecture needs its native vocab_size")
+        return self
+
+    def require_target(self, target: str) -> None:
+        """Refuse a target this architecture lacks, naming the ones it has."""
+        if target not in self.targets:
+            raise UnsupportedTargetError(
+                f"{self.name} does not support target '{target}'; its targets are: {', '.join(self.targets)}"
+            )
+
+    def sites(self, model: nn.Module, target: str) -> list[Site]:
+        """The sites of ``target`` in ``model``."""
+        self.require_target(target)
+        return self.targets[target](model)
+
+    def native_request(self) -> ModelRequest:
+        """The model as published: native classes, channels, vocabulary and input size."""
+        return ModelRequest(num_classes=self.num_classes, input_size=self.input_size,
+                            in_chans=self.in_chans, vocab_size=self.vocab_size)
 
 
 class TargetSpec(_Frozen):
@@ -106,15 +155,25 @@ class LossSpec(_Frozen):
 class DataSplits:
     """Train, validation (model selection) and test (reported number) splits of a data set.
 
-    Each item is ``(image tensor C×H×W, int label)``.
+    Each item is ``(input, int label)``: an image tensor C×H×W of side ``input_size``,
+    or a 1-D tensor of ``input_size`` token ids (0 is padding) below ``vocab_size``.
     """
 
     train: Dataset
     val: Dataset
     test: Dataset
     num_classes: int
-    in_chans: int
-    image_size: int
+    modality: Modality
+    input_size: int
+    in_chans: int = 1
+    vocab_size: int | None = None
+
+    def model_request(self, arch: ArchitectureSpec, *, pretrained: bool = False) -> ModelRequest:
+        """The model ``arch`` must be to train on this data: its input size, our classes and channels."""
+        if arch.modality != self.modality:
+            raise ConfigError(f"{arch.name} takes {arch.modality} inputs but this data set gives {self.modality}")
+        return ModelRequest(num_classes=self.num_classes, input_size=arch.input_size, in_chans=self.in_chans,
+                            vocab_size=self.vocab_size, pretrained=pretrained)
 
 
 class DataRequest(_Frozen):

@@ -8,15 +8,15 @@ import torch
 from torch import nn
 
 from effrank_bench.config import RunConfig
-from effrank_bench.data import Batches
+from effrank_bench.data import Batches, example_input
 from effrank_bench.environment import environment, resolve_device
-from effrank_bench.errors import TrialFailed, UnsupportedTargetError
+from effrank_bench.errors import TrialFailed
 from effrank_bench.factorize import check_rank, factorize
 from effrank_bench.measure import Cost, measure
 from effrank_bench.plan import Trial, plan_trials
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.registry import Registry, default_registry
-from effrank_bench.specs import ArchitectureSpec, DataRequest, DatasetSpec, DataSplits, LossSpec, ModelRequest, Site
+from effrank_bench.specs import ArchitectureSpec, DataRequest, DatasetSpec, DataSplits, LossSpec, Site
 from effrank_bench.store import RunDir, TrialRecord
 from effrank_bench.teacher import CachedTeacher, apply_checkpoint, load_state_dict
 from effrank_bench.train import Recipe, distill, evaluate, train_teacher
@@ -34,10 +34,7 @@ class Components:
     def of(cls, config: RunConfig, registry: Registry) -> Components:
         arch = registry.architecture(config.arch)
         registry.target(config.target)
-        if config.target not in arch.targets:
-            raise UnsupportedTargetError(
-                f"{arch.name} does not support target '{config.target}'; its targets are: {', '.join(arch.targets)}"
-            )
+        arch.require_target(config.target)
         return cls(arch=arch, loss=registry.loss(config.loss), dataset=registry.dataset(config.dataset))
 
 
@@ -49,12 +46,11 @@ class Sweep:
         self.parts = Components.of(config, registry or default_registry())
         self.device = torch.device(resolve_device(config.device))
         self.splits: DataSplits = self.parts.dataset.load(DataRequest(root=config.data_root))
-        self.request = ModelRequest(num_classes=self.splits.num_classes, in_chans=self.splits.in_chans,
-                                    image_size=self.parts.arch.image_size)
+        self.request = self.splits.model_request(self.parts.arch)
         torch.manual_seed(config.seed)
         # Built untrained first: ranks are checked before any time goes into the teacher.
         self.teacher = self.parts.arch.build(self.request)
-        self.sites: list[Site] = self.parts.arch.targets[config.target](self.teacher)
+        self.sites: list[Site] = self.parts.arch.sites(self.teacher, config.target)
         for rank in config.ranks:
             check_rank(self.teacher, self.sites, rank, config.qkv, config.arch)
         self.run = RunDir.open(config.out or config.default_out(), config)
@@ -62,15 +58,12 @@ class Sweep:
         self.test = self._batches(self.splits.test)
 
     def _batches(self, dataset, *, shuffle: bool = False, seed: int = 0) -> Batches:
-        return Batches(dataset, batch_size=self.config.batch_size, image_size=self.parts.arch.image_size,
-                       device=self.device, shuffle=shuffle, seed=seed)
-
-    def _example(self) -> torch.Tensor:
-        size = self.parts.arch.image_size
-        return torch.randn(self.config.latency_batch_size, self.splits.in_chans, size, size, device=self.device)
+        return Batches(dataset, batch_size=self.config.batch_size, modality=self.splits.modality,
+                       input_size=self.request.input_size, device=self.device, shuffle=shuffle, seed=seed)
 
     def _cost(self, model: nn.Module, factorized=()) -> Cost:
-        return measure(model, self._example(), factorized=factorized, repeats=self.config.latency_repeats)
+        example = example_input(self.request, self.splits.modality, self.config.latency_batch_size, self.device)
+        return measure(model, example, factorized=factorized, repeats=self.config.latency_repeats)
 
     def prepare_teacher(self) -> dict:
         """Load the teacher from the cache, or obtain and train it and cache it; returns its record."""

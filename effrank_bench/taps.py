@@ -6,22 +6,28 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from effrank_bench.specs import Outputs
+from effrank_bench.specs import Branch, Outputs
 
 
 class BranchTap:
-    """Records, in order, the output of each given module during ``forward``.
+    """Records, in order, each branch's output during ``forward``, channels moved last.
 
-    Outputs of other passes through the model (an evaluation, a latency run)
-    are dropped at the next ``forward``, so the loss never sees stale features.
+    Outputs are copied when recorded: some blocks add the shortcut in place into
+    the branch output (timm's ResNet blocks do), which would otherwise turn a
+    recorded branch output into the block's output. Outputs of other passes
+    through the model (an evaluation, a latency run) are dropped at the next
+    ``forward``, so the loss never sees stale features.
     """
 
-    def __init__(self, modules: Sequence[nn.Module]):
+    def __init__(self, branches: Sequence[Branch]):
         self._outputs: list[torch.Tensor] = []
-        self._handles = [m.register_forward_hook(self._record) for m in modules]
+        self._handles = [b.module.register_forward_hook(self._recorder(b.channel_dim)) for b in branches]
 
-    def _record(self, module: nn.Module, args, output) -> None:
-        self._outputs.append(output)
+    def _recorder(self, channel_dim: int):
+        def record(module: nn.Module, args, output: torch.Tensor) -> None:
+            self._outputs.append(output.movedim(channel_dim, -1).clone())
+
+        return record
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> Outputs:
         self._outputs = []

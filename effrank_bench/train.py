@@ -15,7 +15,7 @@ from torch import nn
 from effrank_bench.data import Batches
 from effrank_bench.errors import TrialFailed
 from effrank_bench.progress import NullProgress, Progress
-from effrank_bench.specs import LossOptions, LossSpec, Outputs
+from effrank_bench.specs import Branch, LossOptions, LossSpec, Outputs
 from effrank_bench.taps import BranchTap
 
 
@@ -76,8 +76,8 @@ def evaluate(model: nn.Module, batches: Batches) -> float:
 
 
 @contextlib.contextmanager
-def tapped(modules: list[nn.Module] | None) -> Iterator[BranchTap | None]:
-    tap = BranchTap(modules) if modules is not None else None
+def tapped(branches: list[Branch] | None) -> Iterator[BranchTap | None]:
+    tap = BranchTap(branches) if branches is not None else None
     try:
         yield tap
     finally:
@@ -163,7 +163,7 @@ def train_teacher(model: nn.Module, train: Batches, val: Batches, recipe: Recipe
     return _fit(model, train, val, recipe, step, "teacher", progress)
 
 
-def distill(teacher: nn.Module, student: nn.Module, branches: Callable[[nn.Module], list[nn.Module]],
+def distill(teacher: nn.Module, student: nn.Module, branches: Callable[[nn.Module], list[Branch]],
             train: Batches, val: Batches, loss: LossSpec, options: LossOptions, recipe: Recipe,
             label: str = "student", progress: Progress = NullProgress()) -> FitResult:
     """Distill ``teacher`` (frozen, eval mode) into ``student`` with ``loss``."""

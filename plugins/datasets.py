@@ -28,7 +28,7 @@ def load_digits_splits(request: DataRequest) -> DataSplits:
         return TensorDataset(images, torch.from_numpy(y[rows]))
 
     return DataSplits(train=subset(train), val=subset(val), test=subset(test),
-                      num_classes=10, in_chans=1, image_size=8)
+                      num_classes=10, modality="image", input_size=8, in_chans=1)
 
 
 @hookimpl

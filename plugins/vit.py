@@ -7,7 +7,7 @@ from torch import nn
 
 from effrank_bench import hookimpl
 from effrank_bench.errors import CheckpointError
-from effrank_bench.specs import ArchitectureSpec, ModelRequest, Site
+from effrank_bench.specs import ArchitectureSpec, Branch, ModelRequest, Site
 
 
 def _attention(model: nn.Module) -> list[Site]:
@@ -25,9 +25,9 @@ def _joint(model: nn.Module) -> list[Site]:
     return _attention(model) + _mlp(model)
 
 
-def _branches(model: nn.Module) -> list[nn.Module]:
+def _branches(model: nn.Module) -> list[Branch]:
     # Attention and MLP outputs before the residual add (timm's ls/drop_path are identities here).
-    return [branch for block in model.blocks for branch in (block.attn, block.mlp)]
+    return [Branch(branch) for block in model.blocks for branch in (block.attn, block.mlp)]
 
 
 _TARGETS = {"attention": _attention, "mlp": _mlp, "joint": _joint}
@@ -37,7 +37,7 @@ def _build_micro(request: ModelRequest) -> nn.Module:
     if request.pretrained:
         raise CheckpointError("micro_vit has no pretrained weights; train it from scratch or pass --teacher-checkpoint")
     return VisionTransformer(
-        img_size=request.image_size, patch_size=2, in_chans=request.in_chans, num_classes=request.num_classes,
+        img_size=request.input_size, patch_size=2, in_chans=request.in_chans, num_classes=request.num_classes,
         embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0,
     )
 
@@ -49,7 +49,7 @@ def _build_vit_b32(request: ModelRequest) -> nn.Module:
     try:
         return timm.create_model(
             _VIT_B32, pretrained=request.pretrained, num_classes=request.num_classes,
-            in_chans=request.in_chans, img_size=request.image_size,
+            in_chans=request.in_chans, img_size=request.input_size,
         )
     except (OSError, RuntimeError, ValueError) as err:
         if not request.pretrained:
@@ -67,11 +67,11 @@ def register_architectures(register):
         name="micro_vit",
         description="timm ViT, 8×8 input, patch 2, 4 blocks of width 64: trains in seconds on CPU",
         build=_build_micro, targets=_TARGETS, branches=_branches,
-        image_size=8, in_chans=1, num_classes=10,
+        input_size=8, in_chans=1, num_classes=10,
     ))
     register(ArchitectureSpec(
         name="vit_b32",
         description="ViT-B/32 at 224 (timm vit_base_patch32_224), the reference paper's model",
         build=_build_vit_b32, targets=_TARGETS, branches=_branches,
-        image_size=224,
+        input_size=224,
     ))

@@ -134,7 +134,7 @@ def micro_vit_arch():
 
 def micro_vit(arch, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    model = arch.build(ModelRequest(num_classes=10, in_chans=1, image_size=8)).eval()
+    model = arch.build(ModelRequest(num_classes=10, in_chans=1, input_size=8)).eval()
     with torch.no_grad():  # timm zeroes biases and uses std 0.02; make every number count
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -191,7 +191,7 @@ def vit_b32_arch():
 def vit_b32_on_meta(arch) -> nn.Module:
     # No memory and no init cost: the counts only need shapes.
     with torch.device("meta"):
-        return arch.build(ModelRequest(num_classes=100, in_chans=3, image_size=224))
+        return arch.build(ModelRequest(num_classes=100, in_chans=3, input_size=224))
 
 
 def n_params(model: nn.Module) -> int:
@@ -217,7 +217,7 @@ def test_vit_b32_rank32_joint_parameter_count(vit_b32_arch, qkv, expected):
 
 @pytest.mark.parametrize("qkv", ["split", "fused"])
 def test_check_rank_bounds(micro_vit_arch, qkv):
-    model = micro_vit_arch.build(ModelRequest(num_classes=10, in_chans=1, image_size=8))
+    model = micro_vit_arch.build(ModelRequest(num_classes=10, in_chans=1, input_size=8))
     sites = micro_vit_arch.targets["joint"](model)
     check_rank(model, sites, 64, qkv, "micro_vit")
     check_rank(model, sites, 1, qkv, "micro_vit")
@@ -235,7 +235,7 @@ def test_check_rank_bounds(micro_vit_arch, qkv):
     (Site(path="blocks.0.attn.proj", chunks=3), "64 outputs, not divisible into 3 chunks"),
 ])
 def test_bad_sites_raise_registration_error(micro_vit_arch, site, message):
-    model = micro_vit_arch.build(ModelRequest(num_classes=10, in_chans=1, image_size=8))
+    model = micro_vit_arch.build(ModelRequest(num_classes=10, in_chans=1, input_size=8))
     with pytest.raises(RegistrationError, match=message):
         factorize(model, [site], 8)
     with pytest.raises(RegistrationError, match=message):
@@ -243,6 +243,6 @@ def test_bad_sites_raise_registration_error(micro_vit_arch, site, message):
 
 
 def test_no_sites_raise_registration_error(micro_vit_arch):
-    model = micro_vit_arch.build(ModelRequest(num_classes=10, in_chans=1, image_size=8))
+    model = micro_vit_arch.build(ModelRequest(num_classes=10, in_chans=1, input_size=8))
     with pytest.raises(RegistrationError, match="selects no layers"):
         factorize(model, [], 8)

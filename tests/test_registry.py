@@ -14,7 +14,7 @@ from effrank_bench.specs import ArchitectureSpec, LossSpec, TargetSpec
 def tiny_arch(name: str = "tiny", targets=("joint",)) -> ArchitectureSpec:
     return ArchitectureSpec(
         name=name, description="a Linear", build=lambda request: nn.Linear(4, 4),
-        targets={t: (lambda model: []) for t in targets}, branches=lambda model: [], image_size=4,
+        targets={t: (lambda model: []) for t in targets}, branches=lambda model: [], input_size=4,
     )
 
 
