@@ -1,0 +1,127 @@
+"""The conformance kit: built-in architectures pass it, broken plugins fail it with the reason,
+and a third-party package found through entry-point discovery passes it and sweeps."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from effrank_bench.config import RunConfig
+from effrank_bench.registry import Registry, default_registry
+from effrank_bench.specs import Branch, Site
+from effrank_bench.sweep import run_sweep
+from effrank_bench.testing import ConformanceError, check_architecture
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "effrank_mlp"
+MICRO = [name for name in default_registry().names("architecture") if name.startswith("micro_")]
+
+
+@pytest.mark.parametrize("name", MICRO)
+def test_every_micro_architecture_conforms(name):
+    reports = check_architecture(name)
+    assert set(reports) == set(default_registry().architecture(name).targets)
+    for report in reports.values():
+        assert report.full_rank_rel_error < 1e-5
+        assert report.loss_after < report.loss_before
+        assert list(report.params.values()) == sorted(report.params.values())
+
+
+def _broken(micro, **changes):
+    return micro.model_copy(update={"name": "broken", **changes})
+
+
+@pytest.fixture(scope="module")
+def micro_vit():
+    return default_registry().architecture("micro_vit")
+
+
+def test_a_branch_list_that_differs_between_teacher_and_student_fails(micro_vit):
+    def branches(model):
+        # Counts factorized layers: the student then has more branches than the teacher.
+        return [Branch(m) for m in model.modules() if type(m).__name__ == "LowRankLinear"] + [
+            Branch(b.attn) for b in model.blocks]
+
+    with pytest.raises(ConformanceError, match=r"broken, target 'attention': teacher hooks yield 4 branch "
+                                               r"outputs, the student 12"):
+        check_architecture(_broken(micro_vit, branches=branches))
+
+
+def test_a_joint_target_that_leaves_layers_out_fails(micro_vit):
+    targets = dict(micro_vit.targets)
+    targets["joint"] = targets["attention"]
+    with pytest.raises(ConformanceError, match=r"target 'joint': is not the union of the other targets: "
+                                               r"missing \['blocks.0.mlp.fc1'"):
+        check_architecture(_broken(micro_vit, targets=targets))
+
+
+def test_a_site_that_is_no_layer_fails(micro_vit):
+    targets = {"mlp": lambda model: [Site(path="blocks.0.norm1")]}
+    with pytest.raises(Exception, match="blocks.0.norm1' is a LayerNorm, not a Linear or Conv2d"):
+        check_architecture(_broken(micro_vit, targets=targets))
+
+
+def test_a_student_whose_factors_get_no_gradient_fails(micro_vit):
+    def build(request):
+        model = micro_vit.build(request)
+        for block in model.blocks:  # the MLP output is discarded: its factors never see a gradient
+            block.mlp = _Zero(block.mlp)
+        return model
+
+    targets = {"mlp": lambda model: [Site(path=f"blocks.{i}.mlp.inner.fc1") for i in range(len(model.blocks))]}
+    with pytest.raises(ConformanceError, match="no gradient reaches the factors of"):
+        check_architecture(_broken(micro_vit, build=build, targets=targets,
+                                   branches=lambda m: [Branch(b.attn) for b in m.blocks]))
+
+
+class _Zero(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) * 0
+
+
+@pytest.fixture
+def installed_example(tmp_path, monkeypatch):
+    """The example package made discoverable the way pip installs it: a dist-info with entry_points.txt."""
+    dist = tmp_path / "effrank_mlp-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: effrank-mlp\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[effrank_bench]\nmlp_classifier = effrank_mlp\n")
+    paths = [str(tmp_path), str(EXAMPLE)]
+    for path in reversed(paths):
+        monkeypatch.syspath_prepend(path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]))
+    return Registry()
+
+
+def test_a_third_party_plugin_is_discovered_listed_conforms_and_sweeps(installed_example, tmp_path):
+    registry = installed_example
+    assert ("mlp_classifier", "residual MLP on flattened 8×8 images (example third-party plugin)",
+            "mlp_classifier (effrank-mlp)") in registry.listing()["architecture"]
+
+    listed = subprocess.run([sys.executable, "-m", "effrank_bench.cli", "list"], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "200"}, check=True).stdout
+    assert "mlp_classifier" in listed and "mlp_classifier (effrank-mlp)" in listed
+
+    report = check_architecture("mlp_classifier", registry=registry)
+    assert report["mlp"].sites == 6 and report["mlp"].branches == 3
+
+    config = RunConfig(arch="mlp_classifier", target="mlp", ranks=(2, 8), epochs=2, teacher_epochs=3,
+                       batch_size=128, latency_repeats=2, device="cpu", out=tmp_path / "run")
+    records = run_sweep(config, registry=registry).records()
+    assert [(r.rank, r.status) for r in records] == [(2, "ok"), (8, "ok")]
+    assert records[0].cost["params"] < records[1].cost["params"]
+
+
+def test_the_third_party_plugin_refuses_attention_naming_its_target(installed_example):
+    from effrank_bench.errors import UnsupportedTargetError
+
+    with pytest.raises(UnsupportedTargetError, match="mlp_classifier does not support target 'attention'; "
+                                                     "its targets are: mlp"):
+        installed_example.architecture("mlp_classifier").require_target("attention")
