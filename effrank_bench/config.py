@@ -7,7 +7,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from effrank_bench.errors import ConfigError
 from effrank_bench.specs import LossOptions
@@ -52,11 +53,12 @@ class RunConfig(BaseModel):
     latency_repeats: int = Field(default=30, ge=1)
     out: Path | None = None
 
-    @field_validator("ranks", mode="before")
+    @field_validator("ranks", "thresholds", mode="before")
     @classmethod
-    def _parse_ranks(cls, value: Any) -> Any:
+    def _parse_csv(cls, value: Any, info: ValidationInfo) -> Any:
+        """``"2,4,8"`` from a flag or a file, as well as a list."""
         if isinstance(value, str):
-            return _split_csv(value, "ranks")
+            return _split_csv(value, info.field_name)
         return value
 
     @field_validator("ranks")
@@ -68,13 +70,6 @@ class RunConfig(BaseModel):
         if bad:
             raise ValueError(f"ranks must be positive, got {bad[0]}")
         return tuple(sorted(set(ranks)))
-
-    @field_validator("thresholds", mode="before")
-    @classmethod
-    def _parse_thresholds(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return _split_csv(value, "thresholds")
-        return value
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
