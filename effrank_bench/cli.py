@@ -192,7 +192,7 @@ def _list(args: argparse.Namespace, console: Console) -> int:
         table = Table(title=_PLURALS[kind], title_justify="left")
         table.add_column("name", style="bold")
         table.add_column("description")
-        table.add_column("plugin")
+        table.add_column("plugin", no_wrap=True)
         if kind == "architecture":
             table.add_column("targets")
         for name, description, plugin in items:

@@ -1,4 +1,4 @@
-"""scikit-learn's bundled 8×8 digits: real data that needs no download, for the embedded default."""
+"""scikit-learn's bundled 8×8 digits, as images and as pixel tokens: real data that needs no download."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,14 +13,25 @@ from effrank_bench.specs import DataRequest, DatasetSpec, DataSplits
 # Fixed, stratified 70/15/15 split: the same for every run and seed, so curves compare.
 _SPLIT_SEED = 0
 
+# digits_tokens ids: 0 is padding (the core's convention, unused here), 1 the CLS token, 2..18 intensities 0..16.
+CLS = 1
+FIRST_INTENSITY = 2
+_INTENSITIES = 17
+
+
+def stratified_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of the fixed stratified 70/15/15 train/val/test split of ``labels``."""
+    idx = np.arange(len(labels))
+    train, rest = train_test_split(idx, test_size=0.3, stratify=labels, random_state=_SPLIT_SEED)
+    val, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=_SPLIT_SEED)
+    return train, val, test
+
 
 def load_digits_splits(request: DataRequest) -> DataSplits:
     digits = load_digits()
     x = digits.images.astype(np.float32) / 16.0
     y = digits.target.astype(np.int64)
-    idx = np.arange(len(y))
-    train, rest = train_test_split(idx, test_size=0.3, stratify=y, random_state=_SPLIT_SEED)
-    val, test = train_test_split(rest, test_size=0.5, stratify=y[rest], random_state=_SPLIT_SEED)
+    train, val, test = stratified_split(y)
     mean, std = x[train].mean(), x[train].std()
 
     def subset(rows: np.ndarray) -> TensorDataset:
@@ -31,9 +42,27 @@ def load_digits_splits(request: DataRequest) -> DataSplits:
                       num_classes=10, modality="image", input_size=8, in_chans=1)
 
 
+def load_digits_tokens(request: DataRequest) -> DataSplits:
+    digits = load_digits()
+    y = digits.target.astype(np.int64)
+    pixels = digits.images.reshape(len(y), -1).astype(np.int64)  # row-major, intensities 0..16
+    ids = np.concatenate([np.full((len(y), 1), CLS), pixels + FIRST_INTENSITY], axis=1)
+
+    def subset(rows: np.ndarray) -> TensorDataset:
+        return TensorDataset(torch.from_numpy(ids[rows]), torch.from_numpy(y[rows]))
+
+    train, val, test = stratified_split(y)
+    return DataSplits(train=subset(train), val=subset(val), test=subset(test), num_classes=10,
+                      modality="tokens", input_size=ids.shape[1], vocab_size=FIRST_INTENSITY + _INTENSITIES)
+
+
 @hookimpl
 def register_datasets(register):
     register(DatasetSpec(
         name="digits", load=load_digits_splits,
         description="scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes), split 70/15/15",
+    ))
+    register(DatasetSpec(
+        name="digits_tokens", load=load_digits_tokens,
+        description="the digits as 65 tokens (CLS, then 64 pixel intensities, row by row; 19 ids), same split",
     ))

@@ -1,13 +1,12 @@
 """Vision Transformers from timm: the paper's ViT-B/32 and a micro ViT for the embedded digits data."""
 from __future__ import annotations
 
-import timm
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from effrank_bench import hookimpl
-from effrank_bench.errors import CheckpointError
 from effrank_bench.specs import ArchitectureSpec, Branch, ModelRequest, Site
+from effrank_bench_plugins.timm_models import refuse_pretrained, timm_builder
 
 
 def _attention(model: nn.Module) -> list[Site]:
@@ -34,8 +33,7 @@ _TARGETS = {"attention": _attention, "mlp": _mlp, "joint": _joint}
 
 
 def _build_micro(request: ModelRequest) -> nn.Module:
-    if request.pretrained:
-        raise CheckpointError("micro_vit has no pretrained weights; train it from scratch or pass --teacher-checkpoint")
+    refuse_pretrained("micro_vit", request)
     return VisionTransformer(
         img_size=request.input_size, patch_size=2, in_chans=request.in_chans, num_classes=request.num_classes,
         embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0,
@@ -43,22 +41,6 @@ def _build_micro(request: ModelRequest) -> nn.Module:
 
 
 _VIT_B32 = "vit_base_patch32_224.augreg_in21k_ft_in1k"
-
-
-def _build_vit_b32(request: ModelRequest) -> nn.Module:
-    try:
-        return timm.create_model(
-            _VIT_B32, pretrained=request.pretrained, num_classes=request.num_classes,
-            in_chans=request.in_chans, img_size=request.input_size,
-        )
-    except (OSError, RuntimeError, ValueError) as err:
-        if not request.pretrained:
-            raise
-        raise CheckpointError(
-            f"cannot fetch timm's pretrained weights for {_VIT_B32} ({type(err).__name__}: {err}); "
-            "download them where you have network access and pass the file with --teacher-checkpoint PATH "
-            "(safetensors, or a .pt/.pth state dict)"
-        ) from None
 
 
 @hookimpl
@@ -72,6 +54,6 @@ def register_architectures(register):
     register(ArchitectureSpec(
         name="vit_b32",
         description="ViT-B/32 at 224 (timm vit_base_patch32_224), the reference paper's model",
-        build=_build_vit_b32, targets=_TARGETS, branches=_branches,
+        build=timm_builder(_VIT_B32, fixed_size=True), targets=_TARGETS, branches=_branches,
         input_size=224,
     ))

@@ -59,7 +59,7 @@ def test_a_bad_curve_csv_exits_2_with_one_line(tmp_path, capsys, content, messag
 
 @pytest.mark.parametrize("argv, message", [
     (["--arch", "vit_b23"], "unknown architecture 'vit_b23'; did you mean 'vit_b32'? (valid: "),
-    (["--target", "conv"], "unknown target 'conv'"),
+    (["--target", "heads"], "unknown target 'heads'"),
     (["--loss", "kl"], "unknown loss 'kl'"),
     (["--dataset", "mnist"], "unknown dataset 'mnist'"),
     (["--ranks", "0,2"], "ranks must be positive"),

@@ -1,0 +1,117 @@
+"""BERT from transformers: bert-base-uncased's shape and a micro BERT for the embedded digits-as-tokens data."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertForSequenceClassification
+
+from effrank_bench import hookimpl
+from effrank_bench.errors import CheckpointError, ConfigError
+from effrank_bench.specs import ArchitectureSpec, Branch, ModelRequest, Site
+
+_BERT_BASE = "bert-base-uncased"
+_BASE_VOCAB = 30522
+_BASE_POSITIONS = 512
+
+
+class BertClassifier(nn.Module):
+    """Token ids (B, L) -> logits (B, classes), as the core calls every model; id 0 is padding.
+
+    The Hugging Face model sits at ``hf``, so site paths and state-dict keys start with ``hf.``.
+    """
+
+    def __init__(self, hf: BertForSequenceClassification):
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.hf(input_ids=ids, attention_mask=ids != 0).logits
+
+
+def _layers(model: nn.Module) -> range:
+    return range(len(model.hf.bert.encoder.layer))
+
+
+def _layer(i: int) -> str:
+    return f"hf.bert.encoder.layer.{i}"
+
+
+def _attention(model: nn.Module) -> list[Site]:
+    # q, k and v are three separate Linears in BERT, each its own rank-r map.
+    return [Site(path=f"{_layer(i)}.attention.{name}") for i in _layers(model)
+            for name in ("self.query", "self.key", "self.value", "output.dense")]
+
+
+def _mlp(model: nn.Module) -> list[Site]:
+    return [Site(path=f"{_layer(i)}.{name}") for i in _layers(model) for name in ("intermediate.dense", "output.dense")]
+
+
+def _joint(model: nn.Module) -> list[Site]:
+    return _attention(model) + _mlp(model)
+
+
+def _branches(model: nn.Module) -> list[Branch]:
+    # The two dense layers that end each branch, before dropout and the residual add + LayerNorm.
+    # Looked up by path now, not at build time: in a student they are the low-rank replacements.
+    return [Branch(model.get_submodule(f"{_layer(i)}.{name}")) for i in _layers(model)
+            for name in ("attention.output.dense", "output.dense")]
+
+
+_TARGETS = {"attention": _attention, "mlp": _mlp, "joint": _joint}
+
+
+def _build_micro(request: ModelRequest) -> nn.Module:
+    if request.pretrained:
+        raise CheckpointError("micro_bert has no pretrained weights; train it from scratch or pass --teacher-checkpoint")
+    # No dropout: distillation on a thousand examples should be deterministic given the seed. Width 48 and
+    # two layers: 65 tokens cost four times micro_vit's 17 per layer, and the CPU default must stay within
+    # two minutes. Init std 0.1, near 0.7/sqrt(48): BERT's 0.02 suits width 768 and left this model learning slowly.
+    # Eager attention: on a shared 2-core CPU, training through SDPA's fused kernel ran many times slower.
+    config = BertConfig(
+        vocab_size=request.vocab_size, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=96, max_position_embeddings=request.input_size, num_labels=request.num_classes,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=0.1,
+        attn_implementation="eager",
+    )
+    return BertClassifier(BertForSequenceClassification(config))
+
+
+def _build_bert_base(request: ModelRequest) -> nn.Module:
+    # bert-base-uncased's vocabulary and positions are kept even when the data use fewer, so that a
+    # pretrained and a from-scratch teacher have the same shapes (cache and checkpoints load into either).
+    vocab = max(request.vocab_size or _BASE_VOCAB, _BASE_VOCAB)
+    positions = max(request.input_size, _BASE_POSITIONS)
+    if not request.pretrained:
+        config = BertConfig(vocab_size=vocab, max_position_embeddings=positions, num_labels=request.num_classes,
+                            attn_implementation="sdpa")
+        return BertClassifier(BertForSequenceClassification(config))
+    if (vocab, positions) != (_BASE_VOCAB, _BASE_POSITIONS):
+        raise ConfigError(f"{_BERT_BASE} has {_BASE_VOCAB} token ids and {_BASE_POSITIONS} positions; this data set "
+                          f"needs {vocab} ids and {positions} positions: train bert_base from scratch instead")
+    try:
+        hf = BertForSequenceClassification.from_pretrained(_BERT_BASE, num_labels=request.num_classes,
+                                                           attn_implementation="sdpa")
+    except OSError as err:
+        raise CheckpointError(
+            f"cannot fetch the pretrained weights of {_BERT_BASE} ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            "where you have network access, save the state_dict of effrank_bench_plugins.bert.BertClassifier "
+            f"wrapping BertForSequenceClassification.from_pretrained('{_BERT_BASE}') and pass that file with "
+            "--teacher-checkpoint PATH"
+        ) from None
+    return BertClassifier(hf)
+
+
+@hookimpl
+def register_architectures(register):
+    register(ArchitectureSpec(
+        name="micro_bert",
+        description="transformers BERT, 2 layers of width 48, no dropout, 65 tokens: trains in seconds on CPU",
+        build=_build_micro, targets=_TARGETS, branches=_branches,
+        modality="tokens", input_size=65, vocab_size=19, num_classes=10,
+    ))
+    register(ArchitectureSpec(
+        name="bert_base",
+        description="BERT-base at 128 tokens (bert-base-uncased: 12 layers of width 768, vocabulary 30,522)",
+        build=_build_bert_base, targets=_TARGETS, branches=_branches,
+        modality="tokens", input_size=128, vocab_size=_BASE_VOCAB, num_classes=2,
+    ))

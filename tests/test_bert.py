@@ -1,0 +1,212 @@
+"""BERT plugin: sites, branches, full-rank reproduction, hand-counted parameters and MACs, CLI errors, a sweep."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from effrank_bench.cli import main
+from effrank_bench.config import RunConfig
+from effrank_bench.factorize import LowRankLinear, factorize, resolve_sites
+from effrank_bench.measure import count_macs, count_params
+from effrank_bench.registry import default_registry
+from effrank_bench.specs import DataRequest, ModelRequest
+from effrank_bench.sweep import run_sweep
+from effrank_bench.taps import BranchTap
+from effrank_bench.teacher import apply_checkpoint, load_state_dict
+
+MICRO_LAYERS, MICRO_WIDTH, SEQ = 2, 48, 65
+BASE_LAYERS, BASE_WIDTH, BASE_FFN, BASE_SEQ = 12, 768, 3072, 128
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((actual - expected).norm() / expected.norm())
+
+
+@pytest.fixture(scope="module")
+def micro_spec():
+    return default_registry().architecture("micro_bert")
+
+
+@pytest.fixture(scope="module")
+def digits_tokens():
+    return default_registry().dataset("digits_tokens").load(DataRequest())
+
+
+@pytest.fixture(scope="module")
+def micro(micro_spec, digits_tokens):
+    torch.manual_seed(0)
+    return micro_spec.build(digits_tokens.model_request(micro_spec)).eval()
+
+
+@pytest.fixture(scope="module")
+def batch(digits_tokens):
+    return digits_tokens.test.tensors[0][:16]
+
+
+@pytest.fixture(scope="module")
+def bert_base():
+    """bert_base for 2 classes, asked for a 19-id vocabulary: it keeps bert-base-uncased's 30,522 ids."""
+    spec = default_registry().architecture("bert_base")
+    torch.manual_seed(0)
+    return spec, spec.build(ModelRequest(num_classes=2, input_size=BASE_SEQ, vocab_size=19)).eval()
+
+
+# --- sites and branches ---------------------------------------------------------------------
+
+
+def test_targets_select_the_query_key_value_output_and_mlp_linears(micro_spec, micro):
+    attention, mlp, joint = (micro_spec.sites(micro, t) for t in ("attention", "mlp", "joint"))
+    layer = "hf.bert.encoder.layer.0"
+    assert [s.path for s in attention[:4]] == [f"{layer}.attention.self.query", f"{layer}.attention.self.key",
+                                               f"{layer}.attention.self.value", f"{layer}.attention.output.dense"]
+    assert [s.path for s in mlp[:2]] == [f"{layer}.intermediate.dense", f"{layer}.output.dense"]
+    assert len(attention) == 4 * MICRO_LAYERS and len(mlp) == 2 * MICRO_LAYERS
+    assert joint == attention + mlp
+    assert all(site.chunks == 1 for site in joint)
+    layers = resolve_sites(micro, joint, "split")
+    assert all(type(module) is nn.Linear for _, module in layers)
+    assert len({id(module) for _, module in layers}) == len(joint)
+
+
+def test_branches_are_two_per_layer_and_follow_the_factorized_layers(micro_spec, micro, batch):
+    student = copy.deepcopy(micro)
+    factorize(student, micro_spec.sites(student, "joint"), 2)
+    branches = micro_spec.branches(student)
+    assert len(branches) == 2 * MICRO_LAYERS
+    assert all(isinstance(b.module, LowRankLinear) and b.channel_dim == -1 for b in branches)
+    taps = BranchTap(micro_spec.branches(micro)), BranchTap(branches)
+    with torch.no_grad():
+        teacher, rank2 = (tap.forward(model, batch) for tap, model in zip(taps, (micro, student)))
+    shapes = [tuple(f.shape) for f in teacher.features]
+    assert shapes == [tuple(f.shape) for f in rank2.features] == [(len(batch), SEQ, MICRO_WIDTH)] * (2 * MICRO_LAYERS)
+    # The attention and MLP branch outputs of a rank-2 student are not the teacher's.
+    assert all(relative_error(s, t) > 1e-2 for s, t in zip(rank2.features, teacher.features))
+
+
+@pytest.mark.parametrize("target", ["attention", "mlp", "joint"])
+def test_full_rank_svd_student_reproduces_the_teacher(micro_spec, micro, batch, target):
+    student = copy.deepcopy(micro)
+    replaced = factorize(student, micro_spec.sites(student, target), MICRO_WIDTH)
+    assert len(replaced) == {"attention": 8, "mlp": 4, "joint": 12}[target]
+    student.eval()
+    taps = BranchTap(micro_spec.branches(micro)), BranchTap(micro_spec.branches(student))
+    with torch.no_grad():
+        teacher, full = (tap.forward(model, batch) for tap, model in zip(taps, (micro, student)))
+    assert relative_error(full.logits, teacher.logits) < 1e-5
+    assert all(relative_error(s, t) < 1e-5 for s, t in zip(full.features, teacher.features))
+
+
+# --- the wrapper: padding and checkpoints ---------------------------------------------------
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_padding_changes_no_logit(micro, batch, attention):
+    model = copy.deepcopy(micro)
+    model.hf.set_attn_implementation(attention)
+    short = batch[:, :50]
+    padded = torch.cat([short, torch.zeros(len(batch), SEQ - 50, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded), model(short), rtol=1e-5, atol=1e-5)
+        assert relative_error(model(batch), model(short)) > 1e-3  # the dropped tokens did matter
+
+
+def test_a_saved_state_dict_loads_back_as_a_teacher_checkpoint(micro_spec, micro, digits_tokens, batch, tmp_path):
+    path = tmp_path / "teacher.safetensors"
+    save_file({k: v.contiguous() for k, v in micro.state_dict().items()}, path)
+    torch.manual_seed(1)
+    other = micro_spec.build(digits_tokens.model_request(micro_spec)).eval()
+    assert apply_checkpoint(other, load_state_dict(path), path) == []
+    with torch.no_grad():
+        torch.testing.assert_close(other(batch), micro(batch), rtol=0, atol=0)
+
+
+# --- bert_base: parameters and MACs by hand ---------------------------------------------------
+
+
+def bert_base_macs(linear_in_attention: int) -> int:
+    """Per-sample MACs at 128 tokens; ``linear_in_attention`` is q+k+v+output's MACs per token and layer."""
+    per_layer = BASE_SEQ * (linear_in_attention + 2 * BASE_WIDTH * BASE_FFN) + 2 * BASE_SEQ**2 * BASE_WIDTH
+    # Embeddings are lookups; the pooler reads the CLS token only; the classifier has 2 outputs.
+    return BASE_LAYERS * per_layer + BASE_WIDTH**2 + BASE_WIDTH * 2
+
+
+def test_bert_base_attention_matmuls_count_the_same_with_sdpa_and_eager(bert_base):
+    _, model = bert_base
+    ids = torch.randint(1, 30522, (1, BASE_SEQ))
+    assert model.hf.config._attn_implementation == "sdpa"
+    sdpa = count_macs(model, ids)
+    model.hf.set_attn_implementation("eager")
+    try:
+        eager = count_macs(model, ids)
+    finally:
+        model.hf.set_attn_implementation("sdpa")
+    assert sdpa == eager == bert_base_macs(4 * BASE_WIDTH**2) == 11_174_217_216
+
+
+def test_bert_base_attention_target_parameters_by_hand(bert_base):
+    spec, model = bert_base
+    assert count_params(model)[0] == 109_483_778  # bert-base-uncased's 109,482,240 and a 768×2 + 2 classifier
+    assert len(spec.branches(model)) == 2 * BASE_LAYERS
+    rank = 32
+    student = copy.deepcopy(model)
+    replaced = factorize(student, spec.sites(student, "attention"), rank, init="random")
+    total, factorized = count_params(student, replaced.values())
+    # 48 Linears 768×768 (+ bias) become 768×32 and 32×768 factors (+ the same bias).
+    assert len(replaced) == 4 * BASE_LAYERS
+    assert factorized == 48 * (2 * BASE_WIDTH * rank + BASE_WIDTH) == 2_396_160
+    assert total == 109_483_778 - 48 * BASE_WIDTH**2 + 48 * 2 * BASE_WIDTH * rank == 83_531_522
+    assert count_macs(student, torch.randint(1, 30522, (1, BASE_SEQ))) == bert_base_macs(4 * 2 * BASE_WIDTH * rank)
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("arch, dataset, message", [
+    ("micro_bert", "digits", "micro_bert takes tokens inputs but this data set gives image"),
+    ("micro_vit", "digits_tokens", "micro_vit takes image inputs but this data set gives tokens"),
+])
+def test_a_modality_mismatch_exits_2_with_one_line(tmp_path, capsys, arch, dataset, message):
+    code, out, err = run_cli(capsys, "run", "--arch", arch, "--dataset", dataset, "--out", str(tmp_path / "run"))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_pretrained_bert_base_offline_says_how_to_pass_a_checkpoint(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "run", "--arch", "bert_base", "--dataset", "digits_tokens", "--pretrained",
+                           "--ranks", "8", "--device", "cpu", "--out", str(tmp_path / "run"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert "bert-base-uncased" in err and "--teacher-checkpoint PATH" in err
+
+
+# --- a sweep end to end -----------------------------------------------------------------------
+
+
+def test_a_tiny_micro_bert_sweep_records_costs_that_grow_with_rank(tmp_path):
+    config = RunConfig(arch="micro_bert", target="mlp", dataset="digits_tokens", ranks=(2, 4), epochs=1,
+                       teacher_epochs=2, batch_size=128, latency_repeats=2, device="cpu", out=tmp_path / "run")
+    records = run_sweep(config).records()
+    assert [(r.rank, r.status) for r in records] == [(2, "ok"), (4, "ok")]
+    # Teacher 44,986 parameters: embeddings 19·48 + 65·48 + 2·48 + LayerNorm 96 = 4,224; per layer
+    # 4·(48² + 48) + 2·48·96 + 96 + 48 + 2 LayerNorms 192 = 18,960; pooler 2,352; classifier 490.
+    # At rank r each layer's two MLP Linears (9,216 weights) become 2·r·(48 + 96) factor weights.
+    assert [r.cost["params"] for r in records] == [44_986 - 2 * 9_216 + 2 * 2 * r * 144 for r in (2, 4)]
+    assert [r.cost["params"] for r in records] == [27_706, 28_858]
+    assert [r.cost["factorized_params"] for r in records] == [2 * (2 * r * 144 + 96 + 48) for r in (2, 4)]
+    # Per sample: 65 tokens through 4·48² + 2·48·96 per layer, 2·65²·48 attention, pooler 48², classifier 480.
+    teacher_macs = 2 * (SEQ * (4 * 48**2 + 2 * 48 * 96) + 2 * SEQ**2 * 48) + 48**2 + 480
+    assert teacher_macs == 3_210_144
+    assert [r.cost["macs"] for r in records] == [teacher_macs - 2 * SEQ * (2 * 48 * 96 - 2 * r * 144)
+                                                 for r in (2, 4)]
+    assert records[0].cost["params"] < records[1].cost["params"]
+    assert records[0].cost["macs"] < records[1].cost["macs"]
+    assert all(0 <= r.test_accuracy <= 1 and len(r.history) == 1 for r in records)
