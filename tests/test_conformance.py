@@ -18,6 +18,7 @@ from effrank_bench.testing import ConformanceError, check_architecture
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "effrank_mlp"
 MICRO = [name for name in default_registry().names("architecture") if name.startswith("micro_")]
+PAPER = [name for name in default_registry().names("architecture") if not name.startswith("micro_")]
 
 
 @pytest.mark.parametrize("name", MICRO)
@@ -28,6 +29,15 @@ def test_every_micro_architecture_conforms(name):
         assert report.full_rank_rel_error < 1e-5
         assert report.loss_after < report.loss_before
         assert list(report.params.values()) == sorted(report.params.values())
+
+
+@pytest.mark.skipif(os.environ.get("EFFRANK_BENCH_SLOW") != "1",
+                    reason="paper-size kit takes minutes per model on 2 CPU cores; set EFFRANK_BENCH_SLOW=1")
+@pytest.mark.parametrize("name", PAPER)
+def test_every_paper_size_architecture_conforms(name):
+    # The micro presets above share each family's target and branch code; this checks the real shapes.
+    reports = check_architecture(name)
+    assert all(report.full_rank_rel_error < 1e-5 for report in reports.values())
 
 
 def _broken(micro, **changes):
