@@ -6,7 +6,7 @@ from torch import nn
 
 from effrank_bench import hookimpl
 from effrank_bench.specs import ArchitectureSpec, Branch, ModelRequest, Site
-from effrank_bench_plugins.timm_models import refuse_pretrained, timm_builder
+from effrank_bench_plugins.builders import refuse_pretrained, timm_builder
 
 
 def _attention(model: nn.Module) -> list[Site]:

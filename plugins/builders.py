@@ -1,4 +1,4 @@
-"""Building timm presets for the built-in plugins, with one clear error when pretrained weights are out of reach."""
+"""What the built-in presets share: building timm models, and refusing pretrained weights clearly."""
 from __future__ import annotations
 
 from collections.abc import Callable
