@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import tomllib
 from pathlib import Path
@@ -13,12 +14,17 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 from effrank_bench.errors import ConfigError
 from effrank_bench.specs import LossOptions
 
-# Fields that do not change what a trial computes: a run directory may be resumed with other values.
-_NOT_IN_SWEEP_KEY = {"ranks", "device", "out", "thresholds", "knee_axis", "latency_batch_size", "latency_repeats"}
+# Fields that do not change what a trial computes: a run directory may be resumed with other values
+# (ranks and seeds may grow: each trial is keyed by its own rank and seed).
+_NOT_IN_SWEEP_KEY = {
+    "ranks", "seeds", "device", "out", "thresholds", "knee_axis", "latency_batch_size", "latency_repeats",
+    "download", "workers", "bootstrap_resamples",
+}
 # Fields that determine the teacher: its cache key.
 _TEACHER_FIELDS = (
-    "arch", "dataset", "data_root", "seed", "teacher_epochs", "teacher_lr", "batch_size",
-    "weight_decay", "pretrained", "teacher_checkpoint",
+    "arch", "dataset", "data_root", "augment", "tokenizer", "teacher_seed", "teacher_epochs", "teacher_lr",
+    "teacher_optimizer", "teacher_weight_decay", "teacher_warmup", "label_smoothing", "batch_size", "amp",
+    "pretrained", "teacher_checkpoint",
 )
 
 
@@ -32,14 +38,24 @@ class RunConfig(BaseModel):
     loss: str = "geometric"
     dataset: str = "digits"
     data_root: Path | None = None
+    download: bool = Field(default=False, description="fetch the data set into data_root when it is missing")
+    augment: bool = Field(default=True, description="augment the training split (images: random crop + flip)")
+    tokenizer: str | None = Field(default=None, description="tokenizer of text data (default: the architecture's)")
+    workers: int | None = Field(default=None, ge=0, description="DataLoader workers (default: 0 on CPU, 8 on CUDA)")
     ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    seeds: tuple[int, ...] = (0,)
+    teacher_seed: int = Field(default=0, description="seed of the teacher (default: the first of seeds)")
     epochs: int = Field(default=12, ge=1, description="student distillation epochs per rank")
     teacher_epochs: int = Field(default=40, ge=0, description="teacher training epochs (0: use it as loaded)")
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=2e-3, gt=0, description="student AdamW learning rate")
+    weight_decay: float = Field(default=0.01, ge=0, description="student AdamW weight decay")
     teacher_lr: float = Field(default=2e-3, gt=0)
-    weight_decay: float = Field(default=0.01, ge=0)
-    seed: int = 0
+    teacher_optimizer: Literal["adamw", "sgd"] = "adamw"
+    teacher_weight_decay: float = Field(default=0.01, ge=0)
+    teacher_warmup: float = Field(default=0.05, ge=0, lt=1, description="fraction of teacher steps warming up")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1, description="teacher cross-entropy label smoothing")
+    amp: bool = Field(default=True, description="bf16 autocast on CUDA (CPU always trains in float32)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     init: Literal["svd", "random"] = "svd"
     qkv: Literal["split", "fused"] = "split"
@@ -51,9 +67,30 @@ class RunConfig(BaseModel):
     knee_axis: Literal["linear", "log2"] = "linear"
     latency_batch_size: int = Field(default=1, ge=1)
     latency_repeats: int = Field(default=30, ge=1)
+    bootstrap_resamples: int = Field(default=1000, ge=1, description="bootstrap resamples of the seed CIs")
     out: Path | None = None
 
-    @field_validator("ranks", "thresholds", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_alias(cls, values: Any) -> Any:
+        """``seed = N`` means ``seeds = [N]``; the teacher's seed defaults to the first student seed."""
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        if "seed" in values:
+            if "seeds" in values:
+                raise ValueError("give seed or seeds, not both")
+            values["seeds"] = [values.pop("seed")]
+        if values.get("teacher_seed") is None:
+            seeds = values.get("seeds", (0,))
+            if isinstance(seeds, str):
+                seeds = _split_csv(seeds, "seeds")
+            if isinstance(seeds, int | str):
+                seeds = [seeds]
+            values["teacher_seed"] = seeds[0] if seeds else 0
+        return values
+
+    @field_validator("ranks", "seeds", "thresholds", mode="before")
     @classmethod
     def _parse_csv(cls, value: Any, info: ValidationInfo) -> Any:
         """``"2,4,8"`` from a flag or a file, as well as a list."""
@@ -70,6 +107,13 @@ class RunConfig(BaseModel):
         if bad:
             raise ValueError(f"ranks must be positive, got {bad[0]}")
         return tuple(sorted(set(ranks)))
+
+    @field_validator("seeds")
+    @classmethod
+    def _some_seeds(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
+        if not seeds:
+            raise ValueError("give at least one seed")
+        return tuple(dict.fromkeys(seeds))  # order kept: the first seed is the teacher's default
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
@@ -144,23 +188,109 @@ def read_toml(path: Path) -> dict[str, Any]:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: malformed TOML: {err}") from None
-    # Paths in a file are relative to the file, as a user editing it expects.
+    return _relative_to(path, data)
+
+
+def _relative_to(path: Path, values: dict[str, Any]) -> dict[str, Any]:
+    """Paths in a file are relative to the file, as a user editing it expects."""
     for key in ("data_root", "teacher_checkpoint", "out"):
-        if isinstance(data.get(key), str):
-            data[key] = str((path.parent / data[key]))
-    return data
+        if isinstance(values.get(key), str):
+            values[key] = str(path.parent / values[key])
+    return values
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """The file's values (if any), overridden by the non-None ``overrides`` (CLI flags)."""
-    values = read_toml(path) if path is not None else {}
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+def _merged(values: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """``values`` overridden by the non-None ``overrides``; a seed flag replaces seeds under either key."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values = dict(values)
+    if {"seed", "seeds"} & set(given):
+        values.pop("seed", None), values.pop("seeds", None)
+    values.update(given)
+    return values
+
+
+def _run_config(values: dict[str, Any], source: str) -> RunConfig:
     try:
         config = RunConfig(**values)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, str(path) if path else "run options")) from None
+        raise ConfigError(format_validation_error(err, source)) from None
     # Checked here, at the edge, not in the model: a finished run's config stays readable
     # after its checkpoint is moved.
     if config.teacher_checkpoint is not None and not config.teacher_checkpoint.is_file():
         raise ConfigError(f"teacher checkpoint not found: {config.teacher_checkpoint}")
     return config
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The file's values (if any), overridden by the non-None ``overrides`` (CLI flags)."""
+    values = read_toml(path) if path is not None else {}
+    return _run_config(_merged(values, overrides), str(path) if path else "run options")
+
+
+# The axes of a suite's matrix; every other key of a block is a run option.
+SUITE_AXES = ("arch", "target", "loss", "dataset")
+_SUITE_KEYS = {"name", "description", "out", "defaults", "matrix"}
+
+
+class SuiteConfig(BaseModel):
+    """A list of runs, one per combination of a matrix block, each with its own run directory under ``out``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    out: Path
+    runs: tuple[RunConfig, ...]
+
+    def run_names(self) -> list[str]:
+        return [run.out.name for run in self.runs]
+
+
+def _axis(block: dict[str, Any], axis: str, where: str) -> list[str]:
+    value = block.pop(axis, None)
+    if value is None:
+        raise ConfigError(f"{where}: missing '{axis}' (a name or a list of names)")
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{where}: '{axis}' must be a name or a non-empty list of names, got {value!r}")
+    return values
+
+
+def load_suite(path: Path, overrides: dict[str, Any] | None = None) -> SuiteConfig:
+    """Expand a suite file's ``[[matrix]]`` blocks into runs: defaults < block options < ``overrides``.
+
+    A block's axes (arch, target, loss, dataset) take a name or a list; every combination is one
+    run, stored in ``out/<arch>-<target>-<loss>-<dataset>[-<tag>]``.
+    """
+    data = read_toml(path)
+    unknown = sorted(set(data) - _SUITE_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; a suite has "
+                          f"{', '.join(sorted(_SUITE_KEYS))} (run options go in [defaults] or a [[matrix]] block)")
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    fixed = sorted(set(overrides) & set(SUITE_AXES))
+    if fixed:
+        raise ConfigError(f"--{fixed[0]} cannot be combined with --suite: the suite's matrix chooses it")
+    out = Path(overrides.pop("out", None) or data.get("out") or Path("runs") / f"suite-{data.get('name', path.stem)}")
+    defaults = _relative_to(path, dict(data.get("defaults", {})))
+    blocks = data.get("matrix")
+    if not isinstance(blocks, list) or not blocks:
+        raise ConfigError(f"{path}: a suite needs at least one [[matrix]] block")
+    runs: dict[str, RunConfig] = {}
+    for i, block in enumerate(blocks, 1):
+        where = f"{path} [[matrix]] block {i}"
+        block = _relative_to(path, dict(block))
+        axes = [_axis(block, axis, where) for axis in SUITE_AXES]
+        tag = block.pop("tag", None)
+        for arch, target, loss, dataset in itertools.product(*axes):
+            name = "-".join([arch, target, loss, dataset] + ([str(tag)] if tag else []))
+            if name in runs:
+                raise ConfigError(f"{where}: {name} is already in the suite; give one block a 'tag' to keep both")
+            values = _merged({**defaults, **block}, overrides)
+            values.update(arch=arch, target=target, loss=loss, dataset=dataset, out=out / name)
+            runs[name] = _run_config(values, f"{where} ({name})")
+    try:
+        return SuiteConfig(name=data.get("name", path.stem), description=data.get("description", ""), out=out,
+                           runs=tuple(runs.values()))
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(path))) from None

@@ -26,6 +26,10 @@ class RankError(EffrankError):
     """A rank is not positive or exceeds every targeted layer."""
 
 
+class DataError(EffrankError):
+    """A data set or tokenizer cannot be found, fetched or read; the message says where it was looked for."""
+
+
 class AnalysisError(EffrankError):
     """A curve cannot be analysed (too few points, bad CSV, bad thresholds)."""
 

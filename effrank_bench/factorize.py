@@ -153,11 +153,19 @@ def resolve_sites(model: nn.Module, sites: Sequence[Site], qkv: QKV) -> list[tup
     return resolved
 
 
+def max_rank(model: nn.Module, sites: Sequence[Site], qkv: QKV) -> int:
+    """The largest full rank among the targeted layers: the rank at which every one of them is exact.
+
+    It is the target's width, against which ranks of models of different widths compare.
+    """
+    return max(full_rank(layer, site.chunks) for site, layer in resolve_sites(model, sites, qkv))
+
+
 def check_rank(model: nn.Module, sites: Sequence[Site], rank: int, qkv: QKV, arch: str) -> None:
     """Refuse a rank that is not positive or exceeds every targeted layer's full rank."""
     if rank <= 0:
         raise RankError(f"rank must be positive, got {rank}")
-    largest = max(full_rank(layer, site.chunks) for site, layer in resolve_sites(model, sites, qkv))
+    largest = max_rank(model, sites, qkv)
     if rank > largest:
         raise RankError(f"rank {rank} exceeds every targeted layer of {arch} (the largest has full rank {largest})")
 

@@ -19,12 +19,14 @@ class Trial:
     def key(self) -> tuple[str, str, int, int]:
         return (self.target, self.loss, self.rank, self.seed)
 
-    @property
-    def label(self) -> str:
-        return f"rank {self.rank}"
+    def label(self, seeds: int = 1) -> str:
+        return f"rank {self.rank}" if seeds == 1 else f"rank {self.rank} seed {self.seed}"
 
 
 def plan_trials(config: RunConfig, done: set[tuple[str, str, int, int]]) -> list[Trial]:
-    """Every rank of the config, smallest first, skipping keys already recorded."""
-    trials = [Trial(config.target, config.loss, rank, config.seed) for rank in config.ranks]
+    """Every rank of the config under every seed, skipping keys already recorded.
+
+    Seed by seed, smallest rank first: a sweep stopped early still has whole curves to analyse.
+    """
+    trials = [Trial(config.target, config.loss, rank, seed) for seed in config.seeds for rank in config.ranks]
     return [t for t in trials if t.key not in done]

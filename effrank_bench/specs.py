@@ -71,7 +71,8 @@ class ArchitectureSpec(_Frozen):
     MLP-like branch of every block, before the residual add).
     ``input_size``, ``in_chans``, ``vocab_size`` and ``num_classes`` describe the
     model's native input; a run keeps ``input_size`` (images are resized to it)
-    and takes channels, vocabulary and classes from its data set.
+    and takes channels, vocabulary and classes from its data set. ``tokenizer``
+    names the tokenizer its pretrained weights expect, used to tokenize text data sets.
     """
 
     name: str = Field(pattern=_NAME)
@@ -84,6 +85,7 @@ class ArchitectureSpec(_Frozen):
     in_chans: int = Field(default=3, ge=1)
     vocab_size: int | None = Field(default=None, ge=1)
     num_classes: int = Field(default=1000, ge=1)
+    tokenizer: str | None = Field(default=None, description="Hugging Face tokenizer (name or path) for text data")
 
     @field_validator("targets")
     @classmethod
@@ -177,9 +179,23 @@ class DataSplits:
 
 
 class DataRequest(_Frozen):
-    """What the core passes to a data set's loader."""
+    """What the core passes to a data set's loader.
+
+    ``root`` is where the user keeps the data (None: the loader's default place);
+    ``download`` allows fetching it there when it is missing. ``input_size`` is the
+    architecture's input size: an image side (loaders of images with mixed sizes
+    resize to it; fixed-size sets such as CIFAR stay native and the core resizes
+    per batch) or a sequence length (text is tokenized to it). ``tokenizer`` is the
+    Hugging Face name or local path of the teacher's tokenizer, for text sets.
+    ``augment`` turns on the training split's augmentation (random crop and flip
+    for images); validation and test splits are never augmented.
+    """
 
     root: Path | None = None
+    download: bool = False
+    input_size: int | None = Field(default=None, ge=1)
+    tokenizer: str | None = None
+    augment: bool = True
 
 
 class DatasetSpec(_Frozen):

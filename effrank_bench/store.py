@@ -33,6 +33,7 @@ class TrialRecord(BaseModel):
     error: str | None = None
     history: list[dict] = []
     train_seconds: float | None = None
+    samples_per_second: float | None = None
     cost: dict | None = None
     environment: dict
 
@@ -51,6 +52,7 @@ class RunDir:
     records_path = property(lambda self: self.path / "trials.jsonl")
     teacher_weights = property(lambda self: self.path / "teacher.safetensors")
     teacher_info = property(lambda self: self.path / "teacher.json")
+    target_path = property(lambda self: self.path / "target.json")
 
     @classmethod
     def open(cls, path: Path, config: RunConfig) -> RunDir:
@@ -65,7 +67,11 @@ class RunDir:
                     f"{path} holds another sweep (differs in: {', '.join(changed)}); "
                     "use another --out or the same options to resume it"
                 )
-            config = config.model_copy(update={"ranks": tuple(sorted(set(previous.ranks) | set(config.ranks)))})
+            # Ranks and seeds accumulate: a sweep extended by a rank or a seed keeps what it had.
+            config = config.model_copy(update={
+                "ranks": tuple(sorted(set(previous.ranks) | set(config.ranks))),
+                "seeds": tuple(dict.fromkeys(previous.seeds + config.seeds)),
+            })
         run.path.mkdir(parents=True, exist_ok=True)
         run.config_path.write_text(config.model_dump_json(indent=2))
         run._drop_torn_tail()
@@ -117,6 +123,14 @@ class RunDir:
             except OSError:
                 shutil.copyfile(weights, self.teacher_weights)
         self.teacher_info.write_text(json.dumps(info, indent=2))
+
+    def store_target(self, info: dict) -> None:
+        """What the target factorizes in this model: ``{"target", "layers", "max_rank"}``."""
+        self.target_path.write_text(json.dumps(info, indent=2))
+
+    def target_info(self) -> dict | None:
+        """The stored target description; None for a run directory written before it existed."""
+        return json.loads(self.target_path.read_text()) if self.target_path.is_file() else None
 
     def teacher(self) -> dict:
         if not self.teacher_info.is_file():

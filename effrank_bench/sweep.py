@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from effrank_bench.config import RunConfig
-from effrank_bench.data import Batches, example_input
+from effrank_bench.data import Batches, default_workers, example_input
 from effrank_bench.environment import environment, resolve_device
 from effrank_bench.errors import TrialFailed
-from effrank_bench.factorize import check_rank, factorize
+from effrank_bench.factorize import check_rank, factorize, max_rank
 from effrank_bench.measure import Cost, measure
 from effrank_bench.plan import Trial, plan_trials
 from effrank_bench.progress import NullProgress, Progress
@@ -38,28 +38,63 @@ class Components:
         return cls(arch=arch, loss=registry.loss(config.loss), dataset=registry.dataset(config.dataset))
 
 
+def data_request(config: RunConfig, arch: ArchitectureSpec) -> DataRequest:
+    """What a run asks of its data set: where it is, the architecture's input size and tokenizer."""
+    return DataRequest(root=config.data_root, download=config.download, input_size=arch.input_size,
+                       tokenizer=config.tokenizer or arch.tokenizer, augment=config.augment)
+
+
+class DataCache:
+    """Loaded data sets by request, so that a suite's runs on one data set load it once."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, DataRequest], DataSplits] = {}
+
+    def load(self, dataset: DatasetSpec, request: DataRequest) -> DataSplits:
+        key = (dataset.name, request)
+        if key not in self._loaded:
+            self._loaded[key] = dataset.load(request)
+        return self._loaded[key]
+
+
 class Sweep:
     """Everything a sweep's trials share: data, device, teacher, its sites and the run directory."""
 
-    def __init__(self, config: RunConfig, registry: Registry | None = None, progress: Progress = NullProgress()):
+    def __init__(self, config: RunConfig, registry: Registry | None = None, progress: Progress = NullProgress(),
+                 data: DataCache | None = None):
         self.config, self.progress = config, progress
         self.parts = Components.of(config, registry or default_registry())
         self.device = torch.device(resolve_device(config.device))
-        self.splits: DataSplits = self.parts.dataset.load(DataRequest(root=config.data_root))
+        self.splits: DataSplits = (data or DataCache()).load(self.parts.dataset, data_request(config, self.parts.arch))
         self.request = self.splits.model_request(self.parts.arch)
-        torch.manual_seed(config.seed)
+        self.workers = config.workers if config.workers is not None else default_workers(self.device)
+        # Convolutions run faster on CUDA in channels-last layout (tensor cores); on CPU it only costs copies.
+        self.channels_last = self.device.type == "cuda" and self.splits.modality == "image"
+        torch.manual_seed(config.teacher_seed)
         # Built untrained first: ranks are checked before any time goes into the teacher.
         self.teacher = self.parts.arch.build(self.request)
         self.sites: list[Site] = self.parts.arch.sites(self.teacher, config.target)
         for rank in config.ranks:
             check_rank(self.teacher, self.sites, rank, config.qkv, config.arch)
         self.run = RunDir.open(config.out or config.default_out(), config)
+        self.run.store_target({"target": config.target, "qkv": config.qkv, "layers": len(self.sites),
+                               "max_rank": max_rank(self.teacher, self.sites, config.qkv)})
         self.val = self._batches(self.splits.val)
         self.test = self._batches(self.splits.test)
 
     def _batches(self, dataset, *, shuffle: bool = False, seed: int = 0) -> Batches:
         return Batches(dataset, batch_size=self.config.batch_size, modality=self.splits.modality,
-                       input_size=self.request.input_size, device=self.device, shuffle=shuffle, seed=seed)
+                       input_size=self.request.input_size, device=self.device, shuffle=shuffle, seed=seed,
+                       workers=self.workers, channels_last=self.channels_last)
+
+    def _to_device(self, model: nn.Module) -> nn.Module:
+        model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def _teacher_recipe(self) -> Recipe:
+        c = self.config
+        return Recipe(c.teacher_epochs, c.teacher_lr, c.teacher_weight_decay, warmup_fraction=c.teacher_warmup,
+                      optimizer=c.teacher_optimizer, label_smoothing=c.label_smoothing, amp=c.amp)
 
     def _cost(self, model: nn.Module, factorized=()) -> Cost:
         example = example_input(self.request, self.splits.modality, self.config.latency_batch_size, self.device)
@@ -71,7 +106,7 @@ class Sweep:
         cached = CachedTeacher.at(config.teacher_key())
         if cached.exists():
             info = cached.load(self.teacher)
-            self.teacher.to(self.device)
+            self._to_device(self.teacher)
             self.progress.note(f"teacher loaded from cache ({cached.weights})")
         else:
             info = self._train_teacher()
@@ -90,17 +125,22 @@ class Sweep:
             state = load_state_dict(config.teacher_checkpoint)
             skipped = apply_checkpoint(self.teacher, state, config.teacher_checkpoint)
             source = f"checkpoint {config.teacher_checkpoint}"
-        self.teacher.to(self.device)
-        history, seconds = [], 0.0
+        self._to_device(self.teacher)
+        history, seconds, samples = [], 0.0, 0
+        recipe = self._teacher_recipe()
         if config.teacher_epochs > 0:
-            train = self._batches(self.splits.train, shuffle=True, seed=config.seed)
-            fit = train_teacher(self.teacher, train, self.val,
-                                Recipe(config.teacher_epochs, config.teacher_lr, config.weight_decay), self.progress)
+            train = self._batches(self.splits.train, shuffle=True, seed=config.teacher_seed)
+            fit = train_teacher(self.teacher, train, self.val, recipe, self.progress)
             history, seconds = fit.history, fit.seconds
+            samples = config.teacher_epochs * len(self.splits.train)
         return {
             "key": config.teacher_key(), "source": source, "skipped_keys": skipped,
-            "val_accuracy": evaluate(self.teacher, self.val), "test_accuracy": evaluate(self.teacher, self.test),
-            "history": history, "train_seconds": seconds, "environment": environment(str(self.device)),
+            "recipe": asdict(recipe),
+            "val_accuracy": evaluate(self.teacher, self.val, config.amp),
+            "test_accuracy": evaluate(self.teacher, self.test, config.amp),
+            "history": history, "train_seconds": seconds,
+            "samples_per_second": samples / seconds if seconds else None,
+            "environment": environment(str(self.device)),
         }
 
     def run_trial(self, trial: Trial) -> TrialRecord:
@@ -110,16 +150,18 @@ class Sweep:
         torch.manual_seed(trial.seed * 100_003 + trial.rank)
         student = copy.deepcopy(self.teacher)
         replaced = factorize(student, self.sites, trial.rank, init=config.init, qkv=config.qkv)
+        self._to_device(student)
         train = self._batches(self.splits.train, shuffle=True, seed=trial.seed * 100_003 + trial.rank)
         try:
             fit = distill(self.teacher, student, self.parts.arch.branches, train, self.val, self.parts.loss,
-                          config.loss_options, Recipe(config.epochs, config.lr, config.weight_decay),
-                          label=trial.label, progress=self.progress)
+                          config.loss_options, Recipe(config.epochs, config.lr, config.weight_decay, amp=config.amp),
+                          label=trial.label(len(config.seeds)), progress=self.progress)
         except TrialFailed as err:
             return TrialRecord(status="failed", error=str(err), **common)
         return TrialRecord(
-            status="ok", val_accuracy=fit.val_accuracy, test_accuracy=evaluate(student, self.test),
+            status="ok", val_accuracy=fit.val_accuracy, test_accuracy=evaluate(student, self.test, config.amp),
             history=fit.history, train_seconds=fit.seconds,
+            samples_per_second=config.epochs * len(self.splits.train) / fit.seconds,
             cost=self._cost(student, replaced.values()).to_dict(), **common,
         )
 
@@ -136,7 +178,7 @@ class Sweep:
                 record = self.run_trial(trial)
                 self.run.append(record)
                 if record.status == "failed":
-                    self.progress.note(f"[red]{trial.label} failed: {record.error}")
+                    self.progress.note(f"[red]{trial.label(len(self.config.seeds))} failed: {record.error}")
                 advance(1)
         return self.run
 

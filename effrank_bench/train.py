@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,12 +22,18 @@ from effrank_bench.taps import BranchTap
 
 @dataclass(frozen=True)
 class Recipe:
-    """How long and how fast to train: AdamW with a cosine schedule and a short warm-up."""
+    """How long and how fast to train: AdamW (or SGD) with a linear warm-up, then a cosine schedule.
+
+    ``label_smoothing`` applies to the teacher's cross-entropy; ``amp`` is bf16 autocast on CUDA.
+    """
 
     epochs: int
     lr: float
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    label_smoothing: float = 0.0
+    amp: bool = True
 
 
 @dataclass
@@ -38,17 +45,22 @@ class FitResult:
     seconds: float = 0.0
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA (no loss scaling needed); full precision on CPU, where bf16 is slow."""
-    if device.type == "cuda":
+    if device.type == "cuda" and enabled:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device, total_steps: int):
-    # Fused AdamW measured 1.3–1.5× faster per step on an H100 (DESIGN.md); CPU has no fused kernel.
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
-                                  fused=device.type == "cuda")
+    # Fused kernels measured 1.3–1.5× faster per AdamW step on an H100 (DESIGN.md); CPU has none.
+    fused = device.type == "cuda"
+    if recipe.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True,
+                                    weight_decay=recipe.weight_decay, fused=fused)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
+                                      fused=fused)
     warmup = max(1, int(recipe.warmup_fraction * total_steps))
 
     def factor(step: int) -> float:
@@ -61,13 +73,13 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device, total
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches) -> float:
+def evaluate(model: nn.Module, batches: Batches, amp: bool = True) -> float:
     """Top-1 accuracy in [0, 1]."""
     was_training = model.training
     model.eval()
     correct = total = 0
     for x, y in batches:
-        with autocast(x.device):
+        with autocast(x.device, amp):
             logits = model(x)
         correct += (logits.argmax(-1) == y).sum().item()
         total += y.numel()
@@ -90,16 +102,17 @@ def _forward(model: nn.Module, tap: BranchTap | None, x: torch.Tensor) -> Output
 
 
 @torch.no_grad()
-def teacher_outputs(teacher: nn.Module, tap: BranchTap | None, x: torch.Tensor) -> Outputs:
+def teacher_outputs(teacher: nn.Module, tap: BranchTap | None, x: torch.Tensor, amp: bool = True) -> Outputs:
     """One frozen teacher pass; kept apart from the student step so one pass can feed several students."""
-    with autocast(x.device):
+    with autocast(x.device, amp):
         return _forward(teacher, tap, x)
 
 
 def student_step(student: nn.Module, tap: BranchTap | None, x: torch.Tensor, y: torch.Tensor,
-                 teacher: Outputs, loss: LossSpec, options: LossOptions, optimizer, scheduler) -> torch.Tensor:
+                 teacher: Outputs, loss: LossSpec, options: LossOptions, optimizer, scheduler,
+                 amp: bool = True) -> torch.Tensor:
     """One distillation step; returns the loss, detached and still on the device (no sync)."""
-    with autocast(x.device):
+    with autocast(x.device, amp):
         value = loss.compute(teacher, _forward(student, tap, x), y, options)
     optimizer.zero_grad(set_to_none=True)
     value.backward()
@@ -139,7 +152,7 @@ def _fit(model: nn.Module, train: Batches, val: Batches, recipe: Recipe, step: C
             mean_loss = total.item() / len(train)
             if not math.isfinite(mean_loss):
                 raise TrialFailed(f"loss became {mean_loss} in epoch {epoch}")
-            val_accuracy = evaluate(model, val)
+            val_accuracy = evaluate(model, val, recipe.amp)
             history.append({"epoch": epoch, "loss": mean_loss, "val_accuracy": val_accuracy})
             best.offer(model, val_accuracy)
     best.restore(model)
@@ -152,8 +165,8 @@ def train_teacher(model: nn.Module, train: Batches, val: Batches, recipe: Recipe
     """Supervised training (or fine-tuning) of the full-rank teacher with cross-entropy."""
 
     def step(x, y, optimizer, scheduler):
-        with autocast(x.device):
-            loss = F.cross_entropy(model(x), y)
+        with autocast(x.device, recipe.amp):
+            loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -171,7 +184,7 @@ def distill(teacher: nn.Module, student: nn.Module, branches: Callable[[nn.Modul
     needs = loss.uses_features
     with tapped(branches(teacher) if needs else None) as t_tap, tapped(branches(student) if needs else None) as s_tap:
         def step(x, y, optimizer, scheduler):
-            return student_step(student, s_tap, x, y, teacher_outputs(teacher, t_tap, x),
-                                loss, options, optimizer, scheduler)
+            return student_step(student, s_tap, x, y, teacher_outputs(teacher, t_tap, x, recipe.amp),
+                                loss, options, optimizer, scheduler, recipe.amp)
 
         return _fit(student, train, val, recipe, step, label, progress)

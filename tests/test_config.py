@@ -74,7 +74,32 @@ def test_overrides_win_and_none_overrides_are_ignored(tmp_path):
     path = write(tmp_path / "run.toml", 'arch = "vit_b32"\nranks = "8,64"\nepochs = 3\nseed = 7\n')
     config = load_config(path, {"epochs": 5, "ranks": "2", "seed": None, "arch": None, "loss": "kd"})
     assert config.epochs == 5 and config.ranks == (2,) and config.loss == "kd"
-    assert config.seed == 7 and config.arch == "vit_b32"
+    assert config.seeds == (7,) and config.teacher_seed == 7 and config.arch == "vit_b32"
+
+
+def test_seed_is_one_seed_and_seeds_are_many():
+    assert RunConfig(seed=3).seeds == (3,) and RunConfig(seed=3).teacher_seed == 3
+    config = RunConfig(seeds="2,0,2,1")
+    assert config.seeds == (2, 0, 1)  # order kept, duplicates dropped: the first seeds the teacher
+    assert config.teacher_seed == 2
+    assert RunConfig(seeds=[4, 5], teacher_seed=0).teacher_seed == 0
+    with pytest.raises(ValueError, match="give seed or seeds, not both"):
+        RunConfig(seed=1, seeds=[1, 2])
+
+
+def test_a_seed_flag_replaces_the_files_seeds(tmp_path):
+    path = write(tmp_path / "run.toml", "seeds = [0, 1, 2]\n")
+    assert load_config(path).seeds == (0, 1, 2)
+    assert load_config(path, {"seed": 5}).seeds == (5,)
+    assert load_config(path, {"seeds": "3,4"}).seeds == (3, 4)
+
+
+def test_a_config_json_with_one_seed_reads_as_seeds(tmp_path):
+    # Run directories written before seeds existed hold "seed": N.
+    old = RunConfig().model_dump(mode="json")
+    del old["seeds"], old["teacher_seed"]
+    config = RunConfig.model_validate({**old, "seed": 4})
+    assert config.seeds == (4,) and config.teacher_seed == 4
 
 
 def test_unknown_key_in_toml(tmp_path):
@@ -126,12 +151,14 @@ def test_paths_in_a_toml_are_relative_to_the_file(tmp_path, monkeypatch):
 def test_sweep_key_ignores_what_does_not_change_a_trial():
     base = RunConfig()
     for change in [{"ranks": (3, 5)}, {"device": "cpu"}, {"out": Path("elsewhere")},
-                   {"thresholds": (0.5, 0.9)}, {"latency_repeats": 3}]:
+                   {"thresholds": (0.5, 0.9)}, {"latency_repeats": 3}, {"seeds": (0, 1, 2)},
+                   {"workers": 4}, {"download": True}, {"bootstrap_resamples": 50}]:
         assert RunConfig(**change).sweep_key() == base.sweep_key(), change
 
 
 @pytest.mark.parametrize("change", [{"epochs": 13}, {"lr": 1e-3}, {"target": "mlp"}, {"loss": "kd"},
-                                    {"seed": 1}, {"init": "random"}, {"qkv": "fused"}, {"kd_alpha": 0.2}])
+                                    {"seed": 1}, {"init": "random"}, {"qkv": "fused"}, {"kd_alpha": 0.2},
+                                    {"augment": False}, {"amp": False}, {"label_smoothing": 0.1}])
 def test_sweep_key_changes_with_what_a_trial_computes(change):
     assert RunConfig(**change).sweep_key() != RunConfig().sweep_key()
 
@@ -144,12 +171,16 @@ def test_sweep_key_is_deterministic():
 def test_teacher_key_is_shared_across_student_options():
     base = RunConfig().teacher_key()
     for change in [{"target": "mlp"}, {"loss": "kd"}, {"ranks": (64,)}, {"epochs": 1}, {"lr": 1e-4},
-                   {"init": "random"}, {"qkv": "fused"}, {"kd_temperature": 1.0}, {"device": "cpu"}]:
+                   {"init": "random"}, {"qkv": "fused"}, {"kd_temperature": 1.0}, {"device": "cpu"},
+                   {"weight_decay": 0.1}, {"seeds": (0, 1, 2)}, {"teacher_seed": 0}]:
         assert RunConfig(**change).teacher_key() == base, change
 
 
 @pytest.mark.parametrize("change", [{"teacher_epochs": 41}, {"seed": 1}, {"arch": "vit_b32"},
-                                    {"dataset": "cifar10"}, {"teacher_lr": 1e-3}, {"pretrained": True}])
+                                    {"dataset": "cifar10"}, {"teacher_lr": 1e-3}, {"pretrained": True},
+                                    {"teacher_optimizer": "sgd"}, {"teacher_weight_decay": 0.0},
+                                    {"teacher_warmup": 0.1}, {"label_smoothing": 0.1}, {"augment": False},
+                                    {"tokenizer": "bert-base-uncased"}, {"teacher_seed": 1}])
 def test_teacher_key_changes_with_the_teacher(change):
     assert RunConfig(**change).teacher_key() != RunConfig().teacher_key()
 

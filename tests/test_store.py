@@ -61,8 +61,15 @@ def test_reopening_with_other_epochs_is_refused(tmp_path):
 def test_reopening_names_every_changed_field(tmp_path):
     path = tmp_path / "run"
     RunDir.open(path, RunConfig())
-    with pytest.raises(ConfigError, match=r"differs in: loss, seed\);"):
+    with pytest.raises(ConfigError, match=r"differs in: loss, teacher_seed\);"):
         RunDir.open(path, RunConfig(loss="kd", seed=3))
+
+
+def test_reopening_with_more_seeds_extends_the_sweep(tmp_path):
+    path = tmp_path / "run"
+    RunDir.open(path, RunConfig(seeds=(0, 1), ranks=(2, 4)))
+    reopened = RunDir.open(path, RunConfig(seeds=(0, 2), ranks=(8,)))
+    assert reopened.config().seeds == (0, 1, 2) and reopened.config().ranks == (2, 4, 8)
 
 
 def test_a_torn_last_line_is_ignored_then_cut(tmp_path):
@@ -115,7 +122,13 @@ def test_a_folder_without_config_is_not_a_run_directory(tmp_path):
 def test_plan_is_every_rank_smallest_first():
     trials = plan_trials(RunConfig(ranks="16,2,4", seed=3, loss="kd"), set())
     assert trials == [Trial("joint", "kd", 2, 3), Trial("joint", "kd", 4, 3), Trial("joint", "kd", 16, 3)]
-    assert trials[0].label == "rank 2"
+    assert trials[0].label() == "rank 2"
+
+
+def test_plan_runs_seed_by_seed_so_early_stops_leave_whole_curves():
+    trials = plan_trials(RunConfig(ranks="4,2", seeds="1,0"), {("joint", "geometric", 2, 0)})
+    assert [(t.seed, t.rank) for t in trials] == [(1, 2), (1, 4), (0, 4)]
+    assert trials[0].label(seeds=2) == "rank 2 seed 1"
 
 
 def test_plan_skips_recorded_trials(tmp_path):
