@@ -113,5 +113,5 @@ def register_architectures(register):
         name="bert_base",
         description="BERT-base at 128 tokens (bert-base-uncased: 12 layers of width 768, vocabulary 30,522)",
         build=_build_bert_base, targets=_TARGETS, branches=_branches,
-        modality="tokens", input_size=128, vocab_size=_BASE_VOCAB, num_classes=2,
+        modality="tokens", input_size=128, vocab_size=_BASE_VOCAB, num_classes=2, tokenizer=_BERT_BASE,
     ))
