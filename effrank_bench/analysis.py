@@ -1,4 +1,4 @@
-"""Reads the effective-rank region and knee off an accuracy-vs-rank curve."""
+"""Reads the effective-rank region and knee off an accuracy-vs-rank curve, with a bootstrap over seeds."""
 from __future__ import annotations
 
 import csv
@@ -24,6 +24,17 @@ _KNEE_GRID_POINTS = 4097
 _STRAIGHT_RTOL = 1e-9
 # Solver round-off must not push a crossing at an integer rank to the next band slot.
 _CEIL_TOL = 1e-9
+
+CONFIDENCE = 0.95
+_PERCENTILES = (100 * (1 - CONFIDENCE) / 2, 100 * (1 + CONFIDENCE) / 2)  # 2.5 and 97.5
+# Bisection halves a crossing's bracket per step; 64 steps reach the float resolution of any rank.
+_BISECT_STEPS = 64
+# Golden section shrinks the knee's bracket (two grid cells) by 0.618 per step: 60 steps, about 1e-12.
+_GOLDEN_STEPS = 60
+# Resampled curves are fitted and read off this many at a time: bounds memory, not the result.
+_CHUNK = 250
+# Points of the band of fits on each of a linear and a log2 grid (merged with the measured ranks).
+_BAND_POINTS = 128
 
 
 @dataclass(frozen=True)
@@ -317,3 +328,269 @@ def _axis_maps(
     if axis == "log2":
         return math.log2, lambda u: np.clip(np.exp2(u), first_rank, last_rank)
     return float, lambda x: np.clip(np.asarray(x, dtype=float), first_rank, last_rank)
+
+
+# --- bootstrap over seeds -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One read-off quantity: its value on the seed-mean curve and a percentile-bootstrap interval.
+
+    ``mean`` is read off the curve of per-rank mean accuracies (None: that curve never reaches the
+    threshold). ``ci_low``/``ci_high`` are the 2.5/97.5 percentiles over the resamples; for a
+    crossing they are taken over the resamples that reach the threshold, and are None when fewer
+    than half of them do (an interval of a minority says little). ``unreached`` is the fraction of
+    resamples that never reach the threshold (None for the knee, which always exists).
+    """
+
+    mean: float | None
+    ci_low: float | None
+    ci_high: float | None
+    unreached: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "ci_low": self.ci_low, "ci_high": self.ci_high, "unreached": self.unreached}
+
+
+@dataclass(frozen=True)
+class Band:
+    """Pointwise 2.5/97.5 percentile envelope of the resampled fitted curves (normalized accuracy)."""
+
+    ranks: tuple[float, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {"ranks": list(self.ranks), "low": list(self.low), "high": list(self.high)}
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """Region and knee of a multi-seed sweep with 95% percentile-bootstrap intervals.
+
+    ``resamples`` is 0 (and every interval and the band None, ``note`` saying why) when no rank has
+    more than one seed: there is nothing to resample.
+    """
+
+    low: Estimate
+    high: Estimate
+    knee: Estimate
+    thresholds: tuple[float, float]
+    knee_axis: str
+    resamples: int
+    seeds: tuple[int, ...]
+    ranks: tuple[float, ...]
+    seeds_per_rank: tuple[int, ...]
+    rng_seed: int
+    band: Band | None
+    note: str | None = None
+    confidence: float = CONFIDENCE
+
+    def to_dict(self, band: bool = False) -> dict:
+        """JSON-ready; the band of fits (a few hundred points) only when asked for."""
+        data = {
+            "method": "percentile bootstrap over seeds, resampled independently at every rank",
+            "confidence": self.confidence,
+            "resamples": self.resamples,
+            "rng_seed": self.rng_seed,
+            "seeds": list(self.seeds),
+            "seeds_per_rank": {f"{rank:g}": n for rank, n in zip(self.ranks, self.seeds_per_rank)},
+            "thresholds": list(self.thresholds),
+            "knee_axis": self.knee_axis,
+            "low": self.low.to_dict(),
+            "high": self.high.to_dict(),
+            "knee": self.knee.to_dict(),
+            "note": self.note,
+        }
+        if band:
+            data["band"] = self.band.to_dict() if self.band is not None else None
+        return data
+
+
+def bootstrap_curve(
+    ranks: ArrayLike,
+    accuracies: ArrayLike,
+    seeds: ArrayLike,
+    teacher_accuracy: float,
+    thresholds: Sequence[float] = (0.85, 0.95),
+    knee_axis: str = "linear",
+    resamples: int = 1000,
+    rng_seed: int = 0,
+) -> Uncertainty:
+    """Percentile-bootstrap intervals of the crossings and the knee over the seeds of each rank.
+
+    Point estimates are read off the seed-mean curve, exactly as :func:`analyze_curve` reads them
+    (points of one rank and seed are averaged first). Each resample draws, independently at every
+    rank, that rank's seeds with replacement, averages them, and is fitted and read off the same
+    way (running max, PCHIP, first crossing, largest distance to the secant). Ranks may hold
+    different numbers of seeds; a rank with one seed adds no spread. Deterministic given
+    ``rng_seed``. With one seed at every rank there is nothing to resample: every interval is None
+    and ``note`` says so.
+
+    A resample whose curve never reaches a threshold has no crossing: it is counted in
+    ``unreached`` and left out of that crossing's percentiles, which are therefore conditional on
+    reaching it, and None when fewer than half of the resamples reach it. The band is the
+    pointwise 2.5/97.5 percentile of the resampled fits on a dense grid of ranks.
+    """
+    teacher = _positive_number(teacher_accuracy, "teacher accuracy")
+    threshold_pair = _validate_thresholds(thresholds)
+    if knee_axis not in KNEE_AXES:
+        raise AnalysisError(f"knee axis must be one of {', '.join(KNEE_AXES)}, got {knee_axis!r}")
+    if isinstance(resamples, bool) or not isinstance(resamples, int | np.integer) or resamples < 1:
+        raise AnalysisError(f"bootstrap resamples must be a positive integer, got {resamples!r}")
+    unique_ranks, per_seed, seed_values = _per_seed_means(ranks, accuracies, seeds)
+
+    counts = np.array([len(values) for values in per_seed])
+    flat_ranks = np.repeat(unique_ranks, counts)
+    flat_accuracies = np.concatenate(per_seed)
+    point = analyze_curve(flat_ranks, flat_accuracies, teacher, threshold_pair, knee_axis)
+    common = dict(thresholds=threshold_pair, knee_axis=knee_axis, seeds=seed_values,
+                  ranks=tuple(unique_ranks.tolist()), seeds_per_rank=tuple(counts.tolist()), rng_seed=int(rng_seed))
+    if counts.max() < 2:
+        return Uncertainty(
+            low=Estimate(point.region.low, None, None), high=Estimate(point.region.high, None, None),
+            knee=Estimate(point.knee, None, None), resamples=0, band=None,
+            note="one seed per rank: nothing to resample, no confidence interval", **common,
+        )
+
+    # Every draw at once (a rank with fewer seeds ignores the surplus columns), so the result
+    # does not depend on how the resamples are chunked below.
+    padded = np.zeros((unique_ranks.size, counts.max()))
+    for i, values in enumerate(per_seed):
+        padded[i, : values.size] = values
+    rng = np.random.default_rng(rng_seed)
+    draws = np.minimum((rng.random((resamples, *padded.shape)) * counts[:, None]).astype(np.intp),
+                       counts[:, None] - 1)
+    used = np.arange(padded.shape[1]) < counts[:, None]
+    chosen = padded[np.arange(unique_ranks.size)[:, None], draws]
+    means = np.where(used, chosen, 0.0).sum(axis=2) / counts
+    monotone = np.maximum.accumulate(means / teacher, axis=1).T  # (ranks, resamples)
+
+    dense = _band_grid(unique_ranks)
+    lows, highs, knees, fits = [], [], [], []
+    for start in range(0, resamples, _CHUNK):
+        block = monotone[:, start:start + _CHUNK]
+        fit = _pchip(unique_ranks, block)
+        lows.append(_crossings(unique_ranks, block, fit, threshold_pair[0]))
+        highs.append(_crossings(unique_ranks, block, fit, threshold_pair[1]))
+        knees.append(_knees(unique_ranks, block, fit, knee_axis))
+        fits.append(fit(dense))
+    band_low, band_high = np.percentile(np.concatenate(fits, axis=1), _PERCENTILES, axis=1)
+    return Uncertainty(
+        low=_estimate(point.region.low, np.concatenate(lows)),
+        high=_estimate(point.region.high, np.concatenate(highs)),
+        knee=_estimate(point.knee, np.concatenate(knees), crossing=False),
+        resamples=int(resamples),
+        band=Band(tuple(dense.tolist()), tuple(band_low.tolist()), tuple(band_high.tolist())),
+        **common,
+    )
+
+
+
+def _per_seed_means(
+    ranks: ArrayLike, accuracies: ArrayLike, seeds: ArrayLike
+) -> tuple[np.ndarray, list[np.ndarray], tuple[int, ...]]:
+    """Sorted unique ranks, each rank's per-seed mean accuracies (seed order), and the distinct seeds."""
+    rank_array = _finite_vector(ranks, "ranks")
+    accuracy_array = _finite_vector(accuracies, "accuracies")
+    seed_array = _finite_vector(seeds, "seeds")
+    if not rank_array.shape == accuracy_array.shape == seed_array.shape:
+        raise AnalysisError(
+            f"got {rank_array.size} ranks, {accuracy_array.size} accuracies and {seed_array.size} seeds; "
+            "they must pair up"
+        )
+    if np.any(seed_array != np.round(seed_array)):
+        raise AnalysisError("seeds must be integers")
+    unique_ranks = np.unique(rank_array)
+    per_seed = []
+    for rank in unique_ranks:
+        at_rank = rank_array == rank
+        rank_seeds, slot = np.unique(seed_array[at_rank], return_inverse=True)
+        per_seed.append(np.bincount(slot, weights=accuracy_array[at_rank]) / np.bincount(slot))
+    return unique_ranks, per_seed, tuple(int(s) for s in np.unique(seed_array))
+
+
+def _estimate(point: float | None, samples: np.ndarray, crossing: bool = True) -> Estimate:
+    reached = samples[~np.isnan(samples)]
+    unreached = 1.0 - reached.size / samples.size
+    if reached.size == 0 or reached.size < samples.size / 2:
+        low = high = None
+    else:
+        low, high = (float(v) for v in np.percentile(reached, _PERCENTILES))
+    return Estimate(point, low, high, unreached if crossing else None)
+
+
+def _band_grid(ranks: np.ndarray) -> np.ndarray:
+    """Dense ranks for the band: even on both the linear and the log2 axis, plus the measured ranks."""
+    first, last = ranks[0], ranks[-1]
+    grid = np.concatenate([np.linspace(first, last, _BAND_POINTS), np.geomspace(first, last, _BAND_POINTS), ranks])
+    return np.unique(np.clip(grid, first, last))
+
+
+def _evaluate_columns(fit: PchipInterpolator, x: np.ndarray) -> np.ndarray:
+    """Curve j of a multi-curve fit evaluated at x[j], for every j at once."""
+    breaks = fit.x
+    piece = np.clip(np.searchsorted(breaks, x, side="right") - 1, 0, breaks.size - 2)
+    dx = x - breaks[piece]
+    c = fit.c[:, piece, np.arange(x.size)]
+    return ((c[0] * dx + c[1]) * dx + c[2]) * dx + c[3]
+
+
+def _crossings(ranks: np.ndarray, monotone: np.ndarray, fit: PchipInterpolator, threshold: float) -> np.ndarray:
+    """:func:`_crossing` for every column of ``monotone`` (NaN where never reached), by bisection."""
+    reached = monotone >= threshold
+    first = np.argmax(reached, axis=0)
+    result = np.where(reached.any(axis=0), ranks[first], np.nan)
+    inside = reached.any(axis=0) & (first > 0)
+    if not inside.any():
+        return result
+    columns = np.flatnonzero(inside)
+    lo, hi = ranks[first[columns] - 1], ranks[first[columns]]
+    coefficients = fit.c[:, first[columns] - 1, columns]
+    left = lo.copy()
+    # Each piece is monotone, below the threshold at its left end and at or above it at its right:
+    # bisection keeps the smallest rank known to reach it.
+    for _ in range(_BISECT_STEPS):
+        mid = 0.5 * (lo + hi)
+        dx = mid - left
+        value = ((coefficients[0] * dx + coefficients[1]) * dx + coefficients[2]) * dx + coefficients[3]
+        above = value >= threshold
+        hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
+    result[columns] = hi
+    return result
+
+
+def _knees(ranks: np.ndarray, monotone: np.ndarray, fit: PchipInterpolator, axis: str) -> np.ndarray:
+    """:func:`_knee` for every column of ``monotone``: the same grid, then golden section for Brent."""
+    rise = monotone[-1] - monotone[0]
+    plateau = ranks[np.argmax(monotone == monotone[-1], axis=0)]
+    if ranks.size < 3:
+        return plateau
+
+    to_axis, to_rank = _axis_maps(axis, ranks[0], ranks[-1])
+    x0, x1 = to_axis(ranks[0]), to_axis(ranks[-1])
+    grid = np.linspace(x0, x1, _KNEE_GRID_POINTS)
+    secant = monotone[0] + rise * ((grid - x0) / (x1 - x0))[:, None]
+    grid_deviation = np.abs(fit(to_rank(grid)) - secant)
+    best = np.argmax(grid_deviation, axis=0)
+    best_deviation = grid_deviation[best, np.arange(best.size)]
+
+    def deviation(x: np.ndarray) -> np.ndarray:
+        return np.abs(_evaluate_columns(fit, to_rank(x)) - (monotone[0] + rise * (x - x0) / (x1 - x0)))
+
+    a, b = grid[np.maximum(best - 1, 0)], grid[np.minimum(best + 1, grid.size - 1)]
+    shrink = (math.sqrt(5) - 1) / 2
+    c, d = b - shrink * (b - a), a + shrink * (b - a)
+    fc, fd = deviation(c), deviation(d)
+    for _ in range(_GOLDEN_STEPS):
+        left = fc > fd  # the maximum lies in [a, d]
+        a, b = np.where(left, a, c), np.where(left, d, b)
+        new = np.where(left, b - shrink * (b - a), a + shrink * (b - a))
+        f_new = deviation(new)
+        c, d = np.where(left, new, d), np.where(left, c, new)
+        fc, fd = np.where(left, f_new, fd), np.where(left, fc, f_new)
+    refined = 0.5 * (a + b)
+    x_best = np.where(deviation(refined) > best_deviation, refined, grid[best])
+    knees = to_rank(x_best)
+    return np.where(best_deviation <= _STRAIGHT_RTOL * rise, plateau, knees)

@@ -3,23 +3,28 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from rich.table import Table
 
-from effrank_bench.analysis import CurveAnalysis, analyze_curve
+from effrank_bench.analysis import CurveAnalysis, Estimate, Uncertainty, analyze_curve, bootstrap_curve
 from effrank_bench.config import RunConfig
 from effrank_bench.environment import environment
 from effrank_bench.store import SCHEMA_VERSION, RunDir
 
+# The bootstrap of a report is reproducible: the same run directory always gives the same intervals.
+BOOTSTRAP_RNG_SEED = 0
+
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the cost/accuracy table: the teacher (rank None) or a student."""
+    """One line of the cost/accuracy table: the teacher (rank None) or a student of one seed."""
 
     rank: int | None
+    seed: int | None
     status: str
     accuracy: float | None
     normalized: float | None
@@ -31,94 +36,219 @@ class Row:
 
 
 @dataclass(frozen=True)
+class RankStat:
+    """The finished students of one rank, over their seeds (normalized = accuracy / teacher accuracy).
+
+    ``std`` is the sample standard deviation (0 for one seed); ``params``/``macs`` are means over
+    the seeds (the same for every seed of a rank, unless the model changed between runs).
+    """
+
+    rank: int
+    seeds: tuple[int, ...]
+    accuracy: float
+    normalized: float
+    std: float
+    min: float
+    max: float
+    params: float | None
+    macs: float | None
+
+
+@dataclass(frozen=True)
 class Report:
     config: RunConfig
     teacher: dict
     rows: list[Row]
     analysis: CurveAnalysis | None
     note: str | None  # why there is no analysis yet
+    per_rank: tuple[RankStat, ...] = ()
+    uncertainty: Uncertainty | None = None
+    uncertainty_note: str | None = None  # why there is no interval
+
+    @property
+    def title(self) -> str:
+        c = self.config
+        return f"{c.arch} · {c.target} · {c.loss} · {c.dataset}"
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seeds of the finished students."""
+        return tuple(sorted({seed for stat in self.per_rank for seed in stat.seeds}))
+
+    def cost_at(self, rank: float) -> tuple[float | None, float | None]:
+        """Student parameters and MACs at a real-valued rank, linearly interpolated between measured ranks.
+
+        Both are linear in the rank of a factorized model, so the interpolation is exact between
+        any two measured ranks. None outside the measured ranks or where a cost is missing.
+        """
+        stats = [s for s in self.per_rank if s.params is not None and s.macs is not None]
+        if len(stats) < 2 or not stats[0].rank <= rank <= stats[-1].rank:
+            return None, None
+        ranks = [s.rank for s in stats]
+        return (float(np.interp(rank, ranks, [s.params for s in stats])),
+                float(np.interp(rank, ranks, [s.macs for s in stats])))
 
     def to_dict(self) -> dict:
         return {
             "schema_version": SCHEMA_VERSION,
             "environment": self.teacher.get("environment") or environment("cpu"),
             "config": self.config.model_dump(mode="json"),
-            "teacher": {k: self.teacher.get(k) for k in ("val_accuracy", "test_accuracy", "source", "cost", "key")},
+            "teacher": {k: self.teacher.get(k) for k in
+                        ("val_accuracy", "test_accuracy", "source", "cost", "key", "history", "train_seconds")},
             "trials": [asdict(row) for row in self.rows],
+            "per_rank": [asdict(stat) for stat in self.per_rank],
             "analysis": self.analysis.to_dict() if self.analysis else None,
             "analysis_note": self.note,
+            "uncertainty": self.uncertainty.to_dict() if self.uncertainty else None,
+            "uncertainty_note": self.uncertainty_note,
         }
 
 
 def build_report(run: RunDir) -> Report:
-    """Read a finished or partial run and analyse what it holds (test accuracy, as reported)."""
+    """Read a finished or partial run and analyse what it holds (test accuracy, as reported).
+
+    The region and knee are read off the mean over seeds at each rank; when some rank has more
+    than one seed, a bootstrap over seeds (``config.bootstrap_resamples``) gives their 95% intervals.
+    """
     config, teacher = run.config(), run.teacher()
     t_acc, t_cost = teacher["test_accuracy"], teacher["cost"]
-    rows = [Row(None, "teacher", t_acc, 1.0, t_cost["params"], 1.0, t_cost["macs"], t_cost["latency_ms"])]
+    rows = [Row(None, config.teacher_seed, "teacher", t_acc, 1.0, t_cost["params"], 1.0, t_cost["macs"],
+                t_cost["latency_ms"])]
     records = sorted(run.records(), key=lambda r: (r.rank, r.seed))
     for r in records:
         if r.status == "ok":
-            rows.append(Row(r.rank, "ok", r.test_accuracy, r.test_accuracy / t_acc, r.cost["params"],
-                            t_cost["params"] / r.cost["params"], r.cost["macs"], r.cost["latency_ms"]))
+            cost = r.cost or {}
+            params = cost.get("params")
+            rows.append(Row(r.rank, r.seed, "ok", r.test_accuracy, r.test_accuracy / t_acc, params,
+                            t_cost["params"] / params if params else None, cost.get("macs"), cost.get("latency_ms")))
         else:
-            rows.append(Row(r.rank, "failed", None, None, None, None, None, None, error=r.error))
+            rows.append(Row(r.rank, r.seed, "failed", None, None, None, None, None, None, error=r.error))
     ok = [r for r in records if r.status == "ok"]
-    analysis, note = None, None
-    if len({r.rank for r in ok}) < 2:
-        note = f"{len(ok)} finished rank(s); the region and knee need at least 2"
+    per_rank = _per_rank(ok, t_acc)
+    analysis, note, uncertainty, u_note = None, None, None, None
+    if len(per_rank) < 2:
+        note = f"{len(per_rank)} finished rank(s); the region and knee need at least 2"
+        u_note = "no analysis yet"
     else:
-        analysis = analyze_curve([r.rank for r in ok], [r.test_accuracy for r in ok], t_acc,
-                                 thresholds=config.thresholds, knee_axis=config.knee_axis)
-    return Report(config=config, teacher=teacher, rows=rows, analysis=analysis, note=note)
+        points = ([r.rank for r in ok], [r.test_accuracy for r in ok])
+        analysis = analyze_curve(*points, t_acc, thresholds=config.thresholds, knee_axis=config.knee_axis)
+        if max(len(stat.seeds) for stat in per_rank) > 1:
+            uncertainty = bootstrap_curve(*points, [r.seed for r in ok], t_acc, thresholds=config.thresholds,
+                                          knee_axis=config.knee_axis, resamples=config.bootstrap_resamples,
+                                          rng_seed=BOOTSTRAP_RNG_SEED)
+        else:
+            u_note = "one seed per rank: nothing to resample, no confidence interval"
+    return Report(config=config, teacher=teacher, rows=rows, analysis=analysis, note=note,
+                  per_rank=per_rank, uncertainty=uncertainty, uncertainty_note=u_note)
+
+
+def _per_rank(ok: list, teacher_accuracy: float) -> tuple[RankStat, ...]:
+    stats = []
+    for rank in sorted({r.rank for r in ok}):
+        at_rank = [r for r in ok if r.rank == rank]
+        normalized = [r.test_accuracy / teacher_accuracy for r in at_rank]
+        costs = [r.cost or {} for r in at_rank]
+        params = [c.get("params") for c in costs]
+        macs = [c.get("macs") for c in costs]
+        stats.append(RankStat(
+            rank=rank, seeds=tuple(sorted({r.seed for r in at_rank})),
+            accuracy=statistics.fmean(r.test_accuracy for r in at_rank),
+            normalized=statistics.fmean(normalized),
+            std=statistics.stdev(normalized) if len(normalized) > 1 else 0.0,
+            min=min(normalized), max=max(normalized),
+            params=None if None in params else statistics.fmean(params),
+            macs=None if None in macs else statistics.fmean(macs),
+        ))
+    return tuple(stats)
 
 
 def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _cells(row: Row) -> list[str]:
+def format_estimate(value: float | None, estimate: Estimate | None, spec: str = ".2f") -> str:
+    """``3.21 [2.80, 3.90]`` with an interval, ``3.21`` without, ``–`` for no value."""
+    text = _fmt(value, spec)
+    if estimate is not None and estimate.ci_low is not None:
+        text += f" [{estimate.ci_low:{spec}}, {estimate.ci_high:{spec}}]"
+    return text
+
+
+def _show_seed(report: Report) -> bool:
+    return len(report.config.seeds) > 1 or len(report.seeds) > 1
+
+
+def _cells(row: Row, with_seed: bool) -> list[str]:
+    seed = [_fmt(row.seed, "d")] if with_seed else []
     if row.status == "failed":
-        return [str(row.rank), f"failed: {row.error}", "", "", "", "", ""]
+        return [str(row.rank), *seed, f"failed: {row.error}", "", "", "", "", ""]
     return [
-        "teacher" if row.rank is None else str(row.rank),
+        "teacher" if row.rank is None else str(row.rank), *seed,
         _fmt(row.accuracy, ".4f"), _fmt(row.normalized, ".3f"), _fmt(row.params, ","),
         _fmt(row.compression, ".2f") + "×", _fmt(row.macs / 1e6 if row.macs is not None else None, ",.2f"),
         _fmt(row.latency_ms, ".3f"),
     ]
 
 
-_HEADER = ["rank", "accuracy", "normalized", "params", "compression", "MMACs", "latency ms"]
+def _header(with_seed: bool) -> list[str]:
+    return ["rank", *(["seed"] if with_seed else []), "accuracy", "normalized", "params", "compression", "MMACs",
+            "latency ms"]
 
 
-def region_lines(analysis: CurveAnalysis | None, note: str | None) -> list[str]:
+def _ci(estimate: Estimate, spec: str = ".2f") -> str:
+    """The bracket after a read-off value: the interval, and how often the threshold was missed."""
+    missed = estimate.unreached or 0.0
+    if estimate.ci_low is None:
+        return f" [no CI: not reached in {missed:.0%} of resamples]" if missed > 0 else ""
+    tail = f"; not reached in {missed:.0%} of resamples" if missed > 0 else ""
+    return f" [95% CI {estimate.ci_low:{spec}}, {estimate.ci_high:{spec}}{tail}]"
+
+
+def region_lines(analysis: CurveAnalysis | None, note: str | None,
+                 uncertainty: Uncertainty | None = None) -> list[str]:
+    """The region and knee in words; with ``uncertainty``, each with its bootstrap interval."""
     if analysis is None:
         return [f"effective rank: not yet ({note})"]
     region, (t0, t1) = analysis.region, analysis.region.thresholds
     low = "not reached" if region.low is None else f"{region.low:.2f}"
     high = "not reached" if region.high is None else f"{region.high:.2f}"
     band = f" → band [{region.band[0]}, {region.band[1]}]" if region.band else ""
+    knee = f"{analysis.knee:.2f}"
+    source = ""
+    if uncertainty is not None and uncertainty.resamples > 0:
+        low += _ci(uncertainty.low)
+        high += _ci(uncertainty.high)
+        knee += _ci(uncertainty.knee)
+        source = f" (bootstrap, {uncertainty.resamples} resamples over {len(uncertainty.seeds)} seeds)"
     return [
-        f"effective-rank region: {t0:.0%} at rank {low}, {t1:.0%} at rank {high}{band}",
-        f"effective knee: rank {analysis.knee:.2f} ({analysis.knee_axis} axis)",
+        f"effective-rank region: {t0:.0%} at rank {low}, {t1:.0%} at rank {high}{band}{source}",
+        f"effective knee: rank {knee} ({analysis.knee_axis} axis)",
     ]
 
 
 def render_table(report: Report) -> Table:
-    c = report.config
-    table = Table(title=f"{c.arch} · {c.target} · {c.loss} · {c.dataset}")
-    for name in _HEADER:
+    with_seed = _show_seed(report)
+    table = Table(title=report.title)
+    for name in _header(with_seed):
         table.add_column(name, justify="left" if name == "rank" else "right")
     for row in report.rows:
-        table.add_row(*_cells(row))
+        table.add_row(*_cells(row, with_seed))
     return table
 
 
 def _markdown(report: Report) -> str:
-    c = report.config
-    lines = [f"# {c.arch} · {c.target} · {c.loss} · {c.dataset}", "",
-             "| " + " | ".join(_HEADER) + " |", "|" + "---|" * len(_HEADER)]
-    lines += ["| " + " | ".join(_cells(row)) + " |" for row in report.rows]
-    lines += [""] + [f"- {line}" for line in region_lines(report.analysis, report.note)]
+    with_seed = _show_seed(report)
+    header = _header(with_seed)
+    lines = [f"# {report.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cells(row, with_seed)) + " |" for row in report.rows]
+    if with_seed and report.per_rank:
+        lines += ["", "## Per rank, over seeds (normalized accuracy)", "",
+                  "| rank | seeds | mean | std | min | max |", "|---|---|---|---|---|---|"]
+        lines += [f"| {s.rank} | {len(s.seeds)} | {s.normalized:.3f} | {s.std:.3f} | {s.min:.3f} | {s.max:.3f} |"
+                  for s in report.per_rank]
+    lines += [""] + [f"- {line}" for line in region_lines(report.analysis, report.note, report.uncertainty)]
+    if report.uncertainty_note and report.analysis is not None:
+        lines.append(f"- {report.uncertainty_note}")
     return "\n".join(lines) + "\n"
 
 
@@ -132,43 +262,78 @@ def _csv(report: Report, path: Path) -> None:
                              for name in fields])
 
 
+REGION_FIELDS = ["quantity", "threshold", "estimate", "ci_low", "ci_high", "unreached", "resamples", "seeds"]
+
+
+def _region_csv(report: Report, path: Path) -> None:
+    """The read-off quantities, one per line: value on the seed-mean curve and its interval (if any)."""
+    a, u = report.analysis, report.uncertainty
+    t0, t1 = a.region.thresholds
+    quantities = [("low", t0, a.region.low), ("high", t1, a.region.high), ("knee", None, a.knee)]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(REGION_FIELDS)
+        for name, threshold, value in quantities:
+            e = getattr(u, name) if u is not None else Estimate(value, None, None)
+            writer.writerow([name, threshold, value, e.ci_low, e.ci_high, e.unreached,
+                             u.resamples if u else 0, len(report.seeds)])
+
+
 def plot_curve(report: Report, path: Path) -> None:
-    """Normalized accuracy vs rank: points, PCHIP fit, the threshold band shaded, the knee marked."""
+    """Normalized accuracy vs rank: points (mean ± spread over seeds), PCHIP fit, bootstrap band,
+    the threshold region shaded, the knee marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    a = report.analysis
-    ax.plot(a.ranks, a.normalized, "o", color="C0", label="students (test)")
+    a, u = report.analysis, report.uncertainty
+    several = len(report.seeds) > 1
+    if several:
+        stats = report.per_rank
+        ranks = [s.rank for s in stats]
+        means = np.array([s.normalized for s in stats])
+        spread = [means - [s.min for s in stats], np.array([s.max for s in stats]) - means]
+        ax.errorbar(ranks, means, yerr=spread, fmt="o", color="C0", capsize=3, ms=4,
+                    label=f"students: mean of {len(report.seeds)} seeds (bars: min–max)")
+    else:
+        ax.plot(a.ranks, a.normalized, "o", color="C0", label="students (test)")
+    if u is not None and u.band is not None:
+        ax.fill_between(u.band.ranks, u.band.low, u.band.high, color="C0", alpha=0.15, lw=0,
+                        label=f"95% bootstrap band of fits ({u.resamples} resamples)")
     dense = np.linspace(a.ranks[0], a.ranks[-1], 512)
-    ax.plot(dense, a.fit(dense), "-", color="C0", alpha=0.7, label="monotone PCHIP fit")
+    ax.plot(dense, a.fit(dense), "-", color="C0", alpha=0.7,
+            label="monotone PCHIP fit" + (" of the mean" if several else ""))
     t0, t1 = a.region.thresholds
     for t in (t0, t1):
         ax.axhline(t, color="grey", lw=0.8, ls=":")
     if a.region.low is not None and a.region.high is not None:
         ax.axvspan(a.region.low, a.region.high, color="C2", alpha=0.2,
                    label=f"{t0:.0%}–{t1:.0%} region [{a.region.band[0]}, {a.region.band[1]}]")
-    ax.axvline(a.knee, color="C3", ls="--", lw=1, label=f"knee ≈ {a.knee:.1f}")
+    knee = f"knee ≈ {a.knee:.1f}"
+    if u is not None and u.knee.ci_low is not None:
+        knee += f" [{u.knee.ci_low:.1f}, {u.knee.ci_high:.1f}]"
+        ax.axvspan(u.knee.ci_low, u.knee.ci_high, color="C3", alpha=0.08)
+    ax.axvline(a.knee, color="C3", ls="--", lw=1, label=knee)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("rank")
     ax.set_ylabel("accuracy / teacher accuracy")
-    c = report.config
-    ax.set_title(f"{c.arch} · {c.target} · {c.loss} · {c.dataset}")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(report.title)
+    ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def write_report(run: RunDir, report: Report) -> list[Path]:
-    """Write summary.json, summary.csv, summary.md and (with an analysis) curve.png; return their paths."""
+    """Write summary.json, summary.csv, summary.md and, with an analysis, region.csv and curve.png."""
     paths = [run.path / name for name in ("summary.json", "summary.csv", "summary.md")]
     paths[0].write_text(json.dumps(report.to_dict(), indent=2))
     _csv(report, paths[1])
     paths[2].write_text(_markdown(report))
     if report.analysis is not None:
-        paths.append(run.path / "curve.png")
+        paths += [run.path / "region.csv", run.path / "curve.png"]
+        _region_csv(report, paths[-2])
         plot_curve(report, paths[-1])
     return paths

@@ -57,7 +57,7 @@ def test_a_sweep_writes_a_complete_run_directory(tiny_run):
 
     report = build_report(run)
     paths = write_report(run, report)
-    assert {p.name for p in paths} == {"summary.json", "summary.csv", "summary.md", "curve.png"}
+    assert {p.name for p in paths} == {"summary.json", "summary.csv", "summary.md", "region.csv", "curve.png"}
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["schema_version"] == 1
     assert {"python", "torch", "timm", "transformers", "device"} <= set(summary["environment"])
@@ -150,3 +150,26 @@ def test_a_target_the_architecture_lacks_is_refused_naming_its_targets(tmp_path)
     with pytest.raises(UnsupportedTargetError, match="attn_only_vit does not support target 'mlp'; its targets are: attention"):
         Sweep(RunConfig(arch="attn_only_vit", target="mlp", out=tmp_path / "r"), registry=registry)
     assert isinstance(registry.architecture("attn_only_vit"), ArchitectureSpec)
+
+
+def test_more_seeds_extend_a_run_under_the_same_teacher(tiny_run, tmp_path):
+    config, finished = tiny_run
+    shutil.copytree(finished.path, tmp_path / "run")
+    notes = Notes()
+    run = run_sweep(config.model_copy(update={"seeds": (0, 1), "out": tmp_path / "run"}), progress=notes)
+    assert [(r.seed, r.rank) for r in run.records()] == [(0, 2), (0, 4), (1, 2), (1, 4)]
+    assert any("loaded from cache" in n for n in notes.notes)  # seed 0's teacher, not a new one
+    assert run.teacher()["key"] == finished.teacher()["key"]
+    assert run.config().seeds == (0, 1) and run.config().teacher_seed == 0
+
+
+def test_a_run_records_its_targets_width_and_teacher_recipe(tiny_run):
+    config, run = tiny_run
+    # micro_vit, joint: q, k, v, proj, fc1 (64→128) and fc2 (128→64) all have full rank 64.
+    assert run.target_info() == {"target": "joint", "qkv": "split", "layers": 16, "max_rank": 64}
+    teacher = run.teacher()
+    assert teacher["recipe"] == {"epochs": 3, "lr": config.teacher_lr, "weight_decay": 0.01,
+                                 "warmup_fraction": 0.05, "optimizer": "adamw", "label_smoothing": 0.0,
+                                 "amp": True}
+    assert len(teacher["history"]) == 3 and teacher["samples_per_second"] > 0
+    assert all(r.samples_per_second > 0 for r in run.records())

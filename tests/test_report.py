@@ -1,0 +1,174 @@
+"""Reports of hand-made run directories: one seed as before, several seeds with bootstrap intervals."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from effrank_bench.analysis import analyze_curve, bootstrap_curve
+from effrank_bench.config import RunConfig
+from effrank_bench.report import build_report, region_lines, render_table, write_report
+from effrank_bench.store import RunDir, TrialRecord
+
+TEACHER_PARAMS = 10_000
+
+
+def make_run(path, points, *, teacher_accuracy=0.9, failed=(), params=lambda r: 1000 + 100 * r, **config):
+    """A run directory holding a teacher and one ok record per (rank, seed, test accuracy) in ``points``."""
+    ranks = sorted({p[0] for p in points} | {f[0] for f in failed})
+    seeds = sorted({p[1] for p in points} | {f[1] for f in failed})
+    run = RunDir.open(path, RunConfig(ranks=ranks, seeds=seeds, **config))
+    run.teacher_info.write_text(json.dumps({
+        "key": "k", "source": "scratch", "val_accuracy": teacher_accuracy, "test_accuracy": teacher_accuracy,
+        "cost": {"params": TEACHER_PARAMS, "factorized_params": 8000, "macs": 100 * TEACHER_PARAMS,
+                 "latency_ms": 1.0, "peak_memory_mb": None},
+        "history": [{"epoch": 1, "loss": 2.0, "val_accuracy": 0.5}, {"epoch": 2, "loss": 1.0, "val_accuracy": 0.9}],
+        "train_seconds": 3.0, "environment": {"device": "cpu"},
+    }))
+    common = dict(arch="micro_vit", target="joint", loss="geometric", dataset="digits", environment={"device": "cpu"})
+    for rank, seed, accuracy in points:
+        run.append(TrialRecord(status="ok", rank=rank, seed=seed, val_accuracy=accuracy, test_accuracy=accuracy,
+                               cost={"params": params(rank), "factorized_params": 0, "macs": 100 * params(rank),
+                                     "latency_ms": 0.5, "peak_memory_mb": None}, **common))
+    for rank, seed in failed:
+        run.append(TrialRecord(status="failed", rank=rank, seed=seed, error="loss became nan in epoch 1", **common))
+    return run
+
+
+SINGLE = [(2, 0, 0.45), (4, 0, 0.72), (8, 0, 0.81), (16, 0, 0.88), (32, 0, 0.9)]
+# Three seeds per rank; teacher 0.9, so normalized = accuracy / 0.9.
+MULTI = [(r, s, a) for r, accs in {2: (0.40, 0.45, 0.50), 4: (0.68, 0.72, 0.76), 8: (0.78, 0.81, 0.84),
+                                   16: (0.86, 0.88, 0.87), 32: (0.89, 0.90, 0.88)}.items()
+         for s, a in enumerate(accs)]
+
+
+def test_a_single_seed_run_reports_as_before_without_an_interval(tmp_path):
+    run = make_run(tmp_path / "run", SINGLE)
+    report = build_report(run)
+    expected = analyze_curve([2, 4, 8, 16, 32], [0.45, 0.72, 0.81, 0.88, 0.9], 0.9)
+    assert report.analysis == expected
+    assert report.uncertainty is None and "one seed" in report.uncertainty_note
+    assert region_lines(report.analysis, report.note, report.uncertainty) == region_lines(report.analysis, report.note)
+    assert "CI" not in " ".join(region_lines(report.analysis, report.note, report.uncertainty))
+    assert [(row.rank, row.seed) for row in report.rows] == [(None, 0), (2, 0), (4, 0), (8, 0), (16, 0), (32, 0)]
+    # One seed: the table has no seed column, as before.
+    assert [c.header for c in render_table(report).columns][:2] == ["rank", "accuracy"]
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["uncertainty"] is None and "nothing to resample" in data["uncertainty_note"]
+
+
+def test_several_seeds_give_a_bootstrap_interval_with_the_stated_resamples(tmp_path):
+    run = make_run(tmp_path / "run", MULTI, bootstrap_resamples=300)
+    report = build_report(run)
+    ranks, accs, seeds = zip(*[(r, a, s) for r, s, a in MULTI])
+    # The point estimates are read off the seed-mean curve; the interval is that of bootstrap_curve.
+    assert report.analysis == analyze_curve(ranks, accs, 0.9)
+    assert report.uncertainty == bootstrap_curve(ranks, accs, seeds, 0.9, resamples=300, rng_seed=0)
+    u = report.uncertainty
+    assert u.resamples == 300 and u.seeds == (0, 1, 2)
+    assert u.low.ci_low <= report.analysis.region.low <= u.low.ci_high
+    assert u.knee.ci_low <= report.analysis.knee <= u.knee.ci_high
+    region, knee = region_lines(report.analysis, report.note, report.uncertainty)
+    low = report.analysis.region.low
+    assert f"85% at rank {low:.2f} [95% CI {u.low.ci_low:.2f}, {u.low.ci_high:.2f}]" in region
+    assert region.endswith("(bootstrap, 300 resamples over 3 seeds)")
+    assert f"rank {report.analysis.knee:.2f} [95% CI {u.knee.ci_low:.2f}, {u.knee.ci_high:.2f}]" in knee
+    # Several seeds: a seed column; rows per (rank, seed).
+    assert [c.header for c in render_table(report).columns][:2] == ["rank", "seed"]
+    assert [(row.rank, row.seed) for row in report.rows[1:4]] == [(2, 0), (2, 1), (2, 2)]
+
+
+def test_per_rank_statistics_over_seeds(tmp_path):
+    report = build_report(make_run(tmp_path / "run", MULTI, bootstrap_resamples=50))
+    rank_4 = report.per_rank[1]
+    assert rank_4.rank == 4 and rank_4.seeds == (0, 1, 2)
+    assert rank_4.accuracy == pytest.approx(0.72)
+    assert rank_4.normalized == pytest.approx(0.72 / 0.9)
+    assert rank_4.std == pytest.approx(0.04 / 0.9)  # sample std of 0.68, 0.72, 0.76
+    assert (rank_4.min, rank_4.max) == (pytest.approx(0.68 / 0.9), pytest.approx(0.76 / 0.9))
+    assert rank_4.params == 1400 and rank_4.macs == 140_000
+
+
+def test_cost_at_a_real_rank_interpolates_between_measured_ranks(tmp_path):
+    # Parameters not linear in rank here, to see which neighbours are used: 8 -> 1064, 16 -> 1256.
+    report = build_report(make_run(tmp_path / "run", SINGLE, params=lambda r: 1000 + r * r))
+    assert report.cost_at(12.0) == (pytest.approx(1160.0), pytest.approx(116_000.0))
+    assert report.cost_at(2.0) == (1004.0, 100_400.0)
+    assert report.cost_at(1.5) == (None, None) and report.cost_at(33) == (None, None)
+
+
+def test_a_failed_seed_is_a_row_but_not_a_point(tmp_path):
+    run = make_run(tmp_path / "run", MULTI, failed=[(64, 0)], bootstrap_resamples=50)
+    report = build_report(run)
+    assert report.rows[-1].rank == 64 and report.rows[-1].seed == 0 and report.rows[-1].status == "failed"
+    assert [s.rank for s in report.per_rank] == [2, 4, 8, 16, 32]
+    assert report.analysis.ranks[-1] == 32
+
+
+def test_a_rank_with_fewer_seeds_still_bootstraps(tmp_path):
+    # Seed 1 finished only ranks 2 and 4: those ranks resample two seeds, the others hold one.
+    points = SINGLE + [(2, 1, 0.40), (4, 1, 0.70)]
+    report = build_report(make_run(tmp_path / "run", points, bootstrap_resamples=100))
+    assert report.uncertainty.seeds_per_rank == (2, 2, 1, 1, 1)
+    assert report.uncertainty.resamples == 100
+
+
+def test_summary_files_carry_the_interval_and_the_teacher_curve(tmp_path):
+    run = make_run(tmp_path / "run", MULTI, bootstrap_resamples=200)
+    report = build_report(run)
+    paths = write_report(run, report)
+    assert [p.name for p in paths] == ["summary.json", "summary.csv", "summary.md", "region.csv", "curve.png"]
+    summary = json.loads((run.path / "summary.json").read_text())
+    u = summary["uncertainty"]
+    assert u["resamples"] == 200 and u["seeds"] == [0, 1, 2] and u["confidence"] == 0.95
+    assert u["low"]["mean"] == summary["analysis"]["region"]["low"]
+    assert u["low"]["ci_low"] <= u["low"]["mean"] <= u["low"]["ci_high"]
+    assert set(u["knee"]) == {"mean", "ci_low", "ci_high", "unreached"}
+    assert summary["teacher"]["test_accuracy"] == 0.9
+    assert [h["loss"] for h in summary["teacher"]["history"]] == [2.0, 1.0]
+    assert [p["rank"] for p in summary["per_rank"]] == [2, 4, 8, 16, 32]
+
+    with open(run.path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["rank"] == "teacher" and [r["seed"] for r in rows[1:4]] == ["0", "1", "2"]
+    with open(run.path / "region.csv") as f:
+        region = {r["quantity"]: r for r in csv.DictReader(f)}
+    assert float(region["low"]["ci_low"]) == pytest.approx(u["low"]["ci_low"])
+    assert region["knee"]["resamples"] == "200" and region["high"]["threshold"] == "0.95"
+
+    markdown = (run.path / "summary.md").read_text()
+    assert "[95% CI " in markdown and "(bootstrap, 200 resamples over 3 seeds)" in markdown
+    assert "| 4 | 3 | 0.800 | 0.044 | 0.756 | 0.844 |" in markdown  # per-rank table over seeds
+    assert (run.path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_single_seed_region_csv_has_no_interval(tmp_path):
+    run = make_run(tmp_path / "run", SINGLE)
+    write_report(run, build_report(run))
+    with open(run.path / "region.csv") as f:
+        region = {r["quantity"]: r for r in csv.DictReader(f)}
+    assert region["low"]["ci_low"] == "" and region["low"]["resamples"] == "0" and region["low"]["seeds"] == "1"
+    assert float(region["knee"]["estimate"]) == pytest.approx(build_report(run).analysis.knee)
+
+
+def test_a_threshold_missed_by_some_resamples_says_how_often():
+    # Rank 2 seeds at 0.8 and 1.0: 0.95 is reached only when both draws are 1.0 (about 1/4).
+    analysis = analyze_curve([1, 2, 2], [0.5, 0.8, 1.0], 1.0)
+    u = bootstrap_curve([1, 2, 2], [0.5, 0.8, 1.0], [0, 0, 1], 1.0, resamples=1000)
+    region, _ = region_lines(analysis, None, u)
+    percent = round(100 * u.high.unreached)
+    assert 65 <= percent <= 85
+    assert f"95% at rank not reached [no CI: not reached in {percent}% of resamples]" in region
+    low_missed = round(100 * u.low.unreached)
+    assert f"[95% CI 1.70, 1.88; not reached in {low_missed}% of resamples]" in region
+
+
+def test_too_few_ranks_has_no_analysis_and_no_interval(tmp_path):
+    report = build_report(make_run(tmp_path / "run", [(4, 0, 0.7), (4, 1, 0.8)]))
+    assert report.analysis is None and report.uncertainty is None
+    assert "1 finished rank(s)" in report.note
+    paths = write_report(RunDir(tmp_path / "run"), report)
+    assert [p.name for p in paths] == ["summary.json", "summary.csv", "summary.md"]
+    assert np.isclose(report.per_rank[0].normalized, 0.75 / 0.9)
