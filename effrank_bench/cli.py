@@ -21,15 +21,24 @@ _RUN_OPTIONS = [
     ("--target", "target", str, "factorization target: attention, mlp, joint, ..."),
     ("--loss", "loss", str, "distillation loss: geometric, logit, kd"),
     ("--dataset", "dataset", str, "data set (see `effrank-bench list`)"),
-    ("--data-root", "data_root", Path, "where the data set's files are"),
+    ("--data-root", "data_root", Path, "where the data set's files are (or go, with --download)"),
+    ("--tokenizer", "tokenizer", str, "tokenizer of a text data set, name or path (default: the architecture's)"),
+    ("--workers", "workers", int, "DataLoader worker processes (default: 0 on CPU, 8 on CUDA)"),
     ("--ranks", "ranks", str, "comma-separated ranks, e.g. 2,4,8"),
+    ("--seeds", "seeds", str, "comma-separated student seeds, e.g. 0,1,2 (confidence intervals need 2+)"),
+    ("--seed", "seed", int, "one seed for teacher and students (same as --seeds N)"),
+    ("--teacher-seed", "teacher_seed", int, "seed of the teacher (default: the first seed)"),
     ("--epochs", "epochs", int, "student distillation epochs per rank"),
-    ("--teacher-epochs", "teacher_epochs", int, "teacher training epochs (0: use the teacher as loaded)"),
-    ("--batch-size", "batch_size", int, "training batch size"),
     ("--lr", "lr", float, "student AdamW learning rate"),
-    ("--teacher-lr", "teacher_lr", float, "teacher AdamW learning rate"),
-    ("--weight-decay", "weight_decay", float, "AdamW weight decay"),
-    ("--seed", "seed", int, "seed of the teacher and the students"),
+    ("--weight-decay", "weight_decay", float, "student AdamW weight decay"),
+    ("--batch-size", "batch_size", int, "training batch size"),
+    ("--teacher-epochs", "teacher_epochs", int, "teacher training epochs (0: use the teacher as loaded)"),
+    ("--teacher-lr", "teacher_lr", float, "teacher learning rate"),
+    ("--teacher-optimizer", "teacher_optimizer", str, "teacher optimizer: adamw or sgd (momentum 0.9, Nesterov)"),
+    ("--teacher-weight-decay", "teacher_weight_decay", float, "teacher weight decay"),
+    ("--teacher-warmup", "teacher_warmup", float, "fraction of teacher steps of linear warm-up"),
+    ("--label-smoothing", "label_smoothing", float, "label smoothing of the teacher's cross-entropy"),
+    ("--bootstrap-resamples", "bootstrap_resamples", int, "bootstrap resamples of the confidence intervals"),
     ("--device", "device", str, "auto, cpu or cuda"),
     ("--init", "init", str, "student init: svd (truncated SVD of the teacher) or random"),
     ("--qkv", "qkv", str, "fused qkv: split (rank r each for q, k, v, as in the paper) or fused"),
@@ -44,6 +53,15 @@ _RUN_OPTIONS = [
 ]
 
 
+# (flag, config field, help): on/off run options; each also has its --no- form.
+_RUN_SWITCHES = [
+    ("--pretrained", "pretrained", "start the teacher from the architecture's pretrained weights"),
+    ("--download", "download", "fetch the data set into --data-root when it is missing"),
+    ("--augment", "augment", "augment the training split (images: random crop and flip; default on)"),
+    ("--amp", "amp", "bf16 autocast on CUDA (default on)"),
+]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="effrank-bench",
@@ -54,11 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
 
     run = commands.add_parser("run", help="distill a sweep of ranks and report region, knee and costs")
-    run.add_argument("--config", type=Path, help="TOML file with the same fields as the flags")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--config", type=Path, help="TOML file with the same fields as the flags")
+    source.add_argument("--suite", type=Path, help="TOML suite: a matrix of runs (flags apply to every run)")
     for flag, field, kind, text in _RUN_OPTIONS:
         run.add_argument(flag, dest=field, type=kind, default=None, help=text)
-    run.add_argument("--pretrained", action="store_true", default=None,
-                     help="start the teacher from the architecture's pretrained weights")
+    for flag, field, text in _RUN_SWITCHES:
+        run.add_argument(flag, dest=field, action=argparse.BooleanOptionalAction, default=None, help=text)
     run.set_defaults(handler=_run)
 
     analyze = commands.add_parser("analyze", help="region and knee of an accuracy-vs-rank CSV (rank,accuracy)")
@@ -75,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     measure.add_argument("--ranks", default="8,16,32")
     measure.add_argument("--dataset", help="take classes and channels from this data set "
                                            "(default: the architecture's native input)")
+    measure.add_argument("--data-root", type=Path, help="where that data set's files are")
+    measure.add_argument("--tokenizer", help="tokenizer of a text data set (default: the architecture's)")
     measure.add_argument("--batch-size", type=int, default=1, help="batch size of the latency runs")
     measure.add_argument("--warmup", type=int, default=5)
     measure.add_argument("--repeats", type=int, default=30)
@@ -89,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="re-render the table, summaries and plot of a run directory")
     report.add_argument("run_dir", type=Path)
     report.set_defaults(handler=_report)
+
+    compare = commands.add_parser("compare", help="put several run directories side by side: region, knee, "
+                                                  "cost at the knee, one overlay plot")
+    compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--json", action="store_true", help="print one JSON object")
+    compare.add_argument("--out", type=Path, help="also write comparison.json, .csv, .md and .png into this folder")
+    compare.set_defaults(handler=_compare)
     return parser
 
 
@@ -98,7 +127,7 @@ def _print_report(run, console: Console) -> None:
     report = build_report(run)
     write_report(run, report)
     console.print(render_table(report))
-    for line in region_lines(report.analysis, report.note):
+    for line in region_lines(report.analysis, report.note, report.uncertainty):
         console.print(line)
     console.print(f"results in {run.path}")
 
@@ -109,7 +138,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.sweep import Sweep
 
     overrides = {field: getattr(args, field) for _, field, _, _ in _RUN_OPTIONS}
-    overrides["pretrained"] = args.pretrained
+    overrides.update({field: getattr(args, field) for _, field, _ in _RUN_SWITCHES})
+    if args.suite is not None:
+        return _run_suite(args.suite, overrides, console)
     config = load_config(args.config, overrides)
     progress = RichProgress()
     sweep = Sweep(config, progress=progress)  # bad input fails here, before any bar is drawn
@@ -121,6 +152,28 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                           "run the same command again to resume")
             return INTERRUPTED
     _print_report(run, console)
+    return 0
+
+
+def _run_suite(path: Path, overrides: dict, console: Console) -> int:
+    from effrank_bench.compare import render_comparison
+    from effrank_bench.config import load_suite
+    from effrank_bench.progress import RichProgress
+    from effrank_bench.registry import default_registry
+    from effrank_bench.suite import check_suite, run_suite
+
+    suite = load_suite(path, overrides)
+    check_suite(suite, default_registry())  # bad input fails here, before any bar is drawn
+    progress = RichProgress()
+    with progress:
+        try:
+            result = run_suite(suite, progress=progress)
+        except KeyboardInterrupt:
+            progress.note(f"interrupted: finished trials are kept under {suite.out}; "
+                          "run the same command again to resume")
+            return INTERRUPTED
+    console.print(render_comparison(result.comparison))
+    console.print(f"{len(result.runs)} runs in {result.out}; suite summary in {result.out}/comparison.*")
     return 0
 
 
@@ -160,7 +213,8 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
     arch.require_target(args.target)
     request = arch.native_request()
     if args.dataset:
-        request = registry.dataset(args.dataset).load(DataRequest()).model_request(arch)
+        data = DataRequest(root=args.data_root, input_size=arch.input_size, tokenizer=args.tokenizer or arch.tokenizer)
+        request = registry.dataset(args.dataset).load(data).model_request(arch)
     device = torch.device(resolve_device(args.device))
     table = cost_table(arch, args.target, ranks, request, device=device, batch_size=args.batch_size,
                        warmup=args.warmup, repeats=args.repeats, qkv=args.qkv)
@@ -206,6 +260,22 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.store import RunDir
 
     _print_report(RunDir(args.run_dir), console)
+    return 0
+
+
+def _compare(args: argparse.Namespace, console: Console) -> int:
+    from effrank_bench.compare import compare_runs, render_comparison, write_comparison
+
+    comparison = compare_runs(args.run_dirs)
+    paths = write_comparison(comparison, args.out) if args.out is not None else []
+    if args.json:
+        print(json.dumps(comparison.to_dict()))
+        return 0
+    console.print(render_comparison(comparison))
+    for note in comparison.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if paths:
+        console.print(f"comparison written to {args.out}", soft_wrap=True)
     return 0
 
 

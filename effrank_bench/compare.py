@@ -1,0 +1,289 @@
+"""Several run directories side by side: region, knee and cost at the knee; one overlay plot."""
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from effrank_bench.analysis import Estimate
+from effrank_bench.errors import ConfigError
+from effrank_bench.report import Report, build_report, format_estimate
+from effrank_bench.store import RunDir
+
+
+@dataclass(frozen=True)
+class KneeCost:
+    """What a student at the knee rank costs: params and MACs (per sample) interpolated between the
+    measured ranks (both are linear in rank), and the teacher's params over the student's."""
+
+    params: float
+    macs: float
+    compression: float
+    compression_ci: tuple[float, float] | None  # at the knee interval's ends (high rank, low rank)
+
+
+@dataclass(frozen=True)
+class ComparedRun:
+    """One run directory's read-off, as built by :func:`build_report`."""
+
+    path: Path
+    report: Report
+    width: int | None  # the target's width (largest full rank of its factorized layers); None: no target.json
+    at_knee: KneeCost | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name or str(self.path)
+
+    @property
+    def note(self) -> str | None:
+        return self.report.note
+
+    def estimate(self, quantity: str) -> Estimate | None:
+        """``low``, ``high`` or ``knee``: value and interval (interval None with one seed)."""
+        a, u = self.report.analysis, self.report.uncertainty
+        if a is None:
+            return None
+        if u is not None:
+            return getattr(u, quantity)
+        return Estimate({"low": a.region.low, "high": a.region.high, "knee": a.knee}[quantity], None, None)
+
+    def curve(self) -> list[dict]:
+        """Mean normalized accuracy over seeds per finished rank, with rank / width where the width is known."""
+        return [{"rank": s.rank, "normalized": s.normalized, "seeds": len(s.seeds),
+                 "relative_rank": s.rank / self.width if self.width else None}
+                for s in self.report.per_rank]
+
+    def to_dict(self) -> dict:
+        r, c, a = self.report, self.report.config, self.report.analysis
+        cost = r.teacher.get("cost") or {}
+        region = None
+        if a is not None:
+            band = list(a.region.band) if a.region.band else None
+            region = {"thresholds": list(a.region.thresholds), "low": self.estimate("low").to_dict(),
+                      "high": self.estimate("high").to_dict(), "band": band}
+        knee = self.estimate("knee")
+        at_knee = None
+        if self.at_knee is not None:
+            k = self.at_knee
+            at_knee = {"params": k.params, "macs": k.macs, "compression": k.compression,
+                       "compression_ci": list(k.compression_ci) if k.compression_ci else None}
+        return {
+            "run": str(self.path),
+            "name": self.name,
+            "arch": c.arch, "target": c.target, "loss": c.loss, "dataset": c.dataset,
+            "seeds": list(r.seeds),
+            "teacher": {"test_accuracy": r.teacher.get("test_accuracy"), "params": cost.get("params"),
+                        "macs": cost.get("macs")},
+            "width": self.width,
+            "region": region,
+            "knee": knee.to_dict() if knee else None,
+            "knee_axis": c.knee_axis,
+            "knee_relative": knee.mean / self.width if knee and self.width else None,
+            "at_knee": at_knee,
+            "resamples": r.uncertainty.resamples if r.uncertainty else 0,
+            "curve": self.curve(),
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    runs: tuple[ComparedRun, ...]
+
+    @property
+    def notes(self) -> list[str]:
+        """What the table and plot leave out, and why, one line per run."""
+        notes = [f"{run.name}: {run.note}" for run in self.runs if run.note]
+        notes += [f"{run.name}: no target.json (width unknown), left out of the rank / width panel"
+                  for run in self.runs if run.width is None]
+        return notes
+
+    def to_dict(self) -> dict:
+        return {"runs": [run.to_dict() for run in self.runs], "notes": self.notes}
+
+
+def compare_runs(paths: Sequence[Path]) -> Comparison:
+    """Read every run directory (nothing is written into them) and put their read-offs side by side.
+
+    A path that does not exist or is not a run directory is a ConfigError; a run with fewer than
+    two finished ranks is kept, with no region or knee and a note.
+    """
+    if not paths:
+        raise ConfigError("give at least one run directory to compare")
+    runs = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise ConfigError(f"{path}: no such run directory")
+        if not path.is_dir():
+            raise ConfigError(f"{path} is not a run directory (not a directory)")
+        run = RunDir(path)
+        report = build_report(run)
+        target = run.target_info()
+        width = int(target["max_rank"]) if target and target.get("max_rank") else None
+        runs.append(ComparedRun(path=path, report=report, width=width, at_knee=_cost_at_knee(report)))
+    return Comparison(tuple(runs))
+
+
+def _cost_at_knee(report: Report) -> KneeCost | None:
+    a = report.analysis
+    teacher_params = (report.teacher.get("cost") or {}).get("params")
+    if a is None or not teacher_params:
+        return None
+    params, macs = report.cost_at(a.knee)
+    if params is None:
+        return None
+    interval = None
+    u = report.uncertainty
+    if u is not None and u.knee.ci_low is not None:
+        # More rank, more parameters: the high end of the knee's interval compresses least.
+        ends = (report.cost_at(u.knee.ci_high)[0], report.cost_at(u.knee.ci_low)[0])
+        if None not in ends:
+            interval = (teacher_params / ends[0], teacher_params / ends[1])
+    return KneeCost(params=params, macs=macs, compression=teacher_params / params, compression_ci=interval)
+
+
+_COLUMNS = ["run", "arch", "target", "loss", "dataset", "seeds", "teacher acc", "region low", "region high", "band",
+            "knee", "compression @ knee", "MMACs @ knee"]
+
+
+def _cells(run: ComparedRun, separator: str = " ") -> list[str]:
+    """One table row; ``separator`` goes between a value and its interval (a newline in the terminal)."""
+    r, c, a = run.report, run.report.config, run.report.analysis
+    dash = "–"
+    low = high = band = knee = compression = macs = dash
+    if a is not None:
+        low = format_estimate(a.region.low, run.estimate("low")).replace(" [", separator + "[", 1)
+        high = format_estimate(a.region.high, run.estimate("high")).replace(" [", separator + "[", 1)
+        band = f"[{a.region.band[0]}, {a.region.band[1]}]" if a.region.band else dash
+        knee = format_estimate(a.knee, run.estimate("knee")).replace(" [", separator + "[", 1)
+    if run.at_knee is not None:
+        k = run.at_knee
+        compression = f"{k.compression:.2f}×"
+        if k.compression_ci:
+            compression += f"{separator}[{k.compression_ci[0]:.2f}, {k.compression_ci[1]:.2f}]"
+        macs = f"{k.macs / 1e6:,.2f}"
+    t_acc = r.teacher.get("test_accuracy")
+    return [run.name, c.arch, c.target, c.loss, c.dataset, str(len(r.seeds)),
+            dash if t_acc is None else f"{t_acc:.4f}", low, high, band, knee, compression, macs]
+
+
+def render_comparison(comparison: Comparison) -> Table:
+    """The comparison as a rich table; intervals (95% bootstrap over seeds) in brackets."""
+    table = Table(title="effective rank, side by side (95% bootstrap CI in brackets)")
+    for name in _COLUMNS:
+        # Folded, never cut with an ellipsis: a narrow terminal wraps a value, it does not hide it.
+        table.add_column(name, justify="left" if name in _COLUMNS[:5] else "right", overflow="fold")
+    for run in comparison.runs:
+        table.add_row(*_cells(run, separator="\n"))
+    return table
+
+
+CSV_FIELDS = ["run", "arch", "target", "loss", "dataset", "seeds", "teacher_accuracy", "width",
+              "low", "low_ci_low", "low_ci_high", "low_unreached", "high", "high_ci_low", "high_ci_high",
+              "high_unreached", "band_low", "band_high", "knee", "knee_ci_low", "knee_ci_high", "knee_relative",
+              "params_at_knee", "macs_at_knee", "compression_at_knee", "resamples", "note"]
+
+
+def _csv_row(run: ComparedRun) -> dict:
+    d = run.to_dict()
+    row = {k: d[k] for k in ("run", "arch", "target", "loss", "dataset", "width", "knee_relative", "resamples",
+                             "note")}
+    row["seeds"] = len(d["seeds"])
+    row["teacher_accuracy"] = d["teacher"]["test_accuracy"]
+    for quantity in ("low", "high"):
+        e = (d["region"] or {}).get(quantity) or {}
+        row.update({quantity: e.get("mean"), f"{quantity}_ci_low": e.get("ci_low"),
+                    f"{quantity}_ci_high": e.get("ci_high"), f"{quantity}_unreached": e.get("unreached")})
+    band = (d["region"] or {}).get("band") or [None, None]
+    row["band_low"], row["band_high"] = band
+    knee = d["knee"] or {}
+    row.update(knee=knee.get("mean"), knee_ci_low=knee.get("ci_low"), knee_ci_high=knee.get("ci_high"))
+    at_knee = d["at_knee"] or {}
+    row.update(params_at_knee=at_knee.get("params"), macs_at_knee=at_knee.get("macs"),
+               compression_at_knee=at_knee.get("compression"))
+    return row
+
+
+def _markdown(comparison: Comparison) -> str:
+    lines = ["# Effective rank, side by side", "",
+             "Region and knee are read off the mean over seeds; brackets hold 95% percentile-bootstrap "
+             "intervals over seeds where a run has several. Compression and MACs at the knee are "
+             "interpolated linearly between the measured ranks.", "",
+             "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["| " + " | ".join(_cells(run)) + " |" for run in comparison.runs]
+    if comparison.notes:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in comparison.notes]
+    lines += ["", "![normalized accuracy against rank and rank / width](comparison.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(comparison: Comparison, path: Path) -> None:
+    """Two panels: mean normalized accuracy against rank, and against rank / width (log2 axes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_rank, by_width) = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    labels = _labels(comparison)
+    for i, run in enumerate(comparison.runs):
+        color, report = f"C{i % 10}", run.report
+        ranks = np.array([s.rank for s in report.per_rank], dtype=float)
+        means = np.array([s.normalized for s in report.per_rank])
+        panels = [(by_rank, 1.0)] + ([(by_width, float(run.width))] if run.width else [])
+        for ax, scale in panels:
+            ax.plot(ranks / scale, means, "o", color=color, ms=4, label=labels[i] if ax is by_rank else None)
+            if report.analysis is not None:
+                dense = np.geomspace(ranks[0], ranks[-1], 256)
+                ax.plot(dense / scale, report.analysis.fit(dense), "-", color=color, alpha=0.8)
+                band = report.uncertainty.band if report.uncertainty else None
+                if band is not None:
+                    ax.fill_between(np.array(band.ranks) / scale, band.low, band.high, color=color, alpha=0.12, lw=0)
+    thresholds = next((r.report.analysis.region.thresholds for r in comparison.runs if r.report.analysis), None)
+    for ax in (by_rank, by_width):
+        ax.set_xscale("log", base=2)
+        for t in thresholds or ():
+            ax.axhline(t, color="grey", lw=0.8, ls=":")
+    by_rank.set_xlabel("rank")
+    by_rank.set_ylabel("accuracy / teacher accuracy (mean over seeds)")
+    by_rank.set_title("against rank")
+    by_width.set_xlabel("rank / width (width: largest full rank of the target)")
+    by_width.set_title("against rank / width")
+    left_out = [run.name for run in comparison.runs if run.width is None]
+    if left_out:
+        # Top left: low ranks are where curves sit lowest, so the corner is usually empty.
+        by_width.text(0.02, 0.98, "left out (no target.json): " + ", ".join(left_out), transform=by_width.transAxes,
+                      fontsize=7, va="top", wrap=True)
+    by_rank.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _labels(comparison: Comparison) -> list[str]:
+    """``arch · target · loss · dataset``, with the run's name where two runs would read the same."""
+    titles = [run.report.title for run in comparison.runs]
+    return [t if titles.count(t) == 1 else f"{t} ({run.name})" for t, run in zip(titles, comparison.runs)]
+
+
+def write_comparison(comparison: Comparison, out_dir: Path) -> list[Path]:
+    """Write comparison.json, comparison.csv, comparison.md and comparison.png into ``out_dir``."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} exists and is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"comparison.{ext}" for ext in ("json", "csv", "md", "png")]
+    paths[0].write_text(json.dumps(comparison.to_dict(), indent=2))
+    with open(paths[1], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(_csv_row(run) for run in comparison.runs)
+    paths[2].write_text(_markdown(comparison))
+    plot_comparison(comparison, paths[3])
+    return paths

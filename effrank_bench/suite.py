@@ -1,0 +1,55 @@
+"""A suite: every run of a matrix, in one process, sharing data and teachers, then one comparison."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from effrank_bench.compare import Comparison, compare_runs, write_comparison
+from effrank_bench.config import SuiteConfig
+from effrank_bench.progress import NullProgress, Progress
+from effrank_bench.registry import Registry, default_registry
+from effrank_bench.report import build_report, write_report
+from effrank_bench.sweep import Components, DataCache, Sweep, data_request
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    out: Path
+    runs: list[Path]
+    comparison: Comparison
+
+
+def check_suite(suite: SuiteConfig, registry: Registry) -> None:
+    """Every name, target and data set of every run, before any time goes into training."""
+    for config in suite.runs:
+        Components.of(config, registry)
+
+
+def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Progress = NullProgress()) -> SuiteResult:
+    """Run (or resume) every run of ``suite`` and write its summary: a comparison of all of them.
+
+    Teachers are shared through the teacher cache (runs with the same architecture, data set,
+    seed and teacher recipe train one teacher), data sets through one in-memory cache; each
+    run resumes from its own directory, so an interrupted suite loses no finished trial.
+    """
+    registry = registry or default_registry()
+    check_suite(suite, registry)
+    data = DataCache()
+    # Every data set is loaded first: a missing one fails now, not hours into the suite.
+    for config in suite.runs:
+        parts = Components.of(config, registry)
+        data.load(parts.dataset, data_request(config, parts.arch))
+    suite.out.mkdir(parents=True, exist_ok=True)
+    (suite.out / "suite.json").write_text(json.dumps(suite.model_dump(mode="json"), indent=2))
+    paths = []
+    with progress.task("suite", total=len(suite.runs)) as advance:
+        for config in suite.runs:
+            progress.note(f"[bold]{config.out.name}")
+            run = Sweep(config, registry, progress, data).execute()
+            write_report(run, build_report(run))
+            paths.append(run.path)
+            advance(1)
+    comparison = compare_runs(paths)
+    write_comparison(comparison, suite.out)
+    return SuiteResult(out=suite.out, runs=paths, comparison=comparison)

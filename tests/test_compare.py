@@ -1,0 +1,178 @@
+"""Runs side by side: read-offs, cost at the knee, rank / width, files and the `compare` command."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from effrank_bench.analysis import analyze_curve
+from effrank_bench.cli import main
+from effrank_bench.compare import CSV_FIELDS, compare_runs, render_comparison, write_comparison
+from effrank_bench.config import RunConfig
+from effrank_bench.errors import ConfigError
+from effrank_bench.store import RunDir, TrialRecord
+
+TEACHER_PARAMS = 10_000
+
+
+def make_run(path, points, *, teacher_accuracy=1.0, params=lambda r: 1000 + 100 * r, width=None, **config):
+    """A run directory: a teacher, one ok record per (rank, seed, test accuracy), target.json if ``width``."""
+    run = RunDir.open(path, RunConfig(ranks=sorted({p[0] for p in points}), seeds=sorted({p[1] for p in points}),
+                                      **config))
+    run.teacher_info.write_text(json.dumps({
+        "key": "k", "source": "scratch", "val_accuracy": teacher_accuracy, "test_accuracy": teacher_accuracy,
+        "cost": {"params": TEACHER_PARAMS, "macs": 50 * TEACHER_PARAMS, "latency_ms": 1.0},
+        "history": [], "environment": {"device": "cpu"},
+    }))
+    if width is not None:
+        run.store_target({"target": config.get("target", "joint"), "layers": 8, "max_rank": width})
+    for rank, seed, accuracy in points:
+        run.append(TrialRecord(status="ok", arch=config.get("arch", "micro_vit"), target=config.get("target", "joint"),
+                               loss=config.get("loss", "geometric"), dataset="digits", rank=rank, seed=seed,
+                               test_accuracy=accuracy, environment={"device": "cpu"},
+                               cost={"params": params(rank), "macs": 50 * params(rank), "latency_ms": 0.5}))
+    return run
+
+
+RANKS = list(range(1, 101))
+RAMP = [(r, 0, min(r / 20, 1.0)) for r in RANKS]  # knee just below 20 (see test_analysis)
+THREE_SEEDS = [(r, s, a) for r, accs in {2: (0.40, 0.45, 0.50), 4: (0.68, 0.72, 0.76), 8: (0.78, 0.81, 0.84),
+                                         16: (0.86, 0.88, 0.87), 32: (0.89, 0.90, 0.88)}.items()
+               for s, a in enumerate(accs)]
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    ramp = make_run(tmp_path / "ramp", RAMP, params=lambda r: 500 + r * r, width=128)
+    seeds = make_run(tmp_path / "seeds", THREE_SEEDS, teacher_accuracy=0.9, loss="kd", width=64,
+                     bootstrap_resamples=200)
+    return ramp.path, seeds.path
+
+
+def test_compression_at_the_knee_interpolates_the_neighbouring_measured_ranks(two_runs):
+    ramp, _ = compare_runs(two_runs).runs
+    knee = analyze_curve(RANKS, [a for _, _, a in RAMP], 1.0).knee
+    assert 19 < knee < 20
+    # Parameters 500 + r² are measured at 19 (861) and 20 (900); between them the cost is a straight line.
+    params = 861 + (knee - 19) * (900 - 861)
+    assert ramp.at_knee.params == pytest.approx(params)
+    assert ramp.at_knee.macs == pytest.approx(50 * params)
+    assert ramp.at_knee.compression == pytest.approx(TEACHER_PARAMS / params)
+    assert ramp.at_knee.compression_ci is None  # one seed
+
+
+def test_a_multi_seed_run_shows_its_intervals(two_runs, tmp_path):
+    comparison = compare_runs(two_runs)
+    data = comparison.to_dict()
+    ramp, seeds = data["runs"]
+    assert ramp["region"]["low"]["ci_low"] is None and ramp["resamples"] == 0
+    assert seeds["seeds"] == [0, 1, 2] and seeds["resamples"] == 200 and seeds["loss"] == "kd"
+    low = seeds["region"]["low"]
+    assert low["ci_low"] <= low["mean"] <= low["ci_high"]
+    knee = seeds["knee"]
+    # More rank costs more: the interval's ends compress most at its low rank.
+    lo, hi = seeds["at_knee"]["compression_ci"]
+    assert lo == pytest.approx(TEACHER_PARAMS / (1000 + 100 * knee["ci_high"]))
+    assert hi == pytest.approx(TEACHER_PARAMS / (1000 + 100 * knee["ci_low"]))
+    assert lo <= seeds["at_knee"]["compression"] <= hi
+    cells = [cell for column in render_comparison(comparison).columns for cell in column._cells]
+    assert f"{low['mean']:.2f}\n[{low['ci_low']:.2f}, {low['ci_high']:.2f}]" in cells  # interval under value
+    markdown = write_comparison(comparison, tmp_path / "out")[2].read_text()
+    markdown_row = [line for line in markdown.splitlines() if line.startswith("| seeds")][0]
+    assert f"| {low['mean']:.2f} [{low['ci_low']:.2f}, {low['ci_high']:.2f}] |" in markdown_row
+
+
+def test_rank_over_width_uses_the_targets_largest_full_rank(two_runs, tmp_path):
+    bare = make_run(tmp_path / "bare", [(4, 0, 0.5), (8, 0, 0.9)])  # written before target.json existed
+    comparison = compare_runs([*two_runs, bare.path])
+    ramp, seeds, no_width = comparison.runs
+    assert ramp.width == 128 and seeds.width == 64 and no_width.width is None
+    assert [p["relative_rank"] for p in seeds.curve()] == [2 / 64, 4 / 64, 8 / 64, 16 / 64, 32 / 64]
+    assert [p["normalized"] for p in seeds.curve()] == pytest.approx([0.5, 0.8, 0.9, 29 / 30, 89 / 90])
+    assert all(p["relative_rank"] is None for p in no_width.curve())
+    assert comparison.to_dict()["runs"][1]["knee_relative"] == pytest.approx(seeds.report.analysis.knee / 64)
+    assert comparison.notes == ["bare: no target.json (width unknown), left out of the rank / width panel"]
+
+
+def test_a_run_with_too_few_ranks_is_kept_with_a_note(two_runs, tmp_path):
+    short = make_run(tmp_path / "short", [(8, 0, 0.9), (8, 1, 0.92)], width=64)
+    comparison = compare_runs([*two_runs, short.path])
+    entry = comparison.to_dict()["runs"][2]
+    assert entry["region"] is None and entry["knee"] is None and entry["at_knee"] is None
+    assert "1 finished rank(s)" in entry["note"]
+    assert any(note.startswith("short: 1 finished rank(s)") for note in comparison.notes)
+    row = [column._cells[2] for column in render_comparison(comparison).columns]
+    assert row[0] == "short" and row[7:] == ["–"] * 6
+
+
+def test_a_missing_or_non_run_directory_is_a_config_error(two_runs, tmp_path):
+    with pytest.raises(ConfigError, match="no such run directory"):
+        compare_runs([two_runs[0], tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="is not a run directory"):
+        compare_runs([tmp_path / "empty"])
+    with pytest.raises(ConfigError, match="at least one"):
+        compare_runs([])
+
+
+def test_write_comparison_writes_json_csv_markdown_and_plot(two_runs, tmp_path):
+    comparison = compare_runs(two_runs)
+    paths = write_comparison(comparison, tmp_path / "out")
+    assert [p.name for p in paths] == ["comparison.json", "comparison.csv", "comparison.md", "comparison.png"]
+    assert json.loads(paths[0].read_text()) == json.loads(json.dumps(comparison.to_dict()))
+    with open(paths[1]) as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == CSV_FIELDS and [r["run"] for r in rows] == [str(p) for p in two_runs]
+    ramp = comparison.runs[0]
+    assert float(rows[0]["compression_at_knee"]) == pytest.approx(ramp.at_knee.compression)
+    assert rows[0]["width"] == "128" and rows[1]["seeds"] == "3"
+    assert "| ramp | micro_vit | joint | geometric | digits | 1 | 1.0000 |" in paths[2].read_text()
+    assert paths[3].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The run directories themselves are only read.
+    assert not (two_runs[0] / "summary.json").exists()
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_compare_command_json(two_runs, capsys):
+    code, out, err = run_cli(capsys, "compare", *two_runs, "--json")
+    assert code == 0 and err == ""
+    data = json.loads(out)
+    assert [r["name"] for r in data["runs"]] == ["ramp", "seeds"]
+    assert data["runs"][0]["knee"]["mean"] == pytest.approx(
+        analyze_curve(RANKS, [a for _, _, a in RAMP], 1.0).knee)
+
+
+def test_compare_command_table_and_out(two_runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich sizes the table to the terminal; 80 columns would fold it
+    code, out, _ = run_cli(capsys, "compare", *two_runs, "--out", tmp_path / "cmp")
+    assert code == 0
+    lines = out.splitlines()
+    ramp = next(line for line in lines if "│ ramp" in line)
+    assert "micro_vit" in ramp and "[17, 19]" in ramp and "11.14×" in ramp
+    lo, hi = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["runs"][1]["at_knee"]["compression_ci"]
+    seeds = [i for i, line in enumerate(lines) if "│ seeds" in line][0]
+    assert f"[{lo:.2f}, {hi:.2f}]" in lines[seeds + 1]  # the interval under its value
+    assert lines[-1] == f"comparison written to {tmp_path / 'cmp'}"
+    assert sorted(p.name for p in (tmp_path / "cmp").iterdir()) == [
+        "comparison.csv", "comparison.json", "comparison.md", "comparison.png"]
+
+
+def test_compare_command_on_a_non_run_directory_exits_2_with_one_line(two_runs, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "compare", two_runs[0], tmp_path)
+    assert code == 2 and out == ""
+    assert err == f"error: {tmp_path} is not a run directory (no config.json)\n"
+
+
+def test_relative_ranks_in_json_match_the_target(two_runs, capsys):
+    _, out, _ = run_cli(capsys, "compare", *two_runs, "--json")
+    ramp = json.loads(out)["runs"][0]
+    assert ramp["width"] == 128
+    assert np.allclose([p["relative_rank"] for p in ramp["curve"]], np.array(RANKS) / 128)
