@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,10 +231,14 @@ def plot_comparison(comparison: Comparison, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (by_rank, by_width) = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
-    labels = _labels(comparison)
+    n = len(comparison.runs)
+    # The legend goes below the panels, where it hides no curve, in as many rows as it needs.
+    columns = 1 if n <= 4 else 2 if n <= 12 else 3
+    legend_height = 0.18 * math.ceil(n / columns) + 0.2
+    fig, (by_rank, by_width) = plt.subplots(1, 2, figsize=(11, 4.4 + legend_height), sharey=True)
+    labels, styles = _labels(comparison), _styles(n)
     for i, run in enumerate(comparison.runs):
-        color, report = f"C{i % 10}", run.report
+        (color, line), report = styles[i], run.report
         ranks = np.array([s.rank for s in report.per_rank], dtype=float)
         means = np.array([s.normalized for s in report.per_rank])
         panels = [(by_rank, 1.0)] + ([(by_width, float(run.width))] if run.width else [])
@@ -241,7 +246,7 @@ def plot_comparison(comparison: Comparison, path: Path) -> None:
             ax.plot(ranks / scale, means, "o", color=color, ms=4, label=labels[i] if ax is by_rank else None)
             if report.analysis is not None:
                 dense = np.geomspace(ranks[0], ranks[-1], 256)
-                ax.plot(dense / scale, report.analysis.fit(dense), "-", color=color, alpha=0.8)
+                ax.plot(dense / scale, report.analysis.fit(dense), line, color=color, alpha=0.8)
                 band = report.uncertainty.band if report.uncertainty else None
                 if band is not None:
                     ax.fill_between(np.array(band.ranks) / scale, band.low, band.high, color=color, alpha=0.12, lw=0)
@@ -260,10 +265,22 @@ def plot_comparison(comparison: Comparison, path: Path) -> None:
         # Top left: low ranks are where curves sit lowest, so the corner is usually empty.
         by_width.text(0.02, 0.98, "left out (no target.json): " + ", ".join(left_out), transform=by_width.transAxes,
                       fontsize=7, va="top", wrap=True)
-    by_rank.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
+    fig.legend(*by_rank.get_legend_handles_labels(), loc="lower center", ncol=columns, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, legend_height / (4.4 + legend_height), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _styles(n: int) -> list[tuple[object, str]]:
+    """(color, line style) per run, all distinct: tab10, then tab20, then a colormap with 3 line styles."""
+    import matplotlib
+
+    if n <= 10:
+        return [(f"C{i}", "-") for i in range(n)]
+    if n <= 20:
+        return [(matplotlib.colormaps["tab20"](i), "-") for i in range(n)]
+    cmap = matplotlib.colormaps["turbo"]
+    return [(cmap(i / (n - 1)), ("-", "--", ":")[i % 3]) for i in range(n)]
 
 
 def _labels(comparison: Comparison) -> list[str]:
