@@ -1,7 +1,6 @@
-"""CIFAR-10 and CIFAR-100 from their "python version" files, with the image helpers the other data plugins share."""
+"""CIFAR-10 and CIFAR-100 from their "python version" files."""
 from __future__ import annotations
 
-import math
 import os
 import pickle
 from collections.abc import Callable
@@ -10,22 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
 from effrank_bench import hookimpl
 from effrank_bench.errors import DataError
 from effrank_bench.specs import DataRequest, DatasetSpec, DataSplits
-
-# Pretrained timm/torchvision teachers expect ImageNet statistics, so every image set uses them.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-
-# Model selection uses a fixed, seeded 10% of the training data; the test split is never looked at.
-VAL_FRACTION = 0.1
-_SPLIT_SEED = 0
+from effrank_bench_plugins.data_errors import one_line
+from effrank_bench_plugins.imaging import normalize, train_augment
+from effrank_bench_plugins.splits import held_out_val
 
 
 def default_data_root() -> Path:
@@ -33,41 +24,6 @@ def default_data_root() -> Path:
     if "EFFRANK_BENCH_DATA" in os.environ:
         return Path(os.environ["EFFRANK_BENCH_DATA"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "effrank-bench" / "data"
-
-
-def one_line(err: BaseException) -> str:
-    """An exception as a short single line, for DataError messages."""
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
-
-
-def held_out_val(labels: np.ndarray, fraction: float = VAL_FRACTION) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train, val) row indices: a fixed, seeded hold-out of ``fraction``, stratified when possible.
-
-    Stratifying needs two examples of every class and room for each in both parts;
-    sets too small for that (toy folders) get a plain seeded hold-out instead.
-    """
-    n = len(labels)
-    if n < 2:
-        raise DataError(f"a validation split is held out of the training data, which needs 2 examples; it has {n}")
-    n_val = math.ceil(fraction * n)
-    _, counts = np.unique(labels, return_counts=True)
-    can_stratify = counts.min() >= 2 and len(counts) <= min(n_val, n - n_val)
-    train, val = train_test_split(np.arange(n), test_size=n_val, random_state=_SPLIT_SEED,
-                                  stratify=labels if can_stratify else None)
-    return np.sort(train), np.sort(val)
-
-
-def normalize(image: torch.Tensor) -> torch.Tensor:
-    """uint8 C×H×W -> float32 normalized with the ImageNet mean and std."""
-    return (image.float() / 255 - _MEAN) / _STD
-
-
-def train_augment(side: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The CIFAR recipe the paper trains with: random crop with zero padding side/8, then horizontal flip."""
-    from torchvision.transforms import v2
-
-    return v2.Compose([v2.RandomCrop(side, padding=side // 8), v2.RandomHorizontalFlip()])
 
 
 class ImageTensors(Dataset):

@@ -4,27 +4,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
 from effrank_bench import hookimpl
 from effrank_bench.specs import DataRequest, DatasetSpec, DataSplits
-
-# Fixed, stratified 70/15/15 split: the same for every run and seed, so curves compare.
-_SPLIT_SEED = 0
+from effrank_bench_plugins.splits import stratified_split
 
 # digits_tokens ids: 0 is padding (the core's convention, unused here), 1 the CLS token, 2..18 intensities 0..16.
 CLS = 1
 FIRST_INTENSITY = 2
 _INTENSITIES = 17
-
-
-def stratified_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row indices of the fixed stratified 70/15/15 train/val/test split of ``labels``."""
-    idx = np.arange(len(labels))
-    train, rest = train_test_split(idx, test_size=0.3, stratify=labels, random_state=_SPLIT_SEED)
-    val, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=_SPLIT_SEED)
-    return train, val, test
 
 
 def load_digits_splits(request: DataRequest) -> DataSplits:

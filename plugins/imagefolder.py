@@ -12,7 +12,9 @@ from torch.utils.data import Dataset
 from effrank_bench import hookimpl
 from effrank_bench.errors import DataError
 from effrank_bench.specs import DataRequest, DatasetSpec, DataSplits
-from effrank_bench_plugins.cifar import held_out_val, normalize, one_line, train_augment
+from effrank_bench_plugins.data_errors import one_line
+from effrank_bench_plugins.imaging import normalize, train_augment
+from effrank_bench_plugins.splits import held_out_val
 
 _EXTENSIONS = (".png", ".jpg", ".jpeg")
 _LAYOUT = "DIR/train/CLASS/*.png|jpg|jpeg and DIR/val/CLASS/... (val is the reported test split)"

@@ -8,7 +8,8 @@ from sklearn.datasets import load_digits
 
 from effrank_bench.registry import default_registry
 from effrank_bench.specs import DataRequest
-from effrank_bench_plugins.datasets import CLS, FIRST_INTENSITY, stratified_split
+from effrank_bench_plugins.datasets import CLS, FIRST_INTENSITY
+from effrank_bench_plugins.splits import stratified_split
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,38 @@
+"""The fixed, seeded splits data sets carve out: the same for every run and seed, so curves compare."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from effrank_bench.errors import DataError
+
+# Model selection uses a fixed, seeded 10% of the training data; the test split is never looked at.
+VAL_FRACTION = 0.1
+_SPLIT_SEED = 0
+
+
+def held_out_val(labels: np.ndarray, fraction: float = VAL_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, val) row indices: a fixed, seeded hold-out of ``fraction``, stratified when possible.
+
+    Stratifying needs two examples of every class and room for each in both parts;
+    sets too small for that (toy folders) get a plain seeded hold-out instead.
+    """
+    n = len(labels)
+    if n < 2:
+        raise DataError(f"a validation split is held out of the training data, which needs 2 examples; it has {n}")
+    n_val = math.ceil(fraction * n)
+    _, counts = np.unique(labels, return_counts=True)
+    can_stratify = counts.min() >= 2 and len(counts) <= min(n_val, n - n_val)
+    train, val = train_test_split(np.arange(n), test_size=n_val, random_state=_SPLIT_SEED,
+                                  stratify=labels if can_stratify else None)
+    return np.sort(train), np.sort(val)
+
+
+def stratified_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of a fixed stratified 70/15/15 train/val/test split, for sets that ship as one pool (digits)."""
+    idx = np.arange(len(labels))
+    train, rest = train_test_split(idx, test_size=0.3, stratify=labels, random_state=_SPLIT_SEED)
+    val, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=_SPLIT_SEED)
+    return train, val, test
