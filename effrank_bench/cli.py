@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:  # `effrank-bench` alone runs the embedded default, as `effrank-bench run` does
         args = parser.parse_args(["run", *(argv or [])]) if argv is not None else parser.parse_args(["run"])
-    console = Console()
+    # Piped into a log, tables are not bound by a screen: rich's 80-column default would fold them.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     try:
         return args.handler(args, console)
     except EffrankError as err:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich import box
 from rich.table import Table
 
 from effrank_bench.analysis import Estimate
@@ -112,13 +113,14 @@ class Comparison:
 def compare_runs(paths: Sequence[Path]) -> Comparison:
     """Read every run directory (nothing is written into them) and put their read-offs side by side.
 
-    A path that does not exist or is not a run directory is a ConfigError; a run with fewer than
-    two finished ranks is kept, with no region or knee and a note.
+    A suite's directory stands for its runs, in the suite's order. A path that does not exist or
+    is not a run directory is a ConfigError; a run with fewer than two finished ranks is kept,
+    with no region or knee and a note.
     """
     if not paths:
         raise ConfigError("give at least one run directory to compare")
     runs = []
-    for path in map(Path, paths):
+    for path in [run for path in map(Path, paths) for run in _runs_of(path)]:
         if not path.exists():
             raise ConfigError(f"{path}: no such run directory")
         if not path.is_dir():
@@ -129,6 +131,18 @@ def compare_runs(paths: Sequence[Path]) -> Comparison:
         width = int(target["max_rank"]) if target and target.get("max_rank") else None
         runs.append(ComparedRun(path=path, report=report, width=width, at_knee=_cost_at_knee(report)))
     return Comparison(tuple(runs))
+
+
+def _runs_of(path: Path) -> list[Path]:
+    """``[path]``, or the run directories of a suite directory (one with suite.json) that exist so far."""
+    manifest = path / "suite.json"
+    if not manifest.is_file():
+        return [path]
+    names = [Path(run["out"]).name for run in json.loads(manifest.read_text())["runs"]]
+    runs = [path / name for name in names if (path / name / "config.json").is_file()]
+    if not runs:
+        raise ConfigError(f"{path}: this suite has no run directory yet")
+    return runs
 
 
 def _cost_at_knee(report: Report) -> KneeCost | None:
@@ -151,6 +165,10 @@ def _cost_at_knee(report: Report) -> KneeCost | None:
 
 _COLUMNS = ["run", "arch", "target", "loss", "dataset", "seeds", "teacher acc", "region low", "region high", "band",
             "knee", "compression @ knee", "MMACs @ knee"]
+
+
+# Terminal headers: short, so the values get the width.
+_SHORT = {"teacher acc": "teacher", "region low": "low", "region high": "high", "compression @ knee": "× @ knee"}
 
 
 def _cells(run: ComparedRun, separator: str = " ") -> list[str]:
@@ -176,12 +194,16 @@ def _cells(run: ComparedRun, separator: str = " ") -> list[str]:
 
 def render_comparison(comparison: Comparison) -> Table:
     """The comparison as a rich table; intervals (95% bootstrap over seeds) in brackets."""
-    table = Table(title="effective rank, side by side (95% bootstrap CI in brackets)")
-    for name in _COLUMNS:
+    # The table has to fit a terminal: light borders, and one "run" column (arch · target · loss ·
+    # dataset, wrapped between words; the folder name only where those do not tell runs apart).
+    table = Table(title="effective rank, side by side (95% bootstrap CI in brackets)", box=box.SIMPLE_HEAD,
+                  padding=(0, 1), pad_edge=False)
+    table.add_column("run", overflow="fold")
+    for name in _COLUMNS[5:]:
         # Folded, never cut with an ellipsis: a narrow terminal wraps a value, it does not hide it.
-        table.add_column(name, justify="left" if name in _COLUMNS[:5] else "right", overflow="fold")
-    for run in comparison.runs:
-        table.add_row(*_cells(run, separator="\n"))
+        table.add_column(_SHORT.get(name, name), justify="right", overflow="fold")
+    for label, run in zip(_labels(comparison), comparison.runs):
+        table.add_row(label, *_cells(run, separator="\n")[5:])
     return table
 
 

@@ -104,7 +104,7 @@ def test_a_run_with_too_few_ranks_is_kept_with_a_note(two_runs, tmp_path):
     assert "1 finished rank(s)" in entry["note"]
     assert any(note.startswith("short: 1 finished rank(s)") for note in comparison.notes)
     row = [column._cells[2] for column in render_comparison(comparison).columns]
-    assert row[0] == "short" and row[7:] == ["–"] * 6
+    assert row[0] == "micro_vit · joint · geometric · digits (short)" and row[3:] == ["–"] * 6
 
 
 def test_a_missing_or_non_run_directory_is_a_config_error(two_runs, tmp_path):
@@ -155,10 +155,10 @@ def test_compare_command_table_and_out(two_runs, tmp_path, capsys, monkeypatch):
     code, out, _ = run_cli(capsys, "compare", *two_runs, "--out", tmp_path / "cmp")
     assert code == 0
     lines = out.splitlines()
-    ramp = next(line for line in lines if "│ ramp" in line)
-    assert "micro_vit" in ramp and "[17, 19]" in ramp and "11.14×" in ramp
+    ramp = next(line for line in lines if "· geometric ·" in line)
+    assert "micro_vit · joint" in ramp and "[17, 19]" in ramp and "11.14×" in ramp
     lo, hi = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["runs"][1]["at_knee"]["compression_ci"]
-    seeds = [i for i, line in enumerate(lines) if "│ seeds" in line][0]
+    seeds = [i for i, line in enumerate(lines) if "· kd ·" in line][0]
     assert f"[{lo:.2f}, {hi:.2f}]" in lines[seeds + 1]  # the interval under its value
     assert lines[-1] == f"comparison written to {tmp_path / 'cmp'}"
     assert sorted(p.name for p in (tmp_path / "cmp").iterdir()) == [

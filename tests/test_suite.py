@@ -144,6 +144,12 @@ def test_the_smoke_suite_runs_every_combination_to_a_report(smoke):
                                                       "comparison.md", "comparison.png"}
 
 
+def test_compare_takes_a_suite_directory_for_its_runs_in_suite_order(smoke):
+    from effrank_bench.compare import compare_runs
+
+    assert [run.path for run in compare_runs([smoke.out]).runs] == smoke.runs
+
+
 def test_the_smoke_suite_trains_one_teacher_per_family(smoke):
     keys, inodes = {}, {}
     for path in smoke.runs:
