@@ -23,7 +23,7 @@ _RUN_OPTIONS = [
     ("--dataset", "dataset", str, "data set (see `effrank-bench list`)"),
     ("--data-root", "data_root", Path, "where the data set's files are (or go, with --download)"),
     ("--tokenizer", "tokenizer", str, "tokenizer of a text data set, name or path (default: the architecture's)"),
-    ("--workers", "workers", int, "DataLoader worker processes (default: 0 on CPU, 8 on CUDA)"),
+    ("--workers", "workers", int, "DataLoader worker processes (default: 8 on CUDA for per-item data, else 0)"),
     ("--ranks", "ranks", str, "comma-separated ranks, e.g. 2,4,8"),
     ("--seeds", "seeds", str, "comma-separated student seeds, e.g. 0,1,2 (confidence intervals need 2+)"),
     ("--seed", "seed", int, "one seed for teacher and students (same as --seeds N)"),
@@ -129,7 +129,7 @@ def _print_report(run, console: Console) -> None:
     console.print(render_table(report))
     for line in region_lines(report.analysis, report.note, report.uncertainty):
         console.print(line)
-    console.print(f"results in {run.path}")
+    console.print(f"results in {run.path}", soft_wrap=True)
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -173,7 +173,8 @@ def _run_suite(path: Path, overrides: dict, console: Console) -> int:
                           "run the same command again to resume")
             return INTERRUPTED
     console.print(render_comparison(result.comparison))
-    console.print(f"{len(result.runs)} runs in {result.out}; suite summary in {result.out}/comparison.*")
+    console.print(f"{len(result.runs)} runs in {result.out}; suite summary in {result.out}/comparison.*",
+                  soft_wrap=True)
     return 0
 
 
@@ -288,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=160)
     try:
         return args.handler(args, console)
+    except KeyboardInterrupt:  # before any work was done (loading data, a download): nothing to resume
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
     except EffrankError as err:
         if args.debug:
             raise

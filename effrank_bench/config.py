@@ -1,9 +1,11 @@
 """Pydantic model of a run, filled the same way from a TOML file and from CLI flags."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +43,8 @@ class RunConfig(BaseModel):
     download: bool = Field(default=False, description="fetch the data set into data_root when it is missing")
     augment: bool = Field(default=True, description="augment the training split (images: random crop + flip)")
     tokenizer: str | None = Field(default=None, description="tokenizer of text data (default: the architecture's)")
-    workers: int | None = Field(default=None, ge=0, description="DataLoader workers (default: 0 on CPU, 8 on CUDA)")
+    workers: int | None = Field(default=None, ge=0,
+                                description="DataLoader workers (default: 8 on CUDA for per-item data, else 0)")
     ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     seeds: tuple[int, ...] = (0,)
     teacher_seed: int = Field(default=0, description="seed of the teacher (default: the first of seeds)")
@@ -84,10 +87,12 @@ class RunConfig(BaseModel):
         if values.get("teacher_seed") is None:
             seeds = values.get("seeds", (0,))
             if isinstance(seeds, str):
-                seeds = _split_csv(seeds, "seeds")
+                seeds = [p.strip() for p in seeds.split(",")]
             if isinstance(seeds, int | str):
                 seeds = [seeds]
-            values["teacher_seed"] = seeds[0] if seeds else 0
+            # A malformed first seed is left for the seeds validator to name; the teacher's stays 0.
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                values["teacher_seed"] = int(seeds[0])
         return values
 
     @field_validator("ranks", "seeds", "thresholds", mode="before")
@@ -120,6 +125,9 @@ class RunConfig(BaseModel):
         low, high = self.thresholds
         if not 0 < low < high:
             raise ValueError(f"thresholds must satisfy 0 < low < high, got {low}, {high}")
+        if self.teacher_epochs == 0 and not self.pretrained and self.teacher_checkpoint is None:
+            raise ValueError("teacher_epochs 0 keeps the teacher as loaded, but nothing is loaded: pass "
+                             "--pretrained or --teacher-checkpoint PATH, or train it (--teacher-epochs N)")
         return self
 
     @property
@@ -246,6 +254,19 @@ class SuiteConfig(BaseModel):
         return [run.out.name for run in self.runs]
 
 
+_TAG = r"[A-Za-z0-9_.-]+"
+
+
+def _run_options(table: Any, where: str, path: Path) -> dict[str, Any]:
+    """A [defaults] table or a block's options: a table, paths relative to the suite file, no ``out``."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table of run options, got {table!r}")
+    if "out" in table:
+        raise ConfigError(f"{where}: 'out' is the suite's own (a top-level key or --out); each run goes in "
+                          "OUT/<arch>-<target>-<loss>-<dataset>[-<tag>]")
+    return _relative_to(path, dict(table))
+
+
 def _axis(block: dict[str, Any], axis: str, where: str) -> list[str]:
     value = block.pop(axis, None)
     if value is None:
@@ -272,21 +293,24 @@ def load_suite(path: Path, overrides: dict[str, Any] | None = None) -> SuiteConf
     if fixed:
         raise ConfigError(f"--{fixed[0]} cannot be combined with --suite: the suite's matrix chooses it")
     out = Path(overrides.pop("out", None) or data.get("out") or Path("runs") / f"suite-{data.get('name', path.stem)}")
-    defaults = _relative_to(path, dict(data.get("defaults", {})))
+    defaults = _run_options(data.get("defaults", {}), f"{path} [defaults]", path)
     blocks = data.get("matrix")
-    if not isinstance(blocks, list) or not blocks:
-        raise ConfigError(f"{path}: a suite needs at least one [[matrix]] block")
+    if not isinstance(blocks, list) or not blocks or not all(isinstance(b, dict) for b in blocks):
+        raise ConfigError(f"{path}: a suite needs at least one [[matrix]] block (a table of arch, target, "
+                          "loss, dataset and run options)")
     runs: dict[str, RunConfig] = {}
     for i, block in enumerate(blocks, 1):
         where = f"{path} [[matrix]] block {i}"
-        block = _relative_to(path, dict(block))
         axes = [_axis(block, axis, where) for axis in SUITE_AXES]
         tag = block.pop("tag", None)
+        if tag is not None and not (isinstance(tag, str) and re.fullmatch(_TAG, tag)):
+            raise ConfigError(f"{where}: tag must be letters, digits, '_', '.' or '-', got {tag!r}")
+        block = _run_options(block, where, path)
         for arch, target, loss, dataset in itertools.product(*axes):
-            name = "-".join([arch, target, loss, dataset] + ([str(tag)] if tag else []))
+            name = "-".join([arch, target, loss, dataset] + ([tag] if tag else []))
             if name in runs:
                 raise ConfigError(f"{where}: {name} is already in the suite; give one block a 'tag' to keep both")
-            values = _merged({**defaults, **block}, overrides)
+            values = _merged(_merged(defaults, block), overrides)
             values.update(arch=arch, target=target, loss=loss, dataset=dataset, out=out / name)
             runs[name] = _run_config(values, f"{where} ({name})")
     try:

@@ -6,14 +6,20 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from effrank_bench.specs import Modality, ModelRequest
 
 
-def default_workers(device: torch.device) -> int:
-    """DataLoader workers: none on CPU, where they would compete with training for the cores; 8 on CUDA."""
-    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+def default_workers(device: torch.device, dataset: Dataset) -> int:
+    """DataLoader workers: 8 on CUDA for data sets that decode or augment per item.
+
+    None on CPU, where they would compete with training for the cores, and none for tensors
+    already in memory (a TensorDataset's item is a slice: workers would only add processes).
+    """
+    if device.type != "cuda" or isinstance(dataset, TensorDataset):
+        return 0
+    return min(8, os.cpu_count() or 1)
 
 
 class Batches:

@@ -1,6 +1,16 @@
 """The one family of errors the library raises; only the CLI turns them into exit codes."""
 from __future__ import annotations
 
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def one_line(err: BaseException) -> str:
+    """An exception underneath ours as one short line (torch's and the hub's run to many, with colours)."""
+    text = " ".join(_ANSI.sub("", str(err)).split())
+    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
+
 
 class EffrankError(Exception):
     """Base of every error a user can act on; its message is shown as one line."""

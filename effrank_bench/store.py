@@ -54,19 +54,26 @@ class RunDir:
     teacher_info = property(lambda self: self.path / "teacher.json")
     target_path = property(lambda self: self.path / "target.json")
 
+    def check_resumable(self, config: RunConfig) -> RunConfig | None:
+        """The config this directory holds, if any, after checking that ``config`` may resume it."""
+        if not self.config_path.is_file():
+            return None
+        previous = self.config()
+        old, new = previous.sweep_fields(), config.sweep_fields()
+        if old != new:
+            changed = [k for k in new if old.get(k) != new[k]]
+            raise ConfigError(
+                f"{self.path} holds another sweep (differs in: {', '.join(changed)}); "
+                "use another --out or the same options to resume it"
+            )
+        return previous
+
     @classmethod
     def open(cls, path: Path, config: RunConfig) -> RunDir:
-        """Create it, or reopen it for the same sweep (other ranks may be added)."""
+        """Create it, or reopen it for the same sweep (other ranks and seeds may be added)."""
         run = cls(path)
-        if run.config_path.is_file():
-            previous = run.config()
-            old, new = previous.sweep_fields(), config.sweep_fields()
-            if old != new:
-                changed = [k for k in new if old.get(k) != new[k]]
-                raise ConfigError(
-                    f"{path} holds another sweep (differs in: {', '.join(changed)}); "
-                    "use another --out or the same options to resume it"
-                )
+        previous = run.check_resumable(config)
+        if previous is not None:
             # Ranks and seeds accumulate: a sweep extended by a rank or a seed keeps what it had.
             config = config.model_copy(update={
                 "ranks": tuple(sorted(set(previous.ranks) | set(config.ranks))),

@@ -10,6 +10,7 @@ from effrank_bench.config import SuiteConfig
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.report import build_report, write_report
+from effrank_bench.store import RunDir
 from effrank_bench.sweep import Components, DataCache, Sweep, data_request
 
 
@@ -21,9 +22,13 @@ class SuiteResult:
 
 
 def check_suite(suite: SuiteConfig, registry: Registry) -> None:
-    """Every name, target and data set of every run, before any time goes into training."""
+    """Every name and target of every run, and that each existing run directory may be resumed.
+
+    All before any time goes into training: a clash found after hours of earlier runs helps no one.
+    """
     for config in suite.runs:
         Components.of(config, registry)
+        RunDir(config.out).check_resumable(config)
 
 
 def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Progress = NullProgress()) -> SuiteResult:

@@ -67,7 +67,7 @@ class Sweep:
         self.device = torch.device(resolve_device(config.device))
         self.splits: DataSplits = (data or DataCache()).load(self.parts.dataset, data_request(config, self.parts.arch))
         self.request = self.splits.model_request(self.parts.arch)
-        self.workers = config.workers if config.workers is not None else default_workers(self.device)
+        self.workers = config.workers if config.workers is not None else default_workers(self.device, self.splits.train)
         # Convolutions run faster on CUDA in channels-last layout (tensor cores); on CPU it only costs copies.
         self.channels_last = self.device.type == "cuda" and self.splits.modality == "image"
         torch.manual_seed(config.teacher_seed)
@@ -98,6 +98,8 @@ class Sweep:
 
     def _cost(self, model: nn.Module, factorized=()) -> Cost:
         example = example_input(self.request, self.splits.modality, self.config.latency_batch_size, self.device)
+        if self.channels_last:  # timed in the layout the model computes in, as training feeds it
+            example = example.contiguous(memory_format=torch.channels_last)
         return measure(model, example, factorized=factorized, repeats=self.config.latency_repeats)
 
     def prepare_teacher(self) -> dict:
@@ -126,12 +128,12 @@ class Sweep:
             skipped = apply_checkpoint(self.teacher, state, config.teacher_checkpoint)
             source = f"checkpoint {config.teacher_checkpoint}"
         self._to_device(self.teacher)
-        history, seconds, samples = [], 0.0, 0
+        history, seconds, step_seconds, samples = [], 0.0, 0.0, 0
         recipe = self._teacher_recipe()
         if config.teacher_epochs > 0:
             train = self._batches(self.splits.train, shuffle=True, seed=config.teacher_seed)
             fit = train_teacher(self.teacher, train, self.val, recipe, self.progress)
-            history, seconds = fit.history, fit.seconds
+            history, seconds, step_seconds = fit.history, fit.seconds, fit.step_seconds
             samples = config.teacher_epochs * len(self.splits.train)
         return {
             "key": config.teacher_key(), "source": source, "skipped_keys": skipped,
@@ -139,7 +141,7 @@ class Sweep:
             "val_accuracy": evaluate(self.teacher, self.val, config.amp),
             "test_accuracy": evaluate(self.teacher, self.test, config.amp),
             "history": history, "train_seconds": seconds,
-            "samples_per_second": samples / seconds if seconds else None,
+            "samples_per_second": samples / step_seconds if samples else None,
             "environment": environment(str(self.device)),
         }
 
@@ -148,7 +150,8 @@ class Sweep:
         common = dict(arch=config.arch, target=trial.target, loss=trial.loss, dataset=config.dataset,
                       rank=trial.rank, seed=trial.seed, environment=environment(str(self.device)))
         torch.manual_seed(trial.seed * 100_003 + trial.rank)
-        student = copy.deepcopy(self.teacher)
+        # Every parameter of a student trains, whatever state the frozen teacher it copies is in.
+        student = copy.deepcopy(self.teacher).requires_grad_(True)
         replaced = factorize(student, self.sites, trial.rank, init=config.init, qkv=config.qkv)
         self._to_device(student)
         train = self._batches(self.splits.train, shuffle=True, seed=trial.seed * 100_003 + trial.rank)
@@ -161,7 +164,7 @@ class Sweep:
         return TrialRecord(
             status="ok", val_accuracy=fit.val_accuracy, test_accuracy=evaluate(student, self.test, config.amp),
             history=fit.history, train_seconds=fit.seconds,
-            samples_per_second=config.epochs * len(self.splits.train) / fit.seconds,
+            samples_per_second=config.epochs * len(self.splits.train) / fit.step_seconds,
             cost=self._cost(student, replaced.values()).to_dict(), **common,
         )
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from effrank_bench.errors import CheckpointError
+from effrank_bench.errors import CheckpointError, one_line
 
 
 def cache_dir() -> Path:
@@ -29,7 +29,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise CheckpointError(f"cannot read teacher checkpoint {path}: {type(err).__name__}: {err}") from None
+        raise CheckpointError(f"cannot read teacher checkpoint {path}: {one_line(err)}") from None
     # Lightning and many training scripts nest the weights.
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

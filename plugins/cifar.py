@@ -12,9 +12,8 @@ import torch
 from torch.utils.data import Dataset
 
 from effrank_bench import hookimpl
-from effrank_bench.errors import DataError
+from effrank_bench.errors import DataError, one_line
 from effrank_bench.specs import DataRequest, DatasetSpec, DataSplits
-from effrank_bench_plugins.data_errors import one_line
 from effrank_bench_plugins.imaging import normalize, train_augment
 from effrank_bench_plugins.splits import held_out_val
 

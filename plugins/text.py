@@ -9,9 +9,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from effrank_bench import hookimpl
-from effrank_bench.errors import DataError
+from effrank_bench.errors import DataError, one_line
 from effrank_bench.specs import DataRequest, DatasetSpec, DataSplits
-from effrank_bench_plugins.data_errors import one_line
 from effrank_bench_plugins.splits import held_out_val
 
 _FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}

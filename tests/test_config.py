@@ -203,3 +203,9 @@ def test_sweep_key_follows_the_checkpoints_content(tmp_path):
     first = RunConfig(teacher_checkpoint=weights).sweep_key()
     weights.write_text("second")
     assert RunConfig(teacher_checkpoint=weights).sweep_key() != first
+
+
+def test_an_untrained_teacher_is_refused():
+    with pytest.raises(ValueError, match="teacher_epochs 0 keeps the teacher as loaded, but nothing is loaded"):
+        RunConfig(teacher_epochs=0)
+    assert RunConfig(teacher_epochs=0, pretrained=True).teacher_epochs == 0

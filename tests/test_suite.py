@@ -72,11 +72,24 @@ def test_flags_override_every_run_of_a_suite(tmp_path):
      "block 1 (micro_vit-mlp-kd-digits): epochs: Input should be greater than or equal to 1"),
     ('[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = ["kd", "kd"]\ndataset = "digits"\n',
      "micro_vit-mlp-kd-digits is already in the suite; give one block a 'tag'"),
+    ('[defaults]\nout = "x"\n[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "kd"\ndataset = "digits"\n',
+     "[defaults]: 'out' is the suite's own"),
+    ('[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "kd"\ndataset = "digits"\ntag = "a/b"\n',
+     "tag must be letters, digits"),
+    ('defaults = 3\n[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "kd"\ndataset = "digits"\n',
+     "[defaults]: expected a table of run options, got 3"),
 ])
 def test_a_bad_suite_is_refused_with_a_message_that_says_where(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
         load_suite(write(tmp_path / "s.toml", text))
     assert message in str(err.value)
+
+
+def test_a_blocks_seeds_replace_the_defaults_seed(tmp_path):
+    text = ('[defaults]\nseed = 3\n[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "kd"\n'
+            'dataset = "digits"\nseeds = [0, 1]\n')
+    (run,) = load_suite(write(tmp_path / "s.toml", text)).runs
+    assert run.seeds == (0, 1) and run.teacher_seed == 0
 
 
 def test_an_axis_flag_cannot_override_the_matrix(tmp_path):

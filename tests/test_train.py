@@ -48,6 +48,16 @@ def test_channels_last_batches_keep_their_values():
     assert last.is_contiguous(memory_format=torch.channels_last) and torch.equal(plain, last)
 
 
-def test_loader_workers_only_on_cuda_by_default():
-    assert default_workers(torch.device("cpu")) == 0
-    assert 1 <= default_workers(torch.device("cuda")) <= 8
+def test_loader_workers_only_on_cuda_and_only_for_data_that_decodes_per_item():
+    in_memory = TensorDataset(torch.zeros(4, 1))
+
+    class Decoded(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.zeros(1), 0
+
+    assert default_workers(torch.device("cpu"), Decoded()) == 0
+    assert default_workers(torch.device("cuda"), in_memory) == 0
+    assert 1 <= default_workers(torch.device("cuda"), Decoded()) <= 8
