@@ -487,7 +487,6 @@ def bootstrap_curve(
     )
 
 
-
 def _per_seed_means(
     ranks: ArrayLike, accuracies: ArrayLike, seeds: ArrayLike
 ) -> tuple[np.ndarray, list[np.ndarray], tuple[int, ...]]:

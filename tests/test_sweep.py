@@ -173,3 +173,16 @@ def test_a_run_records_its_targets_width_and_teacher_recipe(tiny_run):
                                  "amp": True}
     assert len(teacher["history"]) == 3 and teacher["samples_per_second"] > 0
     assert all(r.samples_per_second > 0 for r in run.records())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_sweep_trains_in_bf16_channels_last_and_records_throughput(tmp_path):
+    config = RunConfig(**{**TINY, "device": "cuda"}, arch="micro_convnet", out=tmp_path / "run")
+    sweep = Sweep(config)
+    assert sweep.channels_last and sweep.workers == 0  # digits are in-memory tensors: no workers
+    run = sweep.execute()
+    records = run.records()
+    assert [r.status for r in records] == ["ok", "ok"]
+    assert all(r.environment["device"] == "cuda" and r.samples_per_second > 0 for r in records)
+    assert run.teacher()["recipe"]["amp"] and run.teacher()["cost"]["peak_memory_mb"] > 0
+    assert next(sweep.teacher.parameters()).device.type == "cuda"
