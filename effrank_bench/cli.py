@@ -128,7 +128,7 @@ def _print_report(run, console: Console) -> None:
     write_report(run, report)
     console.print(render_table(report))
     for line in region_lines(report.analysis, report.note, report.uncertainty):
-        console.print(line)
+        console.print(line, markup=False, highlight=False)  # "[95% CI …]" is text, not a rich style tag
     console.print(f"results in {run.path}", soft_wrap=True)
 
 
@@ -156,15 +156,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run_suite(path: Path, overrides: dict, console: Console) -> int:
-    from effrank_bench.compare import render_comparison
     from effrank_bench.config import load_suite
     from effrank_bench.progress import RichProgress
-    from effrank_bench.registry import default_registry
-    from effrank_bench.suite import check_suite, run_suite
+    from effrank_bench.suite import run_suite
 
     suite = load_suite(path, overrides)
-    check_suite(suite, default_registry())  # bad input fails here, before any bar is drawn
-    progress = RichProgress()
+    progress = RichProgress()  # draws nothing until the first bar: checks that fail print only themselves
     with progress:
         try:
             result = run_suite(suite, progress=progress)
@@ -172,10 +169,18 @@ def _run_suite(path: Path, overrides: dict, console: Console) -> int:
             progress.note(f"interrupted: finished trials are kept under {suite.out}; "
                           "run the same command again to resume")
             return INTERRUPTED
-    console.print(render_comparison(result.comparison))
+    _print_comparison(result.comparison, console)
     console.print(f"{len(result.runs)} runs in {result.out}; suite summary in {result.out}/comparison.*",
                   soft_wrap=True)
     return 0
+
+
+def _print_comparison(comparison, console: Console) -> None:
+    from effrank_bench.compare import render_comparison
+
+    console.print(render_comparison(comparison))
+    for note in comparison.notes:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _analyze(args: argparse.Namespace, console: Console) -> int:
@@ -189,7 +194,7 @@ def _analyze(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(analysis.to_dict()))
     else:
         for line in region_lines(analysis, None):
-            console.print(line)
+            console.print(line, markup=False, highlight=False)
     return 0
 
 
@@ -265,16 +270,14 @@ def _report(args: argparse.Namespace, console: Console) -> int:
 
 
 def _compare(args: argparse.Namespace, console: Console) -> int:
-    from effrank_bench.compare import compare_runs, render_comparison, write_comparison
+    from effrank_bench.compare import compare_runs, write_comparison
 
     comparison = compare_runs(args.run_dirs)
     paths = write_comparison(comparison, args.out) if args.out is not None else []
     if args.json:
         print(json.dumps(comparison.to_dict()))
         return 0
-    console.print(render_comparison(comparison))
-    for note in comparison.notes:
-        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    _print_comparison(comparison, console)
     if paths:
         console.print(f"comparison written to {args.out}", soft_wrap=True)
     return 0

@@ -138,7 +138,10 @@ def _runs_of(path: Path) -> list[Path]:
     manifest = path / "suite.json"
     if not manifest.is_file():
         return [path]
-    names = [Path(run["out"]).name for run in json.loads(manifest.read_text())["runs"]]
+    try:
+        names = [Path(run["out"]).name for run in json.loads(manifest.read_text())["runs"]]
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{manifest} is not a suite manifest written by effrank-bench") from None
     runs = [path / name for name in names if (path / name / "config.json").is_file()]
     if not runs:
         raise ConfigError(f"{path}: this suite has no run directory yet")
@@ -252,6 +255,7 @@ def plot_comparison(comparison: Comparison, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     n = len(comparison.runs)
     # The legend goes below the panels, where it hides no curve, in as many rows as it needs.
@@ -265,7 +269,7 @@ def plot_comparison(comparison: Comparison, path: Path) -> None:
         means = np.array([s.normalized for s in report.per_rank])
         panels = [(by_rank, 1.0)] + ([(by_width, float(run.width))] if run.width else [])
         for ax, scale in panels:
-            ax.plot(ranks / scale, means, "o", color=color, ms=4, label=labels[i] if ax is by_rank else None)
+            ax.plot(ranks / scale, means, "o", color=color, ms=4)
             if report.analysis is not None:
                 dense = np.geomspace(ranks[0], ranks[-1], 256)
                 ax.plot(dense / scale, report.analysis.fit(dense), line, color=color, alpha=0.8)
@@ -287,7 +291,9 @@ def plot_comparison(comparison: Comparison, path: Path) -> None:
         # Top left: low ranks are where curves sit lowest, so the corner is usually empty.
         by_width.text(0.02, 0.98, "left out (no target.json): " + ", ".join(left_out), transform=by_width.transAxes,
                       fontsize=7, va="top", wrap=True)
-    fig.legend(*by_rank.get_legend_handles_labels(), loc="lower center", ncol=columns, fontsize=7, frameon=False)
+    # Handles show marker and line style together: beyond 20 runs the style tells runs of one colour apart.
+    handles = [Line2D([], [], color=color, linestyle=line, marker="o", ms=4) for color, line in styles]
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, legend_height / (4.4 + legend_height), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)

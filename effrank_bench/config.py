@@ -95,6 +95,12 @@ class RunConfig(BaseModel):
                 values["teacher_seed"] = int(seeds[0])
         return values
 
+    @field_validator("data_root")
+    @classmethod
+    def _absolute_data_root(cls, root: Path | None) -> Path | None:
+        """Absolute, so that the same data typed another way resumes the run and shares the teacher."""
+        return root.expanduser().resolve() if root is not None else None
+
     @field_validator("ranks", "seeds", "thresholds", mode="before")
     @classmethod
     def _parse_csv(cls, value: Any, info: ValidationInfo) -> Any:

@@ -14,7 +14,7 @@ from effrank_bench.specs import Modality, ModelRequest
 def default_workers(device: torch.device, dataset: Dataset) -> int:
     """DataLoader workers: 8 on CUDA for data sets that decode or augment per item.
 
-    None on CPU, where they would compete with training for the cores, and none for tensors
+    No workers on CPU, where they would compete with training for the cores, and none for tensors
     already in memory (a TensorDataset's item is a slice: workers would only add processes).
     """
     if device.type != "cuda" or isinstance(dataset, TensorDataset):

@@ -199,8 +199,18 @@ class DataRequest(_Frozen):
 
 
 class DatasetSpec(_Frozen):
-    """A data set: ``load(request) -> DataSplits``."""
+    """A data set: ``load(request) -> DataSplits`` of ``modality`` inputs.
+
+    The modality is declared, not only loaded, so that a run pairing it with an architecture
+    of the other kind is refused before anything is downloaded or tokenized.
+    """
 
     name: str = Field(pattern=_NAME)
     description: str
     load: Callable[[DataRequest], DataSplits]
+    modality: Modality = "image"
+
+    def check_architecture(self, arch: ArchitectureSpec) -> None:
+        if arch.modality != self.modality:
+            raise ConfigError(f"{arch.name} takes {arch.modality} inputs but data set '{self.name}' gives "
+                              f"{self.modality}; pick a data set of {arch.modality}s")

@@ -11,7 +11,7 @@ from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.report import build_report, write_report
 from effrank_bench.store import RunDir
-from effrank_bench.sweep import Components, DataCache, Sweep, data_request
+from effrank_bench.sweep import Components, DataCache, Sweep, build_checked, data_request
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,12 @@ def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Pr
     registry = registry or default_registry()
     check_suite(suite, registry)
     data = DataCache()
-    # Every data set is loaded first: a missing one fails now, not hours into the suite.
+    # Every data set is loaded and every model built untrained first: a missing data set or a rank
+    # beyond a model fails now, not hours into the suite.
     for config in suite.runs:
         parts = Components.of(config, registry)
-        data.load(parts.dataset, data_request(config, parts.arch))
+        splits = data.load(parts.dataset, data_request(config, parts.arch))
+        build_checked(config, parts.arch, splits.model_request(parts.arch))
     suite.out.mkdir(parents=True, exist_ok=True)
     (suite.out / "suite.json").write_text(json.dumps(suite.model_dump(mode="json"), indent=2))
     paths = []

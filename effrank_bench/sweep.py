@@ -5,6 +5,7 @@ import copy
 from dataclasses import asdict, dataclass
 
 import torch
+from rich.markup import escape
 from torch import nn
 
 from effrank_bench.config import RunConfig
@@ -16,7 +17,8 @@ from effrank_bench.measure import Cost, measure
 from effrank_bench.plan import Trial, plan_trials
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.registry import Registry, default_registry
-from effrank_bench.specs import ArchitectureSpec, DataRequest, DatasetSpec, DataSplits, LossSpec, Site
+from effrank_bench.specs import (ArchitectureSpec, DataRequest, DatasetSpec, DataSplits, LossSpec, ModelRequest,
+                                  Site)
 from effrank_bench.store import RunDir, TrialRecord
 from effrank_bench.teacher import CachedTeacher, apply_checkpoint, load_state_dict
 from effrank_bench.train import Recipe, distill, evaluate, train_teacher
@@ -35,13 +37,27 @@ class Components:
         arch = registry.architecture(config.arch)
         registry.target(config.target)
         arch.require_target(config.target)
-        return cls(arch=arch, loss=registry.loss(config.loss), dataset=registry.dataset(config.dataset))
+        dataset = registry.dataset(config.dataset)
+        dataset.check_architecture(arch)
+        return cls(arch=arch, loss=registry.loss(config.loss), dataset=dataset)
 
 
 def data_request(config: RunConfig, arch: ArchitectureSpec) -> DataRequest:
     """What a run asks of its data set: where it is, the architecture's input size and tokenizer."""
     return DataRequest(root=config.data_root, download=config.download, input_size=arch.input_size,
                        tokenizer=config.tokenizer or arch.tokenizer, augment=config.augment)
+
+
+def build_checked(config: RunConfig, arch: ArchitectureSpec, request: ModelRequest) -> tuple[nn.Module, list[Site]]:
+    """The untrained model and its target's sites, every rank of ``config`` checked against them.
+
+    Built untrained first: a rank no layer can take is refused before any time goes into a teacher.
+    """
+    model = arch.build(request)
+    sites = arch.sites(model, config.target)
+    for rank in config.ranks:
+        check_rank(model, sites, rank, config.qkv, config.arch)
+    return model, sites
 
 
 class DataCache:
@@ -71,11 +87,7 @@ class Sweep:
         # Convolutions run faster on CUDA in channels-last layout (tensor cores); on CPU it only costs copies.
         self.channels_last = self.device.type == "cuda" and self.splits.modality == "image"
         torch.manual_seed(config.teacher_seed)
-        # Built untrained first: ranks are checked before any time goes into the teacher.
-        self.teacher = self.parts.arch.build(self.request)
-        self.sites: list[Site] = self.parts.arch.sites(self.teacher, config.target)
-        for rank in config.ranks:
-            check_rank(self.teacher, self.sites, rank, config.qkv, config.arch)
+        self.teacher, self.sites = build_checked(config, self.parts.arch, self.request)
         self.run = RunDir.open(config.out or config.default_out(), config)
         self.run.store_target({"target": config.target, "qkv": config.qkv, "layers": len(self.sites),
                                "max_rank": max_rank(self.teacher, self.sites, config.qkv)})
@@ -181,7 +193,7 @@ class Sweep:
                 record = self.run_trial(trial)
                 self.run.append(record)
                 if record.status == "failed":
-                    self.progress.note(f"[red]{trial.label(len(self.config.seeds))} failed: {record.error}")
+                    self.progress.note(f"[red]{trial.label(len(self.config.seeds))} failed: {escape(record.error)}")
                 advance(1)
         return self.run
 

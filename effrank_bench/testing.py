@@ -22,7 +22,7 @@ from effrank_bench.errors import UnsupportedTargetError
 from effrank_bench.factorize import LowRank, factorize, full_rank, resolve_sites
 from effrank_bench.measure import count_macs, count_params
 from effrank_bench.registry import Registry, default_registry
-from effrank_bench.specs import ArchitectureSpec, LossOptions, ModelRequest, Outputs
+from effrank_bench.specs import ArchitectureSpec, ModelRequest, Outputs
 from effrank_bench.taps import BranchTap
 
 #: A full-rank SVD student must reproduce the teacher to this relative error (float32 round-off).

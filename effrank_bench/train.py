@@ -58,7 +58,8 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device, total_steps: int):
-    # Fused kernels measured 1.3–1.5× faster per AdamW step on an H100 (DESIGN.md); CPU has none.
+    # Fused AdamW was measured 1.3–1.5× faster per step on an H100 (the project's design notes); SGD's fused
+    # kernel is the same idea, unmeasured here. CPU has none.
     fused = device.type == "cuda"
     if recipe.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True,

@@ -183,12 +183,12 @@ def load_ag_news(request: DataRequest) -> DataSplits:
 @hookimpl
 def register_datasets(register):
     register(DatasetSpec(
-        name="sst2", load=load_sst2,
+        name="sst2", modality="tokens", load=load_sst2,
         description="GLUE SST-2 sentiment (2 classes; hub or --data-root copy): validation is the reported split, "
                     "10% of train held out",
     ))
     register(DatasetSpec(
-        name="ag_news", load=load_ag_news,
+        name="ag_news", modality="tokens", load=load_ag_news,
         description="AG News topics (4 classes; hub or --data-root copy): test is the reported split, "
                     "10% of train held out",
     ))

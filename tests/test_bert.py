@@ -172,8 +172,8 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("arch, dataset, message", [
-    ("micro_bert", "digits", "micro_bert takes tokens inputs but this data set gives image"),
-    ("micro_vit", "digits_tokens", "micro_vit takes image inputs but this data set gives tokens"),
+    ("micro_bert", "digits", "micro_bert takes tokens inputs but data set 'digits' gives image"),
+    ("micro_vit", "digits_tokens", "micro_vit takes image inputs but data set 'digits_tokens' gives tokens"),
 ])
 def test_a_modality_mismatch_exits_2_with_one_line(tmp_path, capsys, arch, dataset, message):
     code, out, err = run_cli(capsys, "run", "--arch", arch, "--dataset", dataset, "--out", str(tmp_path / "run"))

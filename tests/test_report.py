@@ -172,3 +172,14 @@ def test_too_few_ranks_has_no_analysis_and_no_interval(tmp_path):
     paths = write_report(RunDir(tmp_path / "run"), report)
     assert [p.name for p in paths] == ["summary.json", "summary.csv", "summary.md"]
     assert np.isclose(report.per_rank[0].normalized, 0.75 / 0.9)
+
+
+def test_the_terminal_shows_the_bracketed_interval_notes_as_text(tmp_path, capsys):
+    # Rich would read "[no CI: …]" as a style tag and drop it; the report command prints it verbatim.
+    from effrank_bench.cli import main
+
+    run = make_run(tmp_path / "run", [(1, 0, 0.5), (1, 1, 0.5), (2, 0, 0.72), (2, 1, 0.9)],
+                   teacher_accuracy=0.9, bootstrap_resamples=200)
+    assert main(["report", str(run.path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "95% at rank not reached [no CI: not reached in" in out

@@ -192,3 +192,23 @@ def test_an_interrupted_suite_resumes_losing_nothing_finished(smoke, tmp_path, c
     assert lines[0] == first_line and [json.loads(line)["rank"] for line in lines] == [2, 4]
     assert untouched.read_text() == before
     assert "36 runs in" in capsys.readouterr().out
+
+
+def test_a_rank_beyond_a_later_runs_model_is_refused_before_the_first_run_trains(tmp_path):
+    from effrank_bench.errors import RankError
+    from effrank_bench.suite import run_suite
+
+    text = ('[defaults]\nepochs = 1\nteacher_epochs = 1\n'
+            '[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "logit"\ndataset = "digits"\nranks = [2]\n'
+            '[[matrix]]\narch = "micro_mixer"\ntarget = "mlp"\nloss = "logit"\ndataset = "digits"\nranks = [500]\n')
+    suite = load_suite(write(tmp_path / "s.toml", text), {"out": tmp_path / "suite"})
+    with pytest.raises(RankError, match="rank 500 exceeds every targeted layer of micro_mixer"):
+        run_suite(suite)
+    assert not suite.runs[0].out.exists()
+
+
+def test_a_data_set_of_the_other_modality_is_refused_before_loading(tmp_path):
+    text = '[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "logit"\ndataset = "sst2"\n'
+    suite = load_suite(write(tmp_path / "s.toml", text))
+    with pytest.raises(ConfigError, match="micro_vit takes image inputs but data set 'sst2' gives tokens"):
+        check_suite(suite, default_registry())
