@@ -26,6 +26,7 @@ _STRAIGHT_RTOL = 1e-9
 _CEIL_TOL = 1e-9
 
 CONFIDENCE = 0.95
+ONE_SEED_NOTE = "one seed per rank: nothing to resample, no confidence interval"
 _PERCENTILES = (100 * (1 - CONFIDENCE) / 2, 100 * (1 + CONFIDENCE) / 2)  # 2.5 and 97.5
 # Bisection halves a crossing's bracket per step; 64 steps reach the float resolution of any rank.
 _BISECT_STEPS = 64
@@ -451,7 +452,7 @@ def bootstrap_curve(
         return Uncertainty(
             low=Estimate(point.region.low, None, None), high=Estimate(point.region.high, None, None),
             knee=Estimate(point.knee, None, None), resamples=0, band=None,
-            note="one seed per rank: nothing to resample, no confidence interval", **common,
+            note=ONE_SEED_NOTE, **common,
         )
 
     # Every draw at once (a rank with fewer seeds ignores the surplus columns), so the result

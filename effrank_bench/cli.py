@@ -219,8 +219,10 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
     arch.require_target(args.target)
     request = arch.native_request()
     if args.dataset:
+        dataset = registry.dataset(args.dataset)
+        dataset.check_architecture(arch)  # before loading: a text set would download and tokenize first
         data = DataRequest(root=args.data_root, input_size=arch.input_size, tokenizer=args.tokenizer or arch.tokenizer)
-        request = registry.dataset(args.dataset).load(data).model_request(arch)
+        request = dataset.load(data).model_request(arch)
     device = torch.device(resolve_device(args.device))
     table = cost_table(arch, args.target, ranks, request, device=device, batch_size=args.batch_size,
                        warmup=args.warmup, repeats=args.repeats, qkv=args.qkv)

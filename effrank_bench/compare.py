@@ -180,10 +180,10 @@ def _cells(run: ComparedRun, separator: str = " ") -> list[str]:
     dash = "–"
     low = high = band = knee = compression = macs = dash
     if a is not None:
-        low = format_estimate(a.region.low, run.estimate("low")).replace(" [", separator + "[", 1)
-        high = format_estimate(a.region.high, run.estimate("high")).replace(" [", separator + "[", 1)
+        low = format_estimate(a.region.low, run.estimate("low"), separator=separator)
+        high = format_estimate(a.region.high, run.estimate("high"), separator=separator)
         band = f"[{a.region.band[0]}, {a.region.band[1]}]" if a.region.band else dash
-        knee = format_estimate(a.knee, run.estimate("knee")).replace(" [", separator + "[", 1)
+        knee = format_estimate(a.knee, run.estimate("knee"), separator=separator)
     if run.at_knee is not None:
         k = run.at_knee
         compression = f"{k.compression:.2f}×"

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from effrank_bench.analysis import CurveAnalysis, Estimate, Uncertainty, analyze_curve, bootstrap_curve
+from effrank_bench.analysis import (ONE_SEED_NOTE, CurveAnalysis, Estimate, Uncertainty, analyze_curve,
+                                    bootstrap_curve)
 from effrank_bench.config import RunConfig
 from effrank_bench.environment import environment
 from effrank_bench.store import SCHEMA_VERSION, RunDir
@@ -78,8 +79,9 @@ class Report:
     def cost_at(self, rank: float) -> tuple[float | None, float | None]:
         """Student parameters and MACs at a real-valued rank, linearly interpolated between measured ranks.
 
-        Both are linear in the rank of a factorized model, so the interpolation is exact between
-        any two measured ranks. None outside the measured ranks or where a cost is missing.
+        Both are linear in the rank of a factorized model, so the interpolation is exact between two
+        measured ranks unless a layer reaches its full rank (and stops growing) between them. None
+        outside the measured ranks or where a cost is missing.
         """
         stats = [s for s in self.per_rank if s.params is not None and s.macs is not None]
         if len(stats) < 2 or not stats[0].rank <= rank <= stats[-1].rank:
@@ -137,7 +139,7 @@ def build_report(run: RunDir) -> Report:
                                           knee_axis=config.knee_axis, resamples=config.bootstrap_resamples,
                                           rng_seed=BOOTSTRAP_RNG_SEED)
         else:
-            u_note = "one seed per rank: nothing to resample, no confidence interval"
+            u_note = ONE_SEED_NOTE
     return Report(config=config, teacher=teacher, rows=rows, analysis=analysis, note=note,
                   per_rank=per_rank, uncertainty=uncertainty, uncertainty_note=u_note)
 
@@ -166,11 +168,11 @@ def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def format_estimate(value: float | None, estimate: Estimate | None, spec: str = ".2f") -> str:
-    """``3.21 [2.80, 3.90]`` with an interval, ``3.21`` without, ``–`` for no value."""
+def format_estimate(value: float | None, estimate: Estimate | None, spec: str = ".2f", separator: str = " ") -> str:
+    """``3.21 [2.80, 3.90]`` with an interval (after ``separator``), ``3.21`` without, ``–`` for no value."""
     text = _fmt(value, spec)
     if estimate is not None and estimate.ci_low is not None:
-        text += f" [{estimate.ci_low:{spec}}, {estimate.ci_high:{spec}}]"
+        text += f"{separator}[{estimate.ci_low:{spec}}, {estimate.ci_high:{spec}}]"
     return text
 
 

@@ -21,14 +21,16 @@ class SuiteResult:
     comparison: Comparison
 
 
-def check_suite(suite: SuiteConfig, registry: Registry) -> None:
+def check_suite(suite: SuiteConfig, registry: Registry) -> list[Components]:
     """Every name and target of every run, and that each existing run directory may be resumed.
 
     All before any time goes into training: a clash found after hours of earlier runs helps no one.
+    Returns each run's components, in the suite's order.
     """
+    parts = [Components.of(config, registry) for config in suite.runs]
     for config in suite.runs:
-        Components.of(config, registry)
         RunDir(config.out).check_resumable(config)
+    return parts
 
 
 def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Progress = NullProgress()) -> SuiteResult:
@@ -39,12 +41,10 @@ def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Pr
     run resumes from its own directory, so an interrupted suite loses no finished trial.
     """
     registry = registry or default_registry()
-    check_suite(suite, registry)
     data = DataCache()
     # Every data set is loaded and every model built untrained first: a missing data set or a rank
     # beyond a model fails now, not hours into the suite.
-    for config in suite.runs:
-        parts = Components.of(config, registry)
+    for config, parts in zip(suite.runs, check_suite(suite, registry)):
         splits = data.load(parts.dataset, data_request(config, parts.arch))
         build_checked(config, parts.arch, splits.model_request(parts.arch))
     suite.out.mkdir(parents=True, exist_ok=True)

@@ -162,8 +162,7 @@ class Sweep:
         common = dict(arch=config.arch, target=trial.target, loss=trial.loss, dataset=config.dataset,
                       rank=trial.rank, seed=trial.seed, environment=environment(str(self.device)))
         torch.manual_seed(trial.seed * 100_003 + trial.rank)
-        # Every parameter of a student trains, whatever state the frozen teacher it copies is in.
-        student = copy.deepcopy(self.teacher).requires_grad_(True)
+        student = copy.deepcopy(self.teacher)
         replaced = factorize(student, self.sites, trial.rank, init=config.init, qkv=config.qkv)
         self._to_device(student)
         train = self._batches(self.splits.train, shuffle=True, seed=trial.seed * 100_003 + trial.rank)

@@ -188,8 +188,12 @@ def train_teacher(model: nn.Module, train: Batches, val: Batches, recipe: Recipe
 def distill(teacher: nn.Module, student: nn.Module, branches: Callable[[nn.Module], list[Branch]],
             train: Batches, val: Batches, loss: LossSpec, options: LossOptions, recipe: Recipe,
             label: str = "student", progress: Progress = NullProgress()) -> FitResult:
-    """Distill ``teacher`` (frozen, eval mode) into ``student`` with ``loss``."""
+    """Distill ``teacher`` (frozen, eval mode) into ``student`` with ``loss``; every student parameter trains.
+
+    A student is usually a copy of its teacher, so it would inherit the freeze: it is lifted here.
+    """
     teacher.eval().requires_grad_(False)
+    student.requires_grad_(True)
     needs = loss.uses_features
     with tapped(branches(teacher) if needs else None) as t_tap, tapped(branches(student) if needs else None) as s_tap:
         def step(x, y, optimizer, scheduler):

@@ -14,15 +14,16 @@ from torch.utils.data import Dataset
 from effrank_bench import hookimpl
 from effrank_bench.errors import DataError, one_line
 from effrank_bench.specs import DataRequest, DatasetSpec, DataSplits
+from effrank_bench.teacher import cache_dir
 from effrank_bench_plugins.imaging import normalize, train_augment
 from effrank_bench_plugins.splits import held_out_val
 
 
 def default_data_root() -> Path:
-    """``$EFFRANK_BENCH_DATA``, else ``$XDG_CACHE_HOME/effrank-bench/data``, else ``~/.cache/effrank-bench/data``."""
+    """``$EFFRANK_BENCH_DATA``, else ``data`` in effrank-bench's cache (``~/.cache/effrank-bench/data``)."""
     if "EFFRANK_BENCH_DATA" in os.environ:
         return Path(os.environ["EFFRANK_BENCH_DATA"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "effrank-bench" / "data"
+    return cache_dir() / "data"
 
 
 class ImageTensors(Dataset):
