@@ -1,4 +1,4 @@
-"""Reads the effective-rank region and knee off an accuracy-vs-rank curve, with a bootstrap over seeds."""
+"""Reads the effective-rank region and knee off accuracy-vs-rank curves: monotone fit, PCHIP, crossings, knee."""
 from __future__ import annotations
 
 import csv
@@ -6,51 +6,72 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Literal, TextIO
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.interpolate import PchipInterpolator
-from scipy.optimize import brentq, minimize_scalar
 
 from effrank_bench.errors import AnalysisError
 
 KNEE_AXES = ("linear", "log2")
+MONOTONE_MODES = ("running-max", "isotonic")
+# "left": the threshold is already met at the first measured rank, so the crossing is at or below
+# it; "right": no measured rank meets it, so the crossing is beyond the last one.
+Censoring = Literal["left", "right"] | None
+_SIDES: dict[int, Censoring] = {-1: "left", 0: None, 1: "right"}
 
-# Dense enough that the bounded refinement only has to polish, never to search.
+# Dense enough that the golden-section refinement only has to polish, never to search.
 _KNEE_GRID_POINTS = 4097
 # A curve whose largest deviation from its secant is below this fraction of its rise is
 # treated as straight: what is left is round-off, and its argmax would be noise.
 _STRAIGHT_RTOL = 1e-9
 # Solver round-off must not push a crossing at an integer rank to the next band slot.
 _CEIL_TOL = 1e-9
-
-CONFIDENCE = 0.95
-ONE_SEED_NOTE = "one seed per rank: nothing to resample, no confidence interval"
-_PERCENTILES = (100 * (1 - CONFIDENCE) / 2, 100 * (1 + CONFIDENCE) / 2)  # 2.5 and 97.5
 # Bisection halves a crossing's bracket per step; 64 steps reach the float resolution of any rank.
 _BISECT_STEPS = 64
 # Golden section shrinks the knee's bracket (two grid cells) by 0.618 per step: 60 steps, about 1e-12.
 _GOLDEN_STEPS = 60
-# Resampled curves are fitted and read off this many at a time: bounds memory, not the result.
-_CHUNK = 250
-# Points of the band of fits on each of a linear and a log2 grid (merged with the measured ranks).
-_BAND_POINTS = 128
+_GOLDEN = (math.sqrt(5) - 1) / 2
+# Where two unit systems cannot be the same: a fraction stays at or below 1, a percentage above this.
+_PERCENT_ABOVE = 1.5
 
 
 @dataclass(frozen=True)
 class Region:
     """Where the fitted curve first reaches each of two thresholds (ranks on the real axis).
 
-    ``low``/``high`` are None when the curve never reaches ``thresholds[0]``/``thresholds[1]``;
-    ``band`` is ``(ceil(low), ceil(high))``, the smallest integer ranks that reach them, or None
-    when either crossing is missing.
+    ``low_censored``/``high_censored`` say when a crossing is only bounded. ``"left"``: the first
+    measured rank already reaches the threshold, so the crossing is at or below that rank, which
+    ``low``/``high`` then hold. ``"right"``: the curve never reaches it, ``low``/``high`` is None
+    (the crossing is beyond the last measured rank). ``band`` is ``(ceil(low), ceil(high))``, the
+    smallest integer ranks that reach them, or None when either crossing is missing.
     """
 
     low: float | None
     high: float | None
     band: tuple[int, int] | None
     thresholds: tuple[float, float]
+    low_censored: Censoring = None
+    high_censored: Censoring = None
+
+    def band_text(self) -> str | None:
+        """``[17, 19]``, with ``≤`` before an end whose crossing is left-censored (``[≤2, 4]``)."""
+        if self.band is None:
+            return None
+        ends = [("≤" if side == "left" else "") + str(end)
+                for end, side in zip(self.band, (self.low_censored, self.high_censored))]
+        return f"[{ends[0]}, {ends[1]}]"
+
+    def to_dict(self) -> dict:
+        return {
+            "low": self.low,
+            "high": self.high,
+            "band": list(self.band) if self.band is not None else None,
+            "thresholds": list(self.thresholds),
+            "low_censored": self.low_censored,
+            "high_censored": self.high_censored,
+        }
 
 
 @dataclass(frozen=True)
@@ -58,7 +79,7 @@ class CurveAnalysis:
     """An analysed accuracy-vs-rank curve.
 
     ``normalized`` is accuracy / teacher accuracy as measured (duplicates of a rank averaged);
-    ``monotone`` is its running max, which is what the PCHIP fit goes through.
+    ``monotone`` is its non-decreasing version (``monotone_mode``), which the PCHIP fit goes through.
     """
 
     ranks: tuple[float, ...]
@@ -68,27 +89,23 @@ class CurveAnalysis:
     region: Region
     knee: float
     knee_axis: str
+    monotone_mode: str = "running-max"
 
     def fit(self, ranks: ArrayLike) -> np.ndarray:
         """Evaluate the PCHIP fit (linear rank axis) at ``ranks``; NaN outside the measured range.
 
         No extrapolation: beyond the measured ranks a cubic says nothing trustworthy.
         """
-        return _pchip(self.ranks, self.monotone)(np.asarray(ranks, dtype=float))
+        return fit_curves(np.asarray(self.ranks), np.asarray(self.monotone))(np.asarray(ranks, dtype=float))
 
     def to_dict(self) -> dict:
         """A JSON-ready summary: teacher accuracy, region, knee and the measured points."""
-        region = self.region
         return {
             "teacher_accuracy": self.teacher_accuracy,
-            "region": {
-                "low": region.low,
-                "high": region.high,
-                "band": list(region.band) if region.band is not None else None,
-                "thresholds": list(region.thresholds),
-            },
+            "region": self.region.to_dict(),
             "knee": self.knee,
             "knee_axis": self.knee_axis,
+            "monotone": self.monotone_mode,
             "points": [
                 {"rank": rank, "normalized": value}
                 for rank, value in zip(self.ranks, self.normalized)
@@ -102,19 +119,23 @@ def analyze_curve(
     teacher_accuracy: float,
     thresholds: Sequence[float] = (0.85, 0.95),
     knee_axis: str = "linear",
+    monotone: str = "running-max",
 ) -> CurveAnalysis:
     """Fit a monotone curve to accuracy-vs-rank points and read the region and knee off it.
 
-    Accuracies are divided by ``teacher_accuracy`` (any units, as long as both agree), points
-    sharing a rank are averaged, and the result is made non-decreasing with a running max: a
-    student that once reached an accuracy at some rank shows that accuracy is reachable at every
-    larger rank, so a dip is fitted as if measured at the running max and an early spike counts
-    from its rank on.
-    The running max is fitted with PCHIP on the linear rank axis, which stays monotone.
+    Accuracies are divided by ``teacher_accuracy`` (any units, as long as both agree) and points
+    sharing a rank are averaged. The result is made non-decreasing (``monotone``):
 
-    Crossings are where the fit first reaches each threshold, solved exactly inside the first
-    data interval that reaches it; a threshold reached by the first point crosses at the first
-    rank (no extrapolation below it).
+    - ``"running-max"`` (the paper's): a student that once reached an accuracy at some rank shows
+      that accuracy is reachable at every larger rank, so a dip is fitted as if measured at the
+      running max and an early spike counts from its rank on;
+    - ``"isotonic"``: the least-squares non-decreasing curve (weighted by the points per rank),
+      which pools a dip with the values before it instead of trusting the highest one.
+
+    The monotone values are fitted with PCHIP on the linear rank axis, which stays monotone.
+    Crossings are where the fit first reaches each threshold, solved inside the first data interval
+    that reaches it; a threshold met by the first point is left-censored (at or below the first
+    rank: no extrapolation below it), one never met is right-censored.
 
     The knee is the rank maximizing the distance between the fit and its secant through the
     two end points, with rank or ``log2(rank)`` as horizontal coordinate (``knee_axis``). When
@@ -123,24 +144,39 @@ def analyze_curve(
     rising straight line (it never stopped paying off), the first rank for a flat one.
     """
     teacher = _positive_number(teacher_accuracy, "teacher accuracy")
-    rank_values, normalized = _normalized_points(ranks, accuracies, teacher)
+    rank_values, normalized, counts = _normalized_points(ranks, accuracies, teacher)
     threshold_pair = _validate_thresholds(thresholds)
-    if knee_axis not in KNEE_AXES:
-        raise AnalysisError(f"knee axis must be one of {', '.join(KNEE_AXES)}, got {knee_axis!r}")
+    _check_choice("knee axis", knee_axis, KNEE_AXES)
+    _check_choice("monotone", monotone, MONOTONE_MODES)
 
-    monotone = np.maximum.accumulate(normalized)
-    fit = _pchip(rank_values, monotone)
-    low, high = (_crossing(rank_values, monotone, fit, t) for t in threshold_pair)
+    curve = make_monotone(normalized[:, None], counts, monotone)
+    read = read_off(rank_values, curve, threshold_pair, knee_axis)
+    (low, low_side), (high, high_side) = (
+        (None if side[0] == 1 else float(rank[0]), _SIDES[int(side[0])]) for rank, side in read.crossings
+    )
     band = (_ceil_rank(low), _ceil_rank(high)) if low is not None and high is not None else None
     return CurveAnalysis(
         ranks=tuple(rank_values.tolist()),
         normalized=tuple(normalized.tolist()),
-        monotone=tuple(monotone.tolist()),
+        monotone=tuple(curve[:, 0].tolist()),
         teacher_accuracy=teacher,
-        region=Region(low=low, high=high, band=band, thresholds=threshold_pair),
-        knee=_knee(rank_values, monotone, fit, knee_axis),
+        region=Region(low=low, high=high, band=band, thresholds=threshold_pair,
+                      low_censored=low_side, high_censored=high_side),
+        knee=float(read.knee[0]),
         knee_axis=knee_axis,
+        monotone_mode=monotone,
     )
+
+
+def check_same_units(teacher_accuracy: float, accuracies: ArrayLike) -> None:
+    """Refuse a teacher accuracy and a curve in different units: one a fraction, the other in percent."""
+    teacher, top = float(teacher_accuracy), float(np.max(accuracies))
+    if teacher > _PERCENT_ABOVE and top <= 1:
+        raise AnalysisError(f"teacher accuracy {teacher:g} looks like a percentage but every accuracy of the "
+                            f"curve is at most 1 (a fraction); give both in the same units")
+    if teacher <= 1 and top > _PERCENT_ABOVE:
+        raise AnalysisError(f"teacher accuracy {teacher:g} looks like a fraction but the curve reaches {top:g} "
+                            f"(a percentage); give both in the same units")
 
 
 def read_curve_csv(path: str | os.PathLike[str]) -> tuple[list[float], list[float]]:
@@ -213,10 +249,10 @@ def _cell_value(row: list[str], index: int, column: str, path: str, line: int) -
 
 def _normalized_points(
     ranks: ArrayLike, accuracies: ArrayLike, teacher: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validated, sorted unique ranks and their mean accuracy / teacher accuracy."""
-    rank_array = _finite_vector(ranks, "ranks")
-    accuracy_array = _finite_vector(accuracies, "accuracies")
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated, sorted unique ranks, their mean accuracy / teacher accuracy and their number of points."""
+    rank_array = finite_vector(ranks, "ranks")
+    accuracy_array = finite_vector(accuracies, "accuracies")
     if rank_array.shape != accuracy_array.shape:
         raise AnalysisError(
             f"got {rank_array.size} ranks but {accuracy_array.size} accuracies; they must pair up"
@@ -229,8 +265,8 @@ def _normalized_points(
     unique_ranks, slot = np.unique(rank_array, return_inverse=True)
     if unique_ranks.size < 2:
         raise AnalysisError(f"a curve needs at least 2 distinct ranks, got {unique_ranks.size}")
-    mean_accuracy = np.bincount(slot, weights=accuracy_array) / np.bincount(slot)
-    return unique_ranks, mean_accuracy / teacher
+    counts = np.bincount(slot)
+    return unique_ranks, np.bincount(slot, weights=accuracy_array) / counts / teacher, counts
 
 
 def _positive_number(value: float, name: str) -> float:
@@ -243,7 +279,8 @@ def _positive_number(value: float, name: str) -> float:
     return number
 
 
-def _finite_vector(values: ArrayLike, name: str) -> np.ndarray:
+def finite_vector(values: ArrayLike, name: str) -> np.ndarray:
+    """``values`` as a flat float array; AnalysisError naming ``name`` if they are not finite numbers."""
     try:
         array = np.asarray(values, dtype=float)
     except (TypeError, ValueError):
@@ -265,25 +302,76 @@ def _validate_thresholds(thresholds: Sequence[float]) -> tuple[float, float]:
     return low, high
 
 
-def _pchip(ranks: ArrayLike, monotone: ArrayLike) -> PchipInterpolator:
-    return PchipInterpolator(
-        np.asarray(ranks, dtype=float), np.asarray(monotone, dtype=float), extrapolate=False
-    )
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise AnalysisError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def _crossing(
-    ranks: np.ndarray, monotone: np.ndarray, fit: PchipInterpolator, threshold: float
-) -> float | None:
-    """First rank where the fit reaches ``threshold``; None if it never does."""
-    reached = np.flatnonzero(monotone >= threshold)
-    if reached.size == 0:
-        return None
-    first = int(reached[0])
-    if first == 0:
-        return float(ranks[0])
-    # The fit is monotone on each interval and below the threshold before this one,
-    # so the root inside it is the first crossing.
-    return float(brentq(lambda r: float(fit(r)) - threshold, ranks[first - 1], ranks[first], xtol=1e-12))
+# --- read-offs of many curves at once (columns); one curve is one column -----------------------
+
+
+@dataclass(frozen=True)
+class ReadOff:
+    """The read-offs of curves given as columns: per threshold, the crossings' ranks and censoring
+    (-1: met at the first rank, which the rank then holds; 1: never met, the rank holds the last
+    rank; 0: crossed), the knees, and the PCHIP fit of every column."""
+
+    crossings: tuple[tuple[np.ndarray, np.ndarray], ...]
+    knee: np.ndarray
+    fit: PchipInterpolator
+
+
+def make_monotone(curves: np.ndarray, weights: np.ndarray, mode: str) -> np.ndarray:
+    """Each column of ``curves`` (rows: increasing ranks) made non-decreasing, as ``mode`` says;
+    ``weights`` (one per rank) weigh the isotonic least squares."""
+    if mode == "running-max":
+        return np.maximum.accumulate(curves, axis=0)
+    from sklearn.isotonic import isotonic_regression  # scikit-learn is slow to import; only this needs it
+
+    weights = np.asarray(weights, dtype=float)
+    return np.stack([isotonic_regression(column, sample_weight=weights, increasing=True) for column in curves.T],
+                    axis=1)
+
+
+def fit_curves(ranks: np.ndarray, curves: np.ndarray) -> PchipInterpolator:
+    """PCHIP through each column of ``curves`` (or through one curve), no extrapolation."""
+    return PchipInterpolator(np.asarray(ranks, dtype=float), np.asarray(curves, dtype=float), extrapolate=False)
+
+
+def read_off(ranks: np.ndarray, curves: np.ndarray, thresholds: Sequence[float], knee_axis: str) -> ReadOff:
+    """Fit every column of the non-decreasing ``curves`` and read its crossings and knee off."""
+    fit = fit_curves(ranks, curves)
+    crossings = tuple(_crossings(ranks, curves, fit, t) for t in thresholds)
+    return ReadOff(crossings=crossings, knee=_knees(ranks, curves, fit, knee_axis), fit=fit)
+
+
+def _evaluate(fit: PchipInterpolator, x: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Curve ``columns[k]`` of a multi-curve fit at ``x[k]``, for every k at once."""
+    piece = np.clip(np.searchsorted(fit.x, x, side="right") - 1, 0, fit.x.size - 2)
+    dx = x - fit.x[piece]
+    c = fit.c[:, piece, columns]
+    return ((c[0] * dx + c[1]) * dx + c[2]) * dx + c[3]
+
+
+def _crossings(
+    ranks: np.ndarray, curves: np.ndarray, fit: PchipInterpolator, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """First rank where each column's fit reaches ``threshold``, and its censoring (see ReadOff)."""
+    reached = curves >= threshold
+    first = np.argmax(reached, axis=0)
+    side = np.where(~reached.any(axis=0), 1, np.where(first == 0, -1, 0))
+    rank = np.where(side == 1, ranks[-1], ranks[first])
+    # A piece is monotone and below the threshold at its left end: if its right end equals the
+    # threshold, that end is the crossing, exactly (bisection would stop an ulp of fit short of it).
+    columns = np.flatnonzero((side == 0) & (curves[first, np.arange(first.size)] > threshold))
+    lo, hi = ranks[first[columns] - 1], rank[columns]
+    # Bisection keeps the smallest rank known to reach the threshold.
+    for _ in range(_BISECT_STEPS):
+        mid = 0.5 * (lo + hi)
+        above = _evaluate(fit, mid, columns) >= threshold
+        lo, hi = np.where(above, lo, mid), np.where(above, mid, hi)
+    rank[columns] = hi
+    return rank, side
 
 
 def _ceil_rank(rank: float) -> int:
@@ -293,33 +381,41 @@ def _ceil_rank(rank: float) -> int:
     return math.ceil(rank)
 
 
-def _knee(ranks: np.ndarray, monotone: np.ndarray, fit: PchipInterpolator, axis: str) -> float:
-    """Rank of largest |fit - secant| on the chosen axis (same argmax as perpendicular distance)."""
-    rise = monotone[-1] - monotone[0]
-    plateau_rank = float(ranks[int(np.argmax(monotone == monotone[-1]))])
+def _knees(ranks: np.ndarray, curves: np.ndarray, fit: PchipInterpolator, axis: str) -> np.ndarray:
+    """Rank of largest |fit - secant| of each column on the chosen axis (the argmax of the
+    perpendicular distance too): the best point of a dense grid, polished by golden section."""
+    rise = curves[-1] - curves[0]
+    plateau = ranks[np.argmax(curves == curves[-1], axis=0)]
     if ranks.size < 3:
-        return plateau_rank
+        return plateau
 
     to_axis, to_rank = _axis_maps(axis, ranks[0], ranks[-1])
     x0, x1 = to_axis(ranks[0]), to_axis(ranks[-1])
+    columns = np.arange(curves.shape[1])
 
-    def deviation(x: np.ndarray | float) -> np.ndarray:
-        secant = monotone[0] + rise * (np.asarray(x) - x0) / (x1 - x0)
-        return np.abs(fit(to_rank(x)) - secant)
+    def deviation(x: np.ndarray) -> np.ndarray:
+        return np.abs(_evaluate(fit, to_rank(x), columns) - (curves[0] + rise * (x - x0) / (x1 - x0)))
 
     grid = np.linspace(x0, x1, _KNEE_GRID_POINTS)
-    grid_deviation = deviation(grid)
-    best = int(np.argmax(grid_deviation))
-    if grid_deviation[best] <= _STRAIGHT_RTOL * rise:
-        return plateau_rank
+    secant = curves[0] + rise * ((grid - x0) / (x1 - x0))[:, None]
+    grid_deviation = np.abs(fit(to_rank(grid)) - secant)
+    best = np.argmax(grid_deviation, axis=0)
+    best_deviation = grid_deviation[best, columns]
 
-    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, grid.size - 1)]
-    refined = minimize_scalar(
-        lambda x: -float(deviation(x)), bounds=(lo, hi), method="bounded", options={"xatol": 1e-9 * (hi - lo)}
-    )
-    # Bounded Brent may settle on a worse local point than the grid already had.
-    x_best = refined.x if -refined.fun > grid_deviation[best] else grid[best]
-    return float(to_rank(x_best))
+    a, b = grid[np.maximum(best - 1, 0)], grid[np.minimum(best + 1, grid.size - 1)]
+    c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
+    fc, fd = deviation(c), deviation(d)
+    for _ in range(_GOLDEN_STEPS):
+        left = fc > fd  # the maximum lies in [a, d]
+        a, b = np.where(left, a, c), np.where(left, d, b)
+        new = np.where(left, b - _GOLDEN * (b - a), a + _GOLDEN * (b - a))
+        f_new = deviation(new)
+        c, d = np.where(left, new, d), np.where(left, c, new)
+        fc, fd = np.where(left, f_new, fd), np.where(left, fc, f_new)
+    refined = 0.5 * (a + b)
+    # The polish may settle on a worse local point than the grid already had.
+    knees = to_rank(np.where(deviation(refined) > best_deviation, refined, grid[best]))
+    return np.where(best_deviation <= _STRAIGHT_RTOL * rise, plateau, knees)
 
 
 def _axis_maps(
@@ -329,268 +425,3 @@ def _axis_maps(
     if axis == "log2":
         return math.log2, lambda u: np.clip(np.exp2(u), first_rank, last_rank)
     return float, lambda x: np.clip(np.asarray(x, dtype=float), first_rank, last_rank)
-
-
-# --- bootstrap over seeds -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """One read-off quantity: its value on the seed-mean curve and a percentile-bootstrap interval.
-
-    ``mean`` is read off the curve of per-rank mean accuracies (None: that curve never reaches the
-    threshold). ``ci_low``/``ci_high`` are the 2.5/97.5 percentiles over the resamples; for a
-    crossing they are taken over the resamples that reach the threshold, and are None when fewer
-    than half of them do (an interval of a minority says little). ``unreached`` is the fraction of
-    resamples that never reach the threshold (None for the knee, which always exists).
-    """
-
-    mean: float | None
-    ci_low: float | None
-    ci_high: float | None
-    unreached: float | None = None
-
-    def to_dict(self) -> dict:
-        return {"mean": self.mean, "ci_low": self.ci_low, "ci_high": self.ci_high, "unreached": self.unreached}
-
-
-@dataclass(frozen=True)
-class Band:
-    """Pointwise 2.5/97.5 percentile envelope of the resampled fitted curves (normalized accuracy)."""
-
-    ranks: tuple[float, ...]
-    low: tuple[float, ...]
-    high: tuple[float, ...]
-
-    def to_dict(self) -> dict:
-        return {"ranks": list(self.ranks), "low": list(self.low), "high": list(self.high)}
-
-
-@dataclass(frozen=True)
-class Uncertainty:
-    """Region and knee of a multi-seed sweep with 95% percentile-bootstrap intervals.
-
-    ``resamples`` is 0 (and every interval and the band None, ``note`` saying why) when no rank has
-    more than one seed: there is nothing to resample.
-    """
-
-    low: Estimate
-    high: Estimate
-    knee: Estimate
-    thresholds: tuple[float, float]
-    knee_axis: str
-    resamples: int
-    seeds: tuple[int, ...]
-    ranks: tuple[float, ...]
-    seeds_per_rank: tuple[int, ...]
-    rng_seed: int
-    band: Band | None
-    note: str | None = None
-    confidence: float = CONFIDENCE
-
-    def to_dict(self, band: bool = False) -> dict:
-        """JSON-ready; the band of fits (a few hundred points) only when asked for."""
-        data = {
-            "method": "percentile bootstrap over seeds, resampled independently at every rank",
-            "confidence": self.confidence,
-            "resamples": self.resamples,
-            "rng_seed": self.rng_seed,
-            "seeds": list(self.seeds),
-            "seeds_per_rank": {f"{rank:g}": n for rank, n in zip(self.ranks, self.seeds_per_rank)},
-            "thresholds": list(self.thresholds),
-            "knee_axis": self.knee_axis,
-            "low": self.low.to_dict(),
-            "high": self.high.to_dict(),
-            "knee": self.knee.to_dict(),
-            "note": self.note,
-        }
-        if band:
-            data["band"] = self.band.to_dict() if self.band is not None else None
-        return data
-
-
-def bootstrap_curve(
-    ranks: ArrayLike,
-    accuracies: ArrayLike,
-    seeds: ArrayLike,
-    teacher_accuracy: float,
-    thresholds: Sequence[float] = (0.85, 0.95),
-    knee_axis: str = "linear",
-    resamples: int = 1000,
-    rng_seed: int = 0,
-) -> Uncertainty:
-    """Percentile-bootstrap intervals of the crossings and the knee over the seeds of each rank.
-
-    Point estimates are read off the seed-mean curve, exactly as :func:`analyze_curve` reads them
-    (points of one rank and seed are averaged first). Each resample draws, independently at every
-    rank, that rank's seeds with replacement, averages them, and is fitted and read off the same
-    way (running max, PCHIP, first crossing, largest distance to the secant). Ranks may hold
-    different numbers of seeds; a rank with one seed adds no spread. Deterministic given
-    ``rng_seed``. With one seed at every rank there is nothing to resample: every interval is None
-    and ``note`` says so.
-
-    A resample whose curve never reaches a threshold has no crossing: it is counted in
-    ``unreached`` and left out of that crossing's percentiles, which are therefore conditional on
-    reaching it, and None when fewer than half of the resamples reach it. The band is the
-    pointwise 2.5/97.5 percentile of the resampled fits on a dense grid of ranks.
-    """
-    teacher = _positive_number(teacher_accuracy, "teacher accuracy")
-    threshold_pair = _validate_thresholds(thresholds)
-    if knee_axis not in KNEE_AXES:
-        raise AnalysisError(f"knee axis must be one of {', '.join(KNEE_AXES)}, got {knee_axis!r}")
-    if isinstance(resamples, bool) or not isinstance(resamples, int | np.integer) or resamples < 1:
-        raise AnalysisError(f"bootstrap resamples must be a positive integer, got {resamples!r}")
-    unique_ranks, per_seed, seed_values = _per_seed_means(ranks, accuracies, seeds)
-
-    counts = np.array([len(values) for values in per_seed])
-    flat_ranks = np.repeat(unique_ranks, counts)
-    flat_accuracies = np.concatenate(per_seed)
-    point = analyze_curve(flat_ranks, flat_accuracies, teacher, threshold_pair, knee_axis)
-    common = dict(thresholds=threshold_pair, knee_axis=knee_axis, seeds=seed_values,
-                  ranks=tuple(unique_ranks.tolist()), seeds_per_rank=tuple(counts.tolist()), rng_seed=int(rng_seed))
-    if counts.max() < 2:
-        return Uncertainty(
-            low=Estimate(point.region.low, None, None), high=Estimate(point.region.high, None, None),
-            knee=Estimate(point.knee, None, None), resamples=0, band=None,
-            note=ONE_SEED_NOTE, **common,
-        )
-
-    # Every draw at once (a rank with fewer seeds ignores the surplus columns), so the result
-    # does not depend on how the resamples are chunked below.
-    padded = np.zeros((unique_ranks.size, counts.max()))
-    for i, values in enumerate(per_seed):
-        padded[i, : values.size] = values
-    rng = np.random.default_rng(rng_seed)
-    draws = np.minimum((rng.random((resamples, *padded.shape)) * counts[:, None]).astype(np.intp),
-                       counts[:, None] - 1)
-    used = np.arange(padded.shape[1]) < counts[:, None]
-    chosen = padded[np.arange(unique_ranks.size)[:, None], draws]
-    means = np.where(used, chosen, 0.0).sum(axis=2) / counts
-    monotone = np.maximum.accumulate(means / teacher, axis=1).T  # (ranks, resamples)
-
-    dense = _band_grid(unique_ranks)
-    lows, highs, knees, fits = [], [], [], []
-    for start in range(0, resamples, _CHUNK):
-        block = monotone[:, start:start + _CHUNK]
-        fit = _pchip(unique_ranks, block)
-        lows.append(_crossings(unique_ranks, block, fit, threshold_pair[0]))
-        highs.append(_crossings(unique_ranks, block, fit, threshold_pair[1]))
-        knees.append(_knees(unique_ranks, block, fit, knee_axis))
-        fits.append(fit(dense))
-    band_low, band_high = np.percentile(np.concatenate(fits, axis=1), _PERCENTILES, axis=1)
-    return Uncertainty(
-        low=_estimate(point.region.low, np.concatenate(lows)),
-        high=_estimate(point.region.high, np.concatenate(highs)),
-        knee=_estimate(point.knee, np.concatenate(knees), crossing=False),
-        resamples=int(resamples),
-        band=Band(tuple(dense.tolist()), tuple(band_low.tolist()), tuple(band_high.tolist())),
-        **common,
-    )
-
-
-def _per_seed_means(
-    ranks: ArrayLike, accuracies: ArrayLike, seeds: ArrayLike
-) -> tuple[np.ndarray, list[np.ndarray], tuple[int, ...]]:
-    """Sorted unique ranks, each rank's per-seed mean accuracies (seed order), and the distinct seeds."""
-    rank_array = _finite_vector(ranks, "ranks")
-    accuracy_array = _finite_vector(accuracies, "accuracies")
-    seed_array = _finite_vector(seeds, "seeds")
-    if not rank_array.shape == accuracy_array.shape == seed_array.shape:
-        raise AnalysisError(
-            f"got {rank_array.size} ranks, {accuracy_array.size} accuracies and {seed_array.size} seeds; "
-            "they must pair up"
-        )
-    if np.any(seed_array != np.round(seed_array)):
-        raise AnalysisError("seeds must be integers")
-    unique_ranks = np.unique(rank_array)
-    per_seed = []
-    for rank in unique_ranks:
-        at_rank = rank_array == rank
-        rank_seeds, slot = np.unique(seed_array[at_rank], return_inverse=True)
-        per_seed.append(np.bincount(slot, weights=accuracy_array[at_rank]) / np.bincount(slot))
-    return unique_ranks, per_seed, tuple(int(s) for s in np.unique(seed_array))
-
-
-def _estimate(point: float | None, samples: np.ndarray, crossing: bool = True) -> Estimate:
-    reached = samples[~np.isnan(samples)]
-    unreached = 1.0 - reached.size / samples.size
-    if reached.size == 0 or reached.size < samples.size / 2:
-        low = high = None
-    else:
-        low, high = (float(v) for v in np.percentile(reached, _PERCENTILES))
-    return Estimate(point, low, high, unreached if crossing else None)
-
-
-def _band_grid(ranks: np.ndarray) -> np.ndarray:
-    """Dense ranks for the band: even on both the linear and the log2 axis, plus the measured ranks."""
-    first, last = ranks[0], ranks[-1]
-    grid = np.concatenate([np.linspace(first, last, _BAND_POINTS), np.geomspace(first, last, _BAND_POINTS), ranks])
-    return np.unique(np.clip(grid, first, last))
-
-
-def _evaluate_columns(fit: PchipInterpolator, x: np.ndarray) -> np.ndarray:
-    """Curve j of a multi-curve fit evaluated at x[j], for every j at once."""
-    breaks = fit.x
-    piece = np.clip(np.searchsorted(breaks, x, side="right") - 1, 0, breaks.size - 2)
-    dx = x - breaks[piece]
-    c = fit.c[:, piece, np.arange(x.size)]
-    return ((c[0] * dx + c[1]) * dx + c[2]) * dx + c[3]
-
-
-def _crossings(ranks: np.ndarray, monotone: np.ndarray, fit: PchipInterpolator, threshold: float) -> np.ndarray:
-    """:func:`_crossing` for every column of ``monotone`` (NaN where never reached), by bisection."""
-    reached = monotone >= threshold
-    first = np.argmax(reached, axis=0)
-    result = np.where(reached.any(axis=0), ranks[first], np.nan)
-    inside = reached.any(axis=0) & (first > 0)
-    if not inside.any():
-        return result
-    columns = np.flatnonzero(inside)
-    lo, hi = ranks[first[columns] - 1], ranks[first[columns]]
-    coefficients = fit.c[:, first[columns] - 1, columns]
-    left = lo.copy()
-    # Each piece is monotone, below the threshold at its left end and at or above it at its right:
-    # bisection keeps the smallest rank known to reach it.
-    for _ in range(_BISECT_STEPS):
-        mid = 0.5 * (lo + hi)
-        dx = mid - left
-        value = ((coefficients[0] * dx + coefficients[1]) * dx + coefficients[2]) * dx + coefficients[3]
-        above = value >= threshold
-        hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
-    result[columns] = hi
-    return result
-
-
-def _knees(ranks: np.ndarray, monotone: np.ndarray, fit: PchipInterpolator, axis: str) -> np.ndarray:
-    """:func:`_knee` for every column of ``monotone``: the same grid, then golden section for Brent."""
-    rise = monotone[-1] - monotone[0]
-    plateau = ranks[np.argmax(monotone == monotone[-1], axis=0)]
-    if ranks.size < 3:
-        return plateau
-
-    to_axis, to_rank = _axis_maps(axis, ranks[0], ranks[-1])
-    x0, x1 = to_axis(ranks[0]), to_axis(ranks[-1])
-    grid = np.linspace(x0, x1, _KNEE_GRID_POINTS)
-    secant = monotone[0] + rise * ((grid - x0) / (x1 - x0))[:, None]
-    grid_deviation = np.abs(fit(to_rank(grid)) - secant)
-    best = np.argmax(grid_deviation, axis=0)
-    best_deviation = grid_deviation[best, np.arange(best.size)]
-
-    def deviation(x: np.ndarray) -> np.ndarray:
-        return np.abs(_evaluate_columns(fit, to_rank(x)) - (monotone[0] + rise * (x - x0) / (x1 - x0)))
-
-    a, b = grid[np.maximum(best - 1, 0)], grid[np.minimum(best + 1, grid.size - 1)]
-    shrink = (math.sqrt(5) - 1) / 2
-    c, d = b - shrink * (b - a), a + shrink * (b - a)
-    fc, fd = deviation(c), deviation(d)
-    for _ in range(_GOLDEN_STEPS):
-        left = fc > fd  # the maximum lies in [a, d]
-        a, b = np.where(left, a, c), np.where(left, d, b)
-        new = np.where(left, b - shrink * (b - a), a + shrink * (b - a))
-        f_new = deviation(new)
-        c, d = np.where(left, new, d), np.where(left, c, new)
-        fc, fd = np.where(left, f_new, fd), np.where(left, fc, f_new)
-    refined = 0.5 * (a + b)
-    x_best = np.where(deviation(refined) > best_deviation, refined, grid[best])
-    knees = to_rank(x_best)
-    return np.where(best_deviation <= _STRAIGHT_RTOL * rise, plateau, knees)

@@ -1,4 +1,4 @@
-"""Region, knee and CSV reading of effrank_bench.analysis, checked against hand-computed numbers."""
+"""Region, knee, monotone fit and CSV reading of effrank_bench.analysis, checked against hand-computed numbers."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from effrank_bench.analysis import CurveAnalysis, analyze_curve, parse_thresholds, read_curve_csv
+from effrank_bench.analysis import (CurveAnalysis, analyze_curve, check_same_units, make_monotone, parse_thresholds,
+                                    read_curve_csv, read_off)
+from effrank_bench.cli import main
 from effrank_bench.errors import AnalysisError
+from effrank_bench.report import region_lines
 
 RANKS_1_TO_100 = np.arange(1, 101, dtype=float)
+PAPER_GRID = np.array([2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256], dtype=float)
 
 
 def linear_curve() -> CurveAnalysis:
@@ -44,8 +48,22 @@ def test_crossing_between_two_points_solves_fit_equal_threshold():
     low = curve.region.low
     assert 1 < low < 2
     assert float(curve.fit(low)) == pytest.approx(0.85, abs=1e-9)
+    # The data point at rank 2 sits exactly on the threshold: the crossing is that rank, not an ulp below.
     assert curve.region.high == 2.0
     assert curve.region.band == (2, 2)
+    assert curve.region.low_censored is None and curve.region.high_censored is None
+
+
+def test_crossing_is_where_the_fit_first_reaches_the_threshold_to_float_resolution():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        noisy = np.clip(1 - np.exp(-PAPER_GRID / 30) + rng.normal(0, 0.05, PAPER_GRID.size), 0, None)
+        curve = analyze_curve(PAPER_GRID, noisy, 1.0)
+        low = curve.region.low
+        if low is None or curve.region.low_censored:
+            continue
+        assert float(curve.fit(low)) == pytest.approx(0.85, abs=1e-12)
+        assert float(curve.fit(low * (1 - 1e-9))) < 0.85 < float(curve.fit(low * (1 + 1e-9)))
 
 
 def test_dip_after_reaching_threshold_does_not_move_crossing():
@@ -77,16 +95,29 @@ def test_early_spike_counts_from_its_rank_on():
     assert curve.region.high is None
 
 
-def test_threshold_never_reached_gives_none_and_no_band():
+def test_threshold_never_reached_is_right_censored_with_no_band():
     region = analyze_curve([1, 2, 4], [0.5, 0.8, 0.9], 1.0).region
-    assert 2 < region.low < 4
-    assert region.high is None
-    assert region.band is None
+    assert 2 < region.low < 4 and region.low_censored is None
+    assert region.high is None and region.high_censored == "right"
+    assert region.band is None and region.band_text() is None
 
 
-def test_first_point_already_above_threshold_crosses_at_first_rank():
-    region = analyze_curve([8, 16, 32], [0.96, 0.97, 0.98], 1.0).region
+def test_threshold_met_by_the_first_point_is_left_censored_at_the_first_rank():
+    # No extrapolation below rank 8: the curve reaches 95% at rank 8 or earlier, not at 8.
+    curve = analyze_curve([8, 16, 32], [0.96, 0.97, 0.98], 1.0)
+    region = curve.region
     assert (region.low, region.high, region.band) == (8.0, 8.0, (8, 8))
+    assert region.low_censored == region.high_censored == "left"
+    assert region.band_text() == "[≤8, ≤8]"
+    assert region_lines(curve, None)[0] == "effective-rank region: 85% at rank ≤8.00, 95% at rank ≤8.00 → band [≤8, ≤8]"
+
+
+def test_only_the_low_threshold_met_at_the_first_rank_shows_in_the_band():
+    # 0.9 at rank 2 already meets 85%; 95% is crossed between ranks 4 (0.93) and 8 (0.99).
+    region = analyze_curve([2, 4, 8], [0.9, 0.93, 0.99], 1.0).region
+    assert (region.low, region.low_censored) == (2.0, "left")
+    assert 4 < region.high < 8 and region.high_censored is None
+    assert region.band_text() == f"[≤2, {math.ceil(region.high)}]"
 
 
 def test_duplicates_of_a_rank_are_averaged():
@@ -103,6 +134,64 @@ def test_percent_and_fraction_give_the_same_region():
     assert in_percent.region.low == pytest.approx(in_fraction.region.low, rel=1e-12)
     assert in_percent.region.high == pytest.approx(in_fraction.region.high, rel=1e-12)
     assert in_percent.region.band == in_fraction.region.band
+
+
+# --- monotone: running max or isotonic --------------------------------------------------------
+
+
+def test_isotonic_pools_a_dip_where_running_max_keeps_the_peak():
+    # Running max credits rank 3 with rank 2's 0.9; isotonic least squares pools 0.9 and 0.7 into 0.8.
+    accuracies = [0.5, 0.9, 0.7, 0.95]
+    running = analyze_curve([1, 2, 3, 4], accuracies, 1.0)
+    isotonic = analyze_curve([1, 2, 3, 4], accuracies, 1.0, monotone="isotonic")
+    assert running.monotone == pytest.approx((0.5, 0.9, 0.9, 0.95), abs=1e-15)
+    assert isotonic.monotone == pytest.approx((0.5, 0.8, 0.8, 0.95), abs=1e-15)
+    assert running.monotone_mode == "running-max" and isotonic.monotone_mode == "isotonic"
+    assert isotonic.normalized == running.normalized  # the measured points are kept as measured
+    # 85%: running max crosses inside [1, 2] (0.5 -> 0.9); isotonic only inside [3, 4] (0.8 -> 0.95).
+    assert 1 < running.region.low < 2 and 3 < isotonic.region.low < 4
+    assert isotonic.to_dict()["monotone"] == "isotonic"
+
+
+def test_isotonic_weighs_each_rank_by_its_number_of_points():
+    # Rank 3 is measured twice (0.6, 0.8 -> 0.7, weight 2): pooled with rank 2's 0.9 (weight 1),
+    # the least-squares level is (0.9 + 2 * 0.7) / 3.
+    curve = analyze_curve([1, 2, 3, 3], [0.5, 0.9, 0.6, 0.8], 1.0, monotone="isotonic")
+    assert curve.monotone == pytest.approx((0.5, 2.3 / 3, 2.3 / 3), abs=1e-15)
+
+
+def test_a_non_decreasing_curve_is_the_same_under_both_modes():
+    ranks, accuracies = [1, 2, 4, 8], [0.3, 0.6, 0.9, 0.97]
+    running, isotonic = (analyze_curve(ranks, accuracies, 1.0, monotone=m) for m in ("running-max", "isotonic"))
+    assert running.monotone == isotonic.monotone == tuple(accuracies)
+    assert running.region == isotonic.region and running.knee == isotonic.knee
+
+
+# --- many curves at once ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("axis", ["linear", "log2"])
+@pytest.mark.parametrize("mode", ["running-max", "isotonic"])
+def test_curves_read_off_together_are_read_as_each_alone(axis, mode):
+    # The bootstrap reads its resamples as columns of one array: no column may see another.
+    rng = np.random.default_rng(0)
+    curves = np.clip(1 - np.exp(-PAPER_GRID / 30)[:, None] + rng.normal(0, 0.05, (PAPER_GRID.size, 60)), 0, None)
+    monotone = make_monotone(curves, np.ones(PAPER_GRID.size), mode)
+    read = read_off(PAPER_GRID, monotone, (0.85, 0.95), axis)
+    (low, low_side), (high, high_side) = read.crossings
+    for j in range(curves.shape[1]):
+        single = analyze_curve(PAPER_GRID, curves[:, j], 1.0, knee_axis=axis, monotone=mode)
+        assert single.monotone == tuple(monotone[:, j])
+        assert (single.region.low, single.region.low_censored) == (
+            None if low_side[j] == 1 else low[j], {-1: "left", 0: None, 1: "right"}[low_side[j]])
+        assert single.region.high == (None if high_side[j] == 1 else high[j])
+        assert single.knee == read.knee[j]
+
+
+def test_a_straight_and_a_flat_curve_read_together_take_the_plateau_knee():
+    ranks = np.array([1.0, 2.0, 3.0, 4.0])
+    curves = np.stack([ranks / 4, np.full(4, 0.7)], axis=1)
+    assert read_off(ranks, curves, (0.85, 0.95), "linear").knee.tolist() == [4.0, 1.0]
 
 
 # --- knee -----------------------------------------------------------------------------------
@@ -178,6 +267,7 @@ def test_knee_without_a_bend_is_the_first_rank_at_the_maximum():
         ({"thresholds": (0.0, 0.85)}, "0 < t0 < t1"),
         ({"thresholds": (0.9,)}, "two numbers"),
         ({"knee_axis": "log10"}, "knee axis must be one of linear, log2"),
+        ({"monotone": "cummax"}, "monotone must be one of running-max, isotonic"),
     ],
 )
 def test_invalid_input_raises_analysis_error(kwargs, message):
@@ -250,8 +340,10 @@ def test_read_curve_csv_needs_two_points(tmp_path):
 
 def test_to_dict_is_json_ready_with_exact_keys():
     data = json.loads(json.dumps(linear_curve().to_dict()))
-    assert set(data) == {"teacher_accuracy", "region", "knee", "knee_axis", "points"}
-    assert data["region"] == {"low": 85.0, "high": 95.0, "band": [85, 95], "thresholds": [0.85, 0.95]}
+    assert set(data) == {"teacher_accuracy", "region", "knee", "knee_axis", "monotone", "points"}
+    assert data["region"] == {"low": 85.0, "high": 95.0, "band": [85, 95], "thresholds": [0.85, 0.95],
+                              "low_censored": None, "high_censored": None}
+    assert data["monotone"] == "running-max"
     assert data["teacher_accuracy"] == 1.0
     assert data["knee"] == 100.0
     assert data["knee_axis"] == "linear"
@@ -262,5 +354,36 @@ def test_to_dict_is_json_ready_with_exact_keys():
 def test_to_dict_band_is_none_when_a_threshold_is_missed():
     data = analyze_curve([1, 2], [0.5, 0.9], 1.0).to_dict()
     assert data["region"]["band"] is None
-    assert data["region"]["high"] is None
+    assert data["region"]["high"] is None and data["region"]["high_censored"] == "right"
     json.dumps(data)
+
+
+# --- units ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("teacher", "accuracies", "message"), [
+    (94.0, [0.3, 0.8, 0.93], "looks like a percentage"),
+    (0.94, [30.0, 80.0, 93.0], "looks like a fraction"),
+])
+def test_a_teacher_and_a_curve_in_different_units_are_refused(teacher, accuracies, message):
+    with pytest.raises(AnalysisError, match=message):
+        check_same_units(teacher, accuracies)
+
+
+@pytest.mark.parametrize(("teacher", "accuracies"), [(0.94, [0.3, 0.93]), (94.0, [30.0, 93.0]), (1.2, [0.5, 1.1])])
+def test_a_teacher_and_a_curve_in_the_same_units_pass(teacher, accuracies):
+    check_same_units(teacher, accuracies)
+
+
+def test_the_analyze_command_exits_2_on_mixed_units(tmp_path, capsys):
+    path = write(tmp_path, "rank,accuracy\n1,0.3\n2,0.8\n4,0.93\n")
+    assert main(["analyze", str(path), "--teacher-acc", "94"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: teacher accuracy 94 looks like a percentage") and err.count("\n") == 1
+
+
+def test_the_analyze_command_takes_the_monotone_mode(tmp_path, capsys):
+    path = write(tmp_path, "rank,accuracy\n1,0.5\n2,0.9\n3,0.7\n4,0.95\n")
+    assert main(["analyze", str(path), "--teacher-acc", "1", "--monotone", "isotonic", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["monotone"] == "isotonic" and 3 < data["region"]["low"] < 4
