@@ -1,4 +1,4 @@
-"""Batches of a data set on the run's device, images resized to the architecture's input size."""
+"""Batches of a data set on the run's device, images resized to the architecture's input size its weights' way."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from effrank_bench.specs import Modality, ModelRequest
+from effrank_bench.specs import Modality, ModelRequest, Preprocess
 
 
 def default_workers(device: torch.device, dataset: Dataset) -> int:
@@ -25,8 +25,11 @@ def default_workers(device: torch.device, dataset: Dataset) -> int:
 class Batches:
     """Iterates ``(x, y)`` on ``device``; images resized to ``input_size`` when the data set's differs.
 
-    Resizing happens per batch on the device (bilinear, as torchvision's Resize),
-    so a GPU does it and the data set stays at its native size in memory; the
+    Resizing happens per batch on the device, so a GPU does it and the data set stays at its
+    native size in memory: bilinear straight to the input size, or, with a ``preprocess`` that
+    resizes first, as its weights were evaluated (the shorter side to ``resize``, then the center
+    square of the input size, with its interpolation; antialiased as torchvision's and PIL's
+    Resize are, which changes nothing when upsampling bilinearly). The
     data set's own transforms (decoding, augmentation) run in ``workers`` processes
     and batches come through pinned memory on CUDA. ``channels_last`` hands image
     batches over in the memory format a channels-last model computes in.
@@ -35,7 +38,7 @@ class Batches:
 
     def __init__(self, dataset: Dataset, *, batch_size: int, modality: Modality, input_size: int,
                  device: torch.device, shuffle: bool = False, seed: int = 0, workers: int = 0,
-                 channels_last: bool = False):
+                 channels_last: bool = False, preprocess: Preprocess | None = None):
         # The generator also seeds the workers, so augmentation is reproducible for a seed.
         generator = torch.Generator().manual_seed(seed)
         self._loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
@@ -43,7 +46,7 @@ class Batches:
                                   persistent_workers=workers > 0)
         self.resize = modality == "image"
         self.channels_last = channels_last and modality == "image"
-        self.input_size, self.device = input_size, device
+        self.input_size, self.device, self.preprocess = input_size, device, preprocess
 
     def __len__(self) -> int:
         return len(self._loader)
@@ -53,10 +56,23 @@ class Batches:
         for x, y in self._loader:
             x = x.to(self.device, non_blocking=True)
             if self.resize and x.shape[-2:] != (size, size):
-                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+                x = self._resize(x)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y.to(self.device, non_blocking=True)
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        size, p = self.input_size, self.preprocess
+        if p is None or p.resize is None:
+            mode, antialias = ("bilinear", False) if p is None else (p.interpolation, True)
+            return F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=antialias)
+        h, w = x.shape[-2:]
+        # torchvision's Resize(int): the shorter side exactly, the longer one scaled and truncated.
+        short = round(p.resize * size / p.crop)  # = resize at the crop the weights expect
+        new = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
+        x = F.interpolate(x, size=new, mode=p.interpolation, align_corners=False, antialias=True)
+        top, left = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
+        return x[..., top:top + size, left:left + size]
 
 
 def example_input(request: ModelRequest, modality: Modality, batch_size: int, device: torch.device) -> torch.Tensor:

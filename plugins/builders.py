@@ -1,13 +1,15 @@
-"""What the built-in presets share: building timm models, and refusing pretrained weights clearly."""
+"""What the built-in presets share: building timm models, their preprocessing, refusing pretrained weights clearly."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import timm
+from timm.models import get_pretrained_cfg
 from torch import nn
 
 from effrank_bench.errors import CheckpointError
-from effrank_bench.specs import ModelRequest
+from effrank_bench.specs import ModelRequest, Preprocess
 
 
 def timm_builder(model_name: str, *, fixed_size: bool) -> Callable[[ModelRequest], nn.Module]:
@@ -35,3 +37,16 @@ def refuse_pretrained(name: str, request: ModelRequest) -> None:
     if request.pretrained:
         raise CheckpointError(f"{name} has no pretrained weights; train it from scratch (drop --pretrained) "
                               "or pass --teacher-checkpoint PATH")
+
+
+def timm_preprocess(model_name: str, input_size: int) -> Preprocess:
+    """The eval transform of a timm model's pretrained tag, read from timm's tables (no download).
+
+    timm resizes the shorter side to floor(input_size / crop_pct) and center crops, as its
+    ``transforms_imagenet_eval`` does in the default center crop mode.
+    """
+    cfg = get_pretrained_cfg(model_name)
+    if cfg is None or cfg.crop_mode not in (None, "center"):
+        raise ValueError(f"timm has no center-crop pretrained configuration for {model_name}")
+    return Preprocess(mean=tuple(cfg.mean), std=tuple(cfg.std), resize=math.floor(input_size / cfg.crop_pct),
+                      crop=input_size, interpolation=cfg.interpolation)

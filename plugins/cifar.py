@@ -1,4 +1,4 @@
-"""CIFAR-10 and CIFAR-100 from their "python version" files."""
+"""CIFAR-10 and CIFAR-100 from their "python version" files, normalized the architecture's way or their own."""
 from __future__ import annotations
 
 import os
@@ -13,9 +13,9 @@ from torch.utils.data import Dataset
 
 from effrank_bench import hookimpl
 from effrank_bench.errors import DataError, one_line
+from effrank_bench.paths import cache_dir
 from effrank_bench.specs import DataRequest, DatasetSpec, DataSplits
-from effrank_bench.teacher import cache_dir
-from effrank_bench_plugins.imaging import normalize, train_augment
+from effrank_bench_plugins.imaging import Normalize, train_augment
 from effrank_bench_plugins.splits import held_out_val
 
 
@@ -29,9 +29,9 @@ def default_data_root() -> Path:
 class ImageTensors(Dataset):
     """uint8 images N×3×H×W held in memory; items are normalized float images, augmented when asked."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor,
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, normalize: Normalize,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
-        self.images, self.labels, self.augment = images, labels, augment
+        self.images, self.labels, self.normalize, self.augment = images, labels, normalize, augment
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -40,7 +40,7 @@ class ImageTensors(Dataset):
         image = self.images[i]
         if self.augment is not None:
             image = self.augment(image)  # on uint8, so crop padding is black as in the usual recipe
-        return normalize(image), int(self.labels[i])
+        return self.normalize(image), int(self.labels[i])
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,16 @@ class _Cifar:
     label_key: str
     num_classes: int
     torchvision_class: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
 
 
+# mean and std: per channel over every pixel of the 50,000 training images, for models trained from scratch.
 _CIFAR10 = _Cifar("cifar10", "CIFAR-10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
-                  ("test_batch",), "labels", 10, "CIFAR10")
-_CIFAR100 = _Cifar("cifar100", "CIFAR-100", "cifar-100-python", ("train",), ("test",), "fine_labels", 100, "CIFAR100")
+                  ("test_batch",), "labels", 10, "CIFAR10",
+                  mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
+_CIFAR100 = _Cifar("cifar100", "CIFAR-100", "cifar-100-python", ("train",), ("test",), "fine_labels", 100, "CIFAR100",
+                   mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))
 
 
 class _NumpyOnly(pickle.Unpickler):
@@ -133,10 +138,12 @@ def _load(cifar: _Cifar, request: DataRequest) -> DataSplits:
     test_images, test_labels = read(cifar.test_files)
     train, val = held_out_val(labels.numpy())
     augment = train_augment(32) if request.augment else None
+    normalize = (Normalize.expected_by(request.preprocess, 3) if request.preprocess is not None
+                 else Normalize(cifar.mean, cifar.std))
     return DataSplits(
-        train=ImageTensors(images[train], labels[train], augment),
-        val=ImageTensors(images[val], labels[val]),
-        test=ImageTensors(test_images, test_labels),
+        train=ImageTensors(images[train], labels[train], normalize, augment),
+        val=ImageTensors(images[val], labels[val], normalize),
+        test=ImageTensors(test_images, test_labels, normalize),
         num_classes=cifar.num_classes, modality="image", input_size=32, in_chans=3,
     )
 

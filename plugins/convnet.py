@@ -25,7 +25,7 @@ from torch import nn
 
 from effrank_bench import hookimpl
 from effrank_bench.specs import ArchitectureSpec, Branch, ModelRequest, Site, TargetSpec
-from effrank_bench_plugins.builders import refuse_pretrained, timm_builder
+from effrank_bench_plugins.builders import refuse_pretrained, timm_builder, timm_preprocess
 
 
 def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -111,4 +111,5 @@ def register_architectures(register):
     ))
     for name, (model_name, description) in _PRESETS.items():
         register(ArchitectureSpec(name=name, description=description, build=timm_builder(model_name, fixed_size=False),
-                                  targets=_TARGETS, branches=_branches, input_size=224))
+                                  targets=_TARGETS, branches=_branches, input_size=224,
+                                  preprocess=timm_preprocess(model_name, 224)))

@@ -8,6 +8,7 @@ from torch.utils.data import TensorDataset
 
 from effrank_bench import hookimpl
 from effrank_bench.specs import DataRequest, DatasetSpec, DataSplits
+from effrank_bench_plugins.imaging import Normalize
 from effrank_bench_plugins.splits import stratified_split
 
 # digits_tokens ids: 0 is padding (the core's convention, unused here), 1 the CLS token, 2..18 intensities 0..16.
@@ -21,7 +22,11 @@ def load_digits_splits(request: DataRequest) -> DataSplits:
     x = digits.images.astype(np.float32) / 16.0
     y = digits.target.astype(np.int64)
     train, val, test = stratified_split(y)
-    mean, std = x[train].mean(), x[train].std()
+    if request.preprocess is not None:  # a pretrained model's statistics, folded to one channel
+        normalize = Normalize.expected_by(request.preprocess, channels=1)
+        mean, std = normalize.mean[0], normalize.std[0]
+    else:
+        mean, std = x[train].mean(), x[train].std()
 
     def subset(rows: np.ndarray) -> TensorDataset:
         images = torch.from_numpy((x[rows] - mean) / std).unsqueeze(1)

@@ -1,20 +1,42 @@
-"""How image data sets turn uint8 images into model inputs: ImageNet normalisation and the crop+flip augmentation."""
+"""How image data sets turn uint8 images into model inputs: whose mean and std normalize them, and crop+flip."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-# Pretrained timm/torchvision teachers expect ImageNet statistics, so every image set uses them.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+from effrank_bench.errors import DataError
+from effrank_bench.specs import Preprocess
 
+@dataclass(frozen=True)
+class Normalize:
+    """uint8 C×H×W -> float32 in [0, 1], minus ``mean``, over ``std`` per channel (picklable, for workers)."""
 
-def normalize(image: torch.Tensor) -> torch.Tensor:
-    """uint8 C×H×W -> float32 normalized with the ImageNet mean and std."""
-    return (image.float() / 255 - _MEAN) / _STD
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_mean", torch.tensor(self.mean).view(-1, 1, 1))
+        object.__setattr__(self, "_std", torch.tensor(self.std).view(-1, 1, 1))
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return (image.float() / 255 - self._mean) / self._std
+
+    @classmethod
+    def expected_by(cls, preprocess: Preprocess, channels: int) -> Normalize:
+        """The mean and std a pretrained model's weights expect, for a data set of ``channels`` channels.
+
+        A pretrained model was trained on inputs normalized its way, so a data set must speak that way
+        to it (a model trained here from scratch gets its data set's own statistics instead). A
+        one-channel data set takes the channels' average, as timm folds an RGB stem into one channel.
+        """
+        mean, std = preprocess.mean, preprocess.std
+        if len(mean) != channels:
+            if channels != 1:
+                raise DataError(f"the architecture normalizes {len(mean)} channels but the data set has {channels}")
+            mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
+        return cls(tuple(mean), tuple(std))
 
 
 def train_augment(side: int) -> Callable[[torch.Tensor], torch.Tensor]:

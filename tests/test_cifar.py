@@ -1,4 +1,5 @@
-"""cifar10 / cifar100: python-version files read as they are, ImageNet-normalized, crop+flip on train."""
+"""cifar10 / cifar100: python-version files read as they are, normalized the architecture's way or their own,
+crop+flip on train, brought to a pretrained model's input size the way its weights were evaluated."""
 from __future__ import annotations
 
 import os
@@ -9,13 +10,17 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets
+from PIL import Image
+from torchvision.transforms import v2
 
+from effrank_bench.data import Batches
 from effrank_bench.errors import DataError
 from effrank_bench.registry import default_registry
 from effrank_bench.specs import DataRequest
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+# CIFAR-10's own statistics: what a model trained from scratch (no Preprocess) is fed with.
+MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1)
+STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(3, 1, 1)
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 
 
@@ -86,17 +91,56 @@ def test_cifar10_splits_hold_out_a_stratified_tenth_of_train_and_test_is_test_ba
     assert [int(pixels(x)[0, 16, 16]) for x, _ in items(again.val)] == val_ids
 
 
-def test_items_are_imagenet_normalized_32x32_floats(tmp_path):
+def test_items_are_32x32_floats_normalized_with_cifars_own_statistics(tmp_path):
     images, _, test_images, _ = write_cifar10(tmp_path)
     splits = load("cifar10", root=tmp_path)
     x, _ = splits.test[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
-    # Pixel (0, 0) is (255, 0, 128): (1 - .485)/.229, (0 - .456)/.224, (128/255 - .406)/.225.
-    expected = torch.tensor([2.2489083, -2.0357143, 0.4264924])
+    # Pixel (0, 0) is (255, 0, 128): (1 - .4914)/.2470, (0 - .4822)/.2435, (128/255 - .4465)/.2616.
+    expected = torch.tensor([2.0591093, -1.9802875, 0.2120061])
     torch.testing.assert_close(x[:, 0, 0], expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(x, normalized(test_images[0]), rtol=0, atol=1e-6)
     v, _ = splits.val[0]
     torch.testing.assert_close(v, normalized(images[int(pixels(v)[0, 16, 16])]), rtol=0, atol=1e-6)
+
+
+def test_a_pretrained_architecture_gets_its_own_mean_and_std(tmp_path):
+    write_cifar10(tmp_path)
+    vit_b32 = default_registry().architecture("vit_b32").preprocess  # timm's augreg weights: 0.5 and 0.5
+    splits = load("cifar10", root=tmp_path, preprocess=vit_b32)
+    x, _ = splits.test[0]
+    # (255, 0, 128) -> (1 - .5)/.5, (0 - .5)/.5, (128/255 - .5)/.5
+    torch.testing.assert_close(x[:, 0, 0], torch.tensor([1.0, -1.0, 1 / 255]), rtol=0, atol=1e-6)
+    tv = default_registry().architecture("vit_b32_tv").preprocess  # torchvision's: ImageNet's
+    x, _ = load("cifar10", root=tmp_path, preprocess=tv).test[0]
+    torch.testing.assert_close(x[:, 0, 0], torch.tensor([2.2489083, -2.0357143, 0.4264924]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["vit_b32_tv", "vit_b32"])
+def test_batches_resize_then_center_crop_as_the_weights_transforms_do(tmp_path, arch):
+    write_cifar10(tmp_path, per_batch=2)
+    preprocess = default_registry().architecture(arch).preprocess
+    splits = load("cifar10", root=tmp_path, augment=False, preprocess=preprocess)
+    batches = Batches(splits.test, batch_size=4, modality="image", input_size=224, device=torch.device("cpu"),
+                      preprocess=preprocess)
+    x, _ = next(iter(batches))
+    assert x.shape == (4, 3, 224, 224)
+    # The weights' transform (vit_b32_tv: Resize(256) + CenterCrop(224), bilinear; vit_b32: timm's 248,
+    # bicubic) on the normalized 32×32 tensors: resize and crop commute with the per-channel normalization.
+    mode = v2.InterpolationMode(preprocess.interpolation)
+    native = torch.stack([splits.test[i][0] for i in range(4)])
+    expected = v2.Compose([v2.Resize(preprocess.resize, interpolation=mode), v2.CenterCrop(224)])(native)
+    torch.testing.assert_close(x, expected, rtol=0, atol=1e-5)
+    if arch == "vit_b32_tv":
+        # Upsampling bilinearly, torchvision's antialias=True default changes nothing ...
+        plain = v2.Compose([v2.Resize(256, antialias=False), v2.CenterCrop(224)])(native)
+        torch.testing.assert_close(x, plain, rtol=0, atol=1e-5)
+        # ... and the paper's pipeline on PIL images differs only by PIL rounding its result to uint8.
+        pil = np.stack([np.asarray(v2.CenterCrop(224)(v2.Resize(256)(Image.fromarray(im.permute(1, 2, 0).numpy()))))
+                        for im in splits.test.images[:4]])
+        mean, std = (torch.tensor(v).view(3, 1, 1) for v in (preprocess.mean, preprocess.std))
+        levels = ((x * std + mean) * 255 - torch.from_numpy(pil).permute(0, 3, 1, 2)).abs().max().item()
+        assert levels <= 1 + 1e-4
 
 
 def crops_and_flips(image: np.ndarray, pad: int = 4) -> torch.Tensor:
