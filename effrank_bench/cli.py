@@ -3,67 +3,106 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, NoReturn, Union, get_args, get_origin
 
+from pydantic.fields import FieldInfo
 from rich.console import Console
 from rich.table import Table
 
 from effrank_bench import __version__
-from effrank_bench.errors import EffrankError
+from effrank_bench.config import RunConfig
+from effrank_bench.errors import ConfigError, EffrankError
 
 BAD_INPUT = 2
 INTERRUPTED = 130
 
-# (flag, config field, type, help): every run option, filled from --config first, flags winning.
-_RUN_OPTIONS = [
-    ("--arch", "arch", str, "architecture (see `effrank-bench list`)"),
-    ("--target", "target", str, "factorization target: attention, mlp, joint, ..."),
-    ("--loss", "loss", str, "distillation loss: geometric, logit, kd"),
-    ("--dataset", "dataset", str, "data set (see `effrank-bench list`)"),
-    ("--data-root", "data_root", Path, "where the data set's files are (or go, with --download)"),
-    ("--tokenizer", "tokenizer", str, "tokenizer of a text data set, name or path (default: the architecture's)"),
-    ("--workers", "workers", int, "DataLoader worker processes (default: 8 on CUDA for per-item data, else 0)"),
-    ("--ranks", "ranks", str, "comma-separated ranks, e.g. 2,4,8"),
-    ("--seeds", "seeds", str, "comma-separated student seeds, e.g. 0,1,2 (confidence intervals need 2+)"),
-    ("--seed", "seed", int, "one seed for teacher and students (same as --seeds N)"),
-    ("--teacher-seed", "teacher_seed", int, "seed of the teacher (default: the first seed)"),
-    ("--epochs", "epochs", int, "student distillation epochs per rank"),
-    ("--lr", "lr", float, "student AdamW learning rate"),
-    ("--weight-decay", "weight_decay", float, "student AdamW weight decay"),
-    ("--batch-size", "batch_size", int, "training batch size"),
-    ("--teacher-epochs", "teacher_epochs", int, "teacher training epochs (0: use the teacher as loaded)"),
-    ("--teacher-lr", "teacher_lr", float, "teacher learning rate"),
-    ("--teacher-optimizer", "teacher_optimizer", str, "teacher optimizer: adamw or sgd (momentum 0.9, Nesterov)"),
-    ("--teacher-weight-decay", "teacher_weight_decay", float, "teacher weight decay"),
-    ("--teacher-warmup", "teacher_warmup", float, "fraction of teacher steps of linear warm-up"),
-    ("--label-smoothing", "label_smoothing", float, "label smoothing of the teacher's cross-entropy"),
-    ("--bootstrap-resamples", "bootstrap_resamples", int, "bootstrap resamples of the confidence intervals"),
-    ("--device", "device", str, "auto, cpu or cuda"),
-    ("--init", "init", str, "student init: svd (truncated SVD of the teacher) or random"),
-    ("--qkv", "qkv", str, "fused qkv: split (rank r each for q, k, v, as in the paper) or fused"),
-    ("--teacher-checkpoint", "teacher_checkpoint", Path, "teacher weights: safetensors or .pt/.pth state dict"),
-    ("--kd-temperature", "kd_temperature", float, "KD temperature T"),
-    ("--kd-alpha", "kd_alpha", float, "KD weight of the KL term (1 - alpha on cross-entropy)"),
-    ("--thresholds", "thresholds", str, "region thresholds, e.g. 0.85,0.95"),
-    ("--knee-axis", "knee_axis", str, "rank axis of the knee: linear (the paper's) or log2"),
-    ("--latency-batch-size", "latency_batch_size", int, "batch size of latency measurements"),
-    ("--latency-repeats", "latency_repeats", int, "timed repeats of latency measurements"),
-    ("--out", "out", Path, "run directory (default runs/<arch>-<target>-<loss>-<dataset>-<hash>)"),
-]
+# The groups of `run --help`, in order, and the fields in each; a field named in none is listed
+# under "other options" (it still gets its flag: a new option is one RunConfig field).
+_RUN_GROUPS = {
+    "what to sweep": ("arch", "target", "loss", "dataset", "ranks", "seeds"),
+    "data": ("data_root", "download", "tokenizer", "augment", "batch_size", "workers"),
+    "teacher": ("teacher_seed", "teacher_epochs", "teacher_lr", "teacher_optimizer", "teacher_weight_decay",
+                "teacher_warmup", "label_smoothing", "pretrained", "teacher_checkpoint"),
+    "students": ("epochs", "lr", "weight_decay", "init", "qkv", "kd_temperature", "kd_alpha"),
+    "read-off": ("thresholds", "knee_axis", "monotone", "bootstrap_resamples"),
+    "cost": ("latency_batch_size", "latency_repeats"),
+    "run": ("device", "amp", "executor", "out"),
+}
+# Where the type's own metavar (N, X, NAME, PATH, {choices}) would not say what to type.
+_METAVARS = {"ranks": "2,4,8", "seeds": "0,1,2", "thresholds": "LOW,HIGH", "data_root": "DIR", "out": "DIR",
+             "tokenizer": "NAME_OR_PATH"}
+_TYPE_METAVARS = {int: "N", float: "X", str: "NAME", Path: "PATH"}
 
 
-# (flag, config field, help): on/off run options; each also has its --no- form.
-_RUN_SWITCHES = [
-    ("--pretrained", "pretrained", "start the teacher from the architecture's pretrained weights"),
-    ("--download", "download", "fetch the data set into --data-root when it is missing"),
-    ("--augment", "augment", "augment the training split (images: random crop and flip; default on)"),
-    ("--amp", "amp", "bf16 autocast on CUDA (default on)"),
-]
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors raised as ours (one line, exit 2) and negative numbers read as values."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse takes "-1" and "-.5" for values but "-inf", "-1e-3" and "-1,0.5" for options, so
+        # "--lr -1e-3" would stop before the validator could explain it. No option of ours looks like these.
+        self._negative_number_matcher = re.compile(r"^-(\.?\d|inf\b)", re.IGNORECASE)
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see `{self.prog} --help`)")
+
+
+def _run_fields() -> dict[str, FieldInfo]:
+    """The RunConfig fields that are flags of ``run``."""
+    return {name: field for name, field in RunConfig.model_fields.items()
+            if not (isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("cli") is False)}
+
+
+def _flag_kind(name: str, annotation: Any) -> dict[str, Any]:
+    """argparse's type and metavar, or choices, or action, for a field's annotation."""
+    if get_origin(annotation) in (Union, UnionType):  # `Path | None`: None is the parser's "not given"
+        (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if get_origin(annotation) is Literal:
+        choices = get_args(annotation)
+        return {"type": type(choices[0]), "choices": choices}
+    if get_origin(annotation) is tuple:  # "2,4,8": the config's validator splits it, as it does in a file
+        return {"type": str, "metavar": _METAVARS.get(name, "A,B,...")}
+    if annotation in _TYPE_METAVARS:
+        return {"type": annotation, "metavar": _METAVARS.get(name, _TYPE_METAVARS[annotation])}
+    raise TypeError(f"RunConfig.{name}: no flag for {annotation!r}; give it json_schema_extra={{'cli': False}}")
+
+
+def _flag_help(field: FieldInfo) -> str:
+    text = field.description or ""
+    default = field.default
+    if default is not None and "default" not in text:
+        shown = (("on" if default else "off") if isinstance(default, bool)
+                 else ",".join(map(str, default)) if isinstance(default, tuple) else default)
+        text = f"{text[:-1]}; default: {shown})" if text.endswith(")") else f"{text} (default: {shown})"
+    return text.replace("%", "%%")  # argparse %-formats help texts
+
+
+def _add_run_flags(run: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field, typed by its annotation; ``None`` defaults leave a file's values alone."""
+    fields = _run_fields()
+    grouped = [(title, [name for name in names if name in fields]) for title, names in _RUN_GROUPS.items()]
+    named = {name for _, names in grouped for name in names}
+    grouped.append(("other options", [name for name in fields if name not in named]))
+    for title, names in grouped:
+        if not names:
+            continue
+        group = run.add_argument_group(title)
+        for name in names:
+            group.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                               help=_flag_help(fields[name]), **_flag_kind(name, fields[name].annotation))
+            if name == "seeds":  # its one-seed alias, which the config reads as `seed = N`
+                group.add_argument("--seed", type=int, metavar="N", default=None,
+                                   help="one seed for teacher and students (same as --seeds N)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="effrank-bench",
         description="Estimate the effective rank of a network by low-rank factorization and distillation.",
     )
@@ -73,12 +112,10 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="distill a sweep of ranks and report region, knee and costs")
     source = run.add_mutually_exclusive_group()
-    source.add_argument("--config", type=Path, help="TOML file with the same fields as the flags")
-    source.add_argument("--suite", type=Path, help="TOML suite: a matrix of runs (flags apply to every run)")
-    for flag, field, kind, text in _RUN_OPTIONS:
-        run.add_argument(flag, dest=field, type=kind, default=None, help=text)
-    for flag, field, text in _RUN_SWITCHES:
-        run.add_argument(flag, dest=field, action=argparse.BooleanOptionalAction, default=None, help=text)
+    source.add_argument("--config", type=Path, metavar="TOML", help="TOML file with the same fields as the flags")
+    source.add_argument("--suite", type=Path, metavar="TOML",
+                        help="TOML suite: a matrix of runs (flags apply to every run)")
+    _add_run_flags(run)
     run.set_defaults(handler=_run)
 
     analyze = commands.add_parser("analyze", help="region and knee of an accuracy-vs-rank CSV (rank,accuracy)")
@@ -86,6 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--teacher-acc", type=float, required=True, help="teacher accuracy, same units as the CSV")
     analyze.add_argument("--thresholds", default="0.85,0.95")
     analyze.add_argument("--knee-axis", choices=["linear", "log2"], default="linear")
+    analyze.add_argument("--monotone", choices=["running-max", "isotonic"], default="running-max",
+                         help="make the curve non-decreasing by running max (the paper's) or isotonic regression")
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.set_defaults(handler=_analyze)
 
@@ -135,20 +174,19 @@ def _print_report(run, console: Console) -> None:
 def _run(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.config import load_config
     from effrank_bench.progress import RichProgress
-    from effrank_bench.sweep import Sweep
+    from effrank_bench.setup import prepare
+    from effrank_bench.sweep import execute
 
-    overrides = {field: getattr(args, field) for _, field, _, _ in _RUN_OPTIONS}
-    overrides.update({field: getattr(args, field) for _, field, _ in _RUN_SWITCHES})
+    overrides = {name: getattr(args, name) for name in [*_run_fields(), "seed"]}
     if args.suite is not None:
         return _run_suite(args.suite, overrides, console)
-    config = load_config(args.config, overrides)
+    setup = prepare(load_config(args.config, overrides))  # bad input fails here, before any bar is drawn
     progress = RichProgress()
-    sweep = Sweep(config, progress=progress)  # bad input fails here, before any bar is drawn
     with progress:
         try:
-            run = sweep.execute()
+            run = execute(setup, progress)
         except KeyboardInterrupt:
-            progress.note(f"interrupted: {len(sweep.run.records())} finished trial(s) are in {sweep.run.path}; "
+            progress.note(f"interrupted: {len(setup.run.records())} finished trial(s) are in {setup.run.path}; "
                           "run the same command again to resume")
             return INTERRUPTED
     _print_report(run, console)
@@ -184,12 +222,13 @@ def _print_comparison(comparison, console: Console) -> None:
 
 
 def _analyze(args: argparse.Namespace, console: Console) -> int:
-    from effrank_bench.analysis import analyze_curve, parse_thresholds, read_curve_csv
+    from effrank_bench.analysis import analyze_curve, check_same_units, parse_thresholds, read_curve_csv
     from effrank_bench.report import region_lines
 
     ranks, accuracies = read_curve_csv(args.csv)
+    check_same_units(args.teacher_acc, accuracies)
     analysis = analyze_curve(ranks, accuracies, args.teacher_acc, thresholds=parse_thresholds(args.thresholds),
-                             knee_axis=args.knee_axis)
+                             knee_axis=args.knee_axis, monotone=args.monotone)
     if args.json:
         print(json.dumps(analysis.to_dict()))
     else:
@@ -201,28 +240,24 @@ def _analyze(args: argparse.Namespace, console: Console) -> int:
 def _measure(args: argparse.Namespace, console: Console) -> int:
     import torch
 
-    from effrank_bench.config import RunConfig, format_validation_error
+    from effrank_bench.config import load_config
     from effrank_bench.cost_table import cost_table
     from effrank_bench.environment import resolve_device
-    from effrank_bench.errors import ConfigError
     from effrank_bench.registry import default_registry
-    from effrank_bench.specs import DataRequest
-    from pydantic import ValidationError
+    from effrank_bench.setup import data_request, resolve_architecture, resolve_components
 
-    try:
-        ranks = RunConfig(ranks=args.ranks).ranks
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, "--ranks")) from None
     registry = default_registry()
-    arch = registry.architecture(args.arch)
-    registry.target(args.target)
-    arch.require_target(args.target)
-    request = arch.native_request()
     if args.dataset:
-        dataset = registry.dataset(args.dataset)
-        dataset.check_architecture(arch)  # before loading: a text set would download and tokenize first
-        data = DataRequest(root=args.data_root, input_size=arch.input_size, tokenizer=args.tokenizer or arch.tokenizer)
-        request = dataset.load(data).model_request(arch)
+        config = load_config(overrides={"arch": args.arch, "target": args.target, "dataset": args.dataset,
+                                        "data_root": args.data_root, "tokenizer": args.tokenizer,
+                                        "ranks": args.ranks, "qkv": args.qkv})
+        arch = resolve_components(config, registry).arch  # before loading: a text set would tokenize first
+        request = registry.dataset(args.dataset).load(data_request(config, arch)).model_request(arch)
+    else:
+        config = load_config(overrides={"arch": args.arch, "target": args.target, "ranks": args.ranks})
+        arch = resolve_architecture(registry, args.arch, args.target)
+        request = arch.native_request()
+    ranks = config.ranks
     device = torch.device(resolve_device(args.device))
     table = cost_table(arch, args.target, ranks, request, device=device, batch_size=args.batch_size,
                        warmup=args.warmup, repeats=args.repeats, qkv=args.qkv)
@@ -243,7 +278,8 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-_PLURALS = {"architecture": "architectures", "target": "targets", "loss": "losses", "dataset": "data sets"}
+_PLURALS = {"architecture": "architectures", "target": "targets", "loss": "losses", "dataset": "data sets",
+            "executor": "executors"}
 
 
 def _list(args: argparse.Namespace, console: Console) -> int:
@@ -287,18 +323,19 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command is None:  # `effrank-bench` alone runs the embedded default, as `effrank-bench run` does
-        args = parser.parse_args(["run", *(argv or [])]) if argv is not None else parser.parse_args(["run"])
-    # Piped into a log, tables are not bound by a screen: rich's 80-column default would fold them.
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    args = None
     try:
+        args = parser.parse_args(argv)
+        if args.command is None:  # `effrank-bench` alone runs the embedded default, as `effrank-bench run` does
+            args = parser.parse_args(["run"], namespace=args)
+        # Piped into a log, tables are not bound by a screen: rich's 80-column default would fold them.
+        console = Console() if sys.stdout.isatty() else Console(width=160)
         return args.handler(args, console)
     except KeyboardInterrupt:  # before any work was done (loading data, a download): nothing to resume
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
     except EffrankError as err:
-        if args.debug:
+        if args is not None and args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)
         return BAD_INPUT

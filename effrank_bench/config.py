@@ -8,25 +8,27 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from effrank_bench.errors import ConfigError
-from effrank_bench.specs import LossOptions
+from effrank_bench.errors import ConfigError, format_validation_error
+
+if TYPE_CHECKING:
+    from effrank_bench.specs import LossOptions
 
 # Fields that do not change what a trial computes: a run directory may be resumed with other values
 # (ranks and seeds may grow: each trial is keyed by its own rank and seed).
 _NOT_IN_SWEEP_KEY = {
-    "ranks", "seeds", "device", "out", "thresholds", "knee_axis", "latency_batch_size", "latency_repeats",
-    "download", "workers", "bootstrap_resamples",
+    "ranks", "seeds", "device", "out", "thresholds", "knee_axis", "monotone", "latency_batch_size",
+    "latency_repeats", "download", "workers", "bootstrap_resamples", "executor",
 }
 # Fields that determine the teacher: its cache key.
 _TEACHER_FIELDS = (
     "arch", "dataset", "data_root", "augment", "tokenizer", "teacher_seed", "teacher_epochs", "teacher_lr",
-    "teacher_optimizer", "teacher_weight_decay", "teacher_warmup", "label_smoothing", "batch_size", "amp",
-    "pretrained", "teacher_checkpoint",
+    "teacher_optimizer", "teacher_weight_decay", "teacher_warmup", "teacher_schedule", "select", "val_fraction",
+    "label_smoothing", "batch_size", "amp", "pretrained", "teacher_checkpoint",
 )
 
 
@@ -35,43 +37,76 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    arch: str = "micro_vit"
-    target: str = "joint"
-    loss: str = "geometric"
-    dataset: str = "digits"
-    data_root: Path | None = None
+    # Every field is also a flag of `effrank-bench run` (cli.py builds them from these fields), its
+    # description the flag's help; json_schema_extra={"cli": False} would keep a field off the command line.
+    arch: str = Field(default="micro_vit", description="architecture (see `effrank-bench list`)")
+    target: str = Field(default="joint", description="what to factorize: attention, mlp, joint, ...")
+    loss: str = Field(default="geometric", description="distillation loss: geometric, logit, kd")
+    dataset: str = Field(default="digits", description="data set (see `effrank-bench list`)")
+    data_root: Path | None = Field(default=None, description="where the data set's files are (or go, with download)")
     download: bool = Field(default=False, description="fetch the data set into data_root when it is missing")
     augment: bool = Field(default=True, description="augment the training split (images: random crop + flip)")
     tokenizer: str | None = Field(default=None, description="tokenizer of text data (default: the architecture's)")
+    val_fraction: float | None = Field(
+        default=None, ge=0, lt=1, json_schema_extra={"group": "data"},
+        description="fraction of the training data held out for validation (default: the data set's own "
+                    "split, 10%% of train for CIFAR, image folders and text, 15%% of digits); 0 trains on the "
+                    "whole training split and needs --select last")
     workers: int | None = Field(default=None, ge=0,
                                 description="DataLoader workers (default: 8 on CUDA for per-item data, else 0)")
-    ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    seeds: tuple[int, ...] = (0,)
+    ranks: tuple[int, ...] = Field(default=(1, 2, 4, 8, 16, 32), description="the rank grid, comma-separated")
+    seeds: tuple[int, ...] = Field(default=(0,), description="student seeds (confidence intervals need 2+)")
     teacher_seed: int = Field(default=0, description="seed of the teacher (default: the first of seeds)")
     epochs: int = Field(default=12, ge=1, description="student distillation epochs per rank")
     teacher_epochs: int = Field(default=40, ge=0, description="teacher training epochs (0: use it as loaded)")
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=64, ge=1, description="training batch size, teacher and students")
     lr: float = Field(default=2e-3, gt=0, description="student AdamW learning rate")
     weight_decay: float = Field(default=0.01, ge=0, description="student AdamW weight decay")
-    teacher_lr: float = Field(default=2e-3, gt=0)
-    teacher_optimizer: Literal["adamw", "sgd"] = "adamw"
-    teacher_weight_decay: float = Field(default=0.01, ge=0)
+    teacher_lr: float = Field(default=2e-3, gt=0, description="teacher learning rate")
+    teacher_optimizer: Literal["adamw", "sgd"] = Field(default="adamw",
+                                                       description="teacher optimizer (sgd: momentum 0.9, Nesterov)")
+    teacher_weight_decay: float = Field(default=0.01, ge=0, description="teacher weight decay")
     teacher_warmup: float = Field(default=0.05, ge=0, lt=1, description="fraction of teacher steps warming up")
+    teacher_schedule: Literal["cosine", "constant"] = Field(
+        default="cosine", json_schema_extra={"group": "teacher"},
+        description="teacher learning rate: cosine (after --teacher-warmup) or constant (no warm-up)")
     label_smoothing: float = Field(default=0.0, ge=0, lt=1, description="teacher cross-entropy label smoothing")
     amp: bool = Field(default=True, description="bf16 autocast on CUDA (CPU always trains in float32)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    init: Literal["svd", "random"] = "svd"
-    qkv: Literal["split", "fused"] = "split"
-    pretrained: bool = False
-    teacher_checkpoint: Path | None = None
-    kd_temperature: float = Field(default=4.0, gt=0)
-    kd_alpha: float = Field(default=0.5, ge=0, le=1)
-    thresholds: tuple[float, float] = (0.85, 0.95)
-    knee_axis: Literal["linear", "log2"] = "linear"
-    latency_batch_size: int = Field(default=1, ge=1)
-    latency_repeats: int = Field(default=30, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto",
+                                                   description="where to train (auto: CUDA when available)")
+    schedule: Literal["cosine", "constant"] = Field(
+        default="cosine", json_schema_extra={"group": "students"},
+        description="student learning rate: warm-up then cosine, or constant (the paper's: no warm-up)")
+    select: Literal["best", "last"] = Field(
+        default="best", json_schema_extra={"group": "students"},
+        description="weights a fit ends with, teacher's and students': best (the epoch best on validation) "
+                    "or last (after the last epoch, the paper's)")
+    init: Literal["svd", "random", "paper-rebuild"] = Field(
+        default="svd", description="student init: svd (truncated SVD of the teacher, the rest copied), random "
+                                   "(random factors, the rest copied) or paper-rebuild (the paper's: random "
+                                   "factors, fresh norms in the factorized blocks, a fresh head; embeddings "
+                                   "and final norm copied)")
+    qkv: Literal["split", "fused"] = Field(default="split", description="a fused qkv as 3 rank-r maps (split, "
+                                                                        "the paper's) or 1")
+    pretrained: bool = Field(default=False, description="start the teacher from the architecture's pretrained weights")
+    teacher_checkpoint: Path | None = Field(default=None, description="teacher weights: safetensors or .pt/.pth "
+                                                                      "state dict")
+    kd_temperature: float = Field(default=4.0, gt=0, description="KD temperature T")
+    kd_alpha: float = Field(default=0.5, ge=0, le=1, description="KD weight of the KL term (1 - alpha on "
+                                                                 "cross-entropy)")
+    thresholds: tuple[float, float] = Field(default=(0.85, 0.95), description="the region's accuracy thresholds, "
+                                                                              "as fractions of the teacher's")
+    knee_axis: Literal["linear", "log2"] = Field(default="linear", description="rank axis of the knee (linear: "
+                                                                               "the paper's)")
+    monotone: Literal["running-max", "isotonic"] = Field(
+        default="running-max", description="how the curve is made non-decreasing before the fit: running-max "
+                                           "(the paper's) or isotonic (least squares)")
+    latency_batch_size: int = Field(default=1, ge=1, description="batch size of latency measurements")
+    latency_repeats: int = Field(default=30, ge=1, description="timed repeats of latency measurements")
     bootstrap_resamples: int = Field(default=1000, ge=1, description="bootstrap resamples of the seed CIs")
-    out: Path | None = None
+    executor: str = Field(default="local", description="how the trials run (see `effrank-bench list`)")
+    out: Path | None = Field(default=None, description="run directory (default: "
+                                                       "runs/<arch>-<target>-<loss>-<dataset>-<hash>)")
 
     @model_validator(mode="before")
     @classmethod
@@ -131,6 +166,9 @@ class RunConfig(BaseModel):
         low, high = self.thresholds
         if not 0 < low < high:
             raise ValueError(f"thresholds must satisfy 0 < low < high, got {low}, {high}")
+        if self.val_fraction == 0 and self.select == "best":
+            raise ValueError("val_fraction 0 leaves no validation split to pick the best epoch on: pass "
+                             "--select last (keep the weights after the last epoch, as the paper does)")
         if self.teacher_epochs == 0 and not self.pretrained and self.teacher_checkpoint is None:
             raise ValueError("teacher_epochs 0 keeps the teacher as loaded, but nothing is loaded: pass "
                              "--pretrained or --teacher-checkpoint PATH, or train it (--teacher-epochs N)")
@@ -138,6 +176,9 @@ class RunConfig(BaseModel):
 
     @property
     def loss_options(self) -> LossOptions:
+        # Imported here: specs imports torch, and `run --help` builds its flags from this module.
+        from effrank_bench.specs import LossOptions
+
         return LossOptions(kd_temperature=self.kd_temperature, kd_alpha=self.kd_alpha)
 
     def sweep_fields(self) -> dict[str, Any]:
@@ -150,10 +191,13 @@ class RunConfig(BaseModel):
     def sweep_key(self) -> str:
         return _digest(self.sweep_fields())
 
-    def teacher_key(self) -> str:
-        """Hash of what determines the teacher, so sweeps over targets, losses and ranks share it."""
+    def teacher_key(self, inputs: dict[str, Any] | None = None) -> str:
+        """Hash of what determines the teacher, so sweeps over targets, losses and ranks share it.
+
+        ``inputs`` is what the architecture adds (how its inputs are preprocessed), when it adds anything.
+        """
         fields = self.sweep_fields()
-        return _digest({k: fields[k] for k in _TEACHER_FIELDS})
+        return _digest({k: fields[k] for k in _TEACHER_FIELDS} | ({"inputs": inputs} if inputs else {}))
 
     def default_out(self) -> Path:
         return Path("runs") / f"{self.arch}-{self.target}-{self.loss}-{self.dataset}-{self.sweep_key()[:8]}"
@@ -179,19 +223,6 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line: where each problem is and what it is."""
-    problems = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"])
-        message = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{where}'")
-        else:
-            problems.append(f"{where}: {message}" if where else message)
-    return f"{source}: " + "; ".join(problems)
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -10,6 +14,19 @@ def one_line(err: BaseException) -> str:
     """An exception underneath ours as one short line (torch's and the hub's run to many, with colours)."""
     text = " ".join(_ANSI.sub("", str(err)).split())
     return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """A pydantic error as one line: where each problem is and what it is."""
+    problems = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"])
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{where}'")
+        else:
+            problems.append(f"{where}: {message}" if where else message)
+    return f"{source}: " + "; ".join(problems)
 
 
 class EffrankError(Exception):

@@ -10,13 +10,12 @@ import pluggy
 from pydantic import ValidationError
 
 from effrank_bench import hookspecs
-from effrank_bench.config import format_validation_error
-from effrank_bench.errors import RegistrationError, UnknownNameError
-from effrank_bench.specs import ArchitectureSpec, DatasetSpec, LossSpec, TargetSpec
+from effrank_bench.errors import RegistrationError, UnknownNameError, format_validation_error
+from effrank_bench.specs import ArchitectureSpec, DatasetSpec, ExecutorSpec, LossSpec, TargetSpec
 
 ENTRY_POINT_GROUP = "effrank_bench"
 
-SpecT = TypeVar("SpecT", ArchitectureSpec, TargetSpec, LossSpec, DatasetSpec)
+SpecT = TypeVar("SpecT", ArchitectureSpec, TargetSpec, LossSpec, DatasetSpec, ExecutorSpec)
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,7 @@ _KINDS: dict[str, tuple[str, type]] = {
     "target": ("register_targets", TargetSpec),
     "loss": ("register_losses", LossSpec),
     "dataset": ("register_datasets", DatasetSpec),
+    "executor": ("register_executors", ExecutorSpec),
 }
 
 
@@ -101,6 +101,9 @@ class Registry:
 
     def dataset(self, name: str) -> DatasetSpec:
         return self.get("dataset", name)
+
+    def executor(self, name: str) -> ExecutorSpec:
+        return self.get("executor", name)
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._items[kind])
