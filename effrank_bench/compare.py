@@ -12,7 +12,7 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
-from effrank_bench.analysis import Estimate
+from effrank_bench.bootstrap import Estimate
 from effrank_bench.errors import ConfigError
 from effrank_bench.report import Report, build_report, format_estimate
 from effrank_bench.store import RunDir
@@ -55,6 +55,12 @@ class ComparedRun:
             return getattr(u, quantity)
         return Estimate({"low": a.region.low, "high": a.region.high, "knee": a.knee}[quantity], None, None)
 
+    @property
+    def knee_relative(self) -> float | None:
+        """The knee as a fraction of the target's width."""
+        knee = self.estimate("knee")
+        return knee.mean / self.width if knee and self.width else None
+
     def curve(self) -> list[dict]:
         """Mean normalized accuracy over seeds per finished rank, with rank / width where the width is known."""
         return [{"rank": s.rank, "normalized": s.normalized, "seeds": len(s.seeds),
@@ -63,7 +69,6 @@ class ComparedRun:
 
     def to_dict(self) -> dict:
         r, c, a = self.report, self.report.config, self.report.analysis
-        cost = r.teacher.get("cost") or {}
         region = None
         if a is not None:
             band = list(a.region.band) if a.region.band else None
@@ -80,13 +85,13 @@ class ComparedRun:
             "name": self.name,
             "arch": c.arch, "target": c.target, "loss": c.loss, "dataset": c.dataset,
             "seeds": list(r.seeds),
-            "teacher": {"test_accuracy": r.teacher.get("test_accuracy"), "params": cost.get("params"),
-                        "macs": cost.get("macs")},
+            "teacher": {"test_accuracy": r.teacher.test_accuracy, "params": r.teacher.cost.params,
+                        "macs": r.teacher.cost.macs},
             "width": self.width,
             "region": region,
             "knee": knee.to_dict() if knee else None,
             "knee_axis": c.knee_axis,
-            "knee_relative": knee.mean / self.width if knee and self.width else None,
+            "knee_relative": self.knee_relative,
             "at_knee": at_knee,
             "resamples": r.uncertainty.resamples if r.uncertainty else 0,
             "curve": self.curve(),
@@ -128,7 +133,7 @@ def compare_runs(paths: Sequence[Path]) -> Comparison:
         run = RunDir(path)
         report = build_report(run)
         target = run.target_info()
-        width = int(target["max_rank"]) if target and target.get("max_rank") else None
+        width = target.max_rank if target else None
         runs.append(ComparedRun(path=path, report=report, width=width, at_knee=_cost_at_knee(report)))
     return Comparison(tuple(runs))
 
@@ -150,7 +155,7 @@ def _runs_of(path: Path) -> list[Path]:
 
 def _cost_at_knee(report: Report) -> KneeCost | None:
     a = report.analysis
-    teacher_params = (report.teacher.get("cost") or {}).get("params")
+    teacher_params = report.teacher.cost.params
     if a is None or not teacher_params:
         return None
     params, macs = report.cost_at(a.knee)
@@ -180,9 +185,10 @@ def _cells(run: ComparedRun, separator: str = " ") -> list[str]:
     dash = "–"
     low = high = band = knee = compression = macs = dash
     if a is not None:
-        low = format_estimate(a.region.low, run.estimate("low"), separator=separator)
-        high = format_estimate(a.region.high, run.estimate("high"), separator=separator)
-        band = f"[{a.region.band[0]}, {a.region.band[1]}]" if a.region.band else dash
+        low = format_estimate(a.region.low, run.estimate("low"), separator=separator, censored=a.region.low_censored)
+        high = format_estimate(a.region.high, run.estimate("high"), separator=separator,
+                               censored=a.region.high_censored)
+        band = a.region.band_text() or dash
         knee = format_estimate(a.knee, run.estimate("knee"), separator=separator)
     if run.at_knee is not None:
         k = run.at_knee
@@ -190,9 +196,8 @@ def _cells(run: ComparedRun, separator: str = " ") -> list[str]:
         if k.compression_ci:
             compression += f"{separator}[{k.compression_ci[0]:.2f}, {k.compression_ci[1]:.2f}]"
         macs = f"{k.macs / 1e6:,.2f}"
-    t_acc = r.teacher.get("test_accuracy")
-    return [run.name, c.arch, c.target, c.loss, c.dataset, str(len(r.seeds)),
-            dash if t_acc is None else f"{t_acc:.4f}", low, high, band, knee, compression, macs]
+    return [run.name, c.arch, c.target, c.loss, c.dataset, str(len(r.seeds)), f"{r.teacher.test_accuracy:.4f}",
+            low, high, band, knee, compression, macs]
 
 
 def render_comparison(comparison: Comparison) -> Table:
@@ -217,22 +222,18 @@ CSV_FIELDS = ["run", "arch", "target", "loss", "dataset", "seeds", "teacher_accu
 
 
 def _csv_row(run: ComparedRun) -> dict:
-    d = run.to_dict()
-    row = {k: d[k] for k in ("run", "arch", "target", "loss", "dataset", "width", "knee_relative", "resamples",
-                             "note")}
-    row["seeds"] = len(d["seeds"])
-    row["teacher_accuracy"] = d["teacher"]["test_accuracy"]
-    for quantity in ("low", "high"):
-        e = (d["region"] or {}).get(quantity) or {}
-        row.update({quantity: e.get("mean"), f"{quantity}_ci_low": e.get("ci_low"),
-                    f"{quantity}_ci_high": e.get("ci_high"), f"{quantity}_unreached": e.get("unreached")})
-    band = (d["region"] or {}).get("band") or [None, None]
-    row["band_low"], row["band_high"] = band
-    knee = d["knee"] or {}
-    row.update(knee=knee.get("mean"), knee_ci_low=knee.get("ci_low"), knee_ci_high=knee.get("ci_high"))
-    at_knee = d["at_knee"] or {}
-    row.update(params_at_knee=at_knee.get("params"), macs_at_knee=at_knee.get("macs"),
-               compression_at_knee=at_knee.get("compression"))
+    r, c, a, k = run.report, run.report.config, run.report.analysis, run.at_knee
+    row = {"run": str(run.path), "arch": c.arch, "target": c.target, "loss": c.loss, "dataset": c.dataset,
+           "seeds": len(r.seeds), "teacher_accuracy": r.teacher.test_accuracy, "width": run.width,
+           "knee_relative": run.knee_relative, "resamples": r.uncertainty.resamples if r.uncertainty else 0,
+           "note": run.note}
+    for quantity in ("low", "high", "knee"):
+        e = run.estimate(quantity) or Estimate(None, None, None)
+        row.update({quantity: e.mean, f"{quantity}_ci_low": e.ci_low, f"{quantity}_ci_high": e.ci_high})
+        if quantity != "knee":
+            row[f"{quantity}_unreached"] = e.unreached
+    row["band_low"], row["band_high"] = a.region.band if a is not None and a.region.band else (None, None)
+    row.update(params_at_knee=k and k.params, macs_at_knee=k and k.macs, compression_at_knee=k and k.compression)
     return row
 
 

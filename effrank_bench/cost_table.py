@@ -6,8 +6,9 @@ import copy
 import torch
 
 from effrank_bench.data import example_input
-from effrank_bench.factorize import QKV, check_rank, factorize
+from effrank_bench.factorize import QKV, factorize
 from effrank_bench.measure import measure
+from effrank_bench.setup import build_checked
 from effrank_bench.specs import ArchitectureSpec, ModelRequest
 
 
@@ -19,17 +20,15 @@ def cost_table(arch: ArchitectureSpec, target: str, ranks: tuple[int, ...], requ
     Students are randomly initialised: cost does not depend on the weights, and
     skipping the SVD keeps this quick on a paper-size model.
     """
-    teacher = arch.build(request).to(device)
-    sites = arch.sites(teacher, target)
-    for rank in ranks:
-        check_rank(teacher, sites, rank, qkv, arch.name)
+    teacher, sites = build_checked(arch, request, target, ranks, qkv)
+    teacher.to(device)
     example = example_input(request, arch.modality, batch_size, device)
-    teacher_cost = measure(teacher, example, warmup=warmup, repeats=repeats).to_dict()
+    teacher_cost = measure(teacher, example, warmup=warmup, repeats=repeats)
     students = []
     for rank in ranks:
         student = copy.deepcopy(teacher)
         replaced = factorize(student, sites, rank, init="random", qkv=qkv)
-        cost = measure(student, example, factorized=replaced.values(), warmup=warmup, repeats=repeats).to_dict()
-        students.append({"rank": rank, **cost, "compression": teacher_cost["params"] / cost["params"]})
+        cost = measure(student, example, factorized=replaced.values(), warmup=warmup, repeats=repeats)
+        students.append({"rank": rank, **cost.model_dump(), "compression": teacher_cost.params / cost.params})
         del student
-    return {"teacher": teacher_cost, "students": students}
+    return {"teacher": teacher_cost.model_dump(), "students": students}

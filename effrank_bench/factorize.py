@@ -12,7 +12,7 @@ from torch import nn
 from effrank_bench.errors import RankError, RegistrationError
 from effrank_bench.specs import Site
 
-Init = Literal["svd", "random"]
+Init = Literal["svd", "random", "paper-rebuild"]
 QKV = Literal["split", "fused"]
 
 
@@ -105,7 +105,8 @@ def low_rank_from(layer: Factorizable, rank: int, *, chunks: int = 1, init: Init
     ``svd`` initialises from the truncated SVD of each chunk (of the kernel
     reshaped to out × in·k·k for a conv), the best rank-r approximation
     (Eckart–Young); ``random`` keeps torch's default init for the factors, an
-    ablation. Both keep the teacher's bias, which is not low-rank.
+    ablation. Both keep the teacher's bias, which is not low-rank; ``paper-rebuild``
+    is a new layer: random factors and the layer's own fresh bias.
     """
     rank = min(rank, full_rank(layer, chunks))
     if isinstance(layer, nn.Conv2d):
@@ -114,7 +115,7 @@ def low_rank_from(layer: Factorizable, rank: int, *, chunks: int = 1, init: Init
         low = LowRankLinear(layer.in_features, layer.out_features, rank, chunks=chunks, bias=layer.bias is not None)
     low.to(device=layer.weight.device, dtype=layer.weight.dtype)
     with torch.no_grad():
-        if layer.bias is not None:
+        if layer.bias is not None and init != "paper-rebuild":
             (low.b.bias if isinstance(low, LowRankConv2d) else low.bias).copy_(layer.bias)
         if init == "svd" and isinstance(low, LowRankConv2d):
             b, a = _svd_factors(layer.weight.flatten(1), rank)
@@ -172,11 +173,64 @@ def check_rank(model: nn.Module, sites: Sequence[Site], rank: int, qkv: QKV, arc
 
 def factorize(model: nn.Module, sites: Sequence[Site], rank: int, *, init: Init = "svd",
               qkv: QKV = "split") -> dict[str, nn.Module]:
-    """Replace each site of ``model`` in place by a low-rank layer; returns them by path."""
+    """Replace each site of ``model`` in place by a low-rank layer; returns them by path.
+
+    ``paper-rebuild`` also gives the targeted blocks fresh norms and the model a fresh head
+    (:func:`rebuild_blocks_and_head`), as the reference paper's students were built.
+    """
     replaced = {}
-    for site, layer in resolve_sites(model, sites, qkv):
+    resolved = resolve_sites(model, sites, qkv)
+    if init == "paper-rebuild":
+        rebuild_blocks_and_head(model, [site.path for site, _ in resolved])
+    for site, layer in resolved:
         low = low_rank_from(layer, rank, chunks=site.chunks, init=init)
         parent_path, _, child = site.path.rpartition(".")
         setattr(model.get_submodule(parent_path), child, low)
         replaced[site.path] = low
     return replaced
+
+
+# The layers a block's "norms" are: their reset_parameters() gives weight 1, bias 0 (and, for
+# batch norms, fresh running statistics).
+NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+
+
+def _has_norm(module: nn.Module) -> bool:
+    return any(isinstance(m, NORMS) for m in module.modules())
+
+
+def block_of(model: nn.Module, path: str) -> str | None:
+    """The block of the layer at ``path``: its deepest enclosing module, the model itself excluded,
+    that holds a norm layer (``blocks.3`` of ``blocks.3.attn.qkv`` in a ViT, ``layer2.0`` of a ResNet's
+    ``layer2.0.conv1``, ``…layer.3.attention`` of a BERT query). None when only the model holds one.
+    """
+    parts = path.split(".")
+    for depth in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:depth])
+        if _has_norm(model.get_submodule(prefix)):
+            return prefix
+    return None
+
+
+def rebuild_blocks_and_head(model: nn.Module, paths: Sequence[str]) -> list[str]:
+    """Fresh norms in the blocks of the layers at ``paths`` and a fresh head; returns the blocks.
+
+    The reference paper rebuilt the students' encoder blocks (fresh norms) and head on top of the
+    pretrained embeddings. What is reset here: every norm layer inside each targeted layer's
+    :func:`block_of`, and every parameter of ``model.get_classifier()`` (timm's name for the head),
+    re-initialised by its own ``reset_parameters``. Everything else (embeddings, class and position
+    tokens, the final norm, untargeted blocks) stays as it is: the teacher's.
+    """
+    get_classifier = getattr(model, "get_classifier", None)
+    if not callable(get_classifier):
+        raise RegistrationError(f"init paper-rebuild gives a fresh head, but {type(model).__name__} has no "
+                                "get_classifier() method returning its classifier module (timm models have one)")
+    blocks = sorted({block for path in paths if (block := block_of(model, path)) is not None})
+    for block in blocks:
+        for module in model.get_submodule(block).modules():
+            if isinstance(module, NORMS):
+                module.reset_parameters()
+    for module in get_classifier().modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return blocks

@@ -30,3 +30,11 @@ def register_losses(register):
 @hookspec
 def register_datasets(register):
     """Call ``register(DatasetSpec(...))`` for each data set you provide."""
+
+
+@hookspec
+def register_executors(register):
+    """Call ``register(ExecutorSpec(...))`` for each way of running a sweep's trials you provide.
+
+    A run picks one by name (``--executor``, default ``local``); the others stay out of its way.
+    """

@@ -6,10 +6,10 @@ import statistics
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -27,18 +27,16 @@ _UNCOUNTED_FUSED_SDPA_OPS = (
 )
 
 
-@dataclass(frozen=True)
-class Cost:
-    """What one forward pass of a model on an example input costs."""
+class Cost(BaseModel):
+    """What one forward pass of a model on an example input costs (MACs per sample)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     params: int
     factorized_params: int
     macs: int
     latency_ms: float | None
     peak_memory_mb: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def count_params(model: nn.Module, factorized: Iterable[nn.Module] = ()) -> tuple[int, int]:

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from effrank_bench.analysis import (ONE_SEED_NOTE, CurveAnalysis, Estimate, Uncertainty, analyze_curve,
-                                    bootstrap_curve)
+from effrank_bench.analysis import Censoring, CurveAnalysis, analyze_curve
+from effrank_bench.bootstrap import ONE_SEED_NOTE, Estimate, Uncertainty, bootstrap_curve
 from effrank_bench.config import RunConfig
-from effrank_bench.environment import environment
-from effrank_bench.store import SCHEMA_VERSION, RunDir
+from effrank_bench.records import SCHEMA_VERSION, TeacherRecord
+from effrank_bench.store import RunDir
 
 # The bootstrap of a report is reproducible: the same run directory always gives the same intervals.
 BOOTSTRAP_RNG_SEED = 0
@@ -58,7 +58,7 @@ class RankStat:
 @dataclass(frozen=True)
 class Report:
     config: RunConfig
-    teacher: dict
+    teacher: TeacherRecord
     rows: list[Row]
     analysis: CurveAnalysis | None
     note: str | None  # why there is no analysis yet
@@ -93,10 +93,10 @@ class Report:
     def to_dict(self) -> dict:
         return {
             "schema_version": SCHEMA_VERSION,
-            "environment": self.teacher.get("environment") or environment("cpu"),
+            "environment": self.teacher.environment,
             "config": self.config.model_dump(mode="json"),
-            "teacher": {k: self.teacher.get(k) for k in
-                        ("val_accuracy", "test_accuracy", "source", "cost", "key", "history", "train_seconds")},
+            "teacher": self.teacher.model_dump(mode="json", include={
+                "val_accuracy", "test_accuracy", "source", "cost", "key", "history", "train_seconds"}),
             "trials": [asdict(row) for row in self.rows],
             "per_rank": [asdict(stat) for stat in self.per_rank],
             "analysis": self.analysis.to_dict() if self.analysis else None,
@@ -113,16 +113,16 @@ def build_report(run: RunDir) -> Report:
     than one seed, a bootstrap over seeds (``config.bootstrap_resamples``) gives their 95% intervals.
     """
     config, teacher = run.config(), run.teacher()
-    t_acc, t_cost = teacher["test_accuracy"], teacher["cost"]
-    rows = [Row(None, config.teacher_seed, "teacher", t_acc, 1.0, t_cost["params"], 1.0, t_cost["macs"],
-                t_cost["latency_ms"])]
+    t_acc, t_cost = teacher.test_accuracy, teacher.cost
+    rows = [Row(None, config.teacher_seed, "teacher", t_acc, 1.0, t_cost.params, 1.0, t_cost.macs,
+                t_cost.latency_ms)]
     records = sorted(run.records(), key=lambda r: (r.rank, r.seed))
     for r in records:
         if r.status == "ok":
-            cost = r.cost or {}
-            params = cost.get("params")
-            rows.append(Row(r.rank, r.seed, "ok", r.test_accuracy, r.test_accuracy / t_acc, params,
-                            t_cost["params"] / params if params else None, cost.get("macs"), cost.get("latency_ms")))
+            cost = r.cost
+            rows.append(Row(r.rank, r.seed, "ok", r.test_accuracy, r.test_accuracy / t_acc,
+                            cost and cost.params, cost and t_cost.params / cost.params, cost and cost.macs,
+                            cost and cost.latency_ms))
         else:
             rows.append(Row(r.rank, r.seed, "failed", None, None, None, None, None, None, error=r.error))
     ok = [r for r in records if r.status == "ok"]
@@ -133,11 +133,11 @@ def build_report(run: RunDir) -> Report:
         u_note = "no analysis yet"
     else:
         points = ([r.rank for r in ok], [r.test_accuracy for r in ok])
-        analysis = analyze_curve(*points, t_acc, thresholds=config.thresholds, knee_axis=config.knee_axis)
+        analysis = analyze_curve(*points, t_acc, thresholds=config.thresholds, knee_axis=config.knee_axis,
+                                 monotone=config.monotone)
         if max(len(stat.seeds) for stat in per_rank) > 1:
-            uncertainty = bootstrap_curve(*points, [r.seed for r in ok], t_acc, thresholds=config.thresholds,
-                                          knee_axis=config.knee_axis, resamples=config.bootstrap_resamples,
-                                          rng_seed=BOOTSTRAP_RNG_SEED)
+            uncertainty = bootstrap_curve(analysis, *points, [r.seed for r in ok],
+                                          resamples=config.bootstrap_resamples, rng_seed=BOOTSTRAP_RNG_SEED)
         else:
             u_note = ONE_SEED_NOTE
     return Report(config=config, teacher=teacher, rows=rows, analysis=analysis, note=note,
@@ -149,9 +149,8 @@ def _per_rank(ok: list, teacher_accuracy: float) -> tuple[RankStat, ...]:
     for rank in sorted({r.rank for r in ok}):
         at_rank = [r for r in ok if r.rank == rank]
         normalized = [r.test_accuracy / teacher_accuracy for r in at_rank]
-        costs = [r.cost or {} for r in at_rank]
-        params = [c.get("params") for c in costs]
-        macs = [c.get("macs") for c in costs]
+        params = [r.cost and r.cost.params for r in at_rank]
+        macs = [r.cost and r.cost.macs for r in at_rank]
         stats.append(RankStat(
             rank=rank, seeds=tuple(sorted({r.seed for r in at_rank})),
             accuracy=statistics.fmean(r.test_accuracy for r in at_rank),
@@ -168,12 +167,21 @@ def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def format_estimate(value: float | None, estimate: Estimate | None, spec: str = ".2f", separator: str = " ") -> str:
-    """``3.21 [2.80, 3.90]`` with an interval (after ``separator``), ``3.21`` without, ``–`` for no value."""
-    text = _fmt(value, spec)
+def format_estimate(value: float | None, estimate: Estimate | None, spec: str = ".2f", separator: str = " ",
+                    censored: Censoring = None) -> str:
+    """``3.21 [2.80, 3.90]`` with an interval (after ``separator``), ``3.21`` without, ``–`` for no value;
+    ``≤2.00`` for a left-censored value (met at the first rank)."""
+    text = ("≤" if censored == "left" and value is not None else "") + _fmt(value, spec)
     if estimate is not None and estimate.ci_low is not None:
-        text += f"{separator}[{estimate.ci_low:{spec}}, {estimate.ci_high:{spec}}]"
+        text += f"{separator}[{_interval(estimate, spec)}]"
     return text
+
+
+def _interval(estimate: Estimate, spec: str) -> str:
+    """``2.80, 3.90``; ``≤2.00`` / ``>32.00`` at an end that enough resamples lie beyond (censored)."""
+    low = ("≤" if estimate.ci_low_censored else "") + format(estimate.ci_low, spec)
+    high = (">" if estimate.ci_high_censored else "") + format(estimate.ci_high, spec)
+    return f"{low}, {high}"
 
 
 def _show_seed(report: Report) -> bool:
@@ -198,12 +206,14 @@ def _header(with_seed: bool) -> list[str]:
 
 
 def _ci(estimate: Estimate, spec: str = ".2f") -> str:
-    """The bracket after a read-off value: the interval, and how often the threshold was missed."""
-    missed = estimate.unreached or 0.0
+    """The bracket after a read-off value: the interval, and how often the threshold was missed or
+    already met at the first rank."""
     if estimate.ci_low is None:
-        return f" [no CI: not reached in {missed:.0%} of resamples]" if missed > 0 else ""
+        return ""
+    missed, met = estimate.unreached or 0.0, estimate.met_at_first or 0.0
     tail = f"; not reached in {missed:.0%} of resamples" if missed > 0 else ""
-    return f" [95% CI {estimate.ci_low:{spec}}, {estimate.ci_high:{spec}}{tail}]"
+    tail += f"; met at the first rank in {met:.0%} of resamples" if met > 0 else ""
+    return f" [95% CI {_interval(estimate, spec)}{tail}]"
 
 
 def region_lines(analysis: CurveAnalysis | None, note: str | None,
@@ -212,9 +222,9 @@ def region_lines(analysis: CurveAnalysis | None, note: str | None,
     if analysis is None:
         return [f"effective rank: not yet ({note})"]
     region, (t0, t1) = analysis.region, analysis.region.thresholds
-    low = "not reached" if region.low is None else f"{region.low:.2f}"
-    high = "not reached" if region.high is None else f"{region.high:.2f}"
-    band = f" → band [{region.band[0]}, {region.band[1]}]" if region.band else ""
+    low, high = ("not reached" if value is None else format_estimate(value, None, censored=censored)
+                 for value, censored in ((region.low, region.low_censored), (region.high, region.high_censored)))
+    band = f" → band {region.band_text()}" if region.band else ""
     knee = f"{analysis.knee:.2f}"
     source = ""
     if uncertainty is not None and uncertainty.resamples > 0:
@@ -222,10 +232,13 @@ def region_lines(analysis: CurveAnalysis | None, note: str | None,
         high += _ci(uncertainty.high)
         knee += _ci(uncertainty.knee)
         source = f" (bootstrap, {uncertainty.resamples} resamples over {len(uncertainty.seeds)} seeds)"
-    return [
+    lines = [
         f"effective-rank region: {t0:.0%} at rank {low}, {t1:.0%} at rank {high}{band}{source}",
         f"effective knee: rank {knee} ({analysis.knee_axis} axis)",
     ]
+    if source and uncertainty.note:
+        lines.append(f"note: {uncertainty.note}")
+    return lines
 
 
 def render_table(report: Report) -> Table:
@@ -264,21 +277,24 @@ def _csv(report: Report, path: Path) -> None:
                              for name in fields])
 
 
-REGION_FIELDS = ["quantity", "threshold", "estimate", "ci_low", "ci_high", "unreached", "resamples", "seeds"]
+REGION_FIELDS = ["quantity", "threshold", "estimate", "ci_low", "ci_high", "unreached", "resamples", "seeds",
+                 "censored", "ci_low_censored", "ci_high_censored", "met_at_first"]
 
 
 def _region_csv(report: Report, path: Path) -> None:
     """The read-off quantities, one per line: value on the seed-mean curve and its interval (if any)."""
     a, u = report.analysis, report.uncertainty
     t0, t1 = a.region.thresholds
-    quantities = [("low", t0, a.region.low), ("high", t1, a.region.high), ("knee", None, a.knee)]
+    quantities = [("low", t0, a.region.low, a.region.low_censored), ("high", t1, a.region.high, a.region.high_censored),
+                  ("knee", None, a.knee, None)]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(REGION_FIELDS)
-        for name, threshold, value in quantities:
+        for name, threshold, value, censored in quantities:
             e = getattr(u, name) if u is not None else Estimate(value, None, None)
             writer.writerow([name, threshold, value, e.ci_low, e.ci_high, e.unreached,
-                             u.resamples if u else 0, len(report.seeds)])
+                             u.resamples if u else 0, len(report.seeds), censored,
+                             e.ci_low_censored, e.ci_high_censored, e.met_at_first])
 
 
 def plot_curve(report: Report, path: Path) -> None:
@@ -312,7 +328,7 @@ def plot_curve(report: Report, path: Path) -> None:
         ax.axhline(t, color="grey", lw=0.8, ls=":")
     if a.region.low is not None and a.region.high is not None:
         ax.axvspan(a.region.low, a.region.high, color="C2", alpha=0.2,
-                   label=f"{t0:.0%}–{t1:.0%} region [{a.region.band[0]}, {a.region.band[1]}]")
+                   label=f"{t0:.0%}–{t1:.0%} region {a.region.band_text()}")
     knee = f"knee ≈ {a.knee:.1f}"
     if u is not None and u.knee.ci_low is not None:
         knee += f" [{u.knee.ci_low:.1f}, {u.knee.ci_high:.1f}]"

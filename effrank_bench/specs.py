@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -33,6 +33,31 @@ class Site(_Frozen):
 
 
 Modality = Literal["image", "tokens"]
+
+
+class Preprocess(_Frozen):
+    """How a pretrained model's weights expect images: resize, center crop, normalize.
+
+    ``resize`` is the side the shorter edge is resized to before the center crop of side
+    ``crop`` (None: resize straight to ``crop``); ``mean`` and ``std`` normalize each channel
+    of an image in [0, 1]. timm's augreg ViTs take 0.5/0.5, torchvision's weights ImageNet's statistics.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: int | None = Field(default=None, ge=1)
+    crop: int = Field(ge=1)
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Preprocess:
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise ValueError("mean and std need one value per channel")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std must be positive")
+        if self.resize is not None and self.resize < self.crop:
+            raise ValueError(f"resize ({self.resize}) must be at least the crop ({self.crop})")
+        return self
 
 
 class ModelRequest(_Frozen):
@@ -73,6 +98,9 @@ class ArchitectureSpec(_Frozen):
     model's native input; a run keeps ``input_size`` (images are resized to it)
     and takes channels, vocabulary and classes from its data set. ``tokenizer``
     names the tokenizer its pretrained weights expect, used to tokenize text data sets.
+    ``preprocess`` is the image preprocessing its pretrained weights expect (None: a model
+    trained here, fed with its data set's own statistics). ``convert_checkpoint`` turns a
+    foreign state dict (e.g. torchvision's) into this model's keys, and returns its own unchanged.
     """
 
     name: str = Field(pattern=_NAME)
@@ -86,6 +114,8 @@ class ArchitectureSpec(_Frozen):
     vocab_size: int | None = Field(default=None, ge=1)
     num_classes: int = Field(default=1000, ge=1)
     tokenizer: str | None = Field(default=None, description="Hugging Face tokenizer (name or path) for text data")
+    preprocess: Preprocess | None = None
+    convert_checkpoint: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
 
     @field_validator("targets")
     @classmethod
@@ -171,9 +201,10 @@ class DataSplits:
     vocab_size: int | None = None
 
     def model_request(self, arch: ArchitectureSpec, *, pretrained: bool = False) -> ModelRequest:
-        """The model ``arch`` must be to train on this data: its input size, our classes and channels."""
-        if arch.modality != self.modality:
-            raise ConfigError(f"{arch.name} takes {arch.modality} inputs but this data set gives {self.modality}")
+        """The model ``arch`` must be to train on this data: its input size, our classes and channels.
+
+        That ``arch`` takes this data's modality was checked before loading, by :meth:`DatasetSpec.check_architecture`.
+        """
         return ModelRequest(num_classes=self.num_classes, input_size=arch.input_size, in_chans=self.in_chans,
                             vocab_size=self.vocab_size, pretrained=pretrained)
 
@@ -188,7 +219,9 @@ class DataRequest(_Frozen):
     per batch) or a sequence length (text is tokenized to it). ``tokenizer`` is the
     Hugging Face name or local path of the teacher's tokenizer, for text sets.
     ``augment`` turns on the training split's augmentation (random crop and flip
-    for images); validation and test splits are never augmented.
+    for images); validation and test splits are never augmented. ``preprocess`` is the
+    architecture's: its mean and std normalize the images, and loaders that resize (image
+    folders) resize and center crop its way; None: the data set's own statistics.
     """
 
     root: Path | None = None
@@ -196,6 +229,7 @@ class DataRequest(_Frozen):
     input_size: int | None = Field(default=None, ge=1)
     tokenizer: str | None = None
     augment: bool = True
+    preprocess: Preprocess | None = None
 
 
 class DatasetSpec(_Frozen):
@@ -214,3 +248,18 @@ class DatasetSpec(_Frozen):
         if arch.modality != self.modality:
             raise ConfigError(f"{arch.name} takes {arch.modality} inputs but data set '{self.name}' gives "
                               f"{self.modality}; pick a data set of {arch.modality}s")
+
+
+class ExecutorSpec(_Frozen):
+    """A way to run a sweep's trials: ``execute(execution)`` runs ``execution.trials`` and hands each
+    finished :class:`~effrank_bench.records.TrialRecord` to ``execution.record`` as soon as it exists.
+
+    ``execution`` is an :class:`effrank_bench.sweep.Execution`: the prepared run, its teacher, the
+    trials left, the record callback and the progress display. Whatever runs the trials (this
+    process, a group of students sharing a teacher pass, a cluster), only ``record`` writes the run
+    directory, in the calling process.
+    """
+
+    name: str = Field(pattern=_NAME)
+    description: str
+    execute: Callable[[Any], None]

@@ -1,45 +1,15 @@
 """A run directory: resolved config, append-only trial records, teacher, reports; resumes safely."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from effrank_bench.config import RunConfig, format_validation_error
-from effrank_bench.errors import ConfigError
-
-SCHEMA_VERSION = 1
-
-
-class TrialRecord(BaseModel):
-    """One finished (or failed) trial, as one line of ``trials.jsonl``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    schema_version: int = SCHEMA_VERSION
-    status: Literal["ok", "failed"]
-    arch: str
-    target: str
-    loss: str
-    dataset: str
-    rank: int
-    seed: int
-    val_accuracy: float | None = None
-    test_accuracy: float | None = None
-    error: str | None = None
-    history: list[dict] = []
-    train_seconds: float | None = None
-    samples_per_second: float | None = None
-    cost: dict | None = None
-    environment: dict
-
-    @property
-    def key(self) -> tuple[str, str, int, int]:
-        return (self.target, self.loss, self.rank, self.seed)
+from effrank_bench.config import RunConfig
+from effrank_bench.errors import ConfigError, format_validation_error
+from effrank_bench.records import TargetInfo, TeacherRecord, TrialRecord, read_teacher, read_trial
 
 
 class RunDir:
@@ -105,11 +75,12 @@ class RunDir:
             return []
         records = []
         lines = self.records_path.read_text().splitlines()
+        init = self.config().init if lines else "svd"
         for i, line in enumerate(lines):
             if not line.strip():
                 continue
             try:
-                records.append(TrialRecord.model_validate_json(line))
+                records.append(read_trial(line, init=init))
             except ValueError:
                 # A process killed mid-write can leave a torn last line; that trial simply reruns.
                 if i == len(lines) - 1:
@@ -123,23 +94,30 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
-    def store_teacher(self, weights: Path, info: dict) -> None:
+    def store_teacher(self, weights: Path, record: TeacherRecord) -> None:
         if not self.teacher_weights.exists():
             try:
                 os.link(weights, self.teacher_weights)  # same file system: no copy of a large checkpoint
             except OSError:
                 shutil.copyfile(weights, self.teacher_weights)
-        self.teacher_info.write_text(json.dumps(info, indent=2))
+        self.teacher_info.write_text(record.model_dump_json(indent=2))
 
-    def store_target(self, info: dict) -> None:
-        """What the target factorizes in this model: ``{"target", "layers", "max_rank"}``."""
-        self.target_path.write_text(json.dumps(info, indent=2))
+    def store_target(self, info: TargetInfo) -> None:
+        self.target_path.write_text(info.model_dump_json(indent=2))
 
-    def target_info(self) -> dict | None:
+    def target_info(self) -> TargetInfo | None:
         """The stored target description; None for a run directory written before it existed."""
-        return json.loads(self.target_path.read_text()) if self.target_path.is_file() else None
+        if not self.target_path.is_file():
+            return None
+        try:
+            return TargetInfo.model_validate_json(self.target_path.read_text())
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, str(self.target_path))) from None
 
-    def teacher(self) -> dict:
+    def teacher(self) -> TeacherRecord:
         if not self.teacher_info.is_file():
             raise ConfigError(f"{self.path} has no teacher.json yet: the run stopped before its teacher was ready")
-        return json.loads(self.teacher_info.read_text())
+        record = read_teacher(self.teacher_info.read_text(), str(self.teacher_info))
+        if record.cost is None:
+            raise ConfigError(f"{self.teacher_info} has no cost: it is a cache entry, not a run's teacher record")
+        return record

@@ -10,8 +10,9 @@ from effrank_bench.config import SuiteConfig
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.report import build_report, write_report
+from effrank_bench.setup import DataCache, RunSetup, prepare, resolve_components
 from effrank_bench.store import RunDir
-from effrank_bench.sweep import Components, DataCache, Sweep, build_checked, data_request
+from effrank_bench.sweep import execute
 
 
 @dataclass(frozen=True)
@@ -21,16 +22,22 @@ class SuiteResult:
     comparison: Comparison
 
 
-def check_suite(suite: SuiteConfig, registry: Registry) -> list[Components]:
-    """Every name and target of every run, and that each existing run directory may be resumed.
-
-    All before any time goes into training: a clash found after hours of earlier runs helps no one.
-    Returns each run's components, in the suite's order.
-    """
-    parts = [Components.of(config, registry) for config in suite.runs]
+def check_suite(suite: SuiteConfig, registry: Registry) -> None:
+    """The cheap checks of every run: names, targets, modalities, resumable run directories."""
     for config in suite.runs:
+        resolve_components(config, registry)
         RunDir(config.out).check_resumable(config)
-    return parts
+
+
+def prepare_suite(suite: SuiteConfig, registry: Registry) -> list[RunSetup]:
+    """Every run of ``suite`` resolved and checked, in the suite's order, before any training.
+
+    The cheap checks of every run first, then data and models: a clash found after hours of
+    earlier runs helps no one. Data sets are loaded once for all runs.
+    """
+    check_suite(suite, registry)
+    data = DataCache()
+    return [prepare(config, registry, data) for config in suite.runs]
 
 
 def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Progress = NullProgress()) -> SuiteResult:
@@ -40,20 +47,14 @@ def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Pr
     seed and teacher recipe train one teacher), data sets through one in-memory cache; each
     run resumes from its own directory, so an interrupted suite loses no finished trial.
     """
-    registry = registry or default_registry()
-    data = DataCache()
-    # Every data set is loaded and every model built untrained first: a missing data set or a rank
-    # beyond a model fails now, not hours into the suite.
-    for config, parts in zip(suite.runs, check_suite(suite, registry)):
-        splits = data.load(parts.dataset, data_request(config, parts.arch))
-        build_checked(config, parts.arch, splits.model_request(parts.arch))
+    setups = prepare_suite(suite, registry or default_registry())
     suite.out.mkdir(parents=True, exist_ok=True)
     (suite.out / "suite.json").write_text(json.dumps(suite.model_dump(mode="json"), indent=2))
     paths = []
-    with progress.task("suite", total=len(suite.runs)) as advance:
-        for config in suite.runs:
-            progress.note(f"[bold]{config.out.name}")
-            run = Sweep(config, registry, progress, data).execute()
+    with progress.task("suite", total=len(setups)) as advance:
+        for setup in setups:
+            progress.note(f"[bold]{setup.run.path.name}")
+            run = execute(setup, progress)
             write_report(run, build_report(run))
             paths.append(run.path)
             advance(1)

@@ -14,15 +14,15 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from effrank_bench.data import example_input
+from effrank_bench.distances import geometric_distance
 from effrank_bench.errors import UnsupportedTargetError
 from effrank_bench.factorize import LowRank, factorize, full_rank, resolve_sites
 from effrank_bench.measure import count_macs, count_params
 from effrank_bench.registry import Registry, default_registry
-from effrank_bench.specs import ArchitectureSpec, ModelRequest, Outputs
+from effrank_bench.specs import ArchitectureSpec, ModelRequest
 from effrank_bench.taps import BranchTap
 
 #: A full-rank SVD student must reproduce the teacher to this relative error (float32 round-off).
@@ -55,12 +55,6 @@ def _fail(arch: ArchitectureSpec, target: str | None, message: str) -> None:
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(x).double()
-
-
-def _geometric(teacher: Outputs, student: Outputs) -> torch.Tensor:
-    """The geometric loss's terms (MSE + 1 − cos), so the check needs no loss plugin."""
-    pairs = [(student.logits, teacher.logits), *zip(student.features, teacher.features)]
-    return torch.stack([F.mse_loss(s, t) + 1 - F.cosine_similarity(s, t, dim=-1).mean() for s, t in pairs]).mean()
 
 
 def _check_sites(arch: ArchitectureSpec, target: str, model: nn.Module) -> list:
@@ -133,7 +127,7 @@ def _check_branches_and_step(arch, target, teacher, sites, x, report: TargetRepo
             _fail(arch, target, f"branch {bad[0]} has shape {shapes[bad[0]][1]} in the student, "
                                 f"{shapes[bad[0]][0]} in the teacher")
         report.branches = len(t_out.features)
-        loss = _geometric(t_out, s_out)
+        loss = geometric_distance(t_out, s_out)
         loss.backward()
         dead = [path for path, module in replaced.items()
                 if all(p.grad is None or not p.grad.any() for p in module.parameters())]
@@ -147,7 +141,7 @@ def _check_branches_and_step(arch, target, teacher, sites, x, report: TargetRepo
             with torch.no_grad():
                 for p, p0 in zip(params, start):
                     p.copy_(p0 - lr * p.grad)
-                report.loss_after = _geometric(t_out, s_tap.forward(student, x)).item()
+                report.loss_after = geometric_distance(t_out, s_tap.forward(student, x)).item()
             if report.loss_after < report.loss_before:
                 return
         _fail(arch, target, f"a distillation step does not lower the loss ({report.loss_before:.6g} → "

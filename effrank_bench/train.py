@@ -14,17 +14,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from effrank_bench.data import Batches
-from effrank_bench.errors import TrialFailed
+from effrank_bench.errors import ConfigError, TrialFailed
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.specs import Branch, LossOptions, LossSpec, Outputs
 from effrank_bench.taps import BranchTap
+
+
+Schedule = Literal["cosine", "constant"]
+Select = Literal["best", "last"]
 
 
 @dataclass(frozen=True)
 class Recipe:
     """How long and how fast to train: AdamW (or SGD) with a linear warm-up, then a cosine schedule.
 
-    ``label_smoothing`` applies to the teacher's cross-entropy; ``amp`` is bf16 autocast on CUDA.
+    ``schedule="constant"`` keeps the learning rate at ``lr`` throughout, with no warm-up (the reference
+    paper's). ``select`` is which weights the fit ends with: ``best``, the epoch with the best validation
+    accuracy, or ``last``, those after the last epoch (the paper's; the only choice without a validation
+    split). ``label_smoothing`` applies to the teacher's cross-entropy; ``amp`` is bf16 autocast on CUDA.
     """
 
     epochs: int
@@ -34,17 +41,20 @@ class Recipe:
     optimizer: Literal["adamw", "sgd"] = "adamw"
     label_smoothing: float = 0.0
     amp: bool = True
+    schedule: Schedule = "cosine"
+    select: Select = "best"
 
 
 @dataclass
 class FitResult:
-    """The best-on-validation model's accuracies, and the per-epoch curve that led there.
+    """The selected model's validation accuracy (None without a validation split), and the per-epoch
+    curve that led there.
 
     ``seconds`` is the whole fit; ``step_seconds`` only its training steps (no validation), the
     time that throughput is measured against.
     """
 
-    val_accuracy: float
+    val_accuracy: float | None
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     step_seconds: float = 0.0
@@ -70,6 +80,8 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device, total
     warmup = max(1, int(recipe.warmup_fraction * total_steps))
 
     def factor(step: int) -> float:
+        if recipe.schedule == "constant":
+            return 1.0
         if step < warmup:
             return (step + 1) / warmup
         progress = (step - warmup) / max(1, total_steps - warmup)
@@ -79,8 +91,8 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device, total
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, amp: bool = True) -> float:
-    """Top-1 accuracy in [0, 1]."""
+def evaluate(model: nn.Module, batches: Batches, amp: bool = True) -> float | None:
+    """Top-1 accuracy in [0, 1]; None for an empty split (a run without validation data)."""
     was_training = model.training
     model.eval()
     correct = total = 0
@@ -90,7 +102,7 @@ def evaluate(model: nn.Module, batches: Batches, amp: bool = True) -> float:
         correct += (logits.argmax(-1) == y).sum().item()
         total += y.numel()
     model.train(was_training)
-    return correct / total
+    return correct / total if total else None
 
 
 @contextlib.contextmanager
@@ -141,12 +153,30 @@ class _BestOnValidation:
         model.load_state_dict(self.state)
 
 
+class _Last:
+    """Keeps the weights after the last epoch, as they are: nothing to copy."""
+
+    def __init__(self) -> None:
+        self.accuracy: float | None = None
+
+    def offer(self, model: nn.Module, accuracy: float | None) -> None:
+        self.accuracy = accuracy
+
+    def restore(self, model: nn.Module) -> None:
+        pass
+
+
 def _fit(model: nn.Module, train: Batches, val: Batches, recipe: Recipe, step: Callable, label: str,
          progress: Progress) -> FitResult:
-    """The loop shared by teacher training and distillation: epochs, NaN check, best-on-val."""
+    """The loop shared by teacher training and distillation: epochs, NaN check, weights selected by
+    ``recipe.select``. An empty ``val`` is not evaluated (its accuracies are None)."""
+    if recipe.select == "best" and len(val) == 0:
+        raise ConfigError("keeping the best epoch on validation needs a validation split, and it is empty; "
+                          "keep the last epoch's weights instead (--select last)")
     start = time.perf_counter()
     optimizer, scheduler = make_optimizer(model, recipe, train.device, recipe.epochs * len(train))
-    best, history, step_seconds = _BestOnValidation(), [], 0.0
+    best = _BestOnValidation() if recipe.select == "best" else _Last()
+    history, step_seconds = [], 0.0
     model.train()
     with progress.task(label, total=recipe.epochs * len(train)) as advance:
         for epoch in range(1, recipe.epochs + 1):

@@ -5,14 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from effrank_bench import hookimpl
+from effrank_bench.distances import geometric_distance, mse_cosine
 from effrank_bench.errors import LossError
 from effrank_bench.specs import LossOptions, LossSpec, Outputs
-
-
-def mse_cosine(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """MSE + (1 − cosine over the last (channel) dim, averaged over every other position)."""
-    student, teacher = student.float(), teacher.float()
-    return F.mse_loss(student, teacher) + (1 - F.cosine_similarity(student, teacher, dim=-1).mean())
 
 
 def geometric(teacher: Outputs, student: Outputs, labels: torch.Tensor, options: LossOptions) -> torch.Tensor:
@@ -23,13 +18,11 @@ def geometric(teacher: Outputs, student: Outputs, labels: torch.Tensor, options:
         )
     if not teacher.features:
         raise LossError("geometric loss: no branch outputs were captured; the architecture's branches() is empty")
-    terms = [mse_cosine(student.logits, teacher.logits)]
     for i, (t, s) in enumerate(zip(teacher.features, student.features)):
         if t.shape != s.shape:
             raise LossError(f"geometric loss: branch {i} has shape {tuple(s.shape)} in the student "
                             f"but {tuple(t.shape)} in the teacher")
-        terms.append(mse_cosine(s, t))
-    return torch.stack(terms).mean()
+    return geometric_distance(teacher, student)
 
 
 def logit(teacher: Outputs, student: Outputs, labels: torch.Tensor, options: LossOptions) -> torch.Tensor:

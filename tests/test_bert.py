@@ -199,14 +199,14 @@ def test_a_tiny_micro_bert_sweep_records_costs_that_grow_with_rank(tmp_path):
     # Teacher 44,986 parameters: embeddings 19·48 + 65·48 + 2·48 + LayerNorm 96 = 4,224; per layer
     # 4·(48² + 48) + 2·48·96 + 96 + 48 + 2 LayerNorms 192 = 18,960; pooler 2,352; classifier 490.
     # At rank r each layer's two MLP Linears (9,216 weights) become 2·r·(48 + 96) factor weights.
-    assert [r.cost["params"] for r in records] == [44_986 - 2 * 9_216 + 2 * 2 * r * 144 for r in (2, 4)]
-    assert [r.cost["params"] for r in records] == [27_706, 28_858]
-    assert [r.cost["factorized_params"] for r in records] == [2 * (2 * r * 144 + 96 + 48) for r in (2, 4)]
+    assert [r.cost.params for r in records] == [44_986 - 2 * 9_216 + 2 * 2 * r * 144 for r in (2, 4)]
+    assert [r.cost.params for r in records] == [27_706, 28_858]
+    assert [r.cost.factorized_params for r in records] == [2 * (2 * r * 144 + 96 + 48) for r in (2, 4)]
     # Per sample: 65 tokens through 4·48² + 2·48·96 per layer, 2·65²·48 attention, pooler 48², classifier 480.
     teacher_macs = 2 * (SEQ * (4 * 48**2 + 2 * 48 * 96) + 2 * SEQ**2 * 48) + 48**2 + 480
     assert teacher_macs == 3_210_144
-    assert [r.cost["macs"] for r in records] == [teacher_macs - 2 * SEQ * (2 * 48 * 96 - 2 * r * 144)
+    assert [r.cost.macs for r in records] == [teacher_macs - 2 * SEQ * (2 * 48 * 96 - 2 * r * 144)
                                                  for r in (2, 4)]
-    assert records[0].cost["params"] < records[1].cost["params"]
-    assert records[0].cost["macs"] < records[1].cost["macs"]
+    assert records[0].cost.params < records[1].cost.params
+    assert records[0].cost.macs < records[1].cost.macs
     assert all(0 <= r.test_accuracy <= 1 and len(r.history) == 1 for r in records)

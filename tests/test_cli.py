@@ -1,11 +1,15 @@
 """The command line: exit codes, one-line errors, JSON contracts and the run/report round trip."""
 from __future__ import annotations
 
+import argparse
 import json
+from typing import Literal, get_args, get_origin
 
 import pytest
 
 from effrank_bench.cli import main
+from effrank_bench.config import RunConfig, load_config
+from effrank_bench.errors import ConfigError
 
 
 def run_cli(capsys, *argv):
@@ -137,12 +141,12 @@ def test_run_then_report_rerenders_the_same_table(tmp_path, capsys):
 
 
 def test_ctrl_c_during_a_run_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
-    from effrank_bench.sweep import Sweep
+    import effrank_bench_plugins.executors as executors
 
-    def interrupt(self, trial):
+    def interrupt(setup, teacher, trial, progress):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Sweep, "run_trial", interrupt)
+    monkeypatch.setattr(executors, "run_trial", interrupt)
     code, _, err = run_cli(capsys, "run", "--ranks", "2", "--epochs", "1", "--teacher-epochs", "1",
                            "--device", "cpu", "--out", str(tmp_path / "run"))
     assert code == 130
@@ -208,10 +212,9 @@ def test_seed_and_seeds_together_exit_2_with_one_line(tmp_path, capsys):
 
 
 def test_config_and_suite_are_mutually_exclusive(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["run", "--config", str(tmp_path / "a.toml"), "--suite", str(tmp_path / "b.toml")])
-    assert exit_.value.code == 2
-    assert "argument --suite: not allowed with argument --config" in capsys.readouterr().err
+    code, out, err = run_cli(capsys, "run", "--config", str(tmp_path / "a.toml"), "--suite", str(tmp_path / "b.toml"))
+    assert code == 2 and out == "" and one_line_error(err)
+    assert "argument --suite: not allowed with argument --config" in err
 
 
 PAIR = '''
@@ -347,3 +350,106 @@ def test_a_checkpoint_torch_refuses_to_unpickle_is_reported_in_one_line(tmp_path
     # Today: torch's multi-line "Weights only load failed ..." text, ANSI bold escapes included.
     assert code == 2 and f"error: cannot read teacher checkpoint {checkpoint}: UnpicklingError" in err
     assert err.count("\n") == 1 and "\x1b[" not in err
+
+
+# --- run's flags are RunConfig's fields -------------------------------------------------------------------
+
+
+def run_parser():
+    from effrank_bench.cli import _parser
+
+    (commands,) = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return commands.choices["run"]
+
+
+def test_every_run_config_field_is_a_flag_described_by_the_field():
+    flags = {action.dest: action for action in run_parser()._actions}
+    # Nothing restated by hand: the fields, the --seed alias, the two sources and --help.
+    assert set(flags) == set(RunConfig.model_fields) | {"seed", "config", "suite", "help"}
+    for name, field in RunConfig.model_fields.items():
+        flag = flags[name]
+        assert field.description and flag.help.startswith(field.description.removesuffix(")")), name
+        assert flag.option_strings[0] == "--" + name.replace("_", "-")
+        assert flag.default is None, name  # a flag not given leaves the config file's value alone
+        if field.annotation is bool:
+            assert flag.option_strings == ["--" + name.replace("_", "-"), "--no-" + name.replace("_", "-")]
+        if get_origin(field.annotation) is Literal:
+            assert tuple(flag.choices) == get_args(field.annotation), name
+    assert flags["ranks"].metavar == "2,4,8" and flags["epochs"].metavar == "N"
+    assert "(default: 1,2,4,8,16,32)" in flags["ranks"].help and "default: on)" in flags["augment"].help
+
+
+def test_the_help_groups_name_only_real_fields():
+    from effrank_bench.cli import _RUN_GROUPS
+
+    assert {name for names in _RUN_GROUPS.values() for name in names} <= set(RunConfig.model_fields)
+
+
+def config_of(monkeypatch, capsys, *argv):
+    """The RunConfig that `effrank-bench run ARGV` resolves; stopped right after, before anything is built."""
+    import effrank_bench.config
+
+    resolved = []
+
+    def load_and_stop(path=None, overrides=None):
+        resolved.append(load_config(path, overrides))
+        raise ConfigError("stopped")
+
+    monkeypatch.setattr(effrank_bench.config, "load_config", load_and_stop)
+    code, _, err = run_cli(capsys, "run", *argv)
+    assert (code, err) == (2, "error: stopped\n"), err
+    return resolved[0]
+
+
+def test_flags_round_trip_into_the_config(tmp_path, capsys, monkeypatch):
+    checkpoint = tmp_path / "teacher.pt"
+    checkpoint.write_bytes(b"")  # only its existence is checked before the run starts
+    config = config_of(monkeypatch, capsys, "--knee-axis", "log2", "--no-augment", "--teacher-checkpoint",
+                       str(checkpoint), "--ranks", "8,2", "--thresholds", "0.5,0.9", "--seed", "3", "--lr", "1e-3",
+                       "--teacher-optimizer", "sgd", "--workers", "0", "--data-root", str(tmp_path))
+    assert (config.knee_axis, config.augment, config.teacher_checkpoint) == ("log2", False, checkpoint)
+    assert (config.ranks, config.thresholds, config.seeds, config.teacher_seed) == ((2, 8), (0.5, 0.9), (3,), 3)
+    assert (config.lr, config.teacher_optimizer, config.workers, config.data_root) == (1e-3, "sgd", 0, tmp_path)
+
+
+def test_flags_override_the_config_file_and_only_the_flags_given(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "run.toml"
+    path.write_text('epochs = 3\naugment = false\nknee_axis = "log2"\nseeds = [4, 5]\n')
+    config = config_of(monkeypatch, capsys, "--config", str(path), "--epochs", "5", "--amp")
+    assert (config.epochs, config.augment, config.knee_axis, config.seeds) == (5, False, "log2", (4, 5))
+    assert config.amp is True
+    assert config_of(monkeypatch, capsys, "--config", str(path), "--augment").augment is True
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--knee-axis", "log3"], "argument --knee-axis: invalid choice: 'log3' (choose from 'linear', 'log2')"),
+    (["run", "--teacher-optimizer", "adam"], "argument --teacher-optimizer: invalid choice: 'adam'"),
+    (["run", "--epochs", "1.5"], "argument --epochs: invalid int value: '1.5'"),
+    (["run", "--arch"], "argument --arch: expected one argument"),
+    (["analyze", "c.csv", "--teacher-acc", "1", "--knee-axis", "x"], "argument --knee-axis: invalid choice: 'x'"),
+])
+def test_a_bad_flag_exits_2_with_one_line_and_points_at_the_help(tmp_path, capsys, argv, message):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == "" and one_line_error(err)
+    assert message in err and f"(see `effrank-bench {argv[0]} --help`)" in err, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--lr", "-1"], "error: run options: lr: Input should be greater than 0"),
+    (["run", "--lr", "-1e-3"], "error: run options: lr: Input should be greater than 0"),
+    (["run", "--kd-alpha", "-.5"], "error: run options: kd_alpha: Input should be greater than or equal to 0"),
+    (["run", "--thresholds", "-1,0.5"], "error: run options: thresholds must satisfy 0 < low < high, got -1.0, 0.5"),
+    (["analyze", "{csv}", "--teacher-acc", "-inf"], "error: teacher accuracy must be a positive number, got -inf"),
+    (["analyze", "{csv}", "--teacher-acc", "1", "--thresholds", "-1,0.5"],
+     "error: thresholds must satisfy 0 < t0 < t1, got (-1, 0.5)"),
+    (["analyze", "{csv}", "--teacher-acc", "1", "--thresholds=-1,0.5"],
+     "error: thresholds must satisfy 0 < t0 < t1, got (-1, 0.5)"),
+])
+def test_a_negative_value_is_a_value_the_validators_explain(tmp_path, capsys, monkeypatch, argv, message):
+    # Read as flags, each would stop at argparse's "expected one argument" instead.
+    monkeypatch.chdir(tmp_path)  # where a run that got through would put its default runs/...
+    csv = write_curve(tmp_path / "c.csv", [(1, 0.1), (50, 0.5), (100, 0.8)])
+    code, out, err = run_cli(capsys, *[arg.format(csv=csv) for arg in argv])
+    assert code == 2 and out == "" and one_line_error(err)
+    assert message in err, err
+    assert not (tmp_path / "runs").exists()

@@ -12,7 +12,9 @@ from effrank_bench.cli import main
 from effrank_bench.compare import CSV_FIELDS, compare_runs, render_comparison, write_comparison
 from effrank_bench.config import RunConfig
 from effrank_bench.errors import ConfigError
-from effrank_bench.store import RunDir, TrialRecord
+from effrank_bench.measure import Cost
+from effrank_bench.records import TargetInfo, TeacherRecord, TrialRecord
+from effrank_bench.store import RunDir
 
 TEACHER_PARAMS = 10_000
 
@@ -21,18 +23,19 @@ def make_run(path, points, *, teacher_accuracy=1.0, params=lambda r: 1000 + 100 
     """A run directory: a teacher, one ok record per (rank, seed, test accuracy), target.json if ``width``."""
     run = RunDir.open(path, RunConfig(ranks=sorted({p[0] for p in points}), seeds=sorted({p[1] for p in points}),
                                       **config))
-    run.teacher_info.write_text(json.dumps({
-        "key": "k", "source": "scratch", "val_accuracy": teacher_accuracy, "test_accuracy": teacher_accuracy,
-        "cost": {"params": TEACHER_PARAMS, "macs": 50 * TEACHER_PARAMS, "latency_ms": 1.0},
-        "history": [], "environment": {"device": "cpu"},
-    }))
+    run.teacher_info.write_text(TeacherRecord(
+        key="k", source="scratch", recipe={}, val_accuracy=teacher_accuracy, test_accuracy=teacher_accuracy,
+        cost=Cost(params=TEACHER_PARAMS, factorized_params=0, macs=50 * TEACHER_PARAMS, latency_ms=1.0,
+                  peak_memory_mb=None),
+        environment={"device": "cpu"}).model_dump_json())
     if width is not None:
-        run.store_target({"target": config.get("target", "joint"), "layers": 8, "max_rank": width})
+        run.store_target(TargetInfo(target=config.get("target", "joint"), layers=8, max_rank=width))
     for rank, seed, accuracy in points:
         run.append(TrialRecord(status="ok", arch=config.get("arch", "micro_vit"), target=config.get("target", "joint"),
                                loss=config.get("loss", "geometric"), dataset="digits", rank=rank, seed=seed,
-                               test_accuracy=accuracy, environment={"device": "cpu"},
-                               cost={"params": params(rank), "macs": 50 * params(rank), "latency_ms": 0.5}))
+                               init="svd", test_accuracy=accuracy, environment={"device": "cpu"},
+                               cost=Cost(params=params(rank), factorized_params=0, macs=50 * params(rank),
+                                         latency_ms=0.5, peak_memory_mb=None)))
     return run
 
 

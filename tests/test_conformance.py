@@ -126,7 +126,7 @@ def test_a_third_party_plugin_is_discovered_listed_conforms_and_sweeps(installed
                        batch_size=128, latency_repeats=2, device="cpu", out=tmp_path / "run")
     records = run_sweep(config, registry=registry).records()
     assert [(r.rank, r.status) for r in records] == [(2, "ok"), (8, "ok")]
-    assert records[0].cost["params"] < records[1].cost["params"]
+    assert records[0].cost.params < records[1].cost.params
 
 
 def test_the_third_party_plugin_refuses_attention_naming_its_target(installed_example):

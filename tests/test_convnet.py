@@ -221,6 +221,6 @@ def test_tiny_micro_convnet_sweep(tmp_path):
     # and layer4 likewise at 32→64 and 64→128. Rank r costs r·(k²·in + out) per site: at r = 2,
     # 640 + 1,088 + 2,176 + 4,352 = 8,256 (twice that at r = 4). Their full weights are 305,664 of
     # the teacher's 310,226 parameters; stem, norms and head (4,562) stay.
-    assert [r.cost["factorized_params"] for r in records] == [8_256, 16_512]
-    assert [r.cost["params"] for r in records] == [4_562 + 8_256, 4_562 + 16_512]
+    assert [r.cost.factorized_params for r in records] == [8_256, 16_512]
+    assert [r.cost.params for r in records] == [4_562 + 8_256, 4_562 + 16_512]
     assert all(0.0 <= r.test_accuracy <= 1.0 for r in records)

@@ -173,6 +173,6 @@ def test_tiny_micro_mixer_sweep(tmp_path):
     # 2·96·r + 96, so 4 blocks hold 4·(192·r + 96): 1,920 at r = 2 and 3,456 at r = 4. The rest
     # stays: patch embedding 1→32 (64), per block two norms (128) and the channel MLP 32→64→32
     # (4,192), final norm (64) and head 32→10 (330): 64 + 4·4,320 + 64 + 330 = 17,738.
-    assert [r.cost["factorized_params"] for r in records] == [1_920, 3_456]
-    assert [r.cost["params"] for r in records] == [17_738 + 1_920, 17_738 + 3_456]
+    assert [r.cost.factorized_params for r in records] == [1_920, 3_456]
+    assert [r.cost.params for r in records] == [17_738 + 1_920, 17_738 + 3_456]
     assert all(0.0 <= r.test_accuracy <= 1.0 for r in records)

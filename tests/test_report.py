@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from effrank_bench.analysis import analyze_curve, bootstrap_curve
+from effrank_bench.analysis import analyze_curve
+from effrank_bench.bootstrap import bootstrap_curve
 from effrank_bench.config import RunConfig
 from effrank_bench.report import build_report, region_lines, render_table, write_report
-from effrank_bench.store import RunDir, TrialRecord
+from effrank_bench.records import TrialRecord
+from effrank_bench.store import RunDir
 
 TEACHER_PARAMS = 10_000
 
@@ -25,9 +27,10 @@ def make_run(path, points, *, teacher_accuracy=0.9, failed=(), params=lambda r: 
         "cost": {"params": TEACHER_PARAMS, "factorized_params": 8000, "macs": 100 * TEACHER_PARAMS,
                  "latency_ms": 1.0, "peak_memory_mb": None},
         "history": [{"epoch": 1, "loss": 2.0, "val_accuracy": 0.5}, {"epoch": 2, "loss": 1.0, "val_accuracy": 0.9}],
-        "train_seconds": 3.0, "environment": {"device": "cpu"},
+        "train_seconds": 3.0, "environment": {"device": "cpu"}, "recipe": {},
     }))
-    common = dict(arch="micro_vit", target="joint", loss="geometric", dataset="digits", environment={"device": "cpu"})
+    common = dict(arch="micro_vit", target="joint", loss="geometric", dataset="digits", init="svd",
+                  environment={"device": "cpu"})
     for rank, seed, accuracy in points:
         run.append(TrialRecord(status="ok", rank=rank, seed=seed, val_accuracy=accuracy, test_accuracy=accuracy,
                                cost={"params": params(rank), "factorized_params": 0, "macs": 100 * params(rank),
@@ -65,12 +68,13 @@ def test_several_seeds_give_a_bootstrap_interval_with_the_stated_resamples(tmp_p
     ranks, accs, seeds = zip(*[(r, a, s) for r, s, a in MULTI])
     # The point estimates are read off the seed-mean curve; the interval is that of bootstrap_curve.
     assert report.analysis == analyze_curve(ranks, accs, 0.9)
-    assert report.uncertainty == bootstrap_curve(ranks, accs, seeds, 0.9, resamples=300, rng_seed=0)
+    assert report.uncertainty == bootstrap_curve(report.analysis, ranks, accs, seeds, resamples=300, rng_seed=0)
     u = report.uncertainty
     assert u.resamples == 300 and u.seeds == (0, 1, 2)
     assert u.low.ci_low <= report.analysis.region.low <= u.low.ci_high
     assert u.knee.ci_low <= report.analysis.knee <= u.knee.ci_high
-    region, knee = region_lines(report.analysis, report.note, report.uncertainty)
+    region, knee, note = region_lines(report.analysis, report.note, report.uncertainty)
+    assert note == f"note: {u.note}" and "under-cover" in note  # 3 seeds per rank
     low = report.analysis.region.low
     assert f"85% at rank {low:.2f} [95% CI {u.low.ci_low:.2f}, {u.low.ci_high:.2f}]" in region
     assert region.endswith("(bootstrap, 300 resamples over 3 seeds)")
@@ -125,7 +129,8 @@ def test_summary_files_carry_the_interval_and_the_teacher_curve(tmp_path):
     assert u["resamples"] == 200 and u["seeds"] == [0, 1, 2] and u["confidence"] == 0.95
     assert u["low"]["mean"] == summary["analysis"]["region"]["low"]
     assert u["low"]["ci_low"] <= u["low"]["mean"] <= u["low"]["ci_high"]
-    assert set(u["knee"]) == {"mean", "ci_low", "ci_high", "unreached"}
+    assert set(u["knee"]) == {"mean", "ci_low", "ci_high", "unreached", "ci_low_censored", "ci_high_censored",
+                              "met_at_first"}
     assert summary["teacher"]["test_accuracy"] == 0.9
     assert [h["loss"] for h in summary["teacher"]["history"]] == [2.0, 1.0]
     assert [p["rank"] for p in summary["per_rank"]] == [2, 4, 8, 16, 32]
@@ -154,15 +159,16 @@ def test_a_single_seed_region_csv_has_no_interval(tmp_path):
 
 
 def test_a_threshold_missed_by_some_resamples_says_how_often():
-    # Rank 2 seeds at 0.8 and 1.0: 0.95 is reached only when both draws are 1.0 (about 1/4).
+    # Rank 2 seeds at 0.8 and 1.0: 0.95 is reached only when both draws are 1.0 (about 1/4), at 1.9;
+    # the others lie beyond rank 2, and so does the upper bound.
     analysis = analyze_curve([1, 2, 2], [0.5, 0.8, 1.0], 1.0)
-    u = bootstrap_curve([1, 2, 2], [0.5, 0.8, 1.0], [0, 0, 1], 1.0, resamples=1000)
-    region, _ = region_lines(analysis, None, u)
+    u = bootstrap_curve(analysis, [1, 2, 2], [0.5, 0.8, 1.0], [0, 0, 1], resamples=1000)
+    region, _, _ = region_lines(analysis, None, u)
     percent = round(100 * u.high.unreached)
     assert 65 <= percent <= 85
-    assert f"95% at rank not reached [no CI: not reached in {percent}% of resamples]" in region
+    assert f"95% at rank not reached [95% CI 1.90, >2.00; not reached in {percent}% of resamples]" in region
     low_missed = round(100 * u.low.unreached)
-    assert f"[95% CI 1.70, 1.88; not reached in {low_missed}% of resamples]" in region
+    assert f"[95% CI 1.70, >2.00; not reached in {low_missed}% of resamples]" in region
 
 
 def test_too_few_ranks_has_no_analysis_and_no_interval(tmp_path):
@@ -175,11 +181,12 @@ def test_too_few_ranks_has_no_analysis_and_no_interval(tmp_path):
 
 
 def test_the_terminal_shows_the_bracketed_interval_notes_as_text(tmp_path, capsys):
-    # Rich would read "[no CI: …]" as a style tag and drop it; the report command prints it verbatim.
+    # Rich would read "[95% CI …]" as a style tag and drop it; the report command prints it verbatim.
     from effrank_bench.cli import main
 
     run = make_run(tmp_path / "run", [(1, 0, 0.5), (1, 1, 0.5), (2, 0, 0.72), (2, 1, 0.9)],
                    teacher_accuracy=0.9, bootstrap_resamples=200)
     assert main(["report", str(run.path)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "95% at rank not reached [no CI: not reached in" in out
+    # 95% of the teacher is reached only when both draws at rank 2 are 0.9 / 0.9: at 1 + (0.95 - 5/9) / (4/9).
+    assert f"95% at rank not reached [95% CI {1 + (0.95 - 5 / 9) / (4 / 9):.2f}, >2.00; not reached in" in out

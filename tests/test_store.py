@@ -7,15 +7,19 @@ import pytest
 
 from effrank_bench.config import RunConfig
 from effrank_bench.errors import ConfigError
-from effrank_bench.plan import Trial, plan_trials
-from effrank_bench.store import SCHEMA_VERSION, RunDir, TrialRecord
+from effrank_bench.measure import Cost
+from effrank_bench.plan import plan_trials
+from effrank_bench.records import SCHEMA_VERSION, Trial, TrialRecord
+from effrank_bench.store import RunDir
 
 
 def record(rank: int, *, seed: int = 0, accuracy: float = 0.5, target: str = "joint", loss: str = "geometric",
            status: str = "ok") -> TrialRecord:
     return TrialRecord(status=status, arch="micro_vit", target=target, loss=loss, dataset="digits", rank=rank,
-                       seed=seed, val_accuracy=accuracy, test_accuracy=accuracy, environment={"device": "cpu"},
-                       history=[{"epoch": 1, "loss": 0.25}], cost={"params": 1000 + rank})
+                       seed=seed, init="svd", val_accuracy=accuracy, test_accuracy=accuracy,
+                       environment={"device": "cpu"}, history=[{"epoch": 1, "loss": 0.25, "val_accuracy": accuracy}],
+                       cost=Cost(params=1000 + rank, factorized_params=rank, macs=10 * rank, latency_ms=None,
+                                 peak_memory_mb=None))
 
 
 def test_append_and_records_round_trip(tmp_path):
@@ -28,11 +32,11 @@ def test_append_and_records_round_trip(tmp_path):
     # One JSON object a line, each with the schema version.
     lines = run.records_path.read_text().splitlines()
     assert len(lines) == 2
-    assert json.loads(lines[1])["schema_version"] == SCHEMA_VERSION == 1
+    assert json.loads(lines[1])["schema_version"] == SCHEMA_VERSION == 2
     assert json.loads(lines[1])["val_accuracy"] == 0.875
     # A fresh handle on the same folder reads the same records and the same config.
     again = RunDir(tmp_path / "run")
-    assert [r.key for r in again.records()] == [("joint", "geometric", 2, 0), ("joint", "geometric", 8, 0)]
+    assert [r.trial for r in again.records()] == [Trial("joint", "geometric", 2, 0), Trial("joint", "geometric", 8, 0)]
     assert again.config() == RunConfig(ranks=(2, 8))
 
 
@@ -126,7 +130,7 @@ def test_plan_is_every_rank_smallest_first():
 
 
 def test_plan_runs_seed_by_seed_so_early_stops_leave_whole_curves():
-    trials = plan_trials(RunConfig(ranks="4,2", seeds="1,0"), {("joint", "geometric", 2, 0)})
+    trials = plan_trials(RunConfig(ranks="4,2", seeds="1,0"), {Trial("joint", "geometric", 2, 0)})
     assert [(t.seed, t.rank) for t in trials] == [(1, 2), (1, 4), (0, 4)]
     assert trials[0].label(seeds=2) == "rank 2 seed 1"
 
@@ -138,9 +142,9 @@ def test_plan_skips_recorded_trials(tmp_path):
     run.append(record(8, status="failed"))  # a failed trial is recorded too, and not rerun
     run.append(record(4, seed=1))  # another seed: does not count for seed 0
     run.append(record(1, loss="kd"))  # another loss: does not count for geometric
-    done = {r.key for r in run.records()}
+    done = {r.trial for r in run.records()}
     assert [t.rank for t in plan_trials(config, done)] == [1, 4]
-    assert plan_trials(config, {t.key for t in plan_trials(config, set())}) == []
+    assert plan_trials(config, set(plan_trials(config, set()))) == []
 
 
 def test_a_run_stays_readable_after_its_teacher_checkpoint_is_gone(tmp_path):

@@ -11,11 +11,14 @@ import torch
 from effrank_bench import hookimpl
 from effrank_bench.analysis import analyze_curve
 from effrank_bench.config import RunConfig
-from effrank_bench.errors import UnsupportedTargetError
+from effrank_bench.errors import UnknownNameError, UnsupportedTargetError
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.report import build_report, write_report
-from effrank_bench.specs import ArchitectureSpec, LossSpec
-from effrank_bench.sweep import Sweep, run_sweep
+from effrank_bench.records import SCHEMA_VERSION, TrialRecord
+from effrank_bench.specs import ArchitectureSpec, ExecutorSpec, LossSpec
+from effrank_bench.setup import prepare
+from effrank_bench.sweep import execute, run_sweep
+from effrank_bench.teacher import obtain_teacher
 
 TINY = dict(ranks=(2, 4), epochs=2, teacher_epochs=3, batch_size=128, latency_repeats=2, device="cpu")
 
@@ -50,16 +53,17 @@ def test_a_sweep_writes_a_complete_run_directory(tiny_run):
     assert [(r.rank, r.status) for r in records] == [(2, "ok"), (4, "ok")]
     # micro_vit joint at rank 2: per block qkv 3·(2·64+64·2)+192, proj 2·64+64·2+64, fc1 2·64+128·2+128,
     # fc2 2·128+64·2+64 = 2,240, ×4 blocks = 8,960, plus 3,274 unfactorized parameters.
-    assert records[0].cost["params"] == 12_234
-    assert records[0].cost["factorized_params"] == 8_960
-    assert records[0].cost["macs"] < records[1].cost["macs"]
+    assert records[0].cost.params == 12_234
+    assert records[0].cost.factorized_params == 8_960
+    assert records[0].cost.macs < records[1].cost.macs
+    assert all(r.init == "svd" for r in records)
     assert all(len(r.history) == config.epochs for r in records)
 
     report = build_report(run)
     paths = write_report(run, report)
     assert {p.name for p in paths} == {"summary.json", "summary.csv", "summary.md", "region.csv", "curve.png"}
     summary = json.loads((run.path / "summary.json").read_text())
-    assert summary["schema_version"] == 1
+    assert summary["schema_version"] == SCHEMA_VERSION
     assert {"python", "torch", "timm", "transformers", "device"} <= set(summary["environment"])
     teacher_acc = summary["teacher"]["test_accuracy"]
     expected = analyze_curve([2, 4], [r.test_accuracy for r in records], teacher_acc)
@@ -85,10 +89,10 @@ def test_an_interrupted_sweep_keeps_finished_trials_and_resumes(tmp_path):
     config = RunConfig(**TINY, out=tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
         run_sweep(config, progress=Notes(interrupt_at="rank 4"))
-    sweep = Sweep(config)
-    assert [r.rank for r in sweep.run.records()] == [2]
-    sweep.execute()
-    assert [r.rank for r in sweep.run.records()] == [2, 4]
+    setup = prepare(config)
+    assert [r.rank for r in setup.run.records()] == [2]
+    execute(setup)
+    assert [r.rank for r in setup.run.records()] == [2, 4]
 
 
 def test_the_teacher_is_cached_and_shared_across_targets_and_losses(tiny_run, tmp_path):
@@ -98,8 +102,8 @@ def test_the_teacher_is_cached_and_shared_across_targets_and_losses(tiny_run, tm
                       progress=notes)
     assert any("loaded from cache" in n for n in notes.notes)
     first, second = run.teacher(), other.teacher()
-    assert first["key"] == second["key"]
-    assert first["test_accuracy"] == second["test_accuracy"]
+    assert first.key == second.key
+    assert first.test_accuracy == second.test_accuracy
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
@@ -107,16 +111,14 @@ def test_a_teacher_checkpoint_is_loaded_as_is(tiny_run, tmp_path, suffix):
     from safetensors.torch import save_file
 
     config, run = tiny_run
-    source = Sweep(config)
-    source.prepare_teacher()
-    state = {k: v.contiguous() for k, v in source.teacher.state_dict().items()}
+    source = obtain_teacher(prepare(config))
+    state = {k: v.contiguous() for k, v in source.model.state_dict().items()}
     path = tmp_path / f"teacher{suffix}"
     torch.save(state, path) if suffix == ".pt" else save_file(state, path)
-    loaded = Sweep(config.model_copy(update={"teacher_checkpoint": path, "teacher_epochs": 0,
-                                             "out": tmp_path / "from_ckpt"}))
-    info = loaded.prepare_teacher()
-    assert info["source"] == f"checkpoint {path}"
-    assert info["test_accuracy"] == run.teacher()["test_accuracy"]
+    loaded = obtain_teacher(prepare(config.model_copy(update={"teacher_checkpoint": path, "teacher_epochs": 0,
+                                                              "out": tmp_path / "from_ckpt"})))
+    assert loaded.record.source == f"checkpoint {path}"
+    assert loaded.record.test_accuracy == run.teacher().test_accuracy
 
 
 class _NanLoss:
@@ -148,7 +150,7 @@ class _AttentionOnly:
 def test_a_target_the_architecture_lacks_is_refused_naming_its_targets(tmp_path):
     registry = Registry(plugins=[("attn", _AttentionOnly())])
     with pytest.raises(UnsupportedTargetError, match="attn_only_vit does not support target 'mlp'; its targets are: attention"):
-        Sweep(RunConfig(arch="attn_only_vit", target="mlp", out=tmp_path / "r"), registry=registry)
+        prepare(RunConfig(arch="attn_only_vit", target="mlp", out=tmp_path / "r"), registry=registry)
     assert isinstance(registry.architecture("attn_only_vit"), ArchitectureSpec)
 
 
@@ -159,30 +161,62 @@ def test_more_seeds_extend_a_run_under_the_same_teacher(tiny_run, tmp_path):
     run = run_sweep(config.model_copy(update={"seeds": (0, 1), "out": tmp_path / "run"}), progress=notes)
     assert [(r.seed, r.rank) for r in run.records()] == [(0, 2), (0, 4), (1, 2), (1, 4)]
     assert any("loaded from cache" in n for n in notes.notes)  # seed 0's teacher, not a new one
-    assert run.teacher()["key"] == finished.teacher()["key"]
+    assert run.teacher().key == finished.teacher().key
     assert run.config().seeds == (0, 1) and run.config().teacher_seed == 0
 
 
 def test_a_run_records_its_targets_width_and_teacher_recipe(tiny_run):
     config, run = tiny_run
     # micro_vit, joint: q, k, v, proj, fc1 (64→128) and fc2 (128→64) all have full rank 64.
-    assert run.target_info() == {"target": "joint", "qkv": "split", "layers": 16, "max_rank": 64}
+    assert run.target_info().model_dump() == {"target": "joint", "qkv": "split", "layers": 16, "max_rank": 64}
     teacher = run.teacher()
-    assert teacher["recipe"] == {"epochs": 3, "lr": config.teacher_lr, "weight_decay": 0.01,
+    assert teacher.recipe == {"epochs": 3, "lr": config.teacher_lr, "weight_decay": 0.01,
                                  "warmup_fraction": 0.05, "optimizer": "adamw", "label_smoothing": 0.0,
                                  "amp": True}
-    assert len(teacher["history"]) == 3 and teacher["samples_per_second"] > 0
+    assert len(teacher.history) == 3 and teacher.samples_per_second > 0
     assert all(r.samples_per_second > 0 for r in run.records())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_cuda_sweep_trains_in_bf16_channels_last_and_records_throughput(tmp_path):
     config = RunConfig(**{**TINY, "device": "cuda"}, arch="micro_convnet", out=tmp_path / "run")
-    sweep = Sweep(config)
-    assert sweep.channels_last and sweep.workers == 0  # digits are in-memory tensors: no workers
-    run = sweep.execute()
+    setup = prepare(config)
+    assert setup.channels_last and setup.workers == 0  # digits are in-memory tensors: no workers
+    run = execute(setup)
     records = run.records()
     assert [r.status for r in records] == ["ok", "ok"]
     assert all(r.environment["device"] == "cuda" and r.samples_per_second > 0 for r in records)
-    assert run.teacher()["recipe"]["amp"] and run.teacher()["cost"]["peak_memory_mb"] > 0
-    assert next(sweep.teacher.parameters()).device.type == "cuda"
+    assert run.teacher().recipe["amp"] and run.teacher().cost.peak_memory_mb > 0
+    assert next(obtain_teacher(setup).model.parameters()).device.type == "cuda"
+
+
+class _Backwards:
+    """An executor plugin that 'runs' the trials last to first, recording each as failed without training."""
+
+    @hookimpl
+    def register_executors(self, register):
+        def execute(execution):
+            for trial in reversed(execution.trials):
+                execution.record(TrialRecord(
+                    status="failed", error="not trained", arch=execution.setup.config.arch, target=trial.target,
+                    loss=trial.loss, dataset=execution.setup.config.dataset, rank=trial.rank, seed=trial.seed,
+                    init=execution.setup.config.init, environment={"device": "cpu"}))
+
+        register(ExecutorSpec(name="backwards", description="last trial first", execute=execute))
+
+
+def test_an_executor_plugin_takes_over_the_loop_and_the_core_writes_what_it_records(tiny_run, tmp_path):
+    config, _ = tiny_run
+    notes = Notes()
+    run = run_sweep(config.model_copy(update={"executor": "backwards", "ranks": (2, 4, 8), "out": tmp_path / "r"}),
+                    registry=Registry(plugins=[("backwards", _Backwards())]), progress=notes)
+    assert [(r.rank, r.status, r.error) for r in run.records()] == [(8, "failed", "not trained"),
+                                                                    (4, "failed", "not trained"),
+                                                                    (2, "failed", "not trained")]
+    assert sum("failed: not trained" in n for n in notes.notes) == 3
+
+
+def test_an_unknown_executor_is_refused_before_anything_loads(tmp_path):
+    with pytest.raises(UnknownNameError, match="unknown executor 'lokal'; did you mean 'local'"):
+        prepare(RunConfig(**TINY, executor="lokal", out=tmp_path / "r"))
+    assert not (tmp_path / "r").exists()

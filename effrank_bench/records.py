@@ -1,0 +1,121 @@
+"""The typed records a run directory holds (trials, teacher, costs), and how records of version 1 are read."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from effrank_bench.errors import ConfigError, format_validation_error
+from effrank_bench.measure import Cost
+
+# 2: records say which student init produced them; the teacher record carries its own version.
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True, order=True)
+class Trial:
+    """One student: a rank of a target under a loss and a seed. It is also a record's key."""
+
+    target: str
+    loss: str
+    rank: int
+    seed: int
+
+    def label(self, seeds: int = 1) -> str:
+        return f"rank {self.rank}" if seeds == 1 else f"rank {self.rank} seed {self.seed}"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Epoch(_Record):
+    """One epoch of a fit: mean training loss and validation accuracy after it."""
+
+    epoch: int
+    loss: float
+    val_accuracy: float
+
+
+class TargetInfo(_Record):
+    """What a run's target factorizes in its model; ``max_rank`` (the largest full rank) is its width."""
+
+    target: str
+    qkv: Literal["split", "fused"] = "split"
+    layers: int
+    max_rank: int
+
+
+class TeacherRecord(_Record):
+    """What is known of a teacher: where it came from, how it was trained, how good it is, its cost.
+
+    ``cost`` is measured on the run's device when a run stores the teacher; the shared cache keeps
+    the record without it (cost depends on the device, the teacher does not).
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    key: str
+    source: str
+    skipped_keys: list[str] = []
+    recipe: dict[str, Any]
+    val_accuracy: float
+    test_accuracy: float
+    history: list[Epoch] = []
+    train_seconds: float = 0.0
+    samples_per_second: float | None = None
+    environment: dict[str, Any]
+    cost: Cost | None = None
+
+
+class TrialRecord(_Record):
+    """One finished (or failed) trial, as one line of ``trials.jsonl``."""
+
+    schema_version: int = SCHEMA_VERSION
+    status: Literal["ok", "failed"]
+    arch: str
+    target: str
+    loss: str
+    dataset: str
+    rank: int
+    seed: int
+    init: Literal["svd", "random"]
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    error: str | None = None
+    history: list[Epoch] = []
+    train_seconds: float | None = None
+    samples_per_second: float | None = None
+    cost: Cost | None = None
+    environment: dict[str, Any]
+
+    @property
+    def trial(self) -> Trial:
+        return Trial(self.target, self.loss, self.rank, self.seed)
+
+
+def read_trial(line: str, *, init: str) -> TrialRecord:
+    """A record from its JSON line; a version-1 record gets the run's student ``init``, which it lacked.
+
+    Raises ValueError (pydantic's ValidationError is one) for a line that is no record.
+    """
+    data = json.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("schema_version") == 1:
+        data = {**data, "schema_version": SCHEMA_VERSION, "init": init}
+    return TrialRecord.model_validate(data)
+
+
+def read_teacher(text: str, source: str) -> TeacherRecord:
+    """A teacher record from JSON; version 1 (written before teacher records had a version) reads as is."""
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict):
+            data.setdefault("schema_version", SCHEMA_VERSION)
+        return TeacherRecord.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+    except ValueError:
+        raise ConfigError(f"{source} is not a teacher record (not valid JSON)") from None

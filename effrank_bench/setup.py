@@ -1,0 +1,157 @@
+"""Resolve and check a run's config once, into the frozen setup that its teacher and trials read."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from effrank_bench.config import RunConfig
+from effrank_bench.data import Batches, default_workers, example_input
+from effrank_bench.environment import resolve_device
+from effrank_bench.errors import ConfigError
+from effrank_bench.factorize import QKV, check_rank, max_rank
+from effrank_bench.measure import Cost, measure
+from effrank_bench.registry import Registry, default_registry
+from effrank_bench.specs import (ArchitectureSpec, DataRequest, DatasetSpec, DataSplits, ExecutorSpec, LossSpec,
+                                  ModelRequest, Site)
+from effrank_bench.records import TargetInfo
+from effrank_bench.store import RunDir
+
+
+@dataclass(frozen=True)
+class Components:
+    """The registered specs a config names."""
+
+    arch: ArchitectureSpec
+    loss: LossSpec
+    dataset: DatasetSpec
+    executor: ExecutorSpec
+
+
+def resolve_architecture(registry: Registry, name: str, target: str) -> ArchitectureSpec:
+    """The architecture called ``name``, checked to have ``target``."""
+    arch = registry.architecture(name)
+    registry.target(target)
+    arch.require_target(target)
+    return arch
+
+
+def resolve_components(config: RunConfig, registry: Registry) -> Components:
+    """Look up every name of ``config`` and check that they fit together, before anything loads."""
+    arch = resolve_architecture(registry, config.arch, config.target)
+    dataset = registry.dataset(config.dataset)
+    dataset.check_architecture(arch)
+    return Components(arch=arch, loss=registry.loss(config.loss), dataset=dataset,
+                      executor=registry.executor(config.executor))
+
+
+def data_request(config: RunConfig, arch: ArchitectureSpec) -> DataRequest:
+    """What a run asks of its data set: where it is, the architecture's input size, tokenizer and preprocessing."""
+    return DataRequest(root=config.data_root, download=config.download, input_size=arch.input_size,
+                       tokenizer=config.tokenizer or arch.tokenizer, augment=config.augment,
+                       preprocess=arch.preprocess)
+
+
+class DataCache:
+    """Loaded data sets by request, so that a suite's runs on one data set load it once."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, DataRequest], DataSplits] = {}
+
+    def load(self, dataset: DatasetSpec, request: DataRequest) -> DataSplits:
+        key = (dataset.name, request)
+        if key not in self._loaded:
+            self._loaded[key] = dataset.load(request)
+        return self._loaded[key]
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """Everything a run's teacher and trials share, resolved and checked once.
+
+    ``model`` is the untrained model, built under the teacher's seed: the teacher starts from a
+    copy of it. ``run`` is the run directory, checked to be resumable by this config but not
+    created yet: nothing is written before the run starts.
+    """
+
+    config: RunConfig
+    parts: Components
+    device: torch.device
+    splits: DataSplits
+    request: ModelRequest
+    workers: int
+    channels_last: bool
+    model: nn.Module
+    sites: tuple[Site, ...]
+    run: RunDir
+
+    @property
+    def teacher_key(self) -> str:
+        """The teacher's cache key: the config's teacher fields and the inputs its architecture expects."""
+        preprocess = self.parts.arch.preprocess
+        return self.config.teacher_key(preprocess.model_dump(mode="json") if preprocess else None)
+
+    @property
+    def max_rank(self) -> int:
+        """The target's width: the largest full rank among its layers."""
+        return max_rank(self.model, self.sites, self.config.qkv)
+
+    def target_info(self) -> TargetInfo:
+        """What the target factorizes in this model, as ``target.json`` stores it."""
+        c = self.config
+        return TargetInfo(target=c.target, qkv=c.qkv, layers=len(self.sites), max_rank=self.max_rank)
+
+    def batches(self, dataset: Dataset, *, shuffle: bool = False, seed: int = 0) -> Batches:
+        return Batches(dataset, batch_size=self.config.batch_size, modality=self.splits.modality,
+                       input_size=self.request.input_size, device=self.device, shuffle=shuffle, seed=seed,
+                       workers=self.workers, channels_last=self.channels_last, preprocess=self.parts.arch.preprocess)
+
+    def to_device(self, model: nn.Module) -> nn.Module:
+        model.to(self.device)
+        # Convolutions run faster on CUDA in channels-last layout (tensor cores); on CPU it only costs copies.
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def cost(self, model: nn.Module, factorized: Iterable[nn.Module] = ()) -> Cost:
+        example = example_input(self.request, self.splits.modality, self.config.latency_batch_size, self.device)
+        if self.channels_last:  # timed in the layout the model computes in, as training feeds it
+            example = example.contiguous(memory_format=torch.channels_last)
+        return measure(model, example, factorized=factorized, repeats=self.config.latency_repeats)
+
+
+def build_checked(arch: ArchitectureSpec, request: ModelRequest, target: str, ranks: Iterable[int],
+                  qkv: QKV) -> tuple[nn.Module, list[Site]]:
+    """The untrained model and its target's sites, every rank checked against them.
+
+    Built untrained first: a rank no layer can take is refused before any time goes into a teacher.
+    """
+    model = arch.build(request)
+    sites = arch.sites(model, target)
+    for rank in ranks:
+        check_rank(model, sites, rank, qkv, arch.name)
+    return model, sites
+
+
+def prepare(config: RunConfig, registry: Registry | None = None, data: DataCache | None = None) -> RunSetup:
+    """Resolve ``config`` into a :class:`RunSetup`: names, data, device, model and ranks, run directory.
+
+    Every check a run needs happens here, before any training: unknown names, a data set of the
+    wrong kind or missing, a rank no targeted layer can take, a run directory that holds another sweep.
+    """
+    parts = resolve_components(config, registry or default_registry())
+    out = config.out or config.default_out()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    run = RunDir(out)
+    run.check_resumable(config)
+    device = torch.device(resolve_device(config.device))
+    splits = (data or DataCache()).load(parts.dataset, data_request(config, parts.arch))
+    request = splits.model_request(parts.arch)
+    torch.manual_seed(config.teacher_seed)  # the teacher trained from scratch starts from this init
+    model, sites = build_checked(parts.arch, request, config.target, config.ranks, config.qkv)
+    workers = config.workers if config.workers is not None else default_workers(device, splits.train)
+    return RunSetup(config=config, parts=parts, device=device, splits=splits, request=request, workers=workers,
+                    channels_last=device.type == "cuda" and splits.modality == "image", model=model,
+                    sites=tuple(sites), run=run)
