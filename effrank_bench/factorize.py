@@ -190,6 +190,15 @@ def factorize(model: nn.Module, sites: Sequence[Site], rank: int, *, init: Init 
     return replaced
 
 
+def classifier_of(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The head's path and module, from timm's ``model.get_classifier()``; None for a model without one."""
+    get_classifier = getattr(model, "get_classifier", None)
+    if not callable(get_classifier):
+        return None
+    head = get_classifier()
+    return next(((path, m) for path, m in model.named_modules() if m is head), None)
+
+
 # The layers a block's "norms" are: their reset_parameters() gives weight 1, bias 0 (and, for
 # batch norms, fresh running statistics).
 NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
@@ -221,8 +230,8 @@ def rebuild_blocks_and_head(model: nn.Module, paths: Sequence[str]) -> list[str]
     re-initialised by its own ``reset_parameters``. Everything else (embeddings, class and position
     tokens, the final norm, untargeted blocks) stays as it is: the teacher's.
     """
-    get_classifier = getattr(model, "get_classifier", None)
-    if not callable(get_classifier):
+    head = classifier_of(model)
+    if head is None:
         raise RegistrationError(f"init paper-rebuild gives a fresh head, but {type(model).__name__} has no "
                                 "get_classifier() method returning its classifier module (timm models have one)")
     blocks = sorted({block for path in paths if (block := block_of(model, path)) is not None})
@@ -230,7 +239,7 @@ def rebuild_blocks_and_head(model: nn.Module, paths: Sequence[str]) -> list[str]
         for module in model.get_submodule(block).modules():
             if isinstance(module, NORMS):
                 module.reset_parameters()
-    for module in get_classifier().modules():
+    for module in head[1].modules():
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
     return blocks

@@ -32,11 +32,11 @@ class _Record(BaseModel):
 
 
 class Epoch(_Record):
-    """One epoch of a fit: mean training loss and validation accuracy after it."""
+    """One epoch of a fit: mean training loss and validation accuracy after it (None: no validation split)."""
 
     epoch: int
     loss: float
-    val_accuracy: float
+    val_accuracy: float | None
 
 
 class TargetInfo(_Record):
@@ -52,7 +52,9 @@ class TeacherRecord(_Record):
     """What is known of a teacher: where it came from, how it was trained, how good it is, its cost.
 
     ``cost`` is measured on the run's device when a run stores the teacher; the shared cache keeps
-    the record without it (cost depends on the device, the teacher does not).
+    the record without it (cost depends on the device, the teacher does not). ``val_accuracy`` is
+    None without a validation split; ``num_classes`` is that of the data it was evaluated on (None
+    in records written before it was kept).
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -60,8 +62,9 @@ class TeacherRecord(_Record):
     source: str
     skipped_keys: list[str] = []
     recipe: dict[str, Any]
-    val_accuracy: float
+    val_accuracy: float | None
     test_accuracy: float
+    num_classes: int | None = None
     history: list[Epoch] = []
     train_seconds: float = 0.0
     samples_per_second: float | None = None
@@ -70,7 +73,11 @@ class TeacherRecord(_Record):
 
 
 class TrialRecord(_Record):
-    """One finished (or failed) trial, as one line of ``trials.jsonl``."""
+    """One finished (or failed) trial, as one line of ``trials.jsonl``.
+
+    ``group`` holds the (rank, seed) of every student it trained beside, itself included (one data
+    stream, one teacher pass per batch); empty when it trained alone.
+    """
 
     schema_version: int = SCHEMA_VERSION
     status: Literal["ok", "failed"]
@@ -80,7 +87,8 @@ class TrialRecord(_Record):
     dataset: str
     rank: int
     seed: int
-    init: Literal["svd", "random"]
+    init: Literal["svd", "random", "paper-rebuild"]
+    group: list[tuple[int, int]] = []
     val_accuracy: float | None = None
     test_accuracy: float | None = None
     error: str | None = None

@@ -11,6 +11,7 @@ import numpy as np
 from rich.table import Table
 
 from effrank_bench.analysis import Censoring, CurveAnalysis, analyze_curve
+from effrank_bench.atomic import atomic_path, atomic_write_text
 from effrank_bench.bootstrap import ONE_SEED_NOTE, Estimate, Uncertainty, bootstrap_curve
 from effrank_bench.config import RunConfig
 from effrank_bench.records import SCHEMA_VERSION, TeacherRecord
@@ -65,6 +66,7 @@ class Report:
     per_rank: tuple[RankStat, ...] = ()
     uncertainty: Uncertainty | None = None
     uncertainty_note: str | None = None  # why there is no interval
+    warnings: tuple[str, ...] = ()  # what makes the numbers doubtful (warning_lines)
 
     @property
     def title(self) -> str:
@@ -103,6 +105,7 @@ class Report:
             "analysis_note": self.note,
             "uncertainty": self.uncertainty.to_dict() if self.uncertainty else None,
             "uncertainty_note": self.uncertainty_note,
+            "warnings": list(self.warnings),
         }
 
 
@@ -141,7 +144,38 @@ def build_report(run: RunDir) -> Report:
         else:
             u_note = ONE_SEED_NOTE
     return Report(config=config, teacher=teacher, rows=rows, analysis=analysis, note=note,
-                  per_rank=per_rank, uncertainty=uncertainty, uncertainty_note=u_note)
+                  per_rank=per_rank, uncertainty=uncertainty, uncertainty_note=u_note,
+                  warnings=tuple(_warnings(config, teacher, ok)))
+
+
+# A student this much better than its teacher (normalized accuracy above it) means the teacher is weak.
+BEATS_TEACHER = 1.05
+
+
+def _warnings(config: RunConfig, teacher: TeacherRecord, ok: list) -> list[str]:
+    """What makes a run's numbers doubtful: a teacher near chance, students beating it, a teacher
+    used as loaded with a head that was not."""
+    warnings = []
+    t_acc = teacher.test_accuracy
+    if teacher.num_classes and t_acc < 2 / teacher.num_classes:
+        warnings.append(f"the teacher is near chance: test accuracy {t_acc:.4f}, under twice chance (2/"
+                        f"{teacher.num_classes} = {2 / teacher.num_classes:.4f}); accuracies normalized by it "
+                        "mean little: train it longer (--teacher-epochs) or start from trained weights")
+    best = max(ok, key=lambda r: r.test_accuracy, default=None)
+    if best is not None and t_acc > 0 and best.test_accuracy / t_acc > BEATS_TEACHER:
+        warnings.append(f"a student beats the teacher by more than {BEATS_TEACHER - 1:.0%} (rank {best.rank}, "
+                        f"seed {best.seed}: normalized {best.test_accuracy / t_acc:.3f}): the teacher is "
+                        "probably under-trained (--teacher-epochs, --teacher-lr)")
+    if config.teacher_epochs == 0 and teacher.skipped_keys:
+        shown = ", ".join(teacher.skipped_keys[:3]) + (", ..." if len(teacher.skipped_keys) > 3 else "")
+        warnings.append(f"the teacher is used as loaded (--teacher-epochs 0) but its head is new, not loaded "
+                        f"({shown}): an untrained head; fine-tune it with --teacher-epochs N")
+    return warnings
+
+
+def warning_lines(report: Report) -> list[str]:
+    """The report's warnings, one line each."""
+    return [f"warning: {warning}" for warning in report.warnings]
 
 
 def _per_rank(ok: list, teacher_accuracy: float) -> tuple[RankStat, ...]:
@@ -264,6 +298,7 @@ def _markdown(report: Report) -> str:
     lines += [""] + [f"- {line}" for line in region_lines(report.analysis, report.note, report.uncertainty)]
     if report.uncertainty_note and report.analysis is not None:
         lines.append(f"- {report.uncertainty_note}")
+    lines += [f"- {line}" for line in warning_lines(report)]
     return "\n".join(lines) + "\n"
 
 
@@ -347,11 +382,15 @@ def plot_curve(report: Report, path: Path) -> None:
 def write_report(run: RunDir, report: Report) -> list[Path]:
     """Write summary.json, summary.csv, summary.md and, with an analysis, region.csv and curve.png."""
     paths = [run.path / name for name in ("summary.json", "summary.csv", "summary.md")]
-    paths[0].write_text(json.dumps(report.to_dict(), indent=2))
-    _csv(report, paths[1])
-    paths[2].write_text(_markdown(report))
+    # Each file whole or not at all (temporary name, then rename): a reader never sees half a summary.
+    atomic_write_text(paths[0], json.dumps(report.to_dict(), indent=2))
+    with atomic_path(paths[1]) as tmp:
+        _csv(report, tmp)
+    atomic_write_text(paths[2], _markdown(report))
     if report.analysis is not None:
         paths += [run.path / "region.csv", run.path / "curve.png"]
-        _region_csv(report, paths[-2])
-        plot_curve(report, paths[-1])
+        with atomic_path(paths[-2]) as tmp:
+            _region_csv(report, tmp)
+        with atomic_path(paths[-1]) as tmp:
+            plot_curve(report, tmp)
     return paths

@@ -11,14 +11,13 @@ from torch.utils.data import Dataset
 from effrank_bench.config import RunConfig
 from effrank_bench.data import Batches, default_workers, example_input
 from effrank_bench.environment import resolve_device
-from effrank_bench.errors import ConfigError
 from effrank_bench.factorize import QKV, check_rank, max_rank
 from effrank_bench.measure import Cost, measure
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.specs import (ArchitectureSpec, DataRequest, DatasetSpec, DataSplits, ExecutorSpec, LossSpec,
                                   ModelRequest, Site)
 from effrank_bench.records import TargetInfo
-from effrank_bench.store import RunDir
+from effrank_bench.store import RunDir, check_out_dir
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ def data_request(config: RunConfig, arch: ArchitectureSpec) -> DataRequest:
     """What a run asks of its data set: where it is, the architecture's input size, tokenizer and preprocessing."""
     return DataRequest(root=config.data_root, download=config.download, input_size=arch.input_size,
                        tokenizer=config.tokenizer or arch.tokenizer, augment=config.augment,
-                       preprocess=arch.preprocess)
+                       preprocess=arch.preprocess, val_fraction=config.val_fraction)
 
 
 class DataCache:
@@ -142,8 +141,7 @@ def prepare(config: RunConfig, registry: Registry | None = None, data: DataCache
     """
     parts = resolve_components(config, registry or default_registry())
     out = config.out or config.default_out()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a directory")
+    check_out_dir(out)
     run = RunDir(out)
     run.check_resumable(config)
     device = torch.device(resolve_device(config.device))

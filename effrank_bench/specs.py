@@ -222,6 +222,8 @@ class DataRequest(_Frozen):
     for images); validation and test splits are never augmented. ``preprocess`` is the
     architecture's: its mean and std normalize the images, and loaders that resize (image
     folders) resize and center crop its way; None: the data set's own statistics.
+    ``val_fraction`` is the fraction of the training data held out for validation (None: the data
+    set's own split; 0: none, the whole training split trains and the validation split is empty).
     """
 
     root: Path | None = None
@@ -230,6 +232,7 @@ class DataRequest(_Frozen):
     tokenizer: str | None = None
     augment: bool = True
     preprocess: Preprocess | None = None
+    val_fraction: float | None = Field(default=None, ge=0, lt=1)
 
 
 class DatasetSpec(_Frozen):

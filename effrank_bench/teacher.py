@@ -1,7 +1,10 @@
 """The full-rank teacher: build, load a checkpoint, train, and cache it by what determines it."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,15 +13,22 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from effrank_bench.atomic import atomic_path, atomic_write_text
 from effrank_bench.environment import environment
-from effrank_bench.errors import CheckpointError, one_line
+from effrank_bench.errors import CheckpointError, EffrankError, one_line
+from effrank_bench.lock import FileLock
+from effrank_bench.factorize import classifier_of
 from effrank_bench.paths import cache_dir
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import TeacherRecord, read_teacher
+from effrank_bench.store import read_text
 from effrank_bench.train import Recipe, evaluate, train_teacher
 
 if TYPE_CHECKING:
     from effrank_bench.setup import RunSetup
+
+# How often a process waiting for another to finish training a teacher looks again.
+_POLL_S = 2.0
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -70,23 +80,76 @@ class CachedTeacher:
         folder = (root or cache_dir()) / "teachers"
         return cls(folder / f"{key}.safetensors", folder / f"{key}.json")
 
+    @property
+    def lock(self) -> Path:
+        return self.info.with_suffix(".lock")
+
     def exists(self) -> bool:
         return self.weights.is_file() and self.info.is_file()
 
     def record(self) -> TeacherRecord:
-        return read_teacher(self.info.read_text(), str(self.info))
+        return read_teacher(read_text(self.info), str(self.info))
 
     def load(self, model: nn.Module) -> TeacherRecord:
-        model.load_state_dict(load_file(self.weights))
+        """The weights into ``model``; a file that is torn, holds NaN or does not fit is a CheckpointError."""
+        model.load_state_dict(self._state())
         return self.record()
 
+    def _state(self) -> dict[str, torch.Tensor]:
+        try:
+            state = load_file(self.weights)
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own and OS errors alike
+            raise CheckpointError(f"teacher weights {self.weights} cannot be read ({one_line(err)}); "
+                                  f"delete it and {self.info.name} to train the teacher again") from None
+        bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise CheckpointError(f"teacher weights {self.weights} hold NaN or infinite values ({bad}); "
+                                  f"delete it and {self.info.name} to train the teacher again")
+        return state
+
     def save(self, model: nn.Module, record: TeacherRecord) -> None:
+        """Weights, then the record, each written whole and renamed: ``exists()`` only sees complete entries."""
         self.weights.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename, so an interrupted save never leaves a truncated cache entry behind.
-        tmp = self.weights.with_suffix(".tmp")
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp)
-        tmp.replace(self.weights)
-        self.info.write_text(record.model_copy(update={"cost": None}).model_dump_json(indent=2))
+        with atomic_path(self.weights) as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp)
+        atomic_write_text(self.info, record.model_copy(update={"cost": None}).model_dump_json(indent=2))
+
+    @contextlib.contextmanager
+    def claim(self, progress: Progress = NullProgress()) -> Iterator[None]:
+        """Hold ``<key>.lock`` while this entry is read, or trained and saved: one process trains a key.
+
+        While another live process holds it (it is training this teacher), wait and poll, then use what
+        it saved. An entry that cannot be read (torn, NaN weights, damaged record) is moved aside, with
+        a note, so that it is trained again instead of failing every later run.
+        """
+        self.weights.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.lock)
+        noted = False
+        while (holder := lock.try_acquire(progress)) is not None:
+            if not noted:
+                gone = ("" if holder.on_this_host() or holder.host == "?"
+                        else f"; it runs on another host: if it is gone, delete {self.lock}")
+                progress.note(f"waiting for another process training this teacher ({holder.describe()}){gone}")
+                noted = True
+            time.sleep(_POLL_S)
+        try:
+            self._set_aside_if_unreadable(progress)
+            yield
+        finally:
+            lock.release()
+
+    def _set_aside_if_unreadable(self, progress: Progress) -> None:
+        if not self.exists():
+            return
+        try:
+            self.record()
+            self._state()
+        except EffrankError as err:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for path in (self.info, self.weights):  # the record first: without it the entry is not there
+                path.replace(path.with_name(f"{path.stem}.unreadable-{stamp}{path.suffix}"))
+            progress.note(f"the cached teacher {self.weights.stem} is unreadable ({err}); moved it aside to "
+                          f"*.unreadable-{stamp}.* and training it again")
 
 
 @dataclass(frozen=True)
@@ -108,16 +171,17 @@ def obtain_teacher(setup: RunSetup, progress: Progress = NullProgress()) -> Teac
     model = copy.deepcopy(setup.model)
     cached = CachedTeacher.at(key)
     kept = CachedTeacher(setup.run.teacher_weights, setup.run.teacher_info)
-    if cached.exists():
-        source, record = cached, cached.load(model)
-        progress.note(f"teacher loaded from cache ({cached.weights})")
-    elif kept.exists() and kept.record().key == key:
-        source, record = kept, kept.load(model)
-        progress.note(f"teacher loaded from the run directory ({kept.weights})")
-    else:
-        model, record = _train(setup, model, progress)
-        source = cached
-        cached.save(model, record)
+    with cached.claim(progress):  # another process training this key is waited for, not raced
+        if cached.exists():
+            source, record = cached, cached.load(model)
+            progress.note(f"teacher loaded from cache ({cached.weights})")
+        elif kept.exists() and kept.record().key == key:
+            source, record = kept, kept.load(model)
+            progress.note(f"teacher loaded from the run directory ({kept.weights})")
+        else:
+            model, record = _train(setup, model, progress)
+            source = cached
+            cached.save(model, record)
     setup.to_device(model)
     return Teacher(model=model, record=record.model_copy(update={"cost": setup.cost(model)}), weights=source.weights)
 
@@ -128,6 +192,11 @@ def _train(setup: RunSetup, model: nn.Module, progress: Progress) -> tuple[nn.Mo
         model = arch.build(setup.request.model_copy(update={"pretrained": True}))
         source = "pretrained"
     skipped: list[str] = []
+    if config.pretrained and setup.request.num_classes != arch.num_classes:
+        # The published head has the architecture's classes: the builder made a new one, not loaded.
+        head = classifier_of(model)
+        skipped = ([f"{head[0]}.{k}" if head[0] else k for k in head[1].state_dict()] if head is not None
+                   else [f"classifier ({setup.request.num_classes} classes, not in the pretrained weights)"])
     if config.teacher_checkpoint is not None:
         state = load_state_dict(config.teacher_checkpoint)
         if arch.convert_checkpoint is not None:
@@ -137,7 +206,8 @@ def _train(setup: RunSetup, model: nn.Module, progress: Progress) -> tuple[nn.Mo
     setup.to_device(model)
     recipe = Recipe(config.teacher_epochs, config.teacher_lr, config.teacher_weight_decay,
                     warmup_fraction=config.teacher_warmup, optimizer=config.teacher_optimizer,
-                    label_smoothing=config.label_smoothing, amp=config.amp)
+                    label_smoothing=config.label_smoothing, amp=config.amp, schedule=config.teacher_schedule,
+                    select=config.select)
     val, test = setup.batches(setup.splits.val), setup.batches(setup.splits.test)
     fit = None
     if config.teacher_epochs > 0:
@@ -147,6 +217,7 @@ def _train(setup: RunSetup, model: nn.Module, progress: Progress) -> tuple[nn.Mo
     record = TeacherRecord(
         key=setup.teacher_key, source=source, skipped_keys=skipped, recipe=asdict(recipe),
         val_accuracy=evaluate(model, val, config.amp), test_accuracy=evaluate(model, test, config.amp),
+        num_classes=setup.splits.num_classes,
         history=fit.history if fit else [], train_seconds=fit.seconds if fit else 0.0,
         samples_per_second=samples / fit.step_seconds if fit else None,
         environment=environment(str(setup.device)),

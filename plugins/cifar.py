@@ -136,7 +136,7 @@ def _load(cifar: _Cifar, request: DataRequest) -> DataSplits:
 
     images, labels = read(cifar.train_files)
     test_images, test_labels = read(cifar.test_files)
-    train, val = held_out_val(labels.numpy())
+    train, val = held_out_val(labels.numpy(), request.val_fraction)
     augment = train_augment(32) if request.augment else None
     normalize = (Normalize.expected_by(request.preprocess, 3) if request.preprocess is not None
                  else Normalize(cifar.mean, cifar.std))

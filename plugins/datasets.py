@@ -21,7 +21,7 @@ def load_digits_splits(request: DataRequest) -> DataSplits:
     digits = load_digits()
     x = digits.images.astype(np.float32) / 16.0
     y = digits.target.astype(np.int64)
-    train, val, test = stratified_split(y)
+    train, val, test = stratified_split(y, request.val_fraction)
     if request.preprocess is not None:  # a pretrained model's statistics, folded to one channel
         normalize = Normalize.expected_by(request.preprocess, channels=1)
         mean, std = normalize.mean[0], normalize.std[0]
@@ -45,7 +45,7 @@ def load_digits_tokens(request: DataRequest) -> DataSplits:
     def subset(rows: np.ndarray) -> TensorDataset:
         return TensorDataset(torch.from_numpy(ids[rows]), torch.from_numpy(y[rows]))
 
-    train, val, test = stratified_split(y)
+    train, val, test = stratified_split(y, request.val_fraction)
     return DataSplits(train=subset(train), val=subset(val), test=subset(test), num_classes=10,
                       modality="tokens", input_size=ids.shape[1], vocab_size=FIRST_INTENSITY + _INTENSITIES)
 

@@ -127,7 +127,7 @@ def load_imagefolder(request: DataRequest) -> DataSplits:
     files, labels = flat(train_tree)
     test_files, test_labels = flat(test_tree)
     side = request.input_size or _native_side(files)
-    train, val = held_out_val(np.array(labels))
+    train, val = held_out_val(np.array(labels), request.val_fraction)
     augment = train_augment(side) if request.augment else None
     train_files = [files[i] for i in train]
     preprocess = request.preprocess

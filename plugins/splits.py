@@ -13,13 +13,17 @@ VAL_FRACTION = 0.1
 _SPLIT_SEED = 0
 
 
-def held_out_val(labels: np.ndarray, fraction: float = VAL_FRACTION) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train, val) row indices: a fixed, seeded hold-out of ``fraction``, stratified when possible.
+def held_out_val(labels: np.ndarray, fraction: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, val) row indices: a fixed, seeded hold-out of ``fraction`` (None: 10%), stratified
+    when possible; ``fraction`` 0 holds out nothing (every row trains, val is empty).
 
     Stratifying needs two examples of every class and room for each in both parts;
     sets too small for that (toy folders) get a plain seeded hold-out instead.
     """
+    fraction = VAL_FRACTION if fraction is None else fraction
     n = len(labels)
+    if fraction == 0:
+        return np.arange(n), np.arange(0)
     if n < 2:
         raise DataError(f"a validation split is held out of the training data, which needs 2 examples; it has {n}")
     n_val = math.ceil(fraction * n)
@@ -30,9 +34,18 @@ def held_out_val(labels: np.ndarray, fraction: float = VAL_FRACTION) -> tuple[np
     return np.sort(train), np.sort(val)
 
 
-def stratified_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row indices of a fixed stratified 70/15/15 train/val/test split, for sets that ship as one pool (digits)."""
+def stratified_split(labels: np.ndarray, val_fraction: float | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of a fixed stratified 70/15/15 train/val/test split, for sets that ship as one pool (digits).
+
+    With ``val_fraction``, the test 15% stays the same and validation is that fraction of the other
+    85% (:func:`held_out_val`; 0: none), so that every choice is scored on the same test rows.
+    """
     idx = np.arange(len(labels))
     train, rest = train_test_split(idx, test_size=0.3, stratify=labels, random_state=_SPLIT_SEED)
     val, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=_SPLIT_SEED)
-    return train, val, test
+    if val_fraction is None:
+        return train, val, test
+    pool = np.sort(np.concatenate([train, val]))
+    train, val = held_out_val(labels[pool], val_fraction)
+    return pool[train], pool[val], test

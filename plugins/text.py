@@ -164,7 +164,7 @@ def _load(spec: _TextSet, request: DataRequest) -> DataSplits:
     (texts, labels), (test_texts, test_labels) = splits["train"], splits[spec.reported]
     ids, test_ids = _encode(tokenizer, texts, request.input_size), _encode(tokenizer, test_texts, request.input_size)
     labels, test_labels = torch.from_numpy(labels), torch.from_numpy(test_labels)
-    train, val = held_out_val(labels.numpy())
+    train, val = held_out_val(labels.numpy(), request.val_fraction)
     return DataSplits(
         train=TensorDataset(ids[train], labels[train]), val=TensorDataset(ids[val], labels[val]),
         test=TensorDataset(test_ids, test_labels), num_classes=spec.num_classes, modality="tokens",

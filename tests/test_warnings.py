@@ -1,0 +1,64 @@
+"""Warnings after a report: a teacher near chance, a student beating its teacher, a loaded teacher's new head."""
+from __future__ import annotations
+
+import json
+
+from effrank_bench.cli import main
+from effrank_bench.config import RunConfig
+from effrank_bench.records import TeacherRecord, TrialRecord
+from effrank_bench.report import build_report, warning_lines, write_report
+from effrank_bench.store import RunDir
+
+COST = {"params": 1000, "factorized_params": 800, "macs": 10_000, "latency_ms": 1.0, "peak_memory_mb": None}
+
+
+def _run(path, teacher_accuracy, students, *, num_classes=10, skipped=(), **config):
+    """A run directory with a teacher of ``teacher_accuracy`` and one student per (rank, test accuracy)."""
+    run = RunDir.open(path, RunConfig(ranks=[r for r, _ in students], **config))
+    run.teacher_info.write_text(TeacherRecord(
+        key="k", source="pretrained", skipped_keys=list(skipped), recipe={}, val_accuracy=teacher_accuracy,
+        test_accuracy=teacher_accuracy, num_classes=num_classes, environment={"device": "cpu"}, cost=COST,
+    ).model_dump_json())
+    for rank, accuracy in students:
+        run.append(TrialRecord(status="ok", arch="micro_vit", target="joint", loss="geometric", dataset="digits",
+                               rank=rank, seed=0, init="svd", test_accuracy=accuracy, cost=COST,
+                               environment={"device": "cpu"}))
+    return run
+
+
+def test_a_teacher_under_twice_chance_is_flagged(tmp_path):
+    # 10 classes: chance 0.1, so 0.19 is under 2× chance and 0.21 is not.
+    low = build_report(_run(tmp_path / "low", 0.19, [(2, 0.1), (4, 0.15)]))
+    assert len(low.warnings) == 1 and "near chance" in low.warnings[0] and "2/10 = 0.2000" in low.warnings[0]
+    assert build_report(_run(tmp_path / "ok", 0.21, [(2, 0.1), (4, 0.2)])).warnings == ()
+    unknown = build_report(_run(tmp_path / "old", 0.19, [(2, 0.1), (4, 0.15)], num_classes=None))
+    assert unknown.warnings == ()  # a record written before it knew its classes: nothing to compare
+
+
+def test_a_student_more_than_5_percent_above_the_teacher_is_flagged(tmp_path):
+    above = build_report(_run(tmp_path / "above", 0.8, [(2, 0.5), (4, 0.85)]))  # 0.85 / 0.8 = 1.0625
+    assert len(above.warnings) == 1
+    assert "rank 4" in above.warnings[0] and "1.062" in above.warnings[0] and "under-trained" in above.warnings[0]
+    assert build_report(_run(tmp_path / "near", 0.8, [(2, 0.5), (4, 0.84)])).warnings == ()  # 1.05 exactly
+
+
+def test_a_teacher_used_as_loaded_with_a_new_head_is_flagged(tmp_path):
+    head = ["head.weight", "head.bias"]
+    flagged = build_report(_run(tmp_path / "new", 0.9, [(2, 0.5), (4, 0.8)], skipped=head, pretrained=True,
+                                teacher_epochs=0))
+    assert len(flagged.warnings) == 1 and "--teacher-epochs 0" in flagged.warnings[0]
+    assert "head.weight" in flagged.warnings[0]
+    fine_tuned = _run(tmp_path / "tuned", 0.9, [(2, 0.5), (4, 0.8)], skipped=head, pretrained=True, teacher_epochs=3)
+    assert build_report(fine_tuned).warnings == ()  # the new head was trained
+
+
+def test_warnings_are_in_summary_json_and_printed_after_the_report(tmp_path, capsys):
+    run = _run(tmp_path / "run", 0.15, [(2, 0.1), (4, 0.17)])
+    report = build_report(run)
+    write_report(run, report)
+    assert json.loads((run.path / "summary.json").read_text())["warnings"] == list(report.warnings)
+    assert len(report.warnings) == 2  # near chance, and rank 4 beats it
+    assert main(["report", str(run.path)]) == 0
+    out = capsys.readouterr().out
+    assert all(line in " ".join(out.split()) for line in warning_lines(report))
+    assert out.index("warning:") > out.index("effective")
