@@ -1,0 +1,243 @@
+"""Which ranks to train: the full grid, or an adaptive search that brackets the crossings and the knee."""
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from effrank_bench.analysis import CurveAnalysis, analyze_curve
+from effrank_bench.errors import AnalysisError, ConfigError
+
+SEARCHES = ("grid", "adaptive")
+# Five log-spaced ranks span 2..256 at ratio ~3.4: enough for a first fit to place the crossings and
+# the knee near enough that each needs one or two more ranks.
+COARSE_POINTS = 5
+# A safety net, not the usual stop: a smooth curve is bracketed in two or three refinement rounds.
+MAX_ROUNDS = 8
+# The knee's golden-section polish leaves round-off on a knee that falls on a measured rank.
+_ON_RANK = 1e-9
+
+
+class RankSearch(Protocol):
+    """The sweep asks ``next_ranks`` for the ranks to train this round, trains them, asks again.
+
+    ``measured`` maps each finished rank to its normalized accuracy (student / teacher, mean over
+    seeds); ``failed`` names ranks that were tried and gave no accuracy, never proposed again. An
+    empty list means the search is done.
+    """
+
+    def next_ranks(self, measured: Mapping[int, float], failed: Collection[int] = ()) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close the measured ranks around a crossing or the knee must be: at most
+    ``max(ranks, fraction * rank)`` apart. The default, 10% and at least 1 rank, asks for adjacent
+    ranks below 20 (ranks are integers), and above that for finer than the paper's grid anywhere
+    (its gaps are 12.5% to 50% of the rank)."""
+
+    ranks: float = 1.0
+    fraction: float = 0.10
+
+    def width(self, rank: float) -> float:
+        return max(self.ranks, self.fraction * rank)
+
+    def __str__(self) -> str:
+        if self.fraction == 0:
+            return f"{self.ranks:g} ranks"
+        return f"{self.fraction * 100:g}% of the rank, at least {self.ranks:g}"
+
+
+def parse_tolerance(value: str | float | None) -> Tolerance:
+    """``"10%"``: 10% of the rank, at least 1 rank; ``"4"`` (or 4): 4 ranks everywhere; None: the default."""
+    if value is None:
+        return Tolerance()
+    text = str(value).strip()
+    relative = text.endswith("%")
+    try:
+        number = float(text.removesuffix("%"))
+    except ValueError:
+        raise ConfigError(f"tolerance must be a number of ranks like 4 or a percentage like 10%, got {value!r}") \
+            from None
+    if not (math.isfinite(number) and number > 0):
+        raise ConfigError(f"tolerance must be positive, got {value!r}")
+    return Tolerance(ranks=1.0, fraction=number / 100) if relative else Tolerance(ranks=number, fraction=0.0)
+
+
+@dataclass(frozen=True)
+class GridSearch:
+    """Every rank of the grid not yet measured, in one round."""
+
+    ranks: tuple[int, ...]
+
+    def next_ranks(self, measured: Mapping[int, float], failed: Collection[int] = ()) -> list[int]:
+        return sorted({int(r) for r in self.ranks} - set(measured) - set(failed))
+
+
+@dataclass
+class AdaptiveSearch:
+    """Integer ranks in ``[min(ranks), max(ranks)]``, chosen where the read-off is still uncertain.
+
+    Round 1 trains a coarse grid: the two bounds and log-spaced ranks between (``COARSE_POINTS`` in
+    all). Each later round fits the measured points (``analyze_curve``) and, for each of the two
+    crossings and the knee whose measured neighbours are more than ``tolerance`` apart, trains the
+    untried integer between them nearest its fitted location: where the fit is good, one more rank
+    on the other side closes the bracket. A crossing met at the lower bound or never met counts as
+    bracketed (the boundary is all there is to know). The search stops when all three are bracketed,
+    when no untried integer lies between the neighbours, or after ``max_rounds`` rounds.
+
+    The search is not restricted to the ``ranks`` grid: its point is to sample finer than a grid
+    where the curve needs it, so only the grid's ends matter (the paper's: 2 and 256). Measured
+    ranks outside the bounds are ignored. Which ranks come next depends only on ``measured`` and
+    ``failed``, so the search is deterministic and a resumed sweep picks up where it stopped; only
+    the round budget counts this searcher's calls.
+    """
+
+    ranks: Sequence[int]
+    thresholds: tuple[float, float] = (0.85, 0.95)
+    knee_axis: str = "linear"
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    monotone: str = "running-max"
+    max_rounds: int = MAX_ROUNDS
+    rounds: int = field(default=0, init=False)
+    low: int = field(init=False)
+    high: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.ranks or min(self.ranks) <= 0:
+            raise ConfigError("an adaptive search needs positive ranks to take its bounds from")
+        self.low, self.high = int(min(self.ranks)), int(max(self.ranks))
+
+    def coarse(self) -> list[int]:
+        """The first round: the bounds and log-spaced integer ranks between them."""
+        points = np.geomspace(self.low, self.high, COARSE_POINTS)
+        return sorted({int(round(p)) for p in points} | {self.low, self.high})
+
+    def next_ranks(self, measured: Mapping[int, float], failed: Collection[int] = ()) -> list[int]:
+        if self.rounds >= self.max_rounds:
+            return []
+        ranks = self._plan({int(r): float(v) for r, v in measured.items() if self.low <= r <= self.high},
+                           {int(r) for r in failed})
+        if ranks:
+            self.rounds += 1
+        return ranks
+
+    def _plan(self, measured: dict[int, float], failed: set[int]) -> list[int]:
+        tried = set(measured) | failed
+        first = [r for r in self.coarse() if r not in tried]
+        if first:
+            return first
+        if len(measured) < 2:
+            return []
+        analysis = self.fit(measured)
+        wanted = {self._candidate(lo, hi, at, tried) for lo, hi, at in self.brackets(analysis)}
+        return sorted(wanted - {None})
+
+    def fit(self, measured: Mapping[int, float]) -> CurveAnalysis:
+        """The read-off of the measured points (normalized accuracies: teacher accuracy 1)."""
+        ranks = sorted(measured)
+        return analyze_curve(ranks, [measured[r] for r in ranks], 1.0, thresholds=self.thresholds,
+                             knee_axis=self.knee_axis, monotone=self.monotone)
+
+    def brackets(self, analysis: CurveAnalysis) -> list[tuple[int, int, float]]:
+        """``(lower neighbour, upper neighbour, fitted location)`` of each target not yet bracketed."""
+        ranks = [int(r) for r in analysis.ranks]
+        wide = []
+        region = analysis.region
+        for threshold, at in zip(region.thresholds, (region.low, region.high)):
+            # The crossing lies in the data interval where the monotone curve first reaches the
+            # threshold; met at the first rank or never met, it is bracketed by the boundary.
+            first = next((i for i, v in enumerate(analysis.monotone) if v >= threshold), None)
+            if first is not None and first > 0:
+                wide.append((ranks[first - 1], ranks[first], at))
+        # A knee on a measured rank is where the fit has no bend to find (a straight or flat curve's
+        # fallback): lo == hi, bracketed.
+        knee = analysis.knee
+        wide.append((max(r for r in ranks if r <= knee + _ON_RANK), min(r for r in ranks if r >= knee - _ON_RANK),
+                     knee))
+        return [(lo, hi, at) for lo, hi, at in wide if hi - lo > self.tolerance.width(at)]
+
+    @staticmethod
+    def _candidate(lo: int, hi: int, at: float, tried: set[int]) -> int | None:
+        """The untried integer strictly between ``lo`` and ``hi`` nearest the fitted location ``at``
+        (the smaller of two as near); None when there is none left."""
+        free = [r for r in range(lo + 1, hi) if r not in tried]
+        return min(free, key=lambda r: (abs(r - at), r)) if free else None
+
+
+def make_search(search: str, ranks: Sequence[int], *, thresholds: Sequence[float] = (0.85, 0.95),
+                knee_axis: str = "linear", tolerance: str | float | Tolerance | None = None,
+                monotone: str = "running-max") -> GridSearch | AdaptiveSearch:
+    """The searcher a run asks for: ``"grid"`` or ``"adaptive"``; ConfigError for anything else."""
+    if search == "grid":
+        return GridSearch(tuple(int(r) for r in ranks))
+    if search == "adaptive":
+        tol = tolerance if isinstance(tolerance, Tolerance) else parse_tolerance(tolerance)
+        return AdaptiveSearch(tuple(int(r) for r in ranks), thresholds=(float(thresholds[0]), float(thresholds[1])),
+                              knee_axis=knee_axis, tolerance=tol, monotone=monotone)
+    raise ConfigError(f"search must be one of {', '.join(SEARCHES)}, got {search!r}")
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A search replayed against a measured curve: the ranks it trained, round by round, and the
+    read-offs of the full grid and of the searched points (both on the curve's fit)."""
+
+    search: str
+    tolerance: Tolerance | None
+    rounds: tuple[tuple[int, ...], ...]
+    grid: CurveAnalysis
+    searched: CurveAnalysis
+
+    @property
+    def trials(self) -> int:
+        return sum(len(ranks) for ranks in self.rounds)
+
+    def to_dict(self) -> dict:
+        return {
+            "search": self.search,
+            "tolerance": None if self.tolerance is None else {"ranks": self.tolerance.ranks,
+                                                              "fraction": self.tolerance.fraction},
+            "rounds": [list(ranks) for ranks in self.rounds],
+            "trials": self.trials,
+            "grid_trials": len(self.grid.ranks),
+            "grid": self.grid.to_dict(),
+            "searched": self.searched.to_dict(),
+        }
+
+
+def replay(curve: CurveAnalysis, search: str, grid: Sequence[float] | None = None,
+           tolerance: str | float | Tolerance | None = None) -> Replay:
+    """Run ``search`` against ``curve``: each rank it asks for is answered by the curve's PCHIP fit.
+
+    ``grid`` (default: the curve's own ranks) is the full grid to compare with and gives the
+    search its bounds; it must be integer ranks inside the measured range (the fit does not
+    extrapolate). Both read-offs use the curve's thresholds, knee axis and monotone mode.
+    """
+    low, high = curve.ranks[0], curve.ranks[-1]
+    grid = curve.ranks if grid is None else grid
+    if any(float(r) != int(r) for r in grid):
+        raise AnalysisError(f"a search trains integer ranks; the grid has {next(r for r in grid if r != int(r)):g} "
+                            f"(give integer ranks with --ranks)")
+    ranks = sorted({int(r) for r in grid})
+    if ranks[0] < low or ranks[-1] > high:
+        raise AnalysisError(f"the curve is measured from rank {low:g} to {high:g}; it cannot answer for rank "
+                            f"{ranks[0] if ranks[0] < low else ranks[-1]} of the grid")
+    searcher = make_search(search, ranks, thresholds=curve.region.thresholds, knee_axis=curve.knee_axis,
+                           tolerance=tolerance, monotone=curve.monotone_mode)
+    measured: dict[int, float] = {}
+    rounds = []
+    while asked := searcher.next_ranks(measured):
+        rounds.append(tuple(asked))
+        measured.update(zip(asked, curve.fit(asked).tolist()))
+
+    def read(points: Sequence[int]) -> CurveAnalysis:
+        return analyze_curve(points, curve.fit(points) * curve.teacher_accuracy, curve.teacher_accuracy,
+                             thresholds=curve.region.thresholds, knee_axis=curve.knee_axis,
+                             monotone=curve.monotone_mode)
+
+    return Replay(search=search, tolerance=getattr(searcher, "tolerance", None), rounds=tuple(rounds),
+                  grid=read(ranks), searched=read(sorted(measured)))
