@@ -40,7 +40,7 @@ class Batches:
                  device: torch.device, shuffle: bool = False, seed: int = 0, workers: int = 0,
                  channels_last: bool = False, preprocess: Preprocess | None = None):
         # The generator also seeds the workers, so augmentation is reproducible for a seed.
-        generator = torch.Generator().manual_seed(seed)
+        generator = self.generator = torch.Generator().manual_seed(seed)
         self._loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                                   pin_memory=device.type == "cuda", num_workers=workers,
                                   persistent_workers=workers > 0)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effrank_bench.checkpoint import Checkpoints, FitState, ModelState
 from effrank_bench.data import Batches
 from effrank_bench.errors import ConfigError, TrialFailed
 from effrank_bench.progress import NullProgress, Progress
@@ -90,19 +91,26 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device, total
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, batches: Batches, amp: bool = True) -> float | None:
     """Top-1 accuracy in [0, 1]; None for an empty split (a run without validation data)."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
+    return evaluate_many([model], batches, amp)[0]
+
+
+@torch.no_grad()
+def evaluate_many(models: list[nn.Module], batches: Batches, amp: bool = True) -> list[float | None]:
+    """:func:`evaluate` of several models over one pass of ``batches``."""
+    modes = [model.training for model in models]
+    for model in models:
+        model.eval()
+    correct, total = [0] * len(models), 0
     for x, y in batches:
         with autocast(x.device, amp):
-            logits = model(x)
-        correct += (logits.argmax(-1) == y).sum().item()
+            for i, model in enumerate(models):
+                correct[i] += (model(x).argmax(-1) == y).sum().item()
         total += y.numel()
-    model.train(was_training)
-    return correct / total if total else None
+    for model, mode in zip(models, modes):
+        model.train(mode)
+    return [c / total if total else None for c in correct]
 
 
 @contextlib.contextmanager
@@ -139,95 +147,165 @@ def student_step(student: nn.Module, tap: BranchTap | None, x: torch.Tensor, y: 
     return value.detach()
 
 
-class _BestOnValidation:
-    """Keeps a copy of the weights of the epoch with the best validation accuracy."""
+class _Selection:
+    """The weights a fit ends with: the best epoch on validation (a copy kept), or the last one."""
 
-    def __init__(self) -> None:
-        self.accuracy, self.state = -1.0, None
+    def __init__(self, select: Select) -> None:
+        self.select, self.accuracy, self.state = select, None, None
 
-    def offer(self, model: nn.Module, accuracy: float) -> None:
-        if accuracy > self.accuracy:
+    def offer(self, model: nn.Module, accuracy: float | None) -> None:
+        if self.select == "last":
+            self.accuracy = accuracy
+        elif self.accuracy is None or accuracy > self.accuracy:
             self.accuracy, self.state = accuracy, copy.deepcopy(model.state_dict())
 
     def restore(self, model: nn.Module) -> None:
-        model.load_state_dict(self.state)
+        if self.state is not None:
+            model.load_state_dict(self.state)
 
 
-class _Last:
-    """Keeps the weights after the last epoch, as they are: nothing to copy."""
+@dataclass
+class _Fitting:
+    """One model being fitted: its optimizer, schedule, selected weights, curve and running loss."""
 
-    def __init__(self) -> None:
-        self.accuracy: float | None = None
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    selection: _Selection
+    history: list[dict] = field(default_factory=list)
 
-    def offer(self, model: nn.Module, accuracy: float | None) -> None:
-        self.accuracy = accuracy
+    def state(self) -> ModelState:
+        return ModelState(self.model.state_dict(), self.optimizer.state_dict(), self.scheduler.state_dict(),
+                          list(self.history), self.selection.accuracy, self.selection.state)
 
-    def restore(self, model: nn.Module) -> None:
-        pass
+    def restore(self, state: ModelState) -> None:
+        self.model.load_state_dict(state.weights)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        self.history = list(state.history)
+        self.selection.accuracy, self.selection.state = state.best_accuracy, state.best_weights
 
 
-def _fit(model: nn.Module, train: Batches, val: Batches, recipe: Recipe, step: Callable, label: str,
-         progress: Progress) -> FitResult:
-    """The loop shared by teacher training and distillation: epochs, NaN check, weights selected by
-    ``recipe.select``. An empty ``val`` is not evaluated (its accuracies are None)."""
+#: ``step(x, y, fittings) -> losses``: one training step of every model still in the fit, on one batch.
+Step = Callable[[torch.Tensor, torch.Tensor, list[_Fitting]], list[torch.Tensor]]
+
+
+def _random_state(train: Batches) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state(), "data": train.generator.get_state()}
+    if train.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(train.device)
+    return state
+
+
+def _set_random_state(train: Batches, state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    train.generator.set_state(state["data"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], train.device)
+
+
+def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, step: Step, label: str,
+        progress: Progress = NullProgress(), checkpoints: Checkpoints | None = None,
+        on_failure: Callable[[int, TrialFailed], None] = lambda i, err: None) -> list[FitResult | TrialFailed]:
+    """The one training loop, for a teacher and for a group of students fed the same batches.
+
+    Epochs of ``step`` over ``train``; after each, a NaN check (one sync per epoch per model) and,
+    with a validation split, evaluation; the weights kept are those ``recipe.select`` picks. A model
+    whose loss is not finite leaves the fit (``on_failure`` hears of it at once) and the others go
+    on. With ``checkpoints``, the fit resumes from the saved state and saves its own as it goes.
+    Returns, per model, its FitResult or the TrialFailed that ended it.
+    """
     if recipe.select == "best" and len(val) == 0:
         raise ConfigError("keeping the best epoch on validation needs a validation split, and it is empty; "
                           "keep the last epoch's weights instead (--select last)")
     start = time.perf_counter()
-    optimizer, scheduler = make_optimizer(model, recipe, train.device, recipe.epochs * len(train))
-    best = _BestOnValidation() if recipe.select == "best" else _Last()
-    history, step_seconds = [], 0.0
-    model.train()
+    fittings = [_Fitting(model, *make_optimizer(model, recipe, train.device, recipe.epochs * len(train)),
+                         _Selection(recipe.select)) for model in models]
+    results: list[FitResult | TrialFailed | None] = [None] * len(models)
+    active, first_epoch, step_seconds = list(range(len(models))), 1, 0.0
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is not None:
+        active = [i for i in active if i in saved.models]
+        for i in active:
+            fittings[i].restore(saved.models[i])
+        first_epoch, step_seconds = saved.epoch + 1, saved.step_seconds
+        _set_random_state(train, saved.rng)
+    for fitting in fittings:
+        fitting.model.train()
     with progress.task(label, total=recipe.epochs * len(train)) as advance:
-        for epoch in range(1, recipe.epochs + 1):
+        advance((first_epoch - 1) * len(train))
+        for epoch in range(first_epoch, recipe.epochs + 1):
             epoch_start = time.perf_counter()
-            total = torch.zeros((), device=train.device)
+            totals = [torch.zeros((), device=train.device) for _ in active]
             for x, y in train:
-                total += step(x, y, optimizer, scheduler)
+                for j, value in enumerate(step(x, y, [fittings[i] for i in active])):
+                    totals[j] += value
                 advance(1)
             # One sync per epoch: checking every step would stall a GPU pipeline.
-            mean_loss = total.item() / len(train)
+            mean_losses = {i: total.item() / len(train) for i, total in zip(active, totals)}
             step_seconds += time.perf_counter() - epoch_start
-            if not math.isfinite(mean_loss):
-                raise TrialFailed(f"loss became {mean_loss} in epoch {epoch}")
-            val_accuracy = evaluate(model, val, recipe.amp)
-            history.append({"epoch": epoch, "loss": mean_loss, "val_accuracy": val_accuracy})
-            best.offer(model, val_accuracy)
-    best.restore(model)
-    model.eval()
-    return FitResult(val_accuracy=best.accuracy, history=history, seconds=time.perf_counter() - start,
-                     step_seconds=step_seconds)
+            for i, mean_loss in mean_losses.items():
+                if not math.isfinite(mean_loss):
+                    results[i] = TrialFailed(f"loss became {mean_loss} in epoch {epoch}")
+                    active.remove(i)
+                    on_failure(i, results[i])
+            for i, accuracy in zip(active, evaluate_many([fittings[i].model for i in active], val, recipe.amp)):
+                fittings[i].history.append({"epoch": epoch, "loss": mean_losses[i], "val_accuracy": accuracy})
+                fittings[i].selection.offer(fittings[i].model, accuracy)
+            if not active:
+                break
+            if checkpoints is not None and checkpoints.due(epoch, recipe.epochs):
+                checkpoints.save(FitState(epoch, step_seconds, _random_state(train),
+                                          {i: fittings[i].state() for i in active}))
+    seconds = time.perf_counter() - start
+    for i in active:
+        fittings[i].selection.restore(fittings[i].model)
+        fittings[i].model.eval()
+        results[i] = FitResult(val_accuracy=fittings[i].selection.accuracy, history=fittings[i].history,
+                               seconds=seconds, step_seconds=step_seconds)
+    return results
 
 
 def train_teacher(model: nn.Module, train: Batches, val: Batches, recipe: Recipe,
                   progress: Progress = NullProgress()) -> FitResult:
     """Supervised training (or fine-tuning) of the full-rank teacher with cross-entropy."""
 
-    def step(x, y, optimizer, scheduler):
+    def step(x, y, fittings):
+        (f,) = fittings
         with autocast(x.device, recipe.amp):
-            loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(f.model(x), y, label_smoothing=recipe.label_smoothing)
+        f.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
-        return loss.detach()
+        f.optimizer.step()
+        f.scheduler.step()
+        return [loss.detach()]
 
-    return _fit(model, train, val, recipe, step, "teacher", progress)
+    (result,) = fit([model], train, val, recipe, step, "teacher", progress)
+    if isinstance(result, TrialFailed):
+        raise TrialFailed(f"the teacher's {result}; lower --teacher-lr")
+    return result
 
 
-def distill(teacher: nn.Module, student: nn.Module, branches: Callable[[nn.Module], list[Branch]],
+def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[nn.Module], list[Branch]],
             train: Batches, val: Batches, loss: LossSpec, options: LossOptions, recipe: Recipe,
-            label: str = "student", progress: Progress = NullProgress()) -> FitResult:
-    """Distill ``teacher`` (frozen, eval mode) into ``student`` with ``loss``; every student parameter trains.
+            label: str = "student", progress: Progress = NullProgress(), checkpoints: Checkpoints | None = None,
+            on_failure: Callable[[int, TrialFailed], None] = lambda i, err: None) -> list[FitResult | TrialFailed]:
+    """Distill ``teacher`` (frozen, eval mode) into every one of ``students`` with ``loss``, one teacher
+    pass per batch feeding them all; every student parameter trains.
 
     A student is usually a copy of its teacher, so it would inherit the freeze: it is lifted here.
     """
     teacher.eval().requires_grad_(False)
-    student.requires_grad_(True)
+    for student in students:
+        student.requires_grad_(True)
     needs = loss.uses_features
-    with tapped(branches(teacher) if needs else None) as t_tap, tapped(branches(student) if needs else None) as s_tap:
-        def step(x, y, optimizer, scheduler):
-            return student_step(student, s_tap, x, y, teacher_outputs(teacher, t_tap, x, recipe.amp),
-                                loss, options, optimizer, scheduler, recipe.amp)
+    with contextlib.ExitStack() as stack:
+        t_tap = stack.enter_context(tapped(branches(teacher) if needs else None))
+        taps = {id(s): stack.enter_context(tapped(branches(s) if needs else None)) for s in students}
 
-        return _fit(student, train, val, recipe, step, label, progress)
+        def step(x, y, fittings):
+            target = teacher_outputs(teacher, t_tap, x, recipe.amp)
+            return [student_step(f.model, taps[id(f.model)], x, y, target, loss, options, f.optimizer, f.scheduler,
+                                 recipe.amp) for f in fittings]
+
+        return fit(students, train, val, recipe, step, label, progress, checkpoints, on_failure)

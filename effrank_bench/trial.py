@@ -1,10 +1,12 @@
-"""One trial: factorize a copy of the teacher at a rank, distill it, evaluate it, measure it."""
+"""Trials: factorize copies of the teacher, distill them together on one data stream, evaluate, measure."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 
 import torch
 
+from effrank_bench.checkpoint import Checkpoints
 from effrank_bench.environment import environment
 from effrank_bench.errors import TrialFailed
 from effrank_bench.factorize import factorize
@@ -12,7 +14,9 @@ from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import Trial, TrialRecord
 from effrank_bench.setup import RunSetup
 from effrank_bench.teacher import Teacher
-from effrank_bench.train import Recipe, distill, evaluate
+from effrank_bench.train import Recipe, distill, evaluate_many
+
+CHECKPOINTS = "checkpoints"
 
 
 def trial_seed(trial: Trial) -> int:
@@ -20,27 +24,61 @@ def trial_seed(trial: Trial) -> int:
     return trial.seed * 100_003 + trial.rank
 
 
-def run_trial(setup: RunSetup, teacher: Teacher, trial: Trial, progress: Progress = NullProgress()) -> TrialRecord:
-    """Train and measure one student; a loss that turns NaN gives a failed record, not an exception."""
-    config = setup.config
-    common = dict(arch=config.arch, target=trial.target, loss=trial.loss, dataset=config.dataset, rank=trial.rank,
-                  seed=trial.seed, init=config.init, environment=environment(str(setup.device)))
-    torch.manual_seed(trial_seed(trial))
-    student = copy.deepcopy(teacher.model)
-    replaced = factorize(student, setup.sites, trial.rank, init=config.init, qkv=config.qkv)
-    setup.to_device(student)
-    train = setup.batches(setup.splits.train, shuffle=True, seed=trial_seed(trial))
-    try:
-        fit = distill(teacher.model, student, setup.parts.arch.branches, train, setup.batches(setup.splits.val),
+def group_label(trials: Sequence[Trial], seeds: int) -> str:
+    return trials[0].label(seeds) if len(trials) == 1 else f"{len(trials)} students ({trials[0].label(seeds)}, …)"
+
+
+def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record: Callable[[TrialRecord], None],
+              progress: Progress = NullProgress()) -> None:
+    """Train the students of ``trials`` together and hand each one's record to ``record`` when it exists.
+
+    Every batch is loaded once and goes through the teacher once for the whole group (the data
+    order is that of the group's first trial, so a group of one trains exactly as a lone trial).
+    A student whose loss turns NaN is recorded as failed at once and leaves the group. With the
+    run's checkpoints, an interrupted group resumes from its last checkpoint, which is deleted
+    once its records are written.
+    """
+    config, trials = setup.config, tuple(trials)
+    members = [(t.rank, t.seed) for t in trials] if len(trials) > 1 else []
+    env = environment(str(setup.device))
+
+    def common(trial: Trial) -> dict:
+        return dict(arch=config.arch, target=trial.target, loss=trial.loss, dataset=config.dataset,
+                    rank=trial.rank, seed=trial.seed, init=config.init, group=members, environment=env)
+
+    students, replaced = [], []
+    for trial in trials:
+        torch.manual_seed(trial_seed(trial))
+        student = copy.deepcopy(teacher.model)
+        replaced.append(factorize(student, setup.sites, trial.rank, init=config.init, qkv=config.qkv))
+        students.append(setup.to_device(student))
+    train = setup.batches(setup.splits.train, shuffle=True, seed=trial_seed(trials[0]))
+    checkpoints = Checkpoints(setup.run.path / CHECKPOINTS / Checkpoints.name(trials), trials,
+                              config.checkpoint_every)
+
+    def failed(i: int, err: TrialFailed) -> None:
+        record(TrialRecord(status="failed", error=str(err), **common(trials[i])))
+
+    results = distill(teacher.model, students, setup.parts.arch.branches, train, setup.batches(setup.splits.val),
                       setup.parts.loss, config.loss_options,
-                      Recipe(config.epochs, config.lr, config.weight_decay, amp=config.amp),
-                      label=trial.label(len(config.seeds)), progress=progress)
-    except TrialFailed as err:
-        return TrialRecord(status="failed", error=str(err), **common)
-    return TrialRecord(
-        status="ok", val_accuracy=fit.val_accuracy,
-        test_accuracy=evaluate(student, setup.batches(setup.splits.test), config.amp),
-        history=fit.history, train_seconds=fit.seconds,
-        samples_per_second=config.epochs * len(setup.splits.train) / fit.step_seconds,
-        cost=setup.cost(student, replaced.values()), **common,
-    )
+                      Recipe(config.epochs, config.lr, config.weight_decay, amp=config.amp,
+                             schedule=config.schedule, select=config.select),
+                      label=group_label(trials, len(config.seeds)), progress=progress, checkpoints=checkpoints,
+                      on_failure=failed)
+    done = [i for i, result in enumerate(results) if not isinstance(result, TrialFailed) and result is not None]
+    tests = evaluate_many([students[i] for i in done], setup.batches(setup.splits.test), config.amp)
+    for i, test_accuracy in zip(done, tests):
+        fit = results[i]
+        record(TrialRecord(
+            status="ok", val_accuracy=fit.val_accuracy, test_accuracy=test_accuracy, history=fit.history,
+            train_seconds=fit.seconds, samples_per_second=config.epochs * len(setup.splits.train) / fit.step_seconds,
+            cost=setup.cost(students[i], replaced[i].values()), **common(trials[i]),
+        ))
+    checkpoints.clear()
+
+
+def run_trial(setup: RunSetup, teacher: Teacher, trial: Trial, progress: Progress = NullProgress()) -> TrialRecord:
+    """Train and measure one student (a group of one); a NaN loss gives a failed record, not an exception."""
+    records: list[TrialRecord] = []
+    run_group(setup, teacher, [trial], records.append, progress)
+    return records[0]

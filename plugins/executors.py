@@ -1,18 +1,40 @@
-"""The local executor: a run's trials one after another, in this process."""
+"""The local executor: a run's trials in this process, in groups that share one data stream and teacher pass."""
 from __future__ import annotations
 
 from effrank_bench import hookimpl
+from effrank_bench.checkpoint import saved_groups
+from effrank_bench.grouping import group_size
+from effrank_bench.records import Trial, TrialRecord
 from effrank_bench.specs import ExecutorSpec
 from effrank_bench.sweep import Execution
-from effrank_bench.trial import run_trial
+from effrank_bench.trial import CHECKPOINTS, run_group
+
+
+def layout(trials: tuple[Trial, ...], saved: list[tuple[Trial, ...]], size: int) -> list[tuple[Trial, ...]]:
+    """Groups of ``size`` trials in plan order; a group with a checkpoint is kept whole, first, to resume it."""
+    pending = set(trials)
+    groups = [group for group in saved if pending & set(group)]
+    taken = {trial for group in groups for trial in group}
+    rest = [trial for trial in trials if trial not in taken]
+    return groups + [tuple(rest[i:i + size]) for i in range(0, len(rest), size)]
 
 
 def run_locally(execution: Execution) -> None:
-    for trial in execution.trials:
-        execution.record(run_trial(execution.setup, execution.teacher, trial, execution.progress))
+    setup, pending = execution.setup, set(execution.trials)
+    saved = saved_groups(setup.run.path / CHECKPOINTS)
+    size = group_size(setup, execution.teacher, len(execution.trials))
+
+    def record(result: TrialRecord) -> None:
+        # A checkpointed group may hold a student recorded after that checkpoint (it failed): never twice.
+        if result.trial in pending:
+            pending.discard(result.trial)
+            execution.record(result)
+
+    for group in layout(execution.trials, saved, size):
+        run_group(setup, execution.teacher, group, record, execution.progress)
 
 
 @hookimpl
 def register_executors(register):
     register(ExecutorSpec(name="local", execute=run_locally,
-                          description="trials one after another in this process (the default)"))
+                          description="this process; students of a group share each batch and teacher pass"))

@@ -1,0 +1,123 @@
+"""Mid-trial checkpoints: a group's unfinished models, optimizers, schedules and random state, every few epochs."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from effrank_bench.errors import CheckpointError, one_line
+from effrank_bench.records import Trial
+
+# Without --checkpoint-every, a checkpoint is written at the first epoch boundary after this much work.
+DEFAULT_INTERVAL_SECONDS = 600.0
+
+
+@dataclass
+class ModelState:
+    """One model of a fit, between two epochs: weights, optimizer, schedule, curve and selected weights."""
+
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    history: list[dict]
+    best_accuracy: float | None
+    best_weights: dict[str, torch.Tensor] | None
+
+
+@dataclass
+class FitState:
+    """A fit after ``epoch`` epochs: every model still training (by its index) and the random streams."""
+
+    epoch: int
+    step_seconds: float
+    rng: dict[str, torch.Tensor]
+    models: dict[int, ModelState] = field(default_factory=dict)
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+class Checkpoints:
+    """The checkpoint of one group of trials in ``folder``, written every ``every`` epochs.
+
+    ``every`` None: at the first epoch boundary after :data:`DEFAULT_INTERVAL_SECONDS` of work.
+    Weights go to safetensors, the rest (optimizer and schedule state, curves, random state) to a
+    ``torch.save`` file read back with ``weights_only=True``. A new checkpoint is written beside the
+    old one and swapped in, so a kill while saving leaves the previous one whole.
+    """
+
+    def __init__(self, folder: Path, trials: tuple[Trial, ...], every: int | None = None):
+        self.folder, self.trials, self.every = Path(folder), trials, every
+        self._last_save = time.perf_counter()
+
+    @staticmethod
+    def name(trials: tuple[Trial, ...]) -> str:
+        first = trials[0]
+        members = "_".join(f"r{t.rank}s{t.seed}" for t in trials)
+        return f"{first.target}-{first.loss}-{members}"
+
+    def due(self, epoch: int, epochs: int) -> bool:
+        if epoch >= epochs:
+            return False  # the fit is over: its records are about to be written
+        if self.every is not None:
+            return epoch % self.every == 0
+        return time.perf_counter() - self._last_save >= DEFAULT_INTERVAL_SECONDS
+
+    def save(self, state: FitState) -> None:
+        tmp = self.folder.with_name(self.folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        rest: dict[str, Any] = {"epoch": state.epoch, "step_seconds": state.step_seconds, "rng": state.rng,
+                                "models": {}}
+        for i, model in state.models.items():
+            save_file(_tensors(model.weights), tmp / f"model-{i}.safetensors")
+            if model.best_weights is not None:
+                save_file(_tensors(model.best_weights), tmp / f"best-{i}.safetensors")
+            rest["models"][i] = {"optimizer": model.optimizer, "scheduler": model.scheduler,
+                                 "history": model.history, "best_accuracy": model.best_accuracy,
+                                 "has_best": model.best_weights is not None}
+        torch.save(rest, tmp / "state.pt")
+        (tmp / "trials.json").write_text(json.dumps([list(vars(t).values()) for t in self.trials]))
+        old = self.folder.with_name(self.folder.name + ".old")
+        if self.folder.exists():
+            self.folder.replace(old)
+        tmp.replace(self.folder)
+        shutil.rmtree(old, ignore_errors=True)
+        self._last_save = time.perf_counter()
+
+    def load(self) -> FitState | None:
+        """The saved state, or None when there is none; a damaged checkpoint is an error naming it."""
+        if not (self.folder / "state.pt").is_file():
+            return None
+        try:
+            rest = torch.load(self.folder / "state.pt", map_location="cpu", weights_only=True)
+            models = {}
+            for i, m in rest["models"].items():
+                best = load_file(self.folder / f"best-{i}.safetensors") if m["has_best"] else None
+                models[int(i)] = ModelState(load_file(self.folder / f"model-{i}.safetensors"), m["optimizer"],
+                                            m["scheduler"], m["history"], m["best_accuracy"], best)
+        except Exception as err:  # noqa: BLE001 - whatever is unreadable, the remedy is the same
+            raise CheckpointError(f"cannot read the checkpoint {self.folder} ({one_line(err)}); delete that "
+                                  "folder to restart its trials from the beginning") from None
+        return FitState(epoch=rest["epoch"], step_seconds=rest["step_seconds"], rng=rest["rng"], models=models)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def saved_groups(folder: Path) -> list[tuple[Trial, ...]]:
+    """The groups of trials that have a checkpoint under ``folder``, each in its training order."""
+    if not folder.is_dir():
+        return []
+    groups = []
+    for path in sorted(folder.glob("*/trials.json")):
+        groups.append(tuple(Trial(target, loss, int(rank), int(seed))
+                            for target, loss, rank, seed in json.loads(path.read_text())))
+    return groups
