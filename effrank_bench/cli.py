@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -19,22 +20,26 @@ from effrank_bench.errors import ConfigError, EffrankError
 
 BAD_INPUT = 2
 INTERRUPTED = 130
+_MAX_ERROR = 600
+# Latency batches beyond this are a typo: the example input alone would need gigabytes.
+MAX_MEASURE_BATCH = 65_536
 
 # The groups of `run --help`, in order, and the fields in each; a field named in none is listed
 # under "other options" (it still gets its flag: a new option is one RunConfig field).
 _RUN_GROUPS = {
-    "what to sweep": ("arch", "target", "loss", "dataset", "ranks", "seeds"),
-    "data": ("data_root", "download", "tokenizer", "augment", "batch_size", "workers"),
+    "what to sweep": ("arch", "target", "loss", "dataset", "ranks", "seeds", "search", "tolerance"),
+    "data": ("data_root", "download", "tokenizer", "augment", "val_fraction", "batch_size", "workers"),
     "teacher": ("teacher_seed", "teacher_epochs", "teacher_lr", "teacher_optimizer", "teacher_weight_decay",
-                "teacher_warmup", "label_smoothing", "pretrained", "teacher_checkpoint"),
-    "students": ("epochs", "lr", "weight_decay", "init", "qkv", "kd_temperature", "kd_alpha"),
+                "teacher_warmup", "teacher_schedule", "label_smoothing", "pretrained", "teacher_checkpoint"),
+    "students": ("epochs", "lr", "weight_decay", "schedule", "select", "init", "qkv", "kd_temperature",
+                 "kd_alpha"),
     "read-off": ("thresholds", "knee_axis", "monotone", "bootstrap_resamples"),
     "cost": ("latency_batch_size", "latency_repeats"),
-    "run": ("device", "amp", "executor", "out"),
+    "run": ("device", "amp", "executor", "group", "memory_fraction", "compile", "checkpoint_every", "out"),
 }
 # Where the type's own metavar (N, X, NAME, PATH, {choices}) would not say what to type.
 _METAVARS = {"ranks": "2,4,8", "seeds": "0,1,2", "thresholds": "LOW,HIGH", "data_root": "DIR", "out": "DIR",
-             "tokenizer": "NAME_OR_PATH"}
+             "tokenizer": "NAME_OR_PATH", "group": "N|auto"}
 _TYPE_METAVARS = {int: "N", float: "X", str: "NAME", Path: "PATH"}
 
 
@@ -60,7 +65,10 @@ def _run_fields() -> dict[str, FieldInfo]:
 def _flag_kind(name: str, annotation: Any) -> dict[str, Any]:
     """argparse's type and metavar, or choices, or action, for a field's annotation."""
     if get_origin(annotation) in (Union, UnionType):  # `Path | None`: None is the parser's "not given"
-        (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
+        kinds = [a for a in get_args(annotation) if a is not type(None)]
+        if len(kinds) > 1:  # `int | Literal["auto"]`: the config's validator reads the text
+            return {"type": str, "metavar": _METAVARS.get(name, "VALUE")}
+        (annotation,) = kinds
     if annotation is bool:
         return {"action": argparse.BooleanOptionalAction}
     if get_origin(annotation) is Literal:
@@ -83,9 +91,10 @@ def _flag_help(field: FieldInfo) -> str:
     return text.replace("%", "%%")  # argparse %-formats help texts
 
 
-def _add_run_flags(run: argparse.ArgumentParser) -> None:
-    """One flag per RunConfig field, typed by its annotation; ``None`` defaults leave a file's values alone."""
-    fields = _run_fields()
+def _add_run_flags(run: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per RunConfig field (but ``exclude``), typed by its annotation; ``None`` defaults leave a
+    file's values alone."""
+    fields = {name: field for name, field in _run_fields().items() if name not in exclude}
     grouped = [(title, [name for name in names if name in fields]) for title, names in _RUN_GROUPS.items()]
     named = {name for _, names in grouped for name in names}
     grouped.append(("other options", [name for name in fields if name not in named]))
@@ -116,7 +125,19 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--suite", type=Path, metavar="TOML",
                         help="TOML suite: a matrix of runs (flags apply to every run)")
     _add_run_flags(run)
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run, run_flags=tuple(_run_fields()))
+
+    spectrum = commands.add_parser("spectrum", help="weight and feature ranks of a run's teacher (trained, "
+                                                    "pretrained or cached), with no distillation")
+    spectrum.add_argument("--config", type=Path, metavar="TOML", help="TOML file with the same fields as the flags")
+    spectrum.add_argument("--samples", type=int, metavar="N",  # None: teacher_spectrum.DEFAULT_SAMPLES, as runs use
+                          help="test inputs whose branch outputs are measured (default: 512, as every run does)")
+    spectrum.add_argument("--json", action="store_true", help="print one JSON object")
+    spectrum.add_argument("--out", type=Path, metavar="DIR",
+                          help="also write spectrum.json, spectrum.csv and plots across depth into this folder")
+    # The teacher's options are run's, generated from the same fields; --out is this command's own.
+    _add_run_flags(spectrum, exclude=("out",))
+    spectrum.set_defaults(handler=_spectrum, run_flags=tuple(name for name in _run_fields() if name != "out"))
 
     analyze = commands.add_parser("analyze", help="region and knee of an accuracy-vs-rank CSV (rank,accuracy)")
     analyze.add_argument("csv", type=Path)
@@ -127,6 +148,22 @@ def _parser() -> argparse.ArgumentParser:
                          help="make the curve non-decreasing by running max (the paper's) or isotonic regression")
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.set_defaults(handler=_analyze)
+
+    replay = commands.add_parser("replay", help="replay a rank search against an accuracy-vs-rank CSV: the ranks "
+                                                "it would train and its read-off against the full grid's")
+    replay.add_argument("csv", type=Path)
+    replay.add_argument("--teacher-acc", type=float, required=True, help="teacher accuracy, same units as the CSV")
+    replay.add_argument("--search", choices=["adaptive", "grid"], default="adaptive")
+    replay.add_argument("--ranks", metavar="2,4,8", help="the full grid (default: the CSV's ranks); its ends "
+                                                         "bound the adaptive search")
+    replay.add_argument("--tolerance", metavar="T", help="adaptive: how far apart the measured ranks around each "
+                                                         "crossing and the knee may be, 10%% of the rank (at least "
+                                                         "1) or a number of ranks (default: 10%%)")
+    replay.add_argument("--thresholds", default="0.85,0.95")
+    replay.add_argument("--knee-axis", choices=["linear", "log2"], default="linear")
+    replay.add_argument("--monotone", choices=["running-max", "isotonic"], default="running-max")
+    replay.add_argument("--json", action="store_true", help="print one JSON object")
+    replay.set_defaults(handler=_replay)
 
     measure = commands.add_parser("measure", help="parameters, MACs, latency and memory of teacher and students")
     measure.add_argument("--arch", default="micro_vit")
@@ -161,12 +198,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_report(run, console: Console) -> None:
-    from effrank_bench.report import build_report, region_lines, render_table, write_report
+    from effrank_bench.report import (build_report, region_lines, render_table, spectrum_lines, warning_lines,
+                                      write_report)
 
     report = build_report(run)
     write_report(run, report)
     console.print(render_table(report))
-    for line in region_lines(report.analysis, report.note, report.uncertainty):
+    for line in (region_lines(report.analysis, report.note, report.uncertainty) + spectrum_lines(report)
+                 + warning_lines(report)):
         console.print(line, markup=False, highlight=False)  # "[95% CI …]" is text, not a rich style tag
     console.print(f"results in {run.path}", soft_wrap=True)
 
@@ -177,7 +216,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.setup import prepare
     from effrank_bench.sweep import execute
 
-    overrides = {name: getattr(args, name) for name in [*_run_fields(), "seed"]}
+    overrides = _overrides(args)
     if args.suite is not None:
         return _run_suite(args.suite, overrides, console)
     setup = prepare(load_config(args.config, overrides))  # bad input fails here, before any bar is drawn
@@ -190,6 +229,42 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                           "run the same command again to resume")
             return INTERRUPTED
     _print_report(run, console)
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunConfig values given as flags of this command (None: not given)."""
+    return {name: getattr(args, name) for name in [*args.run_flags, "seed"]}
+
+
+def _spectrum(args: argparse.Namespace, console: Console) -> int:
+    from effrank_bench.config import load_config
+    from effrank_bench.progress import RichProgress
+    from effrank_bench.setup import prepare
+    from effrank_bench.spectrum_report import check_out, render_tables, summary_lines, write_spectrum
+    from effrank_bench.teacher import obtain_teacher
+    from effrank_bench.teacher_spectrum import DEFAULT_SAMPLES, model_spectrum
+
+    samples = DEFAULT_SAMPLES if args.samples is None else args.samples
+    if samples < 1:
+        raise ConfigError(f"--samples must be at least 1, got {samples}")
+    if args.out is not None:
+        check_out(args.out)
+    setup = prepare(load_config(args.config, _overrides(args)))  # bad names and data fail here, before training
+    progress = RichProgress()
+    with progress:
+        teacher = obtain_teacher(setup, progress)  # trained (and cached) exactly as `run` would
+        spectrum = model_spectrum(setup, teacher, samples)
+    paths = write_spectrum(spectrum, args.out) if args.out is not None else []
+    if args.json:
+        print(json.dumps(spectrum.to_dict()))
+        return 0
+    for table in render_tables(spectrum):
+        console.print(table)
+    for line in summary_lines(spectrum):
+        console.print(line, markup=False, highlight=False)
+    if paths:
+        console.print(f"spectrum written to {args.out}", soft_wrap=True)
     return 0
 
 
@@ -237,6 +312,42 @@ def _analyze(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace, console: Console) -> int:
+    from effrank_bench.analysis import analyze_curve, check_same_units, parse_thresholds, read_curve_csv
+    from effrank_bench.config import load_config
+    from effrank_bench.search import replay
+
+    ranks, accuracies = read_curve_csv(args.csv)
+    check_same_units(args.teacher_acc, accuracies)
+    curve = analyze_curve(ranks, accuracies, args.teacher_acc, thresholds=parse_thresholds(args.thresholds),
+                          knee_axis=args.knee_axis, monotone=args.monotone)
+    grid = load_config(overrides={"ranks": args.ranks}).ranks if args.ranks else None
+    result = replay(curve, args.search, grid, args.tolerance)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    bounds = f"ranks {result.grid.ranks[0]:g}..{result.grid.ranks[-1]:g}"
+    console.print(f"{args.search} search over {bounds}"
+                  + (f", tolerance {result.tolerance}" if result.tolerance is not None else ""),
+                  markup=False, highlight=False)
+    for number, asked in enumerate(result.rounds, 1):
+        console.print(f"round {number}: {', '.join(map(str, asked))}", markup=False, highlight=False)
+    t0, t1 = curve.region.thresholds
+    table = Table(title=f"trials: {result.trials} (full grid: {len(result.grid.ranks)})")
+    for name in ("read-off", "trials", f"{t0:.0%} at", f"{t1:.0%} at", "band", f"knee ({args.knee_axis})"):
+        table.add_column(name, justify="left" if name == "read-off" else "right")
+    def crossing(rank: float | None, censored: str | None) -> str:  # report's wording, without its slow import
+        return "not reached" if rank is None else ("≤" if censored == "left" else "") + f"{rank:.2f}"
+
+    for label, analysis in (("full grid", result.grid), (f"{args.search} search", result.searched)):
+        region = analysis.region
+        table.add_row(label, str(len(analysis.ranks)), crossing(region.low, region.low_censored),
+                      crossing(region.high, region.high_censored), region.band_text() or "–",
+                      f"{analysis.knee:.2f}")
+    console.print(table)
+    return 0
+
+
 def _measure(args: argparse.Namespace, console: Console) -> int:
     import torch
 
@@ -246,6 +357,11 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.registry import default_registry
     from effrank_bench.setup import data_request, resolve_architecture, resolve_components
 
+    if not 1 <= args.batch_size <= MAX_MEASURE_BATCH:
+        raise ConfigError(f"--batch-size must be between 1 and {MAX_MEASURE_BATCH}, got {args.batch_size}")
+    if not 0 <= args.warmup <= 10**6 or not 1 <= args.repeats <= 10**6:
+        raise ConfigError(f"--warmup must be 0 to 1000000 and --repeats 1 to 1000000, got {args.warmup} and "
+                          f"{args.repeats}")
     registry = default_registry()
     if args.dataset:
         config = load_config(overrides={"arch": args.arch, "target": args.target, "dataset": args.dataset,
@@ -330,15 +446,28 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(["run"], namespace=args)
         # Piped into a log, tables are not bound by a screen: rich's 80-column default would fold them.
         console = Console() if sys.stdout.isatty() else Console(width=160)
-        return args.handler(args, console)
+        code = args.handler(args, console)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`... --json | head`): the Python docs' recipe, no traceback at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:  # before any work was done (loading data, a download): nothing to resume
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
     except EffrankError as err:
         if args is not None and args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_error_line(err)}", file=sys.stderr)
         return BAD_INPUT
+
+
+def _error_line(err: EffrankError) -> str:
+    """The message on one line whatever it quotes (a path with a newline, a huge value), cut to a screenful."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(str(err).split()))
+    return text if len(text) <= _MAX_ERROR else text[: _MAX_ERROR - 1] + "…"
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from effrank_bench.errors import ConfigError, format_validation_error
+from effrank_bench.errors import ConfigError, format_validation_error, shown
 
 if TYPE_CHECKING:
     from effrank_bench.specs import LossOptions
@@ -22,8 +22,12 @@ if TYPE_CHECKING:
 # (ranks and seeds may grow: each trial is keyed by its own rank and seed).
 _NOT_IN_SWEEP_KEY = {
     "ranks", "seeds", "device", "out", "thresholds", "knee_axis", "monotone", "latency_batch_size",
-    "latency_repeats", "download", "workers", "bootstrap_resamples", "executor",
+    "latency_repeats", "download", "workers", "bootstrap_resamples", "executor", "group", "memory_fraction", "search", "tolerance",
+    "compile", "checkpoint_every",
 }
+# Options added after run directories and teachers were first keyed: in a key only when they differ
+# from their default, so that runs and cached teachers made before they existed keep their keys.
+_KEYED_WHEN_SET = {"schedule", "teacher_schedule", "select", "val_fraction"}
 # Fields that determine the teacher: its cache key.
 _TEACHER_FIELDS = (
     "arch", "dataset", "data_root", "augment", "tokenizer", "teacher_seed", "teacher_epochs", "teacher_lr",
@@ -32,10 +36,27 @@ _TEACHER_FIELDS = (
 )
 
 
+# Upper bounds far beyond any real run: a value past them is a typo, and refusing it here keeps it from
+# overflowing a tensor size, a seed or a sleep loop hours later.
+MAX_EPOCHS = 100_000
+MAX_SEED = 2**31 - 1
+MAX_BATCH = 2**20
+MAX_RANK = 2**20
+MAX_WORKERS = 1024
+MAX_LATENCY_BATCH = 65_536
+MAX_REPEATS = 10**6
+MAX_RESAMPLES = 10**7
+MAX_LR = 10.0
+MAX_WEIGHT_DECAY = 100.0
+MAX_TEMPERATURE = 1000.0
+MAX_THRESHOLD = 10.0
+
+
 class RunConfig(BaseModel):
     """One sweep: an architecture × target × loss on a data set, over a grid of ranks."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No float may be inf or NaN: JSON has neither, and config.json must read back as it was written.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     # Every field is also a flag of `effrank-bench run` (cli.py builds them from these fields), its
     # description the flag's help; json_schema_extra={"cli": False} would keep a field off the command line.
@@ -48,38 +69,34 @@ class RunConfig(BaseModel):
     augment: bool = Field(default=True, description="augment the training split (images: random crop + flip)")
     tokenizer: str | None = Field(default=None, description="tokenizer of text data (default: the architecture's)")
     val_fraction: float | None = Field(
-        default=None, ge=0, lt=1, json_schema_extra={"group": "data"},
-        description="fraction of the training data held out for validation (default: the data set's own "
-                    "split, 10%% of train for CIFAR, image folders and text, 15%% of digits); 0 trains on the "
-                    "whole training split and needs --select last")
-    workers: int | None = Field(default=None, ge=0,
+        default=None, ge=0, lt=1, description="fraction of the training data held out for validation (default: the data set's own "
+                    "split, a tenth of train for CIFAR, image folders and text, 0.15 of digits); 0 trains on "
+                    "the whole training split and needs --select last")
+    workers: int | None = Field(default=None, ge=0, le=MAX_WORKERS,
                                 description="DataLoader workers (default: 8 on CUDA for per-item data, else 0)")
     ranks: tuple[int, ...] = Field(default=(1, 2, 4, 8, 16, 32), description="the rank grid, comma-separated")
     seeds: tuple[int, ...] = Field(default=(0,), description="student seeds (confidence intervals need 2+)")
-    teacher_seed: int = Field(default=0, description="seed of the teacher (default: the first of seeds)")
-    epochs: int = Field(default=12, ge=1, description="student distillation epochs per rank")
-    teacher_epochs: int = Field(default=40, ge=0, description="teacher training epochs (0: use it as loaded)")
-    batch_size: int = Field(default=64, ge=1, description="training batch size, teacher and students")
-    lr: float = Field(default=2e-3, gt=0, description="student AdamW learning rate")
-    weight_decay: float = Field(default=0.01, ge=0, description="student AdamW weight decay")
-    teacher_lr: float = Field(default=2e-3, gt=0, description="teacher learning rate")
+    teacher_seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seed of the teacher (default: the first of seeds)")
+    epochs: int = Field(default=12, ge=1, le=MAX_EPOCHS, description="student distillation epochs per rank")
+    teacher_epochs: int = Field(default=40, ge=0, le=MAX_EPOCHS, description="teacher training epochs (0: use it as loaded)")
+    batch_size: int = Field(default=64, ge=1, le=MAX_BATCH, description="training batch size, teacher and students")
+    lr: float = Field(default=2e-3, gt=0, le=MAX_LR, description="student AdamW learning rate")
+    weight_decay: float = Field(default=0.01, ge=0, le=MAX_WEIGHT_DECAY, description="student AdamW weight decay")
+    teacher_lr: float = Field(default=2e-3, gt=0, le=MAX_LR, description="teacher learning rate")
     teacher_optimizer: Literal["adamw", "sgd"] = Field(default="adamw",
                                                        description="teacher optimizer (sgd: momentum 0.9, Nesterov)")
-    teacher_weight_decay: float = Field(default=0.01, ge=0, description="teacher weight decay")
+    teacher_weight_decay: float = Field(default=0.01, ge=0, le=MAX_WEIGHT_DECAY, description="teacher weight decay")
     teacher_warmup: float = Field(default=0.05, ge=0, lt=1, description="fraction of teacher steps warming up")
     teacher_schedule: Literal["cosine", "constant"] = Field(
-        default="cosine", json_schema_extra={"group": "teacher"},
-        description="teacher learning rate: cosine (after --teacher-warmup) or constant (no warm-up)")
+        default="cosine", description="teacher learning rate: cosine (after --teacher-warmup) or constant (no warm-up)")
     label_smoothing: float = Field(default=0.0, ge=0, lt=1, description="teacher cross-entropy label smoothing")
     amp: bool = Field(default=True, description="bf16 autocast on CUDA (CPU always trains in float32)")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto",
                                                    description="where to train (auto: CUDA when available)")
     schedule: Literal["cosine", "constant"] = Field(
-        default="cosine", json_schema_extra={"group": "students"},
-        description="student learning rate: warm-up then cosine, or constant (the paper's: no warm-up)")
+        default="cosine", description="student learning rate: warm-up then cosine, or constant (the paper's: no warm-up)")
     select: Literal["best", "last"] = Field(
-        default="best", json_schema_extra={"group": "students"},
-        description="weights a fit ends with, teacher's and students': best (the epoch best on validation) "
+        default="best", description="weights a fit ends with, teacher's and students': best (the epoch best on validation) "
                     "or last (after the last epoch, the paper's)")
     init: Literal["svd", "random", "paper-rebuild"] = Field(
         default="svd", description="student init: svd (truncated SVD of the teacher, the rest copied), random "
@@ -91,7 +108,7 @@ class RunConfig(BaseModel):
     pretrained: bool = Field(default=False, description="start the teacher from the architecture's pretrained weights")
     teacher_checkpoint: Path | None = Field(default=None, description="teacher weights: safetensors or .pt/.pth "
                                                                       "state dict")
-    kd_temperature: float = Field(default=4.0, gt=0, description="KD temperature T")
+    kd_temperature: float = Field(default=4.0, gt=0, le=MAX_TEMPERATURE, description="KD temperature T")
     kd_alpha: float = Field(default=0.5, ge=0, le=1, description="KD weight of the KL term (1 - alpha on "
                                                                  "cross-entropy)")
     thresholds: tuple[float, float] = Field(default=(0.85, 0.95), description="the region's accuracy thresholds, "
@@ -101,10 +118,27 @@ class RunConfig(BaseModel):
     monotone: Literal["running-max", "isotonic"] = Field(
         default="running-max", description="how the curve is made non-decreasing before the fit: running-max "
                                            "(the paper's) or isotonic (least squares)")
-    latency_batch_size: int = Field(default=1, ge=1, description="batch size of latency measurements")
-    latency_repeats: int = Field(default=30, ge=1, description="timed repeats of latency measurements")
-    bootstrap_resamples: int = Field(default=1000, ge=1, description="bootstrap resamples of the seed CIs")
+    latency_batch_size: int = Field(default=1, ge=1, le=MAX_LATENCY_BATCH, description="batch size of latency measurements")
+    latency_repeats: int = Field(default=30, ge=1, le=MAX_REPEATS, description="timed repeats of latency measurements")
+    bootstrap_resamples: int = Field(default=1000, ge=1, le=MAX_RESAMPLES, description="bootstrap resamples of the seed CIs")
+    search: Literal["grid", "adaptive"] = Field(
+        default="grid", description="which ranks to train: every rank of --ranks, or an adaptive search over the "
+                                    "integers between its ends that brackets the crossings and the knee")
+    tolerance: str | None = Field(
+        default=None, description="adaptive search: how far apart the measured ranks around each crossing and the "
+                                  "knee may be: a percentage of the rank or a number of ranks (default: 1 rank "
+                                  "below 16, else 10 percent)")
     executor: str = Field(default="local", description="how the trials run (see `effrank-bench list`)")
+    group: int | Literal["auto"] = Field(
+        default="auto", description="students trained together on one data stream and one teacher pass: N, or "
+                                    "auto (all of a run's on CPU; as many as fit under --memory-fraction on CUDA)")
+    memory_fraction: float = Field(default=0.8, gt=0, le=1,
+                                   description="share of free GPU memory --group auto may fill")
+    compile: bool | None = Field(default=None, description="torch.compile the students (default: on CUDA only; a "
+                                                           "compile failure falls back to eager with a warning)")
+    checkpoint_every: int | None = Field(default=None, ge=1,
+                                         description="save unfinished students every N epochs (default: after "
+                                                     "about 10 minutes of work)")
     out: Path | None = Field(default=None, description="run directory (default: "
                                                        "runs/<arch>-<target>-<loss>-<dataset>-<hash>)")
 
@@ -126,7 +160,7 @@ class RunConfig(BaseModel):
             if isinstance(seeds, int | str):
                 seeds = [seeds]
             # A malformed first seed is left for the seeds validator to name; the teacher's stays 0.
-            with contextlib.suppress(TypeError, ValueError, IndexError):
+            with contextlib.suppress(TypeError, ValueError, LookupError):
                 values["teacher_seed"] = int(seeds[0])
         return values
 
@@ -144,6 +178,20 @@ class RunConfig(BaseModel):
             return _split_csv(value, info.field_name)
         return value
 
+    @field_validator("tolerance", mode="before")
+    @classmethod
+    def _known_tolerance(cls, value: Any) -> Any:
+        """``10%`` or ``4``, checked now rather than after the first round of training."""
+        if value is None:
+            return None
+        from effrank_bench.search import parse_tolerance  # numpy and scipy: not for --help
+
+        try:
+            parse_tolerance(value)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return str(value).strip()
+
     @field_validator("ranks")
     @classmethod
     def _positive_ranks(cls, ranks: tuple[int, ...]) -> tuple[int, ...]:
@@ -151,7 +199,10 @@ class RunConfig(BaseModel):
             raise ValueError("give at least one rank")
         bad = [r for r in ranks if r <= 0]
         if bad:
-            raise ValueError(f"ranks must be positive, got {bad[0]}")
+            raise ValueError(f"ranks must be positive, got {_shown_int(bad[0])}")
+        bad = [r for r in ranks if r > MAX_RANK]
+        if bad:
+            raise ValueError(f"ranks must be at most {MAX_RANK}, got {_shown_int(bad[0])}")
         return tuple(sorted(set(ranks)))
 
     @field_validator("seeds")
@@ -159,6 +210,9 @@ class RunConfig(BaseModel):
     def _some_seeds(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
         if not seeds:
             raise ValueError("give at least one seed")
+        bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise ValueError(f"seeds must be between 0 and {MAX_SEED}, got {_shown_int(bad[0])}")
         return tuple(dict.fromkeys(seeds))  # order kept: the first seed is the teacher's default
 
     @model_validator(mode="after")
@@ -166,6 +220,8 @@ class RunConfig(BaseModel):
         low, high = self.thresholds
         if not 0 < low < high:
             raise ValueError(f"thresholds must satisfy 0 < low < high, got {low}, {high}")
+        if high > MAX_THRESHOLD:
+            raise ValueError(f"thresholds are fractions of the teacher's accuracy: at most {MAX_THRESHOLD}, got {high}")
         if self.val_fraction == 0 and self.select == "best":
             raise ValueError("val_fraction 0 leaves no validation split to pick the best epoch on: pass "
                              "--select last (keep the weights after the last epoch, as the paper does)")
@@ -183,7 +239,8 @@ class RunConfig(BaseModel):
 
     def sweep_fields(self) -> dict[str, Any]:
         """Everything that determines a trial's result except its rank; a checkpoint by its content."""
-        fields = {k: v for k, v in self.model_dump(mode="json").items() if k not in _NOT_IN_SWEEP_KEY}
+        fields = {k: v for k, v in self.model_dump(mode="json").items() if k not in _NOT_IN_SWEEP_KEY
+                  and not (k in _KEYED_WHEN_SET and v == RunConfig.model_fields[k].default)}
         if self.teacher_checkpoint is not None:
             fields["teacher_checkpoint"] = _file_sha256(self.teacher_checkpoint)
         return fields
@@ -197,10 +254,15 @@ class RunConfig(BaseModel):
         ``inputs`` is what the architecture adds (how its inputs are preprocessed), when it adds anything.
         """
         fields = self.sweep_fields()
-        return _digest({k: fields[k] for k in _TEACHER_FIELDS} | ({"inputs": inputs} if inputs else {}))
+        return _digest({k: fields[k] for k in _TEACHER_FIELDS if k in fields} | ({"inputs": inputs} if inputs else {}))
 
     def default_out(self) -> Path:
         return Path("runs") / f"{self.arch}-{self.target}-{self.loss}-{self.dataset}-{self.sweep_key()[:8]}"
+
+
+def _shown_int(value: int) -> str:
+    """An integer for a message: a huge one by its size (str() refuses over 4300 digits)."""
+    return str(value) if abs(value) < 10**30 else f"{'-' if value < 0 else ''}a {value.bit_length()}-bit number"
 
 
 def _split_csv(text: str, what: str) -> list[str]:
@@ -229,10 +291,21 @@ def read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise ConfigError(f"{path}: starts with a byte-order mark; TOML is UTF-8 without one (save it without BOM)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); TOML files are UTF-8") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: malformed TOML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read") from None
     return _relative_to(path, data)
 
 
@@ -329,6 +402,8 @@ def load_suite(path: Path, overrides: dict[str, Any] | None = None) -> SuiteConf
     fixed = sorted(set(overrides) & set(SUITE_AXES))
     if fixed:
         raise ConfigError(f"--{fixed[0]} cannot be combined with --suite: the suite's matrix chooses it")
+    if "out" in data and not isinstance(data["out"], str):
+        raise ConfigError(f"{path}: 'out' must be a folder name (a string), got {shown(data['out'])}")
     out = Path(overrides.pop("out", None) or data.get("out") or Path("runs") / f"suite-{data.get('name', path.stem)}")
     defaults = _run_options(data.get("defaults", {}), f"{path} [defaults]", path)
     blocks = data.get("matrix")

@@ -4,16 +4,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import itertools
+
 from rich.markup import escape
 
 from effrank_bench.config import RunConfig
+from effrank_bench.lock import run_lock
 from effrank_bench.plan import plan_trials
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import Trial, TrialRecord
 from effrank_bench.registry import Registry
+from effrank_bench.search import make_search
 from effrank_bench.setup import RunSetup, prepare
 from effrank_bench.store import RunDir
 from effrank_bench.teacher import Teacher, obtain_teacher
+from effrank_bench.teacher_spectrum import model_spectrum
 
 
 @dataclass(frozen=True)
@@ -32,26 +37,47 @@ def execute(setup: RunSetup, progress: Progress = NullProgress()) -> RunDir:
 
     This process is the only writer of the run directory, whichever executor runs the trials.
     """
-    config = setup.config
-    run = RunDir.open(setup.run.path, config)
-    run.store_target(setup.target_info())
-    teacher = obtain_teacher(setup, progress)
-    run.store_teacher(teacher.weights, teacher.record)
-    progress.note(f"teacher: test accuracy {teacher.record.test_accuracy:.4f} ({teacher.record.source})")
-    done = {record.trial for record in run.records()}
-    trials = plan_trials(config, done)
-    if done:
-        progress.note(f"resuming {run.path}: {len(done)} trial(s) already recorded")
-    with progress.task("sweep", total=len(trials)) as advance:
+    with run_lock(setup.run.path, progress):  # one process at a time writes a run directory
+        config = setup.config
+        run = RunDir.open(setup.run.path, config)
+        run.store_target(setup.target_info())
+        teacher = obtain_teacher(setup, progress)
+        run.store_teacher(teacher.weights, teacher.record)
+        if (stored := run.spectrum()) is None or stored.key != teacher.record.key:  # once per teacher
+            run.store_spectrum(model_spectrum(setup, teacher))
+        progress.note(f"teacher: test accuracy {teacher.record.test_accuracy:.4f} ({teacher.record.source})")
+        done = {record.trial for record in run.records()}
+        if done:
+            progress.note(f"resuming {run.path}: {len(done)} trial(s) already recorded")
+
         def record(result: TrialRecord) -> None:
             run.append(result)
             if result.status == "failed":
-                label = result.trial.label(len(config.seeds))
-                progress.note(f"[red]{label} failed: {escape(result.error or '')}")
+                progress.note(f"[red]{result.trial.label(len(config.seeds))} failed: {escape(result.error or '')}")
             advance(1)
 
-        setup.parts.executor.execute(Execution(setup, teacher, tuple(trials), record, progress))
-    return run
+        search = make_search(config.search, config.ranks, thresholds=config.thresholds, knee_axis=config.knee_axis,
+                             tolerance=config.tolerance, monotone=config.monotone)
+        for round_ in itertools.count(1):
+            records = run.records()
+            ranks = search.next_ranks(measured_curve(records, config.seeds, teacher.record.test_accuracy),
+                                      {r.rank for r in records if r.status == "failed"})
+            trials = plan_trials(config, {r.trial for r in records}, ranks)
+            if not trials:
+                break
+            with progress.task("sweep" if config.search == "grid" else f"search round {round_}",
+                               total=len(trials)) as advance:
+                setup.parts.executor.execute(Execution(setup, teacher, tuple(trials), record, progress))
+        return run
+
+
+def measured_curve(records: list[TrialRecord], seeds: tuple[int, ...], teacher_accuracy: float) -> dict[int, float]:
+    """Rank -> mean normalized test accuracy, for the ranks where every seed finished."""
+    ok: dict[int, list[float]] = {}
+    for r in records:
+        if r.status == "ok" and r.seed in seeds:
+            ok.setdefault(r.rank, []).append(r.test_accuracy)
+    return {rank: sum(accs) / len(accs) / teacher_accuracy for rank, accs in ok.items() if len(accs) == len(seeds)}
 
 
 def run_sweep(config: RunConfig, registry: Registry | None = None, progress: Progress = NullProgress()) -> RunDir:

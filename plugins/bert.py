@@ -28,6 +28,10 @@ class BertClassifier(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.hf(input_ids=ids, attention_mask=ids != 0).logits
 
+    def get_classifier(self) -> nn.Module:
+        """The head, named as timm names it, so --init paper-rebuild can give a fresh one."""
+        return self.hf.classifier
+
 
 def _layers(model: nn.Module) -> range:
     return range(len(model.hf.bert.encoder.layer))

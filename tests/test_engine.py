@@ -1,0 +1,122 @@
+"""The grouped engine: a group of one is a lone trial, groups are deterministic, a NaN student leaves its
+group, and an interrupted group resumes from its checkpoint to the same records."""
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from effrank_bench import hookimpl
+from effrank_bench.registry import Registry
+from effrank_bench.specs import LossSpec
+from effrank_bench.store import RunDir
+from effrank_bench.sweep import run_sweep
+
+FIXTURE = Path(__file__).parent / "fixtures" / "run_v1"
+
+
+def _result(record) -> dict:
+    """What a trial computed (not how long it took, nor where)."""
+    return record.model_dump(include={"status", "rank", "seed", "val_accuracy", "test_accuracy", "history",
+                                      "cost", "error", "group"}, exclude={"cost": {"latency_ms"}})
+
+
+def test_a_group_of_one_reproduces_the_previous_engine_bit_for_bit(tmp_path, monkeypatch):
+    # The fixture's students were trained one per data pass by the code before the grouped engine.
+    monkeypatch.setenv("EFFRANK_BENCH_CACHE", str(tmp_path / "cache"))
+    shutil.copytree(FIXTURE, tmp_path / "run")
+    before = [json.loads(line) for line in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
+    (tmp_path / "run" / "trials.jsonl").write_text("")
+    config = RunDir(tmp_path / "run").config().model_copy(update={"out": tmp_path / "run", "group": 1,
+                                                                   "seeds": (0,)})
+    records = run_sweep(config).records()
+    for record, old in zip(records, before[:2]):
+        assert (record.rank, record.seed) == (old["rank"], old["seed"])
+        assert record.test_accuracy == old["test_accuracy"] and record.val_accuracy == old["val_accuracy"]
+        assert [e.model_dump() for e in record.history] == old["history"]
+        assert record.group == []
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory, tiny):
+    """Ranks 2, 4 and 8 trained as one group, with a checkpoint after every epoch."""
+    config = tiny.config(tmp_path_factory.mktemp("grouped") / "run", ranks=(2, 4, 8), epochs=3,
+                         checkpoint_every=1)
+    return config, run_sweep(config)
+
+
+def test_students_of_a_group_record_their_group_in_the_same_shape(grouped):
+    config, run = grouped
+    records = run.records()
+    assert [(r.rank, r.status) for r in records] == [(2, "ok"), (4, "ok"), (8, "ok")]
+    assert all(r.group == [(2, 0), (4, 0), (8, 0)] for r in records)
+    assert all(len(r.history) == 3 for r in records)
+    assert records[0].cost.params < records[1].cost.params < records[2].cost.params
+    assert not any((run.path / "checkpoints").iterdir())  # finished groups leave no checkpoint behind
+
+
+def test_a_group_gives_the_same_records_every_time(grouped, tmp_path):
+    config, run = grouped
+    again = run_sweep(config.model_copy(update={"out": tmp_path / "again"}))
+    assert [_result(r) for r in again.records()] == [_result(r) for r in run.records()]
+
+
+class _Interrupt:
+    """A progress display whose bars raise KeyboardInterrupt after ``after`` steps: a kill mid-epoch."""
+
+    def __init__(self, after: int):
+        self.after, self.steps = after, 0
+
+    @contextlib.contextmanager
+    def task(self, description, total):
+        def advance(n):
+            self.steps += n
+            if self.steps > self.after:
+                raise KeyboardInterrupt
+
+        yield advance
+
+    def note(self, message):
+        pass
+
+
+def test_an_interrupted_group_resumes_from_its_checkpoint_to_the_same_records(grouped, tmp_path):
+    config, run = grouped
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        # One batch per epoch: interrupted during epoch 3, after the checkpoint of epoch 2.
+        run_sweep(config.model_copy(update={"out": out}), progress=_Interrupt(after=2))
+    assert RunDir(out).records() == []
+    saved = list((out / "checkpoints").iterdir())
+    assert len(saved) == 1 and (saved[0] / "model-0.safetensors").is_file()
+    resumed = run_sweep(config.model_copy(update={"out": out}))
+    assert [_result(r) for r in resumed.records()] == [_result(r) for r in run.records()]
+    assert not any((out / "checkpoints").iterdir())
+
+
+class _NanForSecond:
+    """A loss that is NaN once, for the second student of the first step (a group calls its students in order)."""
+
+    @hookimpl
+    def register_losses(self, register):
+        calls = {"n": 0}
+
+        def compute(teacher, student, labels, options):
+            calls["n"] += 1
+            value = ((student.logits - teacher.logits) ** 2).mean()
+            return value * float("nan") if calls["n"] == 2 else value
+
+        register(LossSpec(name="nan_second", description="NaN at the second call", compute=compute))
+
+
+def test_a_nan_student_leaves_its_group_and_the_others_finish(tmp_path, tiny):
+    config = tiny.config(tmp_path / "run", loss="nan_second", epochs=2)
+    run = run_sweep(config, registry=Registry(plugins=[("nan", _NanForSecond())]))
+    records = {r.rank: r for r in run.records()}
+    assert records[4].status == "failed" and records[4].error == "loss became nan in epoch 1"
+    assert records[2].status == "ok" and len(records[2].history) == 2
+    # The failure is recorded the moment it happens, before the group's survivors finish.
+    assert [r.rank for r in run.records()] == [4, 2]
