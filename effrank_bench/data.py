@@ -38,10 +38,11 @@ class Batches:
 
     def __init__(self, dataset: Dataset, *, batch_size: int, modality: Modality, input_size: int,
                  device: torch.device, shuffle: bool = False, seed: int = 0, workers: int = 0,
-                 channels_last: bool = False, preprocess: Preprocess | None = None):
+                 channels_last: bool = False, preprocess: Preprocess | None = None, drop_last: bool = False):
         # The generator also seeds the workers, so augmentation is reproducible for a seed.
         generator = self.generator = torch.Generator().manual_seed(seed)
         self._loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                                  drop_last=drop_last,
                                   pin_memory=device.type == "cuda", num_workers=workers,
                                   persistent_workers=workers > 0)
         self.resize = modality == "image"

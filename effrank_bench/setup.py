@@ -103,10 +103,18 @@ class RunSetup:
         c = self.config
         return TargetInfo(target=c.target, qkv=c.qkv, layers=len(self.sites), max_rank=self.max_rank)
 
-    def batches(self, dataset: Dataset, *, shuffle: bool = False, seed: int = 0) -> Batches:
-        return Batches(dataset, batch_size=self.config.batch_size, modality=self.splits.modality,
+    @property
+    def compile(self) -> bool:
+        """Whether students train through torch.compile: as asked, else on CUDA only (where it was measured faster)."""
+        return self.config.compile if self.config.compile is not None else self.device.type == "cuda"
+
+    def batches(self, dataset: Dataset, *, shuffle: bool = False, seed: int = 0, batch_size: int | None = None,
+                drop_last: bool = False) -> Batches:
+        """``dataset`` in batches of ``batch_size`` (default: the config's batch_size)."""
+        return Batches(dataset, batch_size=batch_size or self.config.batch_size, modality=self.splits.modality,
                        input_size=self.request.input_size, device=self.device, shuffle=shuffle, seed=seed,
-                       workers=self.workers, channels_last=self.channels_last, preprocess=self.parts.arch.preprocess)
+                       workers=self.workers, channels_last=self.channels_last, preprocess=self.parts.arch.preprocess,
+                       drop_last=drop_last)
 
     def to_device(self, model: nn.Module) -> nn.Module:
         model.to(self.device)

@@ -14,7 +14,7 @@ from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import Trial, TrialRecord
 from effrank_bench.setup import RunSetup
 from effrank_bench.teacher import Teacher
-from effrank_bench.train import Recipe, distill, evaluate_many
+from effrank_bench.train import Recipe, distill, evaluate_calibrated
 
 CHECKPOINTS = "checkpoints"
 
@@ -52,7 +52,9 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
         student = copy.deepcopy(teacher.model)
         replaced.append(factorize(student, setup.sites, trial.rank, init=config.init, qkv=config.qkv))
         students.append(setup.to_device(student))
-    train = setup.batches(setup.splits.train, shuffle=True, seed=trial_seed(trials[0]))
+    # CUDA graphs replay one batch shape: a compiled CUDA step drops the last partial batch.
+    train = setup.batches(setup.splits.train, shuffle=True, seed=trial_seed(trials[0]),
+                          drop_last=setup.compile and setup.device.type == "cuda")
     checkpoints = Checkpoints(setup.run.path / CHECKPOINTS / Checkpoints.name(trials), trials,
                               config.checkpoint_every)
 
@@ -64,13 +66,14 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
                       Recipe(config.epochs, config.lr, config.weight_decay, amp=config.amp,
                              schedule=config.schedule, select=config.select),
                       label=group_label(trials, len(config.seeds)), progress=progress, checkpoints=checkpoints,
-                      on_failure=failed)
+                      on_failure=failed, compile=setup.compile)
     done = [i for i, result in enumerate(results) if not isinstance(result, TrialFailed) and result is not None]
-    tests = evaluate_many([students[i] for i in done], setup.batches(setup.splits.test), config.amp)
-    for i, test_accuracy in zip(done, tests):
+    tests = evaluate_calibrated([students[i] for i in done], setup.batches(setup.splits.test), config.amp)
+    for i, test in zip(done, tests):
         fit = results[i]
         record(TrialRecord(
-            status="ok", val_accuracy=fit.val_accuracy, test_accuracy=test_accuracy, history=fit.history,
+            status="ok", val_accuracy=fit.val_accuracy, test_accuracy=test and test.accuracy,
+            test_ece=test and test.ece, test_nll=test and test.nll, history=fit.history,
             train_seconds=fit.seconds, samples_per_second=config.epochs * len(setup.splits.train) / fit.step_seconds,
             cost=setup.cost(students[i], replaced[i].values()), **common(trials[i]),
         ))

@@ -1,0 +1,67 @@
+"""--compile: students and teacher through torch.compile give the eager records; a compiler failure falls back."""
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+import effrank_bench.train as train
+from effrank_bench.sweep import run_sweep
+
+
+class Notes:
+    def __init__(self):
+        self.notes = []
+
+    def task(self, description, total):
+        return contextlib.nullcontext(lambda n: None)
+
+    def note(self, message):
+        self.notes.append(message)
+
+
+def _computed(run):
+    return [(r.rank, r.test_accuracy, [e.loss for e in r.history]) for r in run.records()]
+
+
+@pytest.fixture(scope="module")
+def eager(tmp_path_factory, tiny):
+    config = tiny.config(tmp_path_factory.mktemp("eager") / "run", compile=False)
+    return config, run_sweep(config)
+
+
+def test_compile_is_off_on_cpu_unless_asked(eager):
+    from effrank_bench.setup import prepare
+
+    config, _ = eager
+    assert prepare(config.model_copy(update={"compile": None})).compile is False
+    assert prepare(config.model_copy(update={"compile": True})).compile is True
+
+
+def test_compiled_students_train_to_the_eager_records(eager, tmp_path, monkeypatch):
+    # dynamo captures the forward with its branch hooks; the eager backend then runs the captured graphs
+    # op for op, so the numbers must match exactly (inductor's fused kernels would differ in the last bits).
+    compile_ = torch.compile
+    monkeypatch.setattr(train.torch, "compile", lambda model, **kw: compile_(model, backend="eager", dynamic=False))
+    config, run = eager
+    notes = Notes()
+    compiled = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "c"}), progress=notes)
+    assert _computed(compiled) == _computed(run)
+    assert not any("torch.compile failed" in n for n in notes.notes)
+
+
+def test_a_compiler_failure_falls_back_to_eager_with_one_warning(eager, tmp_path, monkeypatch):
+    def broken(model, **kw):
+        def call(x):
+            raise RuntimeError("backend exploded\nwith a long traceback")
+        return call
+
+    monkeypatch.setattr(train.torch, "compile", broken)
+    config, run = eager
+    notes = Notes()
+    fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "f"}), progress=notes)
+    assert _computed(fallen) == _computed(run)
+    warnings = [n for n in notes.notes if "torch.compile failed" in n]
+    # One per compiled forward (teacher and each student), each one line naming the error.
+    assert len(warnings) == 3 and all("RuntimeError: backend exploded with a long traceback" in w for w in warnings)
