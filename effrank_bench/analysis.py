@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.interpolate import PchipInterpolator
 
-from effrank_bench.errors import AnalysisError
+from effrank_bench.errors import AnalysisError, shown
 
 KNEE_AXES = ("linear", "log2")
 MONOTONE_MODES = ("running-max", "isotonic")
@@ -192,6 +192,8 @@ def read_curve_csv(path: str | os.PathLike[str]) -> tuple[list[float], list[floa
         raise AnalysisError(f"{path}: curve file not found") from None
     except (OSError, UnicodeDecodeError) as error:
         raise AnalysisError(f"{path}: cannot read curve file ({error})") from None
+    except csv.Error as error:  # e.g. a field over the csv module's size limit
+        raise AnalysisError(f"{path}: not a readable CSV file ({error})") from None
 
 
 def parse_thresholds(text: str) -> tuple[float, float]:
@@ -202,11 +204,11 @@ def parse_thresholds(text: str) -> tuple[float, float]:
     """
     parts = [part.strip() for part in text.split(",")]
     if len(parts) != 2:
-        raise AnalysisError(f"thresholds must be two comma-separated numbers like 0.85,0.95, got {text!r}")
+        raise AnalysisError(f"thresholds must be two comma-separated numbers like 0.85,0.95, got {shown(text)!r}")
     try:
         values = (float(parts[0]), float(parts[1]))
     except ValueError:
-        raise AnalysisError(f"thresholds must be numbers like 0.85,0.95, got {text!r}") from None
+        raise AnalysisError(f"thresholds must be numbers like 0.85,0.95, got {shown(text)!r}") from None
     return _validate_thresholds(values)
 
 
@@ -219,7 +221,7 @@ def _read_curve_rows(handle: TextIO, path: str) -> tuple[list[float], list[float
     columns = {}
     for wanted in ("rank", "accuracy"):
         if wanted not in names:
-            raise AnalysisError(f"{path}: missing column {wanted!r} (header has: {', '.join(names)})")
+            raise AnalysisError(f"{path}: missing column {wanted!r} (header has: {shown(', '.join(names))})")
         columns[wanted] = names.index(wanted)
 
     ranks: list[float] = []
@@ -241,10 +243,16 @@ def _cell_value(row: list[str], index: int, column: str, path: str, line: int) -
     try:
         value = float(text)
     except ValueError:
-        raise AnalysisError(f"{path}, line {line}: {column!r} value {text!r} is not a number") from None
+        raise AnalysisError(f"{path}, line {line}: {column!r} value {shown(text)!r} is not a number") from None
     if not math.isfinite(value):
-        raise AnalysisError(f"{path}, line {line}: {column!r} value {text!r} is not a finite number")
+        raise AnalysisError(f"{path}, line {line}: {column!r} value {shown(text)!r} is not a finite number")
     return value
+
+
+# Bounds of what the fit can take without overflowing (PCHIP divides by rank gaps and multiplies slopes):
+# far beyond any network's rank, or any student's accuracy relative to its teacher.
+MIN_RANK, MAX_RANK = 1e-6, 1e12
+MAX_NORMALIZED = 1e6
 
 
 def _normalized_points(
@@ -259,6 +267,9 @@ def _normalized_points(
         )
     if np.any(rank_array <= 0):
         raise AnalysisError(f"ranks must be positive, got {rank_array[rank_array <= 0][0]:g}")
+    out_of_range = (rank_array < MIN_RANK) | (rank_array > MAX_RANK)
+    if np.any(out_of_range):
+        raise AnalysisError(f"ranks must be between {MIN_RANK:g} and {MAX_RANK:g}, got {rank_array[out_of_range][0]:g}")
     if np.any(accuracy_array < 0):
         raise AnalysisError(f"accuracies must be >= 0, got {accuracy_array[accuracy_array < 0][0]:g}")
 
@@ -266,7 +277,12 @@ def _normalized_points(
     if unique_ranks.size < 2:
         raise AnalysisError(f"a curve needs at least 2 distinct ranks, got {unique_ranks.size}")
     counts = np.bincount(slot)
-    return unique_ranks, np.bincount(slot, weights=accuracy_array) / counts / teacher, counts
+    with np.errstate(over="ignore"):
+        normalized = np.bincount(slot, weights=accuracy_array) / counts / teacher
+    if not np.all(normalized <= MAX_NORMALIZED):
+        raise AnalysisError(f"accuracies reach {np.max(accuracy_array):g}, more than {MAX_NORMALIZED:g} times the "
+                            f"teacher's {teacher:g}: give both in the same units")
+    return unique_ranks, normalized, counts
 
 
 def _positive_number(value: float, name: str) -> float:

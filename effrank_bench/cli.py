@@ -29,8 +29,9 @@ MAX_MEASURE_BATCH = 65_536
 _RUN_GROUPS = {
     "what to sweep": ("arch", "target", "loss", "dataset", "ranks", "seeds", "search", "tolerance"),
     "data": ("data_root", "download", "tokenizer", "augment", "val_fraction", "batch_size", "workers"),
-    "teacher": ("teacher_seed", "teacher_epochs", "teacher_lr", "teacher_optimizer", "teacher_weight_decay",
-                "teacher_warmup", "teacher_schedule", "label_smoothing", "pretrained", "teacher_checkpoint"),
+    "teacher": ("teacher_seed", "teacher_epochs", "teacher_batch_size", "teacher_lr", "teacher_optimizer",
+                "teacher_weight_decay", "teacher_warmup", "teacher_schedule", "label_smoothing", "pretrained",
+                "teacher_checkpoint"),
     "students": ("epochs", "lr", "weight_decay", "schedule", "select", "init", "qkv", "kd_temperature",
                  "kd_alpha"),
     "read-off": ("thresholds", "knee_axis", "monotone", "bootstrap_resamples"),

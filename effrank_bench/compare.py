@@ -12,10 +12,12 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
+from effrank_bench.atomic import atomic_path, atomic_write_text
 from effrank_bench.bootstrap import Estimate
 from effrank_bench.errors import ConfigError
 from effrank_bench.report import Report, build_report, format_estimate
 from effrank_bench.store import RunDir
+from effrank_bench.teacher_spectrum import SpectralEstimates
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,17 @@ class ComparedRun:
         return Estimate({"low": a.region.low, "high": a.region.high, "knee": a.knee}[quantity], None, None)
 
     @property
+    def spectrum(self) -> SpectralEstimates | None:
+        """The teacher's spectral estimates, where the run stored them."""
+        return self.report.spectrum
+
+    @property
+    def distilled_high(self) -> float | None:
+        """The rank at which the distilled curve reaches the high threshold (r95 by default); None: not reached."""
+        a = self.report.analysis
+        return a.region.high if a is not None else None
+
+    @property
     def knee_relative(self) -> float | None:
         """The knee as a fraction of the target's width."""
         knee = self.estimate("knee")
@@ -93,10 +106,51 @@ class ComparedRun:
             "knee_axis": c.knee_axis,
             "knee_relative": self.knee_relative,
             "at_knee": at_knee,
+            "spectrum": self.spectrum.model_dump() if self.spectrum else None,
             "resamples": r.uncertainty.resamples if r.uncertainty else 0,
             "curve": self.curve(),
             "note": self.note,
         }
+
+
+#: The spectral estimates compared with the distilled rank, by name: what each reads off a run's spectrum.
+SPECTRAL_ESTIMATES = {"weight r95": lambda e: e.weight_r95, "feature r99": lambda e: e.feature_r99}
+# Fewer runs than this give no rank correlation worth printing.
+MIN_CORRELATED = 3
+
+
+@dataclass(frozen=True)
+class SpectralCorrelation:
+    """Spearman's rank correlation between one spectral estimate and the distilled high crossing, over the
+    ``n`` runs that have both (``rho`` None with fewer than 3, or when either side is constant)."""
+
+    estimate: str
+    n: int
+    rho: float | None
+    p_value: float | None
+    points: tuple[tuple[str, float, float], ...]  # (run name, estimate, distilled rank)
+
+    def to_dict(self) -> dict:
+        return {"estimate": self.estimate, "n": self.n, "rho": self.rho, "p_value": self.p_value}
+
+    def text(self) -> str:
+        if self.rho is None:
+            return f"{self.estimate}: no rank correlation (n = {self.n})"
+        return f"{self.estimate}: Spearman ρ = {self.rho:.2f} (n = {self.n}, p = {self.p_value:.2g})"
+
+
+def spectral_correlation(runs: Sequence[ComparedRun], estimate: str) -> SpectralCorrelation:
+    """How well ``estimate`` orders the runs as their distilled high crossing does (scipy's spearmanr)."""
+    from scipy.stats import spearmanr
+
+    points = tuple((run.name, SPECTRAL_ESTIMATES[estimate](run.spectrum), run.distilled_high) for run in runs
+                   if run.spectrum is not None and SPECTRAL_ESTIMATES[estimate](run.spectrum) is not None
+                   and run.distilled_high is not None)
+    x, y = [p[1] for p in points], [p[2] for p in points]
+    if len(points) < MIN_CORRELATED or len(set(x)) == 1 or len(set(y)) == 1:  # a constant side has no ranking
+        return SpectralCorrelation(estimate, len(points), None, None, points)
+    rho, p_value = spearmanr(x, y)
+    return SpectralCorrelation(estimate, len(points), float(rho), float(p_value), points)
 
 
 @dataclass(frozen=True)
@@ -104,15 +158,26 @@ class Comparison:
     runs: tuple[ComparedRun, ...]
 
     @property
+    def has_spectra(self) -> bool:
+        return any(run.spectrum is not None for run in self.runs)
+
+    def correlations(self) -> list[SpectralCorrelation]:
+        """Each spectral estimate against the distilled high crossing; empty when no run stored a spectrum."""
+        return [spectral_correlation(self.runs, name) for name in SPECTRAL_ESTIMATES] if self.has_spectra else []
+
+    @property
     def notes(self) -> list[str]:
         """What the table and plot leave out, and why, one line per run."""
         notes = [f"{run.name}: {run.note}" for run in self.runs if run.note]
         notes += [f"{run.name}: no target.json (width unknown), left out of the rank / width panel"
                   for run in self.runs if run.width is None]
+        notes += [f"{c.estimate} against the distilled rank: {c.n} run(s) have both, a rank correlation needs "
+                  f"{MIN_CORRELATED}" for c in self.correlations() if c.n < MIN_CORRELATED]
         return notes
 
     def to_dict(self) -> dict:
-        return {"runs": [run.to_dict() for run in self.runs], "notes": self.notes}
+        return {"runs": [run.to_dict() for run in self.runs], "notes": self.notes,
+                "spectral_correlation": [c.to_dict() for c in self.correlations()]}
 
 
 def compare_runs(paths: Sequence[Path]) -> Comparison:
@@ -172,14 +237,20 @@ def _cost_at_knee(report: Report) -> KneeCost | None:
 
 
 _COLUMNS = ["run", "arch", "target", "loss", "dataset", "seeds", "teacher acc", "region low", "region high", "band",
-            "knee", "compression @ knee", "MMACs @ knee"]
+            "knee", "weight r95", "feature r99", "compression @ knee", "MMACs @ knee"]
 
 
 # Terminal headers: short, so the values get the width.
-_SHORT = {"teacher acc": "teacher", "region low": "low", "region high": "high", "compression @ knee": "× @ knee"}
+_SHORT = {"teacher acc": "teacher", "region low": "low", "region high": "high", "compression @ knee": "× @ knee",
+          "weight r95": "W r95", "feature r99": "F r99"}
 
 
-def _cells(run: ComparedRun, separator: str = " ") -> list[str]:
+def _columns(spectra: bool) -> list[str]:
+    """The table's columns; the spectral ones only where some run stored a spectrum (the table must fit a terminal)."""
+    return [name for name in _COLUMNS if spectra or name not in SPECTRAL_ESTIMATES]
+
+
+def _cells(run: ComparedRun, separator: str = " ", spectra: bool = True) -> list[str]:
     """One table row; ``separator`` goes between a value and its interval (a newline in the terminal)."""
     r, c, a = run.report, run.report.config, run.report.analysis
     dash = "–"
@@ -196,8 +267,10 @@ def _cells(run: ComparedRun, separator: str = " ") -> list[str]:
         if k.compression_ci:
             compression += f"{separator}[{k.compression_ci[0]:.2f}, {k.compression_ci[1]:.2f}]"
         macs = f"{k.macs / 1e6:,.2f}"
+    spectral = [dash if run.spectrum is None or read(run.spectrum) is None else f"{read(run.spectrum):g}"
+                for read in SPECTRAL_ESTIMATES.values()] if spectra else []
     return [run.name, c.arch, c.target, c.loss, c.dataset, str(len(r.seeds)), f"{r.teacher.test_accuracy:.4f}",
-            low, high, band, knee, compression, macs]
+            low, high, band, knee, *spectral, compression, macs]
 
 
 def render_comparison(comparison: Comparison) -> Table:
@@ -207,18 +280,19 @@ def render_comparison(comparison: Comparison) -> Table:
     table = Table(title="effective rank, side by side (95% bootstrap CI in brackets)", box=box.SIMPLE_HEAD,
                   padding=(0, 1), pad_edge=False)
     table.add_column("run", overflow="fold")
-    for name in _COLUMNS[5:]:
+    spectra = comparison.has_spectra
+    for name in _columns(spectra)[5:]:
         # Folded, never cut with an ellipsis: a narrow terminal wraps a value, it does not hide it.
         table.add_column(_SHORT.get(name, name), justify="right", overflow="fold")
     for label, run in zip(_labels(comparison), comparison.runs):
-        table.add_row(label, *_cells(run, separator="\n")[5:])
+        table.add_row(label, *_cells(run, separator="\n", spectra=spectra)[5:])
     return table
 
 
 CSV_FIELDS = ["run", "arch", "target", "loss", "dataset", "seeds", "teacher_accuracy", "width",
               "low", "low_ci_low", "low_ci_high", "low_unreached", "high", "high_ci_low", "high_ci_high",
               "high_unreached", "band_low", "band_high", "knee", "knee_ci_low", "knee_ci_high", "knee_relative",
-              "params_at_knee", "macs_at_knee", "compression_at_knee", "resamples", "note"]
+              "weight_r95", "feature_r99", "params_at_knee", "macs_at_knee", "compression_at_knee", "resamples", "note"]
 
 
 def _csv_row(run: ComparedRun) -> dict:
@@ -233,6 +307,8 @@ def _csv_row(run: ComparedRun) -> dict:
         if quantity != "knee":
             row[f"{quantity}_unreached"] = e.unreached
     row["band_low"], row["band_high"] = a.region.band if a is not None and a.region.band else (None, None)
+    e = run.spectrum
+    row.update(weight_r95=e and e.weight_r95, feature_r99=e and e.feature_r99)
     row.update(params_at_knee=k and k.params, macs_at_knee=k and k.macs, compression_at_knee=k and k.compression)
     return row
 
@@ -242,11 +318,16 @@ def _markdown(comparison: Comparison) -> str:
              "Region and knee are read off the mean over seeds; brackets hold 95% percentile-bootstrap "
              "intervals over seeds where a run has several. Compression and MACs at the knee are "
              "interpolated linearly between the measured ranks.", "",
-             "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-    lines += ["| " + " | ".join(_cells(run)) + " |" for run in comparison.runs]
+             "| " + " | ".join(_columns(comparison.has_spectra)) + " |",
+             "|" + "---|" * len(_columns(comparison.has_spectra))]
+    lines += ["| " + " | ".join(_cells(run, spectra=comparison.has_spectra)) + " |" for run in comparison.runs]
     if comparison.notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in comparison.notes]
     lines += ["", "![normalized accuracy against rank and rank / width](comparison.png)"]
+    if comparison.has_spectra:
+        lines += ["", "Spectral estimates of each teacher against its distilled rank:", ""]
+        lines += [f"- {c.text()}" for c in comparison.correlations()]
+        lines += ["", "![spectral estimates against the distilled rank](comparison-spectra.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -300,6 +381,40 @@ def plot_comparison(comparison: Comparison, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_spectra(comparison: Comparison, path: Path) -> None:
+    """Each run's spectral estimates against its distilled high crossing, with Spearman's ρ per estimate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    threshold = next((r.report.analysis.region.thresholds[1] for r in comparison.runs if r.report.analysis), 0.95)
+    values = []
+    for (c, marker, color) in zip(comparison.correlations(), ("o", "^"), ("C4", "C1")):
+        if c.points:
+            x, y = [p[1] for p in c.points], [p[2] for p in c.points]
+            values += x + y
+            ax.plot(x, y, marker, color=color, ms=6, label=c.text())
+            for name, px, py in c.points:
+                ax.annotate(name, (px, py), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    if values:
+        low, high = min(values), max(values)
+        ax.plot([low, high], [low, high], color="grey", lw=0.8, ls=":", label="spectral = distilled")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.legend(loc="upper left", fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no run has both a spectrum and a distilled crossing", transform=ax.transAxes,
+                ha="center", fontsize=8)
+    ax.set_xlabel("spectral estimate of the teacher (rank)")
+    ax.set_ylabel(f"distilled rank at {threshold:.0%} of teacher accuracy")
+    ax.set_title("spectral estimate against distilled rank")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _styles(n: int) -> list[tuple[object, str]]:
     """(color, line style) per run, all distinct: tab10, then tab20, then a colormap with 3 line styles."""
     import matplotlib
@@ -319,17 +434,24 @@ def _labels(comparison: Comparison) -> list[str]:
 
 
 def write_comparison(comparison: Comparison, out_dir: Path) -> list[Path]:
-    """Write comparison.json, comparison.csv, comparison.md and comparison.png into ``out_dir``."""
+    """Write comparison.json, comparison.csv, comparison.md and comparison.png into ``out_dir``, and
+    comparison-spectra.png where any run stored its teacher's spectrum."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"comparison.{ext}" for ext in ("json", "csv", "md", "png")]
-    paths[0].write_text(json.dumps(comparison.to_dict(), indent=2))
-    with open(paths[1], "w", newline="") as f:
+    # Each file whole or not at all (temporary name, then rename): a reader never sees half a comparison.
+    atomic_write_text(paths[0], json.dumps(comparison.to_dict(), indent=2))
+    with atomic_path(paths[1]) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(_csv_row(run) for run in comparison.runs)
-    paths[2].write_text(_markdown(comparison))
-    plot_comparison(comparison, paths[3])
+    atomic_write_text(paths[2], _markdown(comparison))
+    with atomic_path(paths[3]) as tmp:
+        plot_comparison(comparison, tmp)
+    if comparison.has_spectra:
+        paths.append(out_dir / "comparison-spectra.png")
+        with atomic_path(paths[4]) as tmp:
+            plot_spectra(comparison, tmp)
     return paths

@@ -27,12 +27,12 @@ _NOT_IN_SWEEP_KEY = {
 }
 # Options added after run directories and teachers were first keyed: in a key only when they differ
 # from their default, so that runs and cached teachers made before they existed keep their keys.
-_KEYED_WHEN_SET = {"schedule", "teacher_schedule", "select", "val_fraction"}
+_KEYED_WHEN_SET = {"schedule", "teacher_schedule", "select", "val_fraction", "teacher_batch_size"}
 # Fields that determine the teacher: its cache key.
 _TEACHER_FIELDS = (
     "arch", "dataset", "data_root", "augment", "tokenizer", "teacher_seed", "teacher_epochs", "teacher_lr",
     "teacher_optimizer", "teacher_weight_decay", "teacher_warmup", "teacher_schedule", "select", "val_fraction",
-    "label_smoothing", "batch_size", "amp", "pretrained", "teacher_checkpoint",
+    "label_smoothing", "batch_size", "amp", "pretrained", "teacher_checkpoint", "teacher_batch_size",
 )
 
 
@@ -80,6 +80,8 @@ class RunConfig(BaseModel):
     epochs: int = Field(default=12, ge=1, le=MAX_EPOCHS, description="student distillation epochs per rank")
     teacher_epochs: int = Field(default=40, ge=0, le=MAX_EPOCHS, description="teacher training epochs (0: use it as loaded)")
     batch_size: int = Field(default=64, ge=1, le=MAX_BATCH, description="training batch size, teacher and students")
+    teacher_batch_size: int | None = Field(default=None, ge=1, le=MAX_BATCH,
+                                           description="teacher training batch size (default: --batch-size)")
     lr: float = Field(default=2e-3, gt=0, le=MAX_LR, description="student AdamW learning rate")
     weight_decay: float = Field(default=0.01, ge=0, le=MAX_WEIGHT_DECAY, description="student AdamW weight decay")
     teacher_lr: float = Field(default=2e-3, gt=0, le=MAX_LR, description="teacher learning rate")
@@ -254,6 +256,9 @@ class RunConfig(BaseModel):
         ``inputs`` is what the architecture adds (how its inputs are preprocessed), when it adds anything.
         """
         fields = self.sweep_fields()
+        if self.teacher_batch_size is not None:
+            # The teacher trains on batches of teacher_batch_size: the students' batch_size does not make it.
+            fields["batch_size"] = fields.pop("teacher_batch_size")
         return _digest({k: fields[k] for k in _TEACHER_FIELDS if k in fields} | ({"inputs": inputs} if inputs else {}))
 
     def default_out(self) -> Path:

@@ -8,6 +8,8 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# An error line names this many problems at most (a list of a thousand bad seeds is one message).
+_MAX_PROBLEMS = 5
 
 
 def one_line(err: BaseException) -> str:
@@ -16,17 +18,28 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """A value a user gave, for an error message: its repr, printable, cut to about ``limit`` characters."""
+    try:
+        text = value if isinstance(value, str) and value.isprintable() else repr(value)
+    except ValueError:  # an int too long for str()
+        text = f"a {value.bit_length()}-bit number" if isinstance(value, int) else type(value).__name__
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """A pydantic error as one line: where each problem is and what it is."""
+    """A pydantic error as one line: where each problem is and what it is, each echoed value cut short."""
     problems = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"])
-        message = e["msg"].removeprefix("Value error, ")
+    for e in err.errors()[:_MAX_PROBLEMS]:
+        where = shown(".".join(str(p) for p in e["loc"]))
+        message = shown(e["msg"].removeprefix("Value error, "), 300)
         if e["type"] == "extra_forbidden":
             problems.append(f"unknown key '{where}'")
         else:
             problems.append(f"{where}: {message}" if where else message)
-    return f"{source}: " + "; ".join(problems)
+    more = err.error_count() - _MAX_PROBLEMS
+    return f"{source}: " + "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
 
 
 class EffrankError(Exception):
@@ -67,6 +80,10 @@ class CheckpointError(EffrankError):
 
 class LossError(EffrankError):
     """A distillation loss got inputs it cannot compare (e.g. mismatched features)."""
+
+
+class LockedError(EffrankError):
+    """A run directory is in use by another live process (the message names it)."""
 
 
 class TrialFailed(EffrankError):

@@ -16,6 +16,7 @@ from effrank_bench.bootstrap import ONE_SEED_NOTE, Estimate, Uncertainty, bootst
 from effrank_bench.config import RunConfig
 from effrank_bench.records import SCHEMA_VERSION, TeacherRecord
 from effrank_bench.store import RunDir
+from effrank_bench.teacher_spectrum import SpectralEstimates
 
 # The bootstrap of a report is reproducible: the same run directory always gives the same intervals.
 BOOTSTRAP_RNG_SEED = 0
@@ -35,6 +36,8 @@ class Row:
     macs: int | None
     latency_ms: float | None
     error: str | None = None
+    ece: float | None = None  # expected calibration error on the test split (None: not recorded)
+    nll: float | None = None  # mean cross-entropy in nats on the test split
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Report:
     uncertainty: Uncertainty | None = None
     uncertainty_note: str | None = None  # why there is no interval
     warnings: tuple[str, ...] = ()  # what makes the numbers doubtful (warning_lines)
+    spectrum: SpectralEstimates | None = None  # the teacher's spectral estimates (None: not stored)
 
     @property
     def title(self) -> str:
@@ -98,7 +102,7 @@ class Report:
             "environment": self.teacher.environment,
             "config": self.config.model_dump(mode="json"),
             "teacher": self.teacher.model_dump(mode="json", include={
-                "val_accuracy", "test_accuracy", "source", "cost", "key", "history", "train_seconds"}),
+                "val_accuracy", "test_accuracy", "test_ece", "test_nll", "source", "cost", "key", "history", "train_seconds"}),
             "trials": [asdict(row) for row in self.rows],
             "per_rank": [asdict(stat) for stat in self.per_rank],
             "analysis": self.analysis.to_dict() if self.analysis else None,
@@ -106,6 +110,7 @@ class Report:
             "uncertainty": self.uncertainty.to_dict() if self.uncertainty else None,
             "uncertainty_note": self.uncertainty_note,
             "warnings": list(self.warnings),
+            "spectrum": self.spectrum.model_dump() if self.spectrum else None,
         }
 
 
@@ -118,14 +123,14 @@ def build_report(run: RunDir) -> Report:
     config, teacher = run.config(), run.teacher()
     t_acc, t_cost = teacher.test_accuracy, teacher.cost
     rows = [Row(None, config.teacher_seed, "teacher", t_acc, 1.0, t_cost.params, 1.0, t_cost.macs,
-                t_cost.latency_ms)]
+                t_cost.latency_ms, ece=teacher.test_ece, nll=teacher.test_nll)]
     records = sorted(run.records(), key=lambda r: (r.rank, r.seed))
     for r in records:
         if r.status == "ok":
             cost = r.cost
             rows.append(Row(r.rank, r.seed, "ok", r.test_accuracy, r.test_accuracy / t_acc,
                             cost and cost.params, cost and t_cost.params / cost.params, cost and cost.macs,
-                            cost and cost.latency_ms))
+                            cost and cost.latency_ms, ece=r.test_ece, nll=r.test_nll))
         else:
             rows.append(Row(r.rank, r.seed, "failed", None, None, None, None, None, None, error=r.error))
     ok = [r for r in records if r.status == "ok"]
@@ -145,7 +150,7 @@ def build_report(run: RunDir) -> Report:
             u_note = ONE_SEED_NOTE
     return Report(config=config, teacher=teacher, rows=rows, analysis=analysis, note=note,
                   per_rank=per_rank, uncertainty=uncertainty, uncertainty_note=u_note,
-                  warnings=tuple(_warnings(config, teacher, ok)))
+                  warnings=tuple(_warnings(config, teacher, ok)), spectrum=run.spectrum())
 
 
 # A student this much better than its teacher (normalized accuracy above it) means the teacher is weak.
@@ -275,6 +280,16 @@ def region_lines(analysis: CurveAnalysis | None, note: str | None,
     return lines
 
 
+def spectrum_lines(report: Report) -> list[str]:
+    """The teacher's spectral estimates in words, beside the distilled region; none when not stored."""
+    e = report.spectrum
+    if e is None:
+        return []
+    feature = "–" if e.feature_r99 is None else f"{e.feature_r99:g}"
+    return [f"spectral estimates of the teacher: median weight r95 {e.weight_r95:g}, median pooled feature r99 "
+            f"{feature} ({e.samples} test inputs)"]
+
+
 def render_table(report: Report) -> Table:
     with_seed = _show_seed(report)
     table = Table(title=report.title)
@@ -298,7 +313,7 @@ def _markdown(report: Report) -> str:
     lines += [""] + [f"- {line}" for line in region_lines(report.analysis, report.note, report.uncertainty)]
     if report.uncertainty_note and report.analysis is not None:
         lines.append(f"- {report.uncertainty_note}")
-    lines += [f"- {line}" for line in warning_lines(report)]
+    lines += [f"- {line}" for line in spectrum_lines(report) + warning_lines(report)]
     return "\n".join(lines) + "\n"
 
 
@@ -334,13 +349,18 @@ def _region_csv(report: Report, path: Path) -> None:
 
 def plot_curve(report: Report, path: Path) -> None:
     """Normalized accuracy vs rank: points (mean ± spread over seeds), PCHIP fit, bootstrap band,
-    the threshold region shaded, the knee marked."""
+    the threshold region shaded, the knee and the teacher's spectral estimates marked; below it, when
+    the trials recorded it, their expected calibration error against rank."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    calibrated = [row for row in report.rows if row.status == "ok" and row.rank is not None and row.ece is not None]
+    if calibrated:
+        fig, (ax, ece_ax) = plt.subplots(2, 1, figsize=(6.4, 6.6), sharex=True, height_ratios=(2, 1))
+    else:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
     a, u = report.analysis, report.uncertainty
     several = len(report.seeds) > 1
     if several:
@@ -369,11 +389,27 @@ def plot_curve(report: Report, path: Path) -> None:
         knee += f" [{u.knee.ci_low:.1f}, {u.knee.ci_high:.1f}]"
         ax.axvspan(u.knee.ci_low, u.knee.ci_high, color="C3", alpha=0.08)
     ax.axvline(a.knee, color="C3", ls="--", lw=1, label=knee)
+    e = report.spectrum
+    if e is not None:
+        marks = [("median weight r95", e.weight_r95, "C4", "v"), ("median pooled feature r99", e.feature_r99, "C1", "^")]
+        for label, value, color, marker in marks:
+            if value is not None and value > 0:
+                ax.axvline(value, color=color, ls="-.", lw=1)
+                ax.plot([value], [1.0], marker, color=color, ms=6, label=f"spectral: {label} = {value:g}")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("rank")
     ax.set_ylabel("accuracy / teacher accuracy")
     ax.set_title(report.title)
     ax.legend(loc="lower right", fontsize=7)
+    if calibrated:
+        ece_ax.plot([row.rank for row in calibrated], [row.ece for row in calibrated], "o", color="C0", ms=4,
+                    label="students (test)")
+        if report.teacher.test_ece is not None:
+            ece_ax.axhline(report.teacher.test_ece, color="grey", lw=1, ls="--",
+                           label=f"teacher {report.teacher.test_ece:.3f}")
+        ece_ax.set_ylabel("ECE (15 bins)")
+        ece_ax.legend(loc="upper right", fontsize=7)
+        ece_ax.set_xscale("log", base=2)
+    (ece_ax if calibrated else ax).set_xlabel("rank")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,15 +1,18 @@
 """A run directory: resolved config, append-only trial records, teacher, reports; resumes safely."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from effrank_bench.atomic import atomic_path, atomic_write_text
 from effrank_bench.config import RunConfig
-from effrank_bench.errors import ConfigError, format_validation_error
+from effrank_bench.errors import ConfigError, format_validation_error, shown
 from effrank_bench.records import TargetInfo, TeacherRecord, TrialRecord, read_teacher, read_trial
+from effrank_bench.teacher_spectrum import ModelSpectrum, SpectralEstimates
 
 
 class RunDir:
@@ -23,6 +26,7 @@ class RunDir:
     teacher_weights = property(lambda self: self.path / "teacher.safetensors")
     teacher_info = property(lambda self: self.path / "teacher.json")
     target_path = property(lambda self: self.path / "target.json")
+    spectrum_path = property(lambda self: self.path / "spectrum.json")
 
     def check_resumable(self, config: RunConfig) -> RunConfig | None:
         """The config this directory holds, if any, after checking that ``config`` may resume it."""
@@ -50,23 +54,29 @@ class RunDir:
                 "seeds": tuple(dict.fromkeys(previous.seeds + config.seeds)),
             })
         run.path.mkdir(parents=True, exist_ok=True)
-        run.config_path.write_text(config.model_dump_json(indent=2))
-        run._drop_torn_tail()
+        atomic_write_text(run.config_path, config.model_dump_json(indent=2))
+        run.repair_torn_tail()
         return run
 
-    def _drop_torn_tail(self) -> None:
-        """Cut a last line left half-written by a killed process, so the next append starts clean."""
+    def repair_torn_tail(self) -> bool:
+        """Cut a last line left half-written by a killed process, so the next append starts clean.
+
+        True when there was one to cut.
+        """
         if not self.records_path.is_file():
-            return
+            return False
         data = self.records_path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            self.records_path.write_bytes(data[: data.rfind(b"\n") + 1])
+        if not data or data.endswith(b"\n"):
+            return False
+        with atomic_path(self.records_path) as tmp:
+            tmp.write_bytes(data[: data.rfind(b"\n") + 1])
+        return True
 
     def config(self) -> RunConfig:
         if not self.config_path.is_file():
             raise ConfigError(f"{self.path} is not a run directory (no config.json)")
         try:
-            return RunConfig.model_validate_json(self.config_path.read_text())
+            return RunConfig.model_validate_json(read_text(self.config_path))
         except ValidationError as err:
             raise ConfigError(format_validation_error(err, str(self.config_path))) from None
 
@@ -74,7 +84,7 @@ class RunDir:
         if not self.records_path.is_file():
             return []
         records = []
-        lines = self.records_path.read_text().splitlines()
+        lines = read_text(self.records_path).splitlines()
         init = self.config().init if lines else "svd"
         for i, line in enumerate(lines):
             if not line.strip():
@@ -99,25 +109,82 @@ class RunDir:
             try:
                 os.link(weights, self.teacher_weights)  # same file system: no copy of a large checkpoint
             except OSError:
-                shutil.copyfile(weights, self.teacher_weights)
-        self.teacher_info.write_text(record.model_dump_json(indent=2))
+                with atomic_path(self.teacher_weights) as tmp:
+                    shutil.copyfile(weights, tmp)
+        atomic_write_text(self.teacher_info, record.model_dump_json(indent=2))
 
     def store_target(self, info: TargetInfo) -> None:
-        self.target_path.write_text(info.model_dump_json(indent=2))
+        atomic_write_text(self.target_path, info.model_dump_json(indent=2))
 
     def target_info(self) -> TargetInfo | None:
         """The stored target description; None for a run directory written before it existed."""
         if not self.target_path.is_file():
             return None
         try:
-            return TargetInfo.model_validate_json(self.target_path.read_text())
+            return TargetInfo.model_validate_json(read_text(self.target_path))
         except ValidationError as err:
             raise ConfigError(format_validation_error(err, str(self.target_path))) from None
+
+    def store_spectrum(self, spectrum: ModelSpectrum) -> None:
+        atomic_write_text(self.spectrum_path, json.dumps(spectrum.to_dict(), indent=2))
+
+    def spectrum(self) -> SpectralEstimates | None:
+        """The teacher's stored spectral estimates; None for a run directory written before they were kept."""
+        if not self.spectrum_path.is_file():
+            return None
+        try:
+            data = json.loads(read_text(self.spectrum_path))
+            return SpectralEstimates.model_validate(data["estimates"] if isinstance(data, dict) else data)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, str(self.spectrum_path))) from None
+        except (ValueError, KeyError):
+            raise ConfigError(f"{self.spectrum_path} is not a spectrum written by effrank-bench") from None
 
     def teacher(self) -> TeacherRecord:
         if not self.teacher_info.is_file():
             raise ConfigError(f"{self.path} has no teacher.json yet: the run stopped before its teacher was ready")
-        record = read_teacher(self.teacher_info.read_text(), str(self.teacher_info))
+        record = read_teacher(read_text(self.teacher_info), str(self.teacher_info))
         if record.cost is None:
             raise ConfigError(f"{self.teacher_info} has no cost: it is a cache entry, not a run's teacher record")
         return record
+
+
+def read_text(path: Path) -> str:
+    """A file of the run as text; unreadable or not UTF-8 is a ConfigError naming the file."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}): it is damaged; restore or delete it") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse an ``--out`` that cannot become this run's directory, before anything is written.
+
+    A file, a path under a file, an unwritable folder, a name too long for the file system, or an
+    existing folder that is not a run directory but holds files (nothing of the user's is overwritten).
+    """
+    where = f"--out {shown(str(out))}"
+    try:
+        existing = next(p for p in (out, *out.parents) if os.path.lexists(p))
+        name_max = os.pathconf(existing if existing.is_dir() else existing.parent, "PC_NAME_MAX")
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{where}: {getattr(err, 'strerror', None) or err}") from None
+    if any(len(os.fsencode(part)) > name_max for part in out.parts):
+        raise ConfigError(f"{where}: a name in it is longer than the file system allows ({name_max} bytes)")
+    if existing == out and not out.is_dir():
+        raise ConfigError(f"{where} exists and is not a directory")
+    if not existing.is_dir():
+        raise ConfigError(f"{where} lies under {existing}, which is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where}: {existing} is not writable")
+    if existing == out and not (out / "config.json").exists():
+        try:
+            held = [p.name for p in out.iterdir() if p.name != "run.lock"]
+        except OSError as err:
+            raise ConfigError(f"{where}: {err.strerror or err}") from None
+        if held:
+            raise ConfigError(f"{where} is a folder that holds files ({', '.join(sorted(held)[:3])}"
+                              f"{', ...' if len(held) > 3 else ''}) but is not a run directory (no config.json); "
+                              "give an empty or new folder")

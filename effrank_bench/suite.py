@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from effrank_bench.atomic import atomic_write_text
 from effrank_bench.compare import Comparison, compare_runs, write_comparison
 from effrank_bench.config import SuiteConfig
 from effrank_bench.progress import NullProgress, Progress
@@ -49,7 +50,7 @@ def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Pr
     """
     setups = prepare_suite(suite, registry or default_registry())
     suite.out.mkdir(parents=True, exist_ok=True)
-    (suite.out / "suite.json").write_text(json.dumps(suite.model_dump(mode="json"), indent=2))
+    atomic_write_text(suite.out / "suite.json", json.dumps(suite.model_dump(mode="json"), indent=2))
     paths = []
     with progress.task("suite", total=len(setups)) as advance:
         for setup in setups:

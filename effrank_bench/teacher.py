@@ -22,7 +22,7 @@ from effrank_bench.paths import cache_dir
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import TeacherRecord, read_teacher
 from effrank_bench.store import read_text
-from effrank_bench.train import Recipe, evaluate, train_teacher
+from effrank_bench.train import Recipe, evaluate, evaluate_calibrated, train_teacher
 
 if TYPE_CHECKING:
     from effrank_bench.setup import RunSetup
@@ -211,12 +211,15 @@ def _train(setup: RunSetup, model: nn.Module, progress: Progress) -> tuple[nn.Mo
     val, test = setup.batches(setup.splits.val), setup.batches(setup.splits.test)
     fit = None
     if config.teacher_epochs > 0:
-        train = setup.batches(setup.splits.train, shuffle=True, seed=config.teacher_seed)
+        train = setup.batches(setup.splits.train, shuffle=True, seed=config.teacher_seed,
+                              batch_size=config.teacher_batch_size)
         fit = train_teacher(model, train, val, recipe, progress)
     samples = config.teacher_epochs * len(setup.splits.train)
+    (tested,) = evaluate_calibrated([model], test, config.amp)
     record = TeacherRecord(
         key=setup.teacher_key, source=source, skipped_keys=skipped, recipe=asdict(recipe),
-        val_accuracy=evaluate(model, val, config.amp), test_accuracy=evaluate(model, test, config.amp),
+        val_accuracy=evaluate(model, val, config.amp), test_accuracy=tested.accuracy, test_ece=tested.ece,
+        test_nll=tested.nll,
         num_classes=setup.splits.num_classes,
         history=fit.history if fit else [], train_seconds=fit.seconds if fit else 0.0,
         samples_per_second=samples / fit.step_seconds if fit else None,

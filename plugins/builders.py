@@ -1,14 +1,18 @@
 """What the built-in presets share: building timm models, their preprocessing, refusing pretrained weights clearly."""
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+import os
+import socket
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
 
 import timm
 from timm.models import get_pretrained_cfg
 from torch import nn
 
-from effrank_bench.errors import CheckpointError
+from effrank_bench.errors import CheckpointError, one_line
 from effrank_bench.specs import ModelRequest, Preprocess
 
 
@@ -17,19 +21,52 @@ def timm_builder(model_name: str, *, fixed_size: bool) -> Callable[[ModelRequest
 
     def build(request: ModelRequest) -> nn.Module:
         size = {"img_size": request.input_size} if fixed_size else {}
+        offline = request.pretrained and not _hub_reachable()
         try:
-            return timm.create_model(model_name, pretrained=request.pretrained, num_classes=request.num_classes,
-                                     in_chans=request.in_chans, **size)
+            # Offline, the hub is asked for its local cache only: it would otherwise retry for a minute.
+            with _hub_offline() if offline else contextlib.nullcontext():
+                return timm.create_model(model_name, pretrained=request.pretrained,
+                                         num_classes=request.num_classes, in_chans=request.in_chans, **size)
         except (OSError, RuntimeError, ValueError) as err:
             if not request.pretrained:
                 raise
+            why = "no network: the Hugging Face hub cannot be reached" if offline else one_line(err)
             raise CheckpointError(
-                f"cannot fetch timm's pretrained weights for {model_name} ({type(err).__name__}: {err}); "
-                "download them where you have network access and pass the file with --teacher-checkpoint PATH "
-                "(safetensors, or a .pt/.pth state dict)"
+                f"cannot fetch timm's pretrained weights for {model_name} ({why}); download them where you have "
+                "network access and pass the file with --teacher-checkpoint PATH (safetensors, or a .pt/.pth "
+                "state dict)"
             ) from None
 
     return build
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers a TCP connection within ``timeout`` (or a proxy is set, which we cannot probe)."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return False
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """huggingface_hub's offline mode for a moment: it reads ``constants.HF_HUB_OFFLINE`` at each call."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def refuse_pretrained(name: str, request: ModelRequest) -> None:
