@@ -72,7 +72,9 @@ def execute(setup: RunSetup, progress: Progress = NullProgress()) -> RunDir:
 
 
 def measured_curve(records: list[TrialRecord], seeds: tuple[int, ...], teacher_accuracy: float) -> dict[int, float]:
-    """Rank -> mean normalized test accuracy, for the ranks where every seed finished."""
+    """Rank -> mean normalized test accuracy, for the ranks where every seed finished (none for a teacher at 0)."""
+    if teacher_accuracy <= 0:
+        return {}
     ok: dict[int, list[float]] = {}
     for r in records:
         if r.status == "ok" and r.seed in seeds:

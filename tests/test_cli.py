@@ -3,19 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from typing import Literal, get_args, get_origin
 
 import pytest
 
-from effrank_bench.cli import main
 from effrank_bench.config import RunConfig, load_config
 from effrank_bench.errors import ConfigError
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def write_curve(path, rows, header="rank,accuracy"):
@@ -23,10 +17,10 @@ def write_curve(path, rows, header="rank,accuracy"):
     return path
 
 
-def test_analyze_json_reports_region_and_knee(tmp_path, capsys):
+def test_analyze_json_reports_region_and_knee(tmp_path, run_cli):
     # Teacher 80 (percent), students linear in rank: 85% of 80 = 68 at rank 85, 95% = 76 at rank 95.
     csv = write_curve(tmp_path / "c.csv", [(r, 0.8 * r) for r in (1, 25, 50, 75, 100)])
-    code, out, err = run_cli(capsys, "analyze", str(csv), "--teacher-acc", "80", "--json")
+    code, out, err = run_cli("analyze", str(csv), "--teacher-acc", "80", "--json")
     assert code == 0 and err == ""
     result = json.loads(out)
     assert result["teacher_accuracy"] == 80
@@ -37,9 +31,9 @@ def test_analyze_json_reports_region_and_knee(tmp_path, capsys):
     assert 1 <= result["knee"] <= 100
 
 
-def test_analyze_options_change_thresholds_and_knee_axis(tmp_path, capsys):
+def test_analyze_options_change_thresholds_and_knee_axis(tmp_path, run_cli):
     csv = write_curve(tmp_path / "c.csv", [(r, r / 100) for r in (1, 25, 50, 75, 100)])
-    code, out, _ = run_cli(capsys, "analyze", str(csv), "--teacher-acc", "1", "--json",
+    code, out, _ = run_cli("analyze", str(csv), "--teacher-acc", "1", "--json",
                            "--thresholds", "0.8,0.9", "--knee-axis", "log2")
     result = json.loads(out)
     assert code == 0 and result["region"]["band"] == [80, 90] and result["knee_axis"] == "log2"
@@ -52,10 +46,10 @@ def test_analyze_options_change_thresholds_and_knee_axis(tmp_path, capsys):
     ("rank,accuracy\n1,0.5\n2,high\n", "line 3"),
     ("rank,accuracy\n1,0.5\n", "at least 2"),
 ])
-def test_a_bad_curve_csv_exits_2_with_one_line(tmp_path, capsys, content, message):
+def test_a_bad_curve_csv_exits_2_with_one_line(tmp_path, run_cli, content, message):
     csv = tmp_path / "c.csv"
     csv.write_text(content)
-    code, out, err = run_cli(capsys, "analyze", str(csv), "--teacher-acc", "1")
+    code, out, err = run_cli("analyze", str(csv), "--teacher-acc", "1")
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert "Traceback" not in err
@@ -71,31 +65,31 @@ def test_a_bad_curve_csv_exits_2_with_one_line(tmp_path, capsys, content, messag
     (["--teacher-checkpoint", "/no/such/teacher.pt"], "teacher checkpoint not found: /no/such/teacher.pt"),
     (["--device", "tpu"], "device"),
 ])
-def test_bad_run_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
-    code, out, err = run_cli(capsys, "run", "--out", str(tmp_path / "run"), *argv)
+def test_bad_run_input_exits_2_with_one_line(tmp_path, run_cli, argv, message):
+    code, out, err = run_cli("run", "--out", str(tmp_path / "run"), *argv)
     assert code == 2
     assert err.count("\n") == 1 and message in err, err
 
 
-def test_a_malformed_or_unknown_config_file_exits_2(tmp_path, capsys):
+def test_a_malformed_or_unknown_config_file_exits_2(tmp_path, run_cli):
     bad = tmp_path / "bad.toml"
     bad.write_text("arch = \n")
-    assert run_cli(capsys, "run", "--config", str(bad))[0] == 2
+    assert run_cli("run", "--config", str(bad))[0] == 2
     unknown = tmp_path / "unknown.toml"
     unknown.write_text('arch = "micro_vit"\nepoch = 3\n')
-    code, _, err = run_cli(capsys, "run", "--config", str(unknown))
+    code, _, err = run_cli("run", "--config", str(unknown))
     assert code == 2 and f"{unknown}: unknown key 'epoch'" in err
 
 
-def test_pretrained_weights_that_cannot_be_fetched_say_how_to_pass_a_file(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "run", "--arch", "vit_b32", "--pretrained", "--ranks", "8",
+def test_pretrained_weights_that_cannot_be_fetched_say_how_to_pass_a_file(tmp_path, run_cli):
+    code, _, err = run_cli("run", "--arch", "vit_b32", "--pretrained", "--ranks", "8",
                            "--out", str(tmp_path / "run"))
     assert code == 2 and err.count("\n") == 1
     assert "cannot fetch timm's pretrained weights" in err and "--teacher-checkpoint PATH" in err
 
 
-def test_measure_json_gives_teacher_and_students(capsys):
-    code, out, _ = run_cli(capsys, "measure", "--arch", "micro_vit", "--target", "joint", "--ranks", "2,64",
+def test_measure_json_gives_teacher_and_students(run_cli):
+    code, out, _ = run_cli("measure", "--arch", "micro_vit", "--target", "joint", "--ranks", "2,64",
                            "--repeats", "2", "--warmup", "1", "--json")
     result = json.loads(out)
     assert code == 0
@@ -108,8 +102,8 @@ def test_measure_json_gives_teacher_and_students(capsys):
     assert all(s["latency_ms"] > 0 for s in result["students"])
 
 
-def test_measure_vit_b32_matches_timms_published_macs(capsys):
-    code, out, _ = run_cli(capsys, "measure", "--arch", "vit_b32", "--target", "joint", "--ranks", "32",
+def test_measure_vit_b32_matches_timms_published_macs(run_cli):
+    code, out, _ = run_cli("measure", "--arch", "vit_b32", "--target", "joint", "--ranks", "32",
                            "--repeats", "1", "--warmup", "0", "--json")
     result = json.loads(out)
     assert code == 0
@@ -120,50 +114,54 @@ def test_measure_vit_b32_matches_timms_published_macs(capsys):
     assert student["macs"] < result["teacher"]["macs"] / 10
 
 
-def test_list_shows_every_kind_with_its_plugin(capsys):
-    code, out, _ = run_cli(capsys, "list")
+def test_list_shows_every_kind_with_its_plugin(run_cli):
+    code, out, _ = run_cli("list")
     assert code == 0
     for name in ("micro_vit", "vit_b32", "attention", "mlp", "joint", "geometric", "logit", "kd", "digits"):
         assert name in out
     assert "vit (effrank-bench)" in out and "losses (effrank-bench)" in out
 
 
-def test_run_then_report_rerenders_the_same_table(tmp_path, capsys):
-    out_dir = tmp_path / "run"
-    code, out, _ = run_cli(capsys, "run", "--ranks", "2,4", "--epochs", "1", "--teacher-epochs", "2",
-                           "--batch-size", "128", "--latency-repeats", "2", "--device", "cpu", "--out", str(out_dir))
-    assert code == 0
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, run_cli, tiny):
+    """`effrank-bench run` of the tiny recipe, once for the module: (its run directory, what it printed).
+
+    Tests read it; a test that changes a run works on a copy.
+    """
+    out_dir = tmp_path_factory.mktemp("tiny") / "run"
+    code, out, err = run_cli("run", *tiny.args(), "--out", out_dir)
+    assert code == 0, err
+    return out_dir, out
+
+
+def test_run_then_report_rerenders_the_same_table(tiny_run, run_cli, tmp_path):
+    finished, out = tiny_run
+    out_dir = shutil.copytree(finished, tmp_path / "run")
     assert "effective-rank region" in out and "effective knee" in out
     (out_dir / "curve.png").unlink()
-    code, again, _ = run_cli(capsys, "report", str(out_dir))
+    code, again, _ = run_cli("report", str(out_dir))
     assert code == 0 and (out_dir / "curve.png").is_file()
     assert again.splitlines()[:10] == out.splitlines()[:10]
 
 
-def test_ctrl_c_during_a_run_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_during_a_run_exits_130_and_says_how_to_resume(tiny, tmp_path, run_cli, monkeypatch):
     import effrank_bench_plugins.executors as executors
 
-    def interrupt(setup, teacher, trial, progress):
+    def interrupt(setup, teacher, trials, record, progress):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(executors, "run_trial", interrupt)
-    code, _, err = run_cli(capsys, "run", "--ranks", "2", "--epochs", "1", "--teacher-epochs", "1",
-                           "--device", "cpu", "--out", str(tmp_path / "run"))
+    monkeypatch.setattr(executors, "run_group", interrupt)
+    code, _, err = run_cli("run", *tiny.args(ranks=(2,)), "--out", str(tmp_path / "run"))
     assert code == 130
     assert "interrupted: 0 finished trial(s)" in err and "run the same command again to resume" in err
 
 
-def test_report_of_a_directory_that_is_not_a_run_exits_2(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "report", str(tmp_path))
+def test_report_of_a_directory_that_is_not_a_run_exits_2(tmp_path, run_cli):
+    code, _, err = run_cli("report", str(tmp_path))
     assert code == 2 and "is not a run directory" in err
 
 
 # --- run: seeds, options, suites and data sets ----------------------------------------------------------
-
-# Tiny budgets on the embedded digits: a teacher of 2 epochs (cached across tests), 1 student epoch.
-TINY = ("--ranks", "2,4", "--epochs", "1", "--teacher-epochs", "2", "--batch-size", "128",
-        "--latency-repeats", "2", "--device", "cpu")
-
 
 def records(run_dir):
     return [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
@@ -173,9 +171,9 @@ def one_line_error(err):
     return err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_two_seeds_train_every_rank_twice_and_report_bootstrap_intervals(tmp_path, capsys):
+def test_two_seeds_train_every_rank_twice_and_report_bootstrap_intervals(tiny, tmp_path, run_cli):
     out_dir = tmp_path / "run"
-    code, out, _ = run_cli(capsys, "run", *TINY, "--seeds", "0,1", "--bootstrap-resamples", "50",
+    code, out, _ = run_cli("run", *tiny.args(), "--seeds", "0,1", "--bootstrap-resamples", "50",
                            "--out", str(out_dir))
     assert code == 0
     # Seed by seed, smallest rank first: a stopped sweep still holds whole curves.
@@ -189,9 +187,9 @@ def test_two_seeds_train_every_rank_twice_and_report_bootstrap_intervals(tmp_pat
     assert "(bootstrap, 50 resamples over 2 seeds)" in " ".join(out.split())
 
 
-def test_teacher_recipe_flags_reach_the_config_and_the_teacher(tmp_path, capsys):
+def test_teacher_recipe_flags_reach_the_config_and_the_teacher(tiny, tmp_path, run_cli):
     out_dir = tmp_path / "run"
-    code, _, _ = run_cli(capsys, "run", *TINY, "--ranks", "2", "--no-augment", "--teacher-optimizer", "sgd",
+    code, _, _ = run_cli("run", *tiny.args(ranks=(2,)), "--no-augment", "--teacher-optimizer", "sgd",
                          "--label-smoothing", "0.1", "--teacher-seed", "3", "--teacher-warmup", "0.2",
                          "--workers", "0", "--out", str(out_dir))
     assert code == 0
@@ -204,15 +202,15 @@ def test_teacher_recipe_flags_reach_the_config_and_the_teacher(tmp_path, capsys)
     assert [r["seed"] for r in records(out_dir)] == [0]
 
 
-def test_seed_and_seeds_together_exit_2_with_one_line(tmp_path, capsys):
-    code, out, err = run_cli(capsys, "run", "--seed", "1", "--seeds", "0,1", "--out", str(tmp_path / "run"))
+def test_seed_and_seeds_together_exit_2_with_one_line(tmp_path, run_cli):
+    code, out, err = run_cli("run", "--seed", "1", "--seeds", "0,1", "--out", str(tmp_path / "run"))
     assert code == 2 and out == "" and one_line_error(err)
     assert "give seed or seeds, not both" in err
     assert not (tmp_path / "run").exists()
 
 
-def test_config_and_suite_are_mutually_exclusive(tmp_path, capsys):
-    code, out, err = run_cli(capsys, "run", "--config", str(tmp_path / "a.toml"), "--suite", str(tmp_path / "b.toml"))
+def test_config_and_suite_are_mutually_exclusive(tmp_path, run_cli):
+    code, out, err = run_cli("run", "--config", str(tmp_path / "a.toml"), "--suite", str(tmp_path / "b.toml"))
     assert code == 2 and out == "" and one_line_error(err)
     assert "argument --suite: not allowed with argument --config" in err
 
@@ -224,16 +222,7 @@ target = ["attention", "mlp"]
 loss = "logit"
 dataset = "digits"
 '''
-TWO_RUN_SUITE = '''
-name = "pair"
-[defaults]
-ranks = [2, 4]
-epochs = 1
-teacher_epochs = 2
-batch_size = 128
-latency_repeats = 2
-device = "cpu"
-''' + PAIR
+TWO_RUN_SUITE = 'name = "pair"\n' + PAIR
 
 
 def write_suite(path, text=TWO_RUN_SUITE):
@@ -247,17 +236,17 @@ def write_suite(path, text=TWO_RUN_SUITE):
     (TWO_RUN_SUITE, ["--arch", "micro_vit"], "--arch cannot be combined with --suite"),
     (TWO_RUN_SUITE, ["--dataset", "cifar10"], "--dataset cannot be combined with --suite"),
 ])
-def test_a_bad_suite_exits_2_with_one_line(tmp_path, capsys, text, extra, message):
+def test_a_bad_suite_exits_2_with_one_line(tmp_path, run_cli, text, extra, message):
     path = write_suite(tmp_path / "s.toml", text) if text is not None else tmp_path / "missing.toml"
-    code, out, err = run_cli(capsys, "run", "--suite", str(path), *extra, "--out", str(tmp_path / "suite"))
+    code, out, err = run_cli("run", "--suite", str(path), *extra, "--out", str(tmp_path / "suite"))
     assert code == 2 and out == "" and one_line_error(err)
     assert message.format(dir=tmp_path) in err, err
     assert not (tmp_path / "suite").exists()
 
 
-def test_a_suite_runs_every_combination_and_compares_them(tmp_path, capsys):
+def test_a_suite_runs_every_combination_and_compares_them(tiny, tmp_path, run_cli):
     out_dir = tmp_path / "suite"
-    code, out, _ = run_cli(capsys, "run", "--suite", str(write_suite(tmp_path / "s.toml")), "--out", str(out_dir))
+    code, out, _ = run_cli("run", "--suite", str(write_suite(tmp_path / "s.toml")), *tiny.args(), "--out", str(out_dir))
     assert code == 0
     names = ["micro_vit-attention-logit-digits", "micro_vit-mlp-logit-digits"]
     for name in names:
@@ -273,39 +262,38 @@ def test_a_suite_runs_every_combination_and_compares_them(tmp_path, capsys):
     assert f"2 runs in {out_dir}; suite summary in {out_dir}/comparison.*" in " ".join(out.split())
 
 
-def test_cifar_missing_from_the_data_root_says_where_and_how_to_fetch_it(tmp_path, capsys):
+def test_cifar_missing_from_the_data_root_says_where_and_how_to_fetch_it(tmp_path, run_cli):
     empty = tmp_path / "data"
     empty.mkdir()
-    code, out, err = run_cli(capsys, "run", "--dataset", "cifar10", "--data-root", str(empty), "--ranks", "2",
+    code, out, err = run_cli("run", "--dataset", "cifar10", "--data-root", str(empty), "--ranks", "2",
                              "--device", "cpu", "--out", str(tmp_path / "run"))
     assert code == 2 and out == "" and one_line_error(err)
     assert f"expected {empty / 'cifar-10-batches-py'} with data_batch_1" in err and "--download" in err
     assert not (tmp_path / "run").exists()  # refused before the run directory is made
 
 
-def test_a_text_data_set_with_an_architecture_that_names_no_tokenizer_asks_for_one(tmp_path, capsys):
+def test_a_text_data_set_with_an_architecture_that_names_no_tokenizer_asks_for_one(tmp_path, run_cli):
     pytest.importorskip("datasets")  # without it, the first error asks for the datasets package instead
     empty = tmp_path / "data"
     empty.mkdir()
-    code, out, err = run_cli(capsys, "run", "--dataset", "sst2", "--arch", "micro_bert", "--data-root", str(empty),
+    code, out, err = run_cli("run", "--dataset", "sst2", "--arch", "micro_bert", "--data-root", str(empty),
                              "--ranks", "2", "--device", "cpu", "--out", str(tmp_path / "run"))
     assert code == 2 and out == "" and one_line_error(err)
     # The tokenizer is checked before the data set is looked for, so the empty root is never reached.
     assert "this architecture names no tokenizer; pass --tokenizer NAME_OR_PATH" in err
 
 
-# --- known bugs: these fail until the code is fixed (see the review that added them) ----------------------
+# --- regressions: bugs a review once found, kept fixed -----------------------------------------------------
 
 
-def test_a_resumed_sweep_trains_the_same_students_as_an_uninterrupted_one(tmp_path, capsys):
-    # A trial is seeded by its (seed, rank) and the teacher comes from the cache, so rank 4 must not
-    # depend on whether rank 2 ran before it in the same process. Today it does: distill() freezes the
-    # teacher in place (requires_grad_(False)) and each later student is a deepcopy of it, so only the
-    # first student of each command trains its embeddings, norms and head.
+def test_a_resumed_sweep_trains_the_same_students_as_an_uninterrupted_one(tiny, tmp_path, run_cli):
+    # A lone trial (--group 1) is seeded by its (seed, rank) and the teacher comes from the cache, so rank 4
+    # must not depend on whether rank 2 ran before it in the same process. It once did: distill() froze
+    # the teacher in place and each later student, a deepcopy of it, trained only its factors.
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    assert run_cli(capsys, "run", *TINY, "--out", str(whole))[0] == 0
-    assert run_cli(capsys, "run", *TINY, "--ranks", "2", "--out", str(resumed))[0] == 0
-    assert run_cli(capsys, "run", *TINY, "--out", str(resumed))[0] == 0  # resumes: only rank 4 trains
+    assert run_cli("run", *tiny.args(group=1), "--out", str(whole))[0] == 0
+    assert run_cli("run", *tiny.args(ranks=(2,), group=1), "--out", str(resumed))[0] == 0
+    assert run_cli("run", *tiny.args(group=1), "--out", str(resumed))[0] == 0  # resumes: only rank 4 trains
 
     def rank_4(run_dir):
         (record,) = [r for r in records(run_dir) if r["rank"] == 4]
@@ -318,13 +306,13 @@ def test_a_resumed_sweep_trains_the_same_students_as_an_uninterrupted_one(tmp_pa
     ('name = "x"\nmatrix = ["micro_vit"]\n', "[[matrix]]"),
     ('name = "x"\ndefaults = 3\n' + PAIR, "defaults"),
 ], ids=["matrix-of-strings", "defaults-a-number"])
-def test_a_suite_whose_tables_are_not_tables_exits_2_with_one_line(tmp_path, capsys, text, message):
+def test_a_suite_whose_tables_are_not_tables_exits_2_with_one_line(tmp_path, run_cli, text, message):
     # Today: a ValueError / TypeError traceback from dict(...) in load_suite.
-    code, out, err = run_cli(capsys, "run", "--suite", str(write_suite(tmp_path / "s.toml", text)))
+    code, out, err = run_cli("run", "--suite", str(write_suite(tmp_path / "s.toml", text)))
     assert code == 2 and one_line_error(err) and message in err, err
 
 
-def test_a_suite_rerun_with_changed_options_is_refused_before_any_run_trains(tmp_path, capsys):
+def test_a_suite_rerun_with_changed_options_is_refused_before_any_run_trains(tmp_path, run_cli):
     from effrank_bench.config import load_suite
     from effrank_bench.store import RunDir
 
@@ -332,20 +320,20 @@ def test_a_suite_rerun_with_changed_options_is_refused_before_any_run_trains(tmp
     first, second = load_suite(path, {"out": out_dir}).runs
     # The second run's directory already holds a sweep with another student recipe.
     RunDir.open(second.out, second.model_copy(update={"epochs": 5}))
-    code, _, err = run_cli(capsys, "run", "--suite", str(path), "--out", str(out_dir))
+    code, _, err = run_cli("run", "--suite", str(path), "--out", str(out_dir))
     assert code == 2 and f"error: {second.out} holds another sweep (differs in: epochs)" in err
     # Today the first run trains (teacher and both ranks) before the second one is found to clash.
     assert not (first.out / "trials.jsonl").exists()
 
 
-def test_a_checkpoint_torch_refuses_to_unpickle_is_reported_in_one_line(tmp_path, capsys):
+def test_a_checkpoint_torch_refuses_to_unpickle_is_reported_in_one_line(tiny, tmp_path, run_cli):
     import fractions
 
     import torch
 
     checkpoint = tmp_path / "teacher.pt"
     torch.save({"weight": fractions.Fraction(1, 3)}, checkpoint)  # a global weights_only=True refuses
-    code, _, err = run_cli(capsys, "run", *TINY, "--teacher-checkpoint", str(checkpoint),
+    code, _, err = run_cli("run", *tiny.args(), "--teacher-checkpoint", str(checkpoint),
                            "--out", str(tmp_path / "run"))
     # Today: torch's multi-line "Weights only load failed ..." text, ANSI bold escapes included.
     assert code == 2 and f"error: cannot read teacher checkpoint {checkpoint}: UnpicklingError" in err
@@ -385,7 +373,7 @@ def test_the_help_groups_name_only_real_fields():
     assert {name for names in _RUN_GROUPS.values() for name in names} <= set(RunConfig.model_fields)
 
 
-def config_of(monkeypatch, capsys, *argv):
+def config_of(monkeypatch, run_cli, *argv):
     """The RunConfig that `effrank-bench run ARGV` resolves; stopped right after, before anything is built."""
     import effrank_bench.config
 
@@ -396,15 +384,15 @@ def config_of(monkeypatch, capsys, *argv):
         raise ConfigError("stopped")
 
     monkeypatch.setattr(effrank_bench.config, "load_config", load_and_stop)
-    code, _, err = run_cli(capsys, "run", *argv)
+    code, _, err = run_cli("run", *argv)
     assert (code, err) == (2, "error: stopped\n"), err
     return resolved[0]
 
 
-def test_flags_round_trip_into_the_config(tmp_path, capsys, monkeypatch):
+def test_flags_round_trip_into_the_config(tmp_path, run_cli, monkeypatch):
     checkpoint = tmp_path / "teacher.pt"
     checkpoint.write_bytes(b"")  # only its existence is checked before the run starts
-    config = config_of(monkeypatch, capsys, "--knee-axis", "log2", "--no-augment", "--teacher-checkpoint",
+    config = config_of(monkeypatch, run_cli, "--knee-axis", "log2", "--no-augment", "--teacher-checkpoint",
                        str(checkpoint), "--ranks", "8,2", "--thresholds", "0.5,0.9", "--seed", "3", "--lr", "1e-3",
                        "--teacher-optimizer", "sgd", "--workers", "0", "--data-root", str(tmp_path))
     assert (config.knee_axis, config.augment, config.teacher_checkpoint) == ("log2", False, checkpoint)
@@ -412,13 +400,13 @@ def test_flags_round_trip_into_the_config(tmp_path, capsys, monkeypatch):
     assert (config.lr, config.teacher_optimizer, config.workers, config.data_root) == (1e-3, "sgd", 0, tmp_path)
 
 
-def test_flags_override_the_config_file_and_only_the_flags_given(tmp_path, capsys, monkeypatch):
+def test_flags_override_the_config_file_and_only_the_flags_given(tmp_path, run_cli, monkeypatch):
     path = tmp_path / "run.toml"
     path.write_text('epochs = 3\naugment = false\nknee_axis = "log2"\nseeds = [4, 5]\n')
-    config = config_of(monkeypatch, capsys, "--config", str(path), "--epochs", "5", "--amp")
+    config = config_of(monkeypatch, run_cli, "--config", str(path), "--epochs", "5", "--amp")
     assert (config.epochs, config.augment, config.knee_axis, config.seeds) == (5, False, "log2", (4, 5))
     assert config.amp is True
-    assert config_of(monkeypatch, capsys, "--config", str(path), "--augment").augment is True
+    assert config_of(monkeypatch, run_cli, "--config", str(path), "--augment").augment is True
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -428,8 +416,8 @@ def test_flags_override_the_config_file_and_only_the_flags_given(tmp_path, capsy
     (["run", "--arch"], "argument --arch: expected one argument"),
     (["analyze", "c.csv", "--teacher-acc", "1", "--knee-axis", "x"], "argument --knee-axis: invalid choice: 'x'"),
 ])
-def test_a_bad_flag_exits_2_with_one_line_and_points_at_the_help(tmp_path, capsys, argv, message):
-    code, out, err = run_cli(capsys, *argv)
+def test_a_bad_flag_exits_2_with_one_line_and_points_at_the_help(tmp_path, run_cli, argv, message):
+    code, out, err = run_cli(*argv)
     assert code == 2 and out == "" and one_line_error(err)
     assert message in err and f"(see `effrank-bench {argv[0]} --help`)" in err, err
 
@@ -445,11 +433,11 @@ def test_a_bad_flag_exits_2_with_one_line_and_points_at_the_help(tmp_path, capsy
     (["analyze", "{csv}", "--teacher-acc", "1", "--thresholds=-1,0.5"],
      "error: thresholds must satisfy 0 < t0 < t1, got (-1, 0.5)"),
 ])
-def test_a_negative_value_is_a_value_the_validators_explain(tmp_path, capsys, monkeypatch, argv, message):
+def test_a_negative_value_is_a_value_the_validators_explain(tmp_path, run_cli, monkeypatch, argv, message):
     # Read as flags, each would stop at argparse's "expected one argument" instead.
     monkeypatch.chdir(tmp_path)  # where a run that got through would put its default runs/...
     csv = write_curve(tmp_path / "c.csv", [(1, 0.1), (50, 0.5), (100, 0.8)])
-    code, out, err = run_cli(capsys, *[arg.format(csv=csv) for arg in argv])
+    code, out, err = run_cli(*[arg.format(csv=csv) for arg in argv])
     assert code == 2 and out == "" and one_line_error(err)
     assert message in err, err
     assert not (tmp_path / "runs").exists()

@@ -20,9 +20,6 @@ from effrank_bench.setup import prepare
 from effrank_bench.sweep import execute, run_sweep
 from effrank_bench.teacher import obtain_teacher
 
-TINY = dict(ranks=(2, 4), epochs=2, teacher_epochs=3, batch_size=128, latency_repeats=2, device="cpu")
-
-
 class Notes:
     """A Progress that records notes and can interrupt when a task of a given label starts."""
 
@@ -41,9 +38,9 @@ class Notes:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A finished tiny sweep; tests that add to a run copy it first."""
-    config = RunConfig(**TINY, out=tmp_path_factory.mktemp("tiny") / "run")
+def tiny_run(tmp_path_factory, tiny):
+    """A finished sweep of the tiny recipe, students trained 2 epochs; tests that add to a run copy it first."""
+    config = tiny.config(tmp_path_factory.mktemp("tiny") / "run", epochs=2)
     return config, run_sweep(config)
 
 
@@ -85,8 +82,8 @@ def test_rerunning_resumes_and_only_trains_missing_ranks(tiny_run, tmp_path):
     assert any("2 trial(s) already recorded" in n for n in notes.notes)
 
 
-def test_an_interrupted_sweep_keeps_finished_trials_and_resumes(tmp_path):
-    config = RunConfig(**TINY, out=tmp_path / "run")
+def test_an_interrupted_sweep_keeps_finished_trials_and_resumes(tiny, tmp_path):
+    config = tiny.config(tmp_path / "run", group=1)  # one student per data pass: rank 2 finishes first
     with pytest.raises(KeyboardInterrupt):
         run_sweep(config, progress=Notes(interrupt_at="rank 4"))
     setup = prepare(config)
@@ -128,9 +125,9 @@ class _NanLoss:
                           compute=lambda t, s, y, o: (s.logits * float("nan")).sum()))
 
 
-def test_a_nan_loss_fails_its_trial_and_the_sweep_goes_on(tmp_path):
+def test_a_nan_loss_fails_its_trial_and_the_sweep_goes_on(tiny, tmp_path):
     registry = Registry(plugins=[("nan", _NanLoss())])
-    config = RunConfig(**TINY, loss="nan_loss", out=tmp_path / "run")
+    config = tiny.config(tmp_path / "run", loss="nan_loss")
     run = run_sweep(config, registry=registry)
     records = run.records()
     assert [(r.rank, r.status) for r in records] == [(2, "failed"), (4, "failed")]
@@ -170,16 +167,16 @@ def test_a_run_records_its_targets_width_and_teacher_recipe(tiny_run):
     # micro_vit, joint: q, k, v, proj, fc1 (64→128) and fc2 (128→64) all have full rank 64.
     assert run.target_info().model_dump() == {"target": "joint", "qkv": "split", "layers": 16, "max_rank": 64}
     teacher = run.teacher()
-    assert teacher.recipe == {"epochs": 3, "lr": config.teacher_lr, "weight_decay": 0.01,
+    assert teacher.recipe == {"epochs": 2, "lr": config.teacher_lr, "weight_decay": 0.01,
                                  "warmup_fraction": 0.05, "optimizer": "adamw", "label_smoothing": 0.0,
                                  "amp": True}
-    assert len(teacher.history) == 3 and teacher.samples_per_second > 0
+    assert len(teacher.history) == 2 and teacher.samples_per_second > 0  # the tiny recipe's 2 teacher epochs
     assert all(r.samples_per_second > 0 for r in run.records())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_a_cuda_sweep_trains_in_bf16_channels_last_and_records_throughput(tmp_path):
-    config = RunConfig(**{**TINY, "device": "cuda"}, arch="micro_convnet", out=tmp_path / "run")
+def test_a_cuda_sweep_trains_in_bf16_channels_last_and_records_throughput(tiny, tmp_path):
+    config = tiny.config(tmp_path / "run", device="cuda", arch="micro_convnet")
     setup = prepare(config)
     assert setup.channels_last and setup.workers == 0  # digits are in-memory tensors: no workers
     run = execute(setup)
@@ -216,7 +213,7 @@ def test_an_executor_plugin_takes_over_the_loop_and_the_core_writes_what_it_reco
     assert sum("failed: not trained" in n for n in notes.notes) == 3
 
 
-def test_an_unknown_executor_is_refused_before_anything_loads(tmp_path):
+def test_an_unknown_executor_is_refused_before_anything_loads(tiny, tmp_path):
     with pytest.raises(UnknownNameError, match="unknown executor 'lokal'; did you mean 'local'"):
-        prepare(RunConfig(**TINY, executor="lokal", out=tmp_path / "r"))
+        prepare(tiny.config(tmp_path / "r", executor="lokal"))
     assert not (tmp_path / "r").exists()
