@@ -64,6 +64,8 @@ class TeacherRecord(_Record):
     recipe: dict[str, Any]
     val_accuracy: float | None
     test_accuracy: float
+    test_ece: float | None = None  # expected calibration error (15 bins) on the test split; None in old records
+    test_nll: float | None = None  # mean cross-entropy in nats on the test split; None in old records
     num_classes: int | None = None
     history: list[Epoch] = []
     train_seconds: float = 0.0
@@ -91,6 +93,8 @@ class TrialRecord(_Record):
     group: list[tuple[int, int]] = []
     val_accuracy: float | None = None
     test_accuracy: float | None = None
+    test_ece: float | None = None  # expected calibration error (15 bins) on the test split; None in old records
+    test_nll: float | None = None  # mean cross-entropy in nats on the test split; None in old records
     error: str | None = None
     history: list[Epoch] = []
     train_seconds: float | None = None

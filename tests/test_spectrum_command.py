@@ -1,0 +1,173 @@
+"""The teacher's spectrum: the `spectrum` command, the copy a run keeps, calibration of every student,
+and the spectral estimates in reports and comparisons."""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+
+import pytest
+
+from effrank_bench.compare import CSV_FIELDS, compare_runs, render_comparison, write_comparison
+from effrank_bench.report import build_report, write_report
+from effrank_bench.store import RunDir
+from effrank_bench.sweep import run_sweep
+from effrank_bench.teacher_spectrum import SpectralEstimates
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SAMPLES = 16
+
+
+@pytest.fixture(scope="module")
+def spectrum_command(run_cli, tiny, tmp_path_factory):
+    """`spectrum --json --out DIR` on the tiny teacher (trained once here, then cached), from an empty folder."""
+    folder = tmp_path_factory.mktemp("spectrum")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)  # the default run directory the setup checks lies under it, and is never written
+        code, out, err = run_cli("spectrum", *tiny.args(), "--samples", SAMPLES, "--json", "--out", folder / "out")
+    assert code == 0, err
+    return json.loads(out), folder / "out"
+
+
+def test_every_weight_and_branch_rank_lies_between_1_and_its_width(spectrum_command):
+    data, _ = spectrum_command
+    weights, features = data["weights"], data["features"]
+    # micro_vit's joint target: 4 blocks of a split qkv (3 matrices), proj, fc1 and fc2.
+    assert len(weights) == 4 * 6
+    assert {"blocks.0.attn.qkv.q", "blocks.0.attn.qkv.k", "blocks.0.attn.qkv.v", "blocks.3.mlp.fc2"} <= {
+        w["name"] for w in weights}
+    for w in weights:
+        width = min(w["shape"])
+        assert all(1 <= k <= width for k in w["energy_ranks"].values())
+        assert w["energy_ranks"]["0.9"] <= w["energy_ranks"]["0.95"] <= w["energy_ranks"]["0.99"]
+        assert 1 <= w["stable_rank"] <= w["effective_rank"] <= width
+    assert len(features) == 8  # an attention and an MLP branch per block
+    for f in features:
+        assert f["inputs"] == SAMPLES
+        assert 1 <= f["input_rank_min"] <= f["input_rank_mean"] <= f["input_rank_max"] <= f["channels"]
+        assert 1 <= f["pooled_rank"] <= f["channels"] and 0 <= f["rotation_deg"] <= 90
+    # The estimates a run keeps are the medians over layers.
+    estimates = data["estimates"]
+    assert estimates["samples"] == SAMPLES
+    assert estimates["weight_r95"] == statistics.median(w["energy_ranks"]["0.95"] for w in weights)
+    assert estimates["feature_r99"] == statistics.median(f["pooled_rank"] for f in features)
+
+
+def test_out_holds_the_same_json_a_csv_row_per_matrix_and_branch_and_plots(spectrum_command):
+    data, out = spectrum_command
+    assert json.loads((out / "spectrum.json").read_text()) == data
+    with open(out / "spectrum.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["kind"] for r in rows] == ["weight"] * 24 + ["feature"] * 8
+    assert rows[0]["r95"] == str(data["weights"][0]["energy_ranks"]["0.95"])
+    for name in ("spectrum-depth.png", "spectrum-energy.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+
+
+def test_a_cached_teacher_prints_tables_and_the_estimates(spectrum_command, run_cli, tiny, tmp_path, monkeypatch):
+    data, _ = spectrum_command
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("spectrum", *tiny.args(), "--samples", SAMPLES)
+    assert code == 0, err
+    assert "blocks.0.attn.qkv.q" in out and "pooled r99" in out
+    assert f"spectral estimates: weight r95 {data['estimates']['weight_r95']:g}" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--samples", "0"], "--samples must be at least 1, got 0"),
+    (["--samples", "many"], "invalid int value: 'many'"),
+    (["--arch", "micro_vitt"], "micro_vit"),
+    (["--arch", "micro_bert", "--dataset", "digits"], "digits"),
+])
+def test_bad_input_exits_2_with_one_line(run_cli, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("spectrum", "--device", "cpu", *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny, tmp_path_factory):
+    return run_sweep(tiny.config(tmp_path_factory.mktemp("run") / "run"))
+
+
+def test_every_student_and_the_teacher_record_their_calibration(tiny_run):
+    records = tiny_run.records()
+    assert [r.status for r in records] == ["ok", "ok"]
+    for record in records + [tiny_run.teacher()]:
+        assert 0 <= record.test_ece <= 1 and record.test_nll > 0
+    report = build_report(tiny_run)
+    write_report(tiny_run, report)
+    summary = json.loads((tiny_run.path / "summary.json").read_text())
+    assert [t["ece"] for t in summary["trials"][1:]] == [r.test_ece for r in records]
+    with open(tiny_run.path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[0]["nll"]) == tiny_run.teacher().test_nll
+
+
+def test_a_run_keeps_its_teachers_spectrum_once(tiny_run, spectrum_command, monkeypatch):
+    stored = tiny_run.spectrum()
+    assert stored.key == tiny_run.teacher().key
+    # The same teacher as the command's: its weights give the same estimate whatever the inputs.
+    assert stored.weight_r95 == spectrum_command[0]["estimates"]["weight_r95"]
+    assert json.loads((tiny_run.path / "summary.json").read_text())["spectrum"] == stored.model_dump()
+
+    def recompute(*args, **kwargs):
+        raise AssertionError("the stored spectrum of this teacher was computed again")
+
+    monkeypatch.setattr("effrank_bench.sweep.model_spectrum", recompute)
+    run_sweep(RunDir(tiny_run.path).config())  # every trial is done; the teacher and its spectrum are kept
+
+
+def with_spectrum(run: RunDir, weight_r95: float, feature_r99: float) -> RunDir:
+    """Give a hand-made run directory its teacher's spectral estimates, as a run stores them."""
+    estimates = SpectralEstimates(key="k", samples=512, weight_r95=weight_r95, feature_r99=feature_r99)
+    run.spectrum_path.write_text(json.dumps({"estimates": estimates.model_dump()}))
+    return run
+
+
+def ramp(saturation: int) -> list[tuple[int, int, float]]:
+    """Accuracy rising linearly to the teacher's at ``saturation``: it reaches 95% at rank 0.95 × saturation."""
+    return [(r, 0, min(r / saturation, 1.0)) for r in range(1, 65)]
+
+
+@pytest.fixture
+def three_runs(make_run, tmp_path):
+    """Distilled r95 at 19, 38 and 57; weight r95 in the same order, feature r99 not."""
+    return [with_spectrum(make_run(tmp_path / name, ramp(saturation), teacher_accuracy=1.0, width=64), w, f).path
+            for name, saturation, w, f in (("a", 20, 10, 30), ("b", 40, 20, 10), ("c", 60, 30, 20))]
+
+
+def test_the_spearman_correlation_of_three_runs(three_runs, tmp_path):
+    comparison = compare_runs(three_runs)
+    assert [run.distilled_high for run in comparison.runs] == pytest.approx([19, 38, 57])
+    weight, feature = comparison.to_dict()["spectral_correlation"]
+    assert weight["estimate"] == "weight r95" and weight["n"] == 3 and weight["rho"] == pytest.approx(1.0)
+    # Feature ranks (3, 1, 2) against (1, 2, 3): Σd² = 6, ρ = 1 − 6·6 / (3·(9 − 1)) = −0.5.
+    assert feature["n"] == 3 and feature["rho"] == pytest.approx(-0.5)
+    assert not comparison.notes
+    paths = write_comparison(comparison, tmp_path / "out")
+    assert paths[-1].name == "comparison-spectra.png" and paths[-1].read_bytes()[:8] == PNG
+    markdown = paths[2].read_text()
+    assert "| knee | weight r95 | feature r99 |" in markdown and "Spearman ρ = 1.00 (n = 3" in markdown
+
+
+def test_report_and_compare_carry_the_spectral_columns(three_runs, tmp_path):
+    comparison = compare_runs(three_runs[:2])
+    assert comparison.to_dict()["runs"][0]["spectrum"]["weight_r95"] == 10
+    assert [c.rho for c in comparison.correlations()] == [None, None]
+    assert any("2 run(s) have both, a rank correlation needs 3" in note for note in comparison.notes)
+    headers = [column.header for column in render_comparison(comparison).columns]
+    assert "W r95" in headers and "F r99" in headers
+    write_comparison(comparison, tmp_path / "out")
+    with open(tmp_path / "out" / "comparison.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"weight_r95", "feature_r99"} <= set(CSV_FIELDS)
+    assert [(r["weight_r95"], r["feature_r99"]) for r in rows] == [("10.0", "30.0"), ("20.0", "10.0")]
+
+    run = RunDir(three_runs[0])
+    report = build_report(run)
+    assert report.spectrum.weight_r95 == 10
+    names = [p.name for p in write_report(run, report)]
+    assert "curve.png" in names
+    assert "median weight r95 10, median pooled feature r99 30" in (run.path / "summary.md").read_text()
