@@ -169,7 +169,7 @@ def test_a_run_records_its_targets_width_and_teacher_recipe(tiny_run):
     teacher = run.teacher()
     assert teacher.recipe == {"epochs": 2, "lr": config.teacher_lr, "weight_decay": 0.01,
                                  "warmup_fraction": 0.05, "optimizer": "adamw", "label_smoothing": 0.0,
-                                 "amp": True}
+                                 "amp": True, "schedule": "cosine", "select": "best"}
     assert len(teacher.history) == 2 and teacher.samples_per_second > 0  # the tiny recipe's 2 teacher epochs
     assert all(r.samples_per_second > 0 for r in run.records())
 
