@@ -34,7 +34,7 @@ _RUN_GROUPS = {
                 "teacher_checkpoint"),
     "students": ("epochs", "lr", "weight_decay", "schedule", "select", "init", "qkv", "kd_temperature",
                  "kd_alpha"),
-    "read-off": ("thresholds", "knee_axis", "monotone", "bootstrap_resamples"),
+    "read-off": ("thresholds", "knee_axis", "monotone", "bootstrap_resamples", "spectrum_samples"),
     "cost": ("latency_batch_size", "latency_repeats"),
     "run": ("device", "amp", "executor", "group", "memory_fraction", "compile", "checkpoint_every", "out"),
 }

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # (ranks and seeds may grow: each trial is keyed by its own rank and seed).
 _NOT_IN_SWEEP_KEY = {
     "ranks", "seeds", "device", "out", "thresholds", "knee_axis", "monotone", "latency_batch_size",
-    "latency_repeats", "download", "workers", "bootstrap_resamples", "executor", "group", "memory_fraction", "search", "tolerance",
+    "latency_repeats", "download", "workers", "bootstrap_resamples", "executor", "spectrum_samples", "group", "memory_fraction", "search", "tolerance",
     "compile", "checkpoint_every",
 }
 # Options added after run directories and teachers were first keyed: in a key only when they differ
@@ -130,6 +130,8 @@ class RunConfig(BaseModel):
         default=None, description="adaptive search: how far apart the measured ranks around each crossing and the "
                                   "knee may be: a percentage of the rank or a number of ranks (default: 1 rank "
                                   "below 16, else 10 percent)")
+    spectrum_samples: int = Field(default=128, ge=0, le=100_000,
+                                  description="test inputs the run's teacher spectrum is measured on (0: none)")
     executor: str = Field(default="local", description="how the trials run (see `effrank-bench list`)")
     group: int | Literal["auto"] = Field(
         default="auto", description="students trained together on one data stream and one teacher pass: N, or "

@@ -43,8 +43,9 @@ def execute(setup: RunSetup, progress: Progress = NullProgress()) -> RunDir:
         run.store_target(setup.target_info())
         teacher = obtain_teacher(setup, progress)
         run.store_teacher(teacher.weights, teacher.record)
-        if (stored := run.spectrum()) is None or stored.key != teacher.record.key:  # once per teacher
-            run.store_spectrum(model_spectrum(setup, teacher))
+        stored = run.spectrum()
+        if config.spectrum_samples and (stored is None or stored.key != teacher.record.key):  # once per teacher
+            run.store_spectrum(model_spectrum(setup, teacher, config.spectrum_samples))
         progress.note(f"teacher: test accuracy {teacher.record.test_accuracy:.4f} ({teacher.record.source})")
         done = {record.trial for record in run.records()}
         if done:

@@ -1,5 +1,9 @@
-"""Test-wide setup: offline model hubs and a private teacher cache."""
+"""Test-wide setup and the helpers test modules share: offline model hubs, a private teacher cache,
+the command line in this process, the tiny run recipe, hand-made run directories, scrambled models."""
+import contextlib
+import io
 import os
+from dataclasses import dataclass, field
 
 # Set before anything imports huggingface_hub, which reads it once: tests never wait on a hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -13,3 +17,141 @@ def _private_teacher_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EFFRANK_BENCH_CACHE", str(tmp_path_factory.mktemp("teacher-cache")))
         yield
+
+
+# --- the command line ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """`effrank-bench ARGV` in this process: run_cli(*argv) -> (exit code, stdout, stderr).
+
+    Arguments may be paths or numbers. Session-scoped, so module-scoped fixtures can run the CLI too;
+    it captures what the command itself prints, nothing printed before it.
+    """
+    from effrank_bench.cli import main
+
+    def run(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(arg) for arg in argv])
+        return code, out.getvalue(), err.getvalue()
+
+    return run
+
+
+# --- the tiny run recipe -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Run options as a library config, as ``run`` flags and as suite overrides, from one dict."""
+
+    options: dict = field(default_factory=dict)
+
+    def config(self, out, **changes):
+        """A RunConfig of this recipe writing to ``out``; ``changes`` override or add options."""
+        from effrank_bench.config import RunConfig
+
+        return RunConfig(**{**self.options, **changes}, out=out)
+
+    def args(self, **changes) -> list[str]:
+        """The same as ``run`` flags; a change to None leaves that option to its default."""
+        flags = []
+        for name, value in {**self.options, **changes}.items():
+            if value is None:
+                continue
+            if isinstance(value, (tuple, list)):
+                value = ",".join(str(v) for v in value)
+            flags += ["--" + name.replace("_", "-"), str(value)]
+        return flags
+
+
+# Budgets so small that a run checks what runs end to end and what it records, never how well it
+# learns. On digits, val_fraction 0.9 leaves 152 of the 1,527 training images to train on: one
+# batch per epoch, teacher and students alike. Tests on other data sets set val_fraction=None.
+# One recipe means one teacher per architecture for the whole session (the shared teacher cache).
+TINY = Recipe({"ranks": (2, 4), "epochs": 1, "teacher_epochs": 2, "batch_size": 128, "val_fraction": 0.9,
+               "latency_repeats": 1, "spectrum_samples": 0, "device": "cpu"})
+
+
+@pytest.fixture(scope="session")
+def tiny() -> Recipe:
+    """The tiny recipe: tiny.config(out, **changes), tiny.args(**changes), tiny.options."""
+    return TINY
+
+
+# --- hand-made run directories -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def make_run():
+    """make_run(path, points, ...) -> RunDir: a run directory written by hand, nothing trained."""
+    return _make_run
+
+
+def _make_run(path, points, *, teacher_accuracy=0.9, teacher_params=10_000, failed=(),
+              params=lambda rank: 1000 + 100 * rank, width=None, **config):
+    """A run directory holding a teacher and one ok record per (rank, seed, test accuracy) in ``points``.
+
+    The teacher has ``teacher_params`` parameters, ``teacher_accuracy`` and two epochs of history; a
+    student of rank r has ``params(r)`` parameters; MACs are 100 × parameters throughout. ``failed``
+    adds a failed record per (rank, seed); ``width`` (the target's largest full rank) writes target.json.
+    ``config`` holds further RunConfig options (arch, target and loss also name the records).
+    """
+    from effrank_bench.config import RunConfig
+    from effrank_bench.measure import Cost
+    from effrank_bench.records import TargetInfo, TeacherRecord, TrialRecord
+    from effrank_bench.store import RunDir
+
+    ranks = sorted({p[0] for p in points} | {f[0] for f in failed})
+    seeds = sorted({p[1] for p in points} | {f[1] for f in failed})
+    run = RunDir.open(path, RunConfig(ranks=ranks, seeds=seeds, **config))
+    run.teacher_info.write_text(TeacherRecord(
+        key="k", source="scratch", recipe={}, val_accuracy=teacher_accuracy, test_accuracy=teacher_accuracy,
+        history=[{"epoch": 1, "loss": 2.0, "val_accuracy": 0.5}, {"epoch": 2, "loss": 1.0, "val_accuracy": 0.9}],
+        train_seconds=3.0, environment={"device": "cpu"},
+        cost=Cost(params=teacher_params, factorized_params=0, macs=100 * teacher_params, latency_ms=1.0,
+                  peak_memory_mb=None)).model_dump_json())
+    if width is not None:
+        run.store_target(TargetInfo(target=config.get("target", "joint"), layers=8, max_rank=width))
+    common = dict(arch=config.get("arch", "micro_vit"), target=config.get("target", "joint"),
+                  loss=config.get("loss", "geometric"), dataset="digits", init="svd", environment={"device": "cpu"})
+    for rank, seed, accuracy in points:
+        run.append(TrialRecord(status="ok", rank=rank, seed=seed, val_accuracy=accuracy, test_accuracy=accuracy,
+                               cost=Cost(params=params(rank), factorized_params=0, macs=100 * params(rank),
+                                         latency_ms=0.5, peak_memory_mb=None), **common))
+    for rank, seed in failed:
+        run.append(TrialRecord(status="failed", rank=rank, seed=seed, error="loss became nan in epoch 1", **common))
+    return run
+
+
+# --- architectures and models with every weight counting ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def architecture():
+    """architecture(name) -> ArchitectureSpec, through the default registry (the plugins installed)."""
+    from effrank_bench.registry import default_registry
+
+    return default_registry().architecture
+
+
+@pytest.fixture(scope="session")
+def scrambled():
+    """scrambled(build, seed=0): the model ``build()`` returns, seeded, every parameter perturbed, in eval mode.
+
+    timm zero-initialises some layers (the last BatchNorm of each residual branch, a Mixer's head) and
+    nearly zeroes others, which would hide a layer's contribution; the noise makes every number count.
+    """
+    import torch
+
+    def build_scrambled(build, seed=0):
+        torch.manual_seed(seed)
+        model = build()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        return model.eval()
+
+    return build_scrambled

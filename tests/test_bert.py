@@ -1,4 +1,5 @@
-"""BERT plugin: sites, branches, full-rank reproduction, hand-counted parameters and MACs, CLI errors, a sweep."""
+"""BERT plugin: sites, branches, full-rank reproduction, hand-counted parameters and MACs, CLI errors
+(its tiny sweep is in test_families)."""
 from __future__ import annotations
 
 import copy
@@ -8,13 +9,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from effrank_bench.cli import main
-from effrank_bench.config import RunConfig
 from effrank_bench.factorize import LowRankLinear, factorize, resolve_sites
 from effrank_bench.measure import count_macs, count_params
 from effrank_bench.registry import default_registry
 from effrank_bench.specs import DataRequest, ModelRequest
-from effrank_bench.sweep import run_sweep
 from effrank_bench.taps import BranchTap
 from effrank_bench.teacher import apply_checkpoint, load_state_dict
 
@@ -165,48 +163,18 @@ def test_bert_base_attention_target_parameters_by_hand(bert_base):
 # --- the command line -------------------------------------------------------------------------
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize("arch, dataset, message", [
     ("micro_bert", "digits", "micro_bert takes tokens inputs but data set 'digits' gives image"),
     ("micro_vit", "digits_tokens", "micro_vit takes image inputs but data set 'digits_tokens' gives tokens"),
 ])
-def test_a_modality_mismatch_exits_2_with_one_line(tmp_path, capsys, arch, dataset, message):
-    code, out, err = run_cli(capsys, "run", "--arch", arch, "--dataset", dataset, "--out", str(tmp_path / "run"))
+def test_a_modality_mismatch_exits_2_with_one_line(tmp_path, run_cli, arch, dataset, message):
+    code, out, err = run_cli("run", "--arch", arch, "--dataset", dataset, "--out", str(tmp_path / "run"))
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and message in err, err
 
 
-def test_pretrained_bert_base_offline_says_how_to_pass_a_checkpoint(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "run", "--arch", "bert_base", "--dataset", "digits_tokens", "--pretrained",
+def test_pretrained_bert_base_offline_says_how_to_pass_a_checkpoint(tmp_path, run_cli):
+    code, _, err = run_cli("run", "--arch", "bert_base", "--dataset", "digits_tokens", "--pretrained",
                            "--ranks", "8", "--device", "cpu", "--out", str(tmp_path / "run"))
     assert code == 2 and err.count("\n") == 1, err
     assert "bert-base-uncased" in err and "--teacher-checkpoint PATH" in err
-
-
-# --- a sweep end to end -----------------------------------------------------------------------
-
-
-def test_a_tiny_micro_bert_sweep_records_costs_that_grow_with_rank(tmp_path):
-    config = RunConfig(arch="micro_bert", target="mlp", dataset="digits_tokens", ranks=(2, 4), epochs=1,
-                       teacher_epochs=2, batch_size=128, latency_repeats=2, device="cpu", out=tmp_path / "run")
-    records = run_sweep(config).records()
-    assert [(r.rank, r.status) for r in records] == [(2, "ok"), (4, "ok")]
-    # Teacher 44,986 parameters: embeddings 19·48 + 65·48 + 2·48 + LayerNorm 96 = 4,224; per layer
-    # 4·(48² + 48) + 2·48·96 + 96 + 48 + 2 LayerNorms 192 = 18,960; pooler 2,352; classifier 490.
-    # At rank r each layer's two MLP Linears (9,216 weights) become 2·r·(48 + 96) factor weights.
-    assert [r.cost.params for r in records] == [44_986 - 2 * 9_216 + 2 * 2 * r * 144 for r in (2, 4)]
-    assert [r.cost.params for r in records] == [27_706, 28_858]
-    assert [r.cost.factorized_params for r in records] == [2 * (2 * r * 144 + 96 + 48) for r in (2, 4)]
-    # Per sample: 65 tokens through 4·48² + 2·48·96 per layer, 2·65²·48 attention, pooler 48², classifier 480.
-    teacher_macs = 2 * (SEQ * (4 * 48**2 + 2 * 48 * 96) + 2 * SEQ**2 * 48) + 48**2 + 480
-    assert teacher_macs == 3_210_144
-    assert [r.cost.macs for r in records] == [teacher_macs - 2 * SEQ * (2 * 48 * 96 - 2 * r * 144)
-                                                 for r in (2, 4)]
-    assert records[0].cost.params < records[1].cost.params
-    assert records[0].cost.macs < records[1].cost.macs
-    assert all(0 <= r.test_accuracy <= 1 and len(r.history) == 1 for r in records)

@@ -8,35 +8,10 @@ import numpy as np
 import pytest
 
 from effrank_bench.analysis import analyze_curve
-from effrank_bench.cli import main
 from effrank_bench.compare import CSV_FIELDS, compare_runs, render_comparison, write_comparison
-from effrank_bench.config import RunConfig
 from effrank_bench.errors import ConfigError
-from effrank_bench.measure import Cost
-from effrank_bench.records import TargetInfo, TeacherRecord, TrialRecord
-from effrank_bench.store import RunDir
 
-TEACHER_PARAMS = 10_000
-
-
-def make_run(path, points, *, teacher_accuracy=1.0, params=lambda r: 1000 + 100 * r, width=None, **config):
-    """A run directory: a teacher, one ok record per (rank, seed, test accuracy), target.json if ``width``."""
-    run = RunDir.open(path, RunConfig(ranks=sorted({p[0] for p in points}), seeds=sorted({p[1] for p in points}),
-                                      **config))
-    run.teacher_info.write_text(TeacherRecord(
-        key="k", source="scratch", recipe={}, val_accuracy=teacher_accuracy, test_accuracy=teacher_accuracy,
-        cost=Cost(params=TEACHER_PARAMS, factorized_params=0, macs=50 * TEACHER_PARAMS, latency_ms=1.0,
-                  peak_memory_mb=None),
-        environment={"device": "cpu"}).model_dump_json())
-    if width is not None:
-        run.store_target(TargetInfo(target=config.get("target", "joint"), layers=8, max_rank=width))
-    for rank, seed, accuracy in points:
-        run.append(TrialRecord(status="ok", arch=config.get("arch", "micro_vit"), target=config.get("target", "joint"),
-                               loss=config.get("loss", "geometric"), dataset="digits", rank=rank, seed=seed,
-                               init="svd", test_accuracy=accuracy, environment={"device": "cpu"},
-                               cost=Cost(params=params(rank), factorized_params=0, macs=50 * params(rank),
-                                         latency_ms=0.5, peak_memory_mb=None)))
-    return run
+TEACHER_PARAMS = 10_000  # each hand-made run's teacher (make_run, conftest); MACs are 100 × parameters
 
 
 RANKS = list(range(1, 101))
@@ -47,10 +22,11 @@ THREE_SEEDS = [(r, s, a) for r, accs in {2: (0.40, 0.45, 0.50), 4: (0.68, 0.72, 
 
 
 @pytest.fixture
-def two_runs(tmp_path):
-    ramp = make_run(tmp_path / "ramp", RAMP, params=lambda r: 500 + r * r, width=128)
-    seeds = make_run(tmp_path / "seeds", THREE_SEEDS, teacher_accuracy=0.9, loss="kd", width=64,
-                     bootstrap_resamples=200)
+def two_runs(make_run, tmp_path):
+    ramp = make_run(tmp_path / "ramp", RAMP, teacher_accuracy=1.0, teacher_params=TEACHER_PARAMS,
+                    params=lambda r: 500 + r * r, width=128)
+    seeds = make_run(tmp_path / "seeds", THREE_SEEDS, teacher_accuracy=0.9, teacher_params=TEACHER_PARAMS, loss="kd",
+                     width=64, bootstrap_resamples=200)
     return ramp.path, seeds.path
 
 
@@ -61,7 +37,7 @@ def test_compression_at_the_knee_interpolates_the_neighbouring_measured_ranks(tw
     # Parameters 500 + r² are measured at 19 (861) and 20 (900); between them the cost is a straight line.
     params = 861 + (knee - 19) * (900 - 861)
     assert ramp.at_knee.params == pytest.approx(params)
-    assert ramp.at_knee.macs == pytest.approx(50 * params)
+    assert ramp.at_knee.macs == pytest.approx(100 * params)
     assert ramp.at_knee.compression == pytest.approx(TEACHER_PARAMS / params)
     assert ramp.at_knee.compression_ci is None  # one seed
 
@@ -87,8 +63,8 @@ def test_a_multi_seed_run_shows_its_intervals(two_runs, tmp_path):
     assert f"| {low['mean']:.2f} [{low['ci_low']:.2f}, {low['ci_high']:.2f}] |" in markdown_row
 
 
-def test_rank_over_width_uses_the_targets_largest_full_rank(two_runs, tmp_path):
-    bare = make_run(tmp_path / "bare", [(4, 0, 0.5), (8, 0, 0.9)])  # written before target.json existed
+def test_rank_over_width_uses_the_targets_largest_full_rank(make_run, two_runs, tmp_path):
+    bare = make_run(tmp_path / "bare", [(4, 0, 0.5), (8, 0, 0.9)], teacher_accuracy=1.0)  # written before target.json existed
     comparison = compare_runs([*two_runs, bare.path])
     ramp, seeds, no_width = comparison.runs
     assert ramp.width == 128 and seeds.width == 64 and no_width.width is None
@@ -99,8 +75,8 @@ def test_rank_over_width_uses_the_targets_largest_full_rank(two_runs, tmp_path):
     assert comparison.notes == ["bare: no target.json (width unknown), left out of the rank / width panel"]
 
 
-def test_a_run_with_too_few_ranks_is_kept_with_a_note(two_runs, tmp_path):
-    short = make_run(tmp_path / "short", [(8, 0, 0.9), (8, 1, 0.92)], width=64)
+def test_a_run_with_too_few_ranks_is_kept_with_a_note(make_run, two_runs, tmp_path):
+    short = make_run(tmp_path / "short", [(8, 0, 0.9), (8, 1, 0.92)], teacher_accuracy=1.0, width=64)
     comparison = compare_runs([*two_runs, short.path])
     entry = comparison.to_dict()["runs"][2]
     assert entry["region"] is None and entry["knee"] is None and entry["at_knee"] is None
@@ -138,14 +114,8 @@ def test_write_comparison_writes_json_csv_markdown_and_plot(two_runs, tmp_path):
     assert not (two_runs[0] / "summary.json").exists()
 
 
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_compare_command_json(two_runs, capsys):
-    code, out, err = run_cli(capsys, "compare", *two_runs, "--json")
+def test_compare_command_json(two_runs, run_cli):
+    code, out, err = run_cli("compare", *two_runs, "--json")
     assert code == 0 and err == ""
     data = json.loads(out)
     assert [r["name"] for r in data["runs"]] == ["ramp", "seeds"]
@@ -153,9 +123,9 @@ def test_compare_command_json(two_runs, capsys):
         analyze_curve(RANKS, [a for _, _, a in RAMP], 1.0).knee)
 
 
-def test_compare_command_table_and_out(two_runs, tmp_path, capsys, monkeypatch):
+def test_compare_command_table_and_out(two_runs, tmp_path, run_cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # rich sizes the table to the terminal; 80 columns would fold it
-    code, out, _ = run_cli(capsys, "compare", *two_runs, "--out", tmp_path / "cmp")
+    code, out, _ = run_cli("compare", *two_runs, "--out", tmp_path / "cmp")
     assert code == 0
     lines = out.splitlines()
     ramp = next(line for line in lines if "· geometric ·" in line)
@@ -168,14 +138,14 @@ def test_compare_command_table_and_out(two_runs, tmp_path, capsys, monkeypatch):
         "comparison.csv", "comparison.json", "comparison.md", "comparison.png"]
 
 
-def test_compare_command_on_a_non_run_directory_exits_2_with_one_line(two_runs, tmp_path, capsys):
-    code, out, err = run_cli(capsys, "compare", two_runs[0], tmp_path)
+def test_compare_command_on_a_non_run_directory_exits_2_with_one_line(two_runs, tmp_path, run_cli):
+    code, out, err = run_cli("compare", two_runs[0], tmp_path)
     assert code == 2 and out == ""
     assert err == f"error: {tmp_path} is not a run directory (no config.json)\n"
 
 
-def test_relative_ranks_in_json_match_the_target(two_runs, capsys):
-    _, out, _ = run_cli(capsys, "compare", *two_runs, "--json")
+def test_relative_ranks_in_json_match_the_target(two_runs, run_cli):
+    _, out, _ = run_cli("compare", *two_runs, "--json")
     ramp = json.loads(out)["runs"][0]
     assert ramp["width"] == 128
     assert np.allclose([p["relative_rank"] for p in ramp["curve"]], np.array(RANKS) / 128)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from effrank_bench.config import RunConfig
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.specs import Branch, Site
 from effrank_bench.sweep import run_sweep
@@ -110,7 +109,7 @@ def installed_example(tmp_path, monkeypatch):
     return Registry()
 
 
-def test_a_third_party_plugin_is_discovered_listed_conforms_and_sweeps(installed_example, tmp_path):
+def test_a_third_party_plugin_is_discovered_listed_conforms_and_sweeps(installed_example, tiny, tmp_path):
     registry = installed_example
     assert ("mlp_classifier", "residual MLP on flattened 8×8 images (example third-party plugin)",
             "mlp_classifier (effrank-mlp)") in registry.listing()["architecture"]
@@ -122,8 +121,7 @@ def test_a_third_party_plugin_is_discovered_listed_conforms_and_sweeps(installed
     report = check_architecture("mlp_classifier", registry=registry)
     assert report["mlp"].sites == 6 and report["mlp"].branches == 3
 
-    config = RunConfig(arch="mlp_classifier", target="mlp", ranks=(2, 8), epochs=2, teacher_epochs=3,
-                       batch_size=128, latency_repeats=2, device="cpu", out=tmp_path / "run")
+    config = tiny.config(tmp_path / "run", arch="mlp_classifier", target="mlp", ranks=(2, 8))
     records = run_sweep(config, registry=registry).records()
     assert [(r.rank, r.status) for r in records] == [(2, "ok"), (8, "ok")]
     assert records[0].cost.params < records[1].cost.params

@@ -1,69 +1,32 @@
-"""The ConvNet plugin: published MACs, hand-counted parameters, sites, branches and a tiny sweep."""
+"""The ConvNet plugin: published MACs, hand-counted parameters, sites and branches (see also test_families)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import pytest
-import timm
 import torch
 from timm.models.convnext import ConvNeXt, ConvNeXtBlock
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
-from effrank_bench.cli import main
-from effrank_bench.config import RunConfig
-from effrank_bench.errors import CheckpointError
-from effrank_bench.factorize import factorize, full_rank
-from effrank_bench.registry import default_registry
 from effrank_bench.specs import ArchitectureSpec, ModelRequest
-from effrank_bench.sweep import run_sweep
 from effrank_bench.taps import BranchTap
 
 PRESETS = ["micro_convnet", "resnet18", "resnet50", "convnext_tiny"]
 MICRO = ModelRequest(num_classes=10, in_chans=1, input_size=32)
 
 
-def arch(name: str) -> ArchitectureSpec:
-    return default_registry().architecture(name)
-
-
-def on_meta(name: str) -> nn.Module:
+def on_meta(spec: ArchitectureSpec) -> nn.Module:
     """The preset's structure without allocating or initialising its weights."""
-    spec = arch(name)
     with torch.device("meta"):
         return spec.build(spec.native_request())
-
-
-def scrambled(build: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
-    """A model from ``build``, seeded, with every parameter perturbed, in eval mode.
-
-    timm zero-initialises the last BatchNorm of each residual branch, which would make
-    every second conv irrelevant to the logits; the noise makes every number count.
-    """
-    torch.manual_seed(seed)
-    model = build()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
-
-
-def micro_convnet() -> nn.Module:
-    return arch("micro_convnet").build(MICRO)
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # --- cost: published MACs and hand-counted parameters --------------------------------------
 
 
-def test_resnet18_conv_target_costs(capsys):
-    code, out, _ = run_cli(capsys, "measure", "--arch", "resnet18", "--target", "conv", "--ranks", "8",
+def test_resnet18_conv_target_costs(run_cli):
+    code, out, _ = run_cli("measure", "--arch", "resnet18", "--target", "conv", "--ranks", "8",
                            "--json", "--repeats", "1", "--warmup", "0", "--device", "cpu")
     assert code == 0
     table = json.loads(out)
@@ -79,12 +42,6 @@ def test_resnet18_conv_target_costs(capsys):
     assert student["macs"] < teacher["macs"] / 2
 
 
-def test_attention_is_refused_naming_the_convnet_targets(capsys):
-    code, _, err = run_cli(capsys, "run", "--arch", "resnet18", "--target", "attention")
-    assert code == 2
-    assert err.strip() == "error: resnet18 does not support target 'attention'; its targets are: conv, mlp, joint"
-
-
 # --- sites -------------------------------------------------------------------------------
 
 
@@ -93,8 +50,9 @@ SITE_COUNTS = {"micro_convnet": (8, 3), "resnet18": (16, 3), "resnet50": (16, 36
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_sites_are_dense_layers_and_joint_is_their_union(name):
-    model, spec = on_meta(name), arch(name)
+def test_sites_are_dense_layers_and_joint_is_their_union(architecture, name):
+    spec = architecture(name)
+    model = on_meta(spec)
     paths = {target: [site.path for site in spec.sites(model, target)] for target in ("conv", "mlp", "joint")}
     for target, target_paths in paths.items():
         assert len(target_paths) == len(set(target_paths)), target
@@ -109,26 +67,13 @@ def test_sites_are_dense_layers_and_joint_is_their_union(name):
     assert (len(paths["conv"]), len(paths["mlp"])) == SITE_COUNTS[name]
 
 
-def test_convnext_sites_skip_depthwise_convs():
-    model = on_meta("convnext_tiny")
-    assert [s.path for s in arch("convnext_tiny").sites(model, "conv")] == [
+def test_convnext_sites_skip_depthwise_convs(architecture):
+    spec = architecture("convnext_tiny")
+    model = on_meta(spec)
+    assert [s.path for s in spec.sites(model, "conv")] == [
         "stages.1.downsample.1", "stages.2.downsample.1", "stages.3.downsample.1"]
     depthwise = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
     assert len(depthwise) == 18  # one 7×7 per block, none of them a site
-
-
-@pytest.mark.parametrize("target", ["conv", "mlp", "joint"])
-def test_full_rank_micro_convnet_reproduces_the_teachers_logits(target):
-    spec = arch("micro_convnet")
-    teacher, student = scrambled(micro_convnet), scrambled(micro_convnet)
-    sites = spec.sites(student, target)
-    rank = max(full_rank(student.get_submodule(site.path)) for site in sites)
-    factorize(student, sites, rank, init="svd")
-    x = torch.randn(16, 1, 32, 32)
-    with torch.no_grad():
-        t, s = teacher(x), student.eval()(x)
-    assert float(t.norm()) > 1.0
-    assert float((t - s).norm() / t.norm()) < 1e-5
 
 
 # --- branches ----------------------------------------------------------------------------
@@ -136,8 +81,9 @@ def test_full_rank_micro_convnet_reproduces_the_teachers_logits(target):
 
 @pytest.mark.parametrize("name, blocks", [("micro_convnet", 4), ("resnet18", 8), ("resnet50", 16),
                                           ("convnext_tiny", 18)])
-def test_one_branch_per_block(name, blocks):
-    assert len(arch(name).branches(on_meta(name))) == blocks
+def test_one_branch_per_block(architecture, name, blocks):
+    spec = architecture(name)
+    assert len(spec.branches(on_meta(spec))) == blocks
 
 
 def tiny_bottleneck_resnet() -> nn.Module:
@@ -149,14 +95,15 @@ def tiny_convnext() -> nn.Module:
 
 
 @pytest.mark.parametrize("name, build", [
-    ("micro_convnet", micro_convnet),
+    ("micro_convnet", None),  # the preset itself, at the digits' 32×32
     ("resnet50", tiny_bottleneck_resnet),
     ("convnext_tiny", tiny_convnext),
 ], ids=["basic-block", "bottleneck", "convnext-block"])
-def test_branch_is_the_residual_branch_before_the_add(name, build):
+def test_branch_is_the_residual_branch_before_the_add(architecture, scrambled, name, build):
     # For every block: output == act(branch + shortcut(input)), act the identity for ConvNeXt.
-    model = scrambled(build)
-    branches = arch(name).branches(model)
+    spec = architecture(name)
+    model = scrambled(build or (lambda: spec.build(MICRO)))
+    branches = spec.branches(model)
     blocks = [m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck, ConvNeXtBlock))]
     assert len(blocks) == len(branches)
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -174,53 +121,3 @@ def test_branch_is_the_residual_branch_before_the_add(name, build):
         added = branch.movedim(-1, 1) + shortcut
         expected = added if name == "convnext_tiny" else torch.relu(added)
         torch.testing.assert_close(out, expected)
-
-
-def test_branch_shapes_are_channel_last_and_match_a_rank_2_student():
-    spec = arch("micro_convnet")
-    teacher, student = scrambled(micro_convnet), scrambled(micro_convnet)
-    factorize(student, spec.sites(student, "joint"), 2)
-    x = torch.randn(3, 1, 32, 32)
-    shapes = []
-    for model in (teacher, student):
-        tap = BranchTap(spec.branches(model))
-        with torch.no_grad():
-            shapes.append([tuple(f.shape) for f in tap.forward(model, x).features])
-        tap.close()
-    # 32×32 → stem and max-pool → 8×8 in layer1, halved per stage; channels last.
-    assert shapes[0] == shapes[1] == [(3, 8, 8, 16), (3, 4, 4, 32), (3, 2, 2, 64), (3, 1, 1, 128)]
-
-
-# --- pretrained weights --------------------------------------------------------------------
-
-
-def test_micro_convnet_has_no_pretrained_weights():
-    with pytest.raises(CheckpointError, match="micro_convnet has no pretrained weights.*--teacher-checkpoint"):
-        arch("micro_convnet").build(MICRO.model_copy(update={"pretrained": True}))
-
-
-def test_unreachable_pretrained_weights_point_to_teacher_checkpoint(monkeypatch):
-    def offline(name, pretrained=False, **kwargs):
-        raise OSError("no network")
-
-    monkeypatch.setattr(timm, "create_model", offline)
-    request = arch("resnet50").native_request().model_copy(update={"pretrained": True})
-    with pytest.raises(CheckpointError, match=r"resnet50\.a1_in1k .*OSError: no network.*--teacher-checkpoint PATH"):
-        arch("resnet50").build(request)
-
-
-# --- end to end ----------------------------------------------------------------------------
-
-
-def test_tiny_micro_convnet_sweep(tmp_path):
-    config = RunConfig(arch="micro_convnet", target="joint", ranks=(2, 4), epochs=1, teacher_epochs=2,
-                       batch_size=128, latency_repeats=2, device="cpu", out=tmp_path / "run")
-    records = run_sweep(config).records()
-    assert [(r.rank, r.status) for r in records] == [(2, "ok"), (4, "ok")]
-    # Joint sites (in→out, k): layer1 16→16 ×2 (3×3); layer2 16→32, 32→32 (3×3), 16→32 (1×1); layer3
-    # and layer4 likewise at 32→64 and 64→128. Rank r costs r·(k²·in + out) per site: at r = 2,
-    # 640 + 1,088 + 2,176 + 4,352 = 8,256 (twice that at r = 4). Their full weights are 305,664 of
-    # the teacher's 310,226 parameters; stem, norms and head (4,562) stay.
-    assert [r.cost.factorized_params for r in records] == [8_256, 16_512]
-    assert [r.cost.params for r in records] == [4_562 + 8_256, 4_562 + 16_512]
-    assert all(0.0 <= r.test_accuracy <= 1.0 for r in records)

@@ -154,7 +154,7 @@ def test_measure_bundles_every_cost() -> None:
     assert cost.macs == small_vit_macs(batch=1)  # MACs are per sample; latency is of the batch
     assert cost.latency_ms is not None and cost.latency_ms > 0
     assert cost.peak_memory_mb is None
-    assert cost.to_dict() == {
+    assert cost.model_dump() == {
         "params": cost.params,
         "factorized_params": 650,
         "macs": cost.macs,

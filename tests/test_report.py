@@ -9,36 +9,8 @@ import pytest
 
 from effrank_bench.analysis import analyze_curve
 from effrank_bench.bootstrap import bootstrap_curve
-from effrank_bench.config import RunConfig
 from effrank_bench.report import build_report, region_lines, render_table, write_report
-from effrank_bench.records import TrialRecord
 from effrank_bench.store import RunDir
-
-TEACHER_PARAMS = 10_000
-
-
-def make_run(path, points, *, teacher_accuracy=0.9, failed=(), params=lambda r: 1000 + 100 * r, **config):
-    """A run directory holding a teacher and one ok record per (rank, seed, test accuracy) in ``points``."""
-    ranks = sorted({p[0] for p in points} | {f[0] for f in failed})
-    seeds = sorted({p[1] for p in points} | {f[1] for f in failed})
-    run = RunDir.open(path, RunConfig(ranks=ranks, seeds=seeds, **config))
-    run.teacher_info.write_text(json.dumps({
-        "key": "k", "source": "scratch", "val_accuracy": teacher_accuracy, "test_accuracy": teacher_accuracy,
-        "cost": {"params": TEACHER_PARAMS, "factorized_params": 8000, "macs": 100 * TEACHER_PARAMS,
-                 "latency_ms": 1.0, "peak_memory_mb": None},
-        "history": [{"epoch": 1, "loss": 2.0, "val_accuracy": 0.5}, {"epoch": 2, "loss": 1.0, "val_accuracy": 0.9}],
-        "train_seconds": 3.0, "environment": {"device": "cpu"}, "recipe": {},
-    }))
-    common = dict(arch="micro_vit", target="joint", loss="geometric", dataset="digits", init="svd",
-                  environment={"device": "cpu"})
-    for rank, seed, accuracy in points:
-        run.append(TrialRecord(status="ok", rank=rank, seed=seed, val_accuracy=accuracy, test_accuracy=accuracy,
-                               cost={"params": params(rank), "factorized_params": 0, "macs": 100 * params(rank),
-                                     "latency_ms": 0.5, "peak_memory_mb": None}, **common))
-    for rank, seed in failed:
-        run.append(TrialRecord(status="failed", rank=rank, seed=seed, error="loss became nan in epoch 1", **common))
-    return run
-
 
 SINGLE = [(2, 0, 0.45), (4, 0, 0.72), (8, 0, 0.81), (16, 0, 0.88), (32, 0, 0.9)]
 # Three seeds per rank; teacher 0.9, so normalized = accuracy / 0.9.
@@ -47,7 +19,7 @@ MULTI = [(r, s, a) for r, accs in {2: (0.40, 0.45, 0.50), 4: (0.68, 0.72, 0.76),
          for s, a in enumerate(accs)]
 
 
-def test_a_single_seed_run_reports_as_before_without_an_interval(tmp_path):
+def test_a_single_seed_run_reports_as_before_without_an_interval(make_run, tmp_path):
     run = make_run(tmp_path / "run", SINGLE)
     report = build_report(run)
     expected = analyze_curve([2, 4, 8, 16, 32], [0.45, 0.72, 0.81, 0.88, 0.9], 0.9)
@@ -62,7 +34,7 @@ def test_a_single_seed_run_reports_as_before_without_an_interval(tmp_path):
     assert data["uncertainty"] is None and "nothing to resample" in data["uncertainty_note"]
 
 
-def test_several_seeds_give_a_bootstrap_interval_with_the_stated_resamples(tmp_path):
+def test_several_seeds_give_a_bootstrap_interval_with_the_stated_resamples(make_run, tmp_path):
     run = make_run(tmp_path / "run", MULTI, bootstrap_resamples=300)
     report = build_report(run)
     ranks, accs, seeds = zip(*[(r, a, s) for r, s, a in MULTI])
@@ -84,7 +56,7 @@ def test_several_seeds_give_a_bootstrap_interval_with_the_stated_resamples(tmp_p
     assert [(row.rank, row.seed) for row in report.rows[1:4]] == [(2, 0), (2, 1), (2, 2)]
 
 
-def test_per_rank_statistics_over_seeds(tmp_path):
+def test_per_rank_statistics_over_seeds(make_run, tmp_path):
     report = build_report(make_run(tmp_path / "run", MULTI, bootstrap_resamples=50))
     rank_4 = report.per_rank[1]
     assert rank_4.rank == 4 and rank_4.seeds == (0, 1, 2)
@@ -95,7 +67,7 @@ def test_per_rank_statistics_over_seeds(tmp_path):
     assert rank_4.params == 1400 and rank_4.macs == 140_000
 
 
-def test_cost_at_a_real_rank_interpolates_between_measured_ranks(tmp_path):
+def test_cost_at_a_real_rank_interpolates_between_measured_ranks(make_run, tmp_path):
     # Parameters not linear in rank here, to see which neighbours are used: 8 -> 1064, 16 -> 1256.
     report = build_report(make_run(tmp_path / "run", SINGLE, params=lambda r: 1000 + r * r))
     assert report.cost_at(12.0) == (pytest.approx(1160.0), pytest.approx(116_000.0))
@@ -103,7 +75,7 @@ def test_cost_at_a_real_rank_interpolates_between_measured_ranks(tmp_path):
     assert report.cost_at(1.5) == (None, None) and report.cost_at(33) == (None, None)
 
 
-def test_a_failed_seed_is_a_row_but_not_a_point(tmp_path):
+def test_a_failed_seed_is_a_row_but_not_a_point(make_run, tmp_path):
     run = make_run(tmp_path / "run", MULTI, failed=[(64, 0)], bootstrap_resamples=50)
     report = build_report(run)
     assert report.rows[-1].rank == 64 and report.rows[-1].seed == 0 and report.rows[-1].status == "failed"
@@ -111,7 +83,7 @@ def test_a_failed_seed_is_a_row_but_not_a_point(tmp_path):
     assert report.analysis.ranks[-1] == 32
 
 
-def test_a_rank_with_fewer_seeds_still_bootstraps(tmp_path):
+def test_a_rank_with_fewer_seeds_still_bootstraps(make_run, tmp_path):
     # Seed 1 finished only ranks 2 and 4: those ranks resample two seeds, the others hold one.
     points = SINGLE + [(2, 1, 0.40), (4, 1, 0.70)]
     report = build_report(make_run(tmp_path / "run", points, bootstrap_resamples=100))
@@ -119,7 +91,7 @@ def test_a_rank_with_fewer_seeds_still_bootstraps(tmp_path):
     assert report.uncertainty.resamples == 100
 
 
-def test_summary_files_carry_the_interval_and_the_teacher_curve(tmp_path):
+def test_summary_files_carry_the_interval_and_the_teacher_curve(make_run, tmp_path):
     run = make_run(tmp_path / "run", MULTI, bootstrap_resamples=200)
     report = build_report(run)
     paths = write_report(run, report)
@@ -149,7 +121,7 @@ def test_summary_files_carry_the_interval_and_the_teacher_curve(tmp_path):
     assert (run.path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_single_seed_region_csv_has_no_interval(tmp_path):
+def test_a_single_seed_region_csv_has_no_interval(make_run, tmp_path):
     run = make_run(tmp_path / "run", SINGLE)
     write_report(run, build_report(run))
     with open(run.path / "region.csv") as f:
@@ -171,7 +143,7 @@ def test_a_threshold_missed_by_some_resamples_says_how_often():
     assert f"[95% CI 1.70, >2.00; not reached in {low_missed}% of resamples]" in region
 
 
-def test_too_few_ranks_has_no_analysis_and_no_interval(tmp_path):
+def test_too_few_ranks_has_no_analysis_and_no_interval(make_run, tmp_path):
     report = build_report(make_run(tmp_path / "run", [(4, 0, 0.7), (4, 1, 0.8)]))
     assert report.analysis is None and report.uncertainty is None
     assert "1 finished rank(s)" in report.note
@@ -180,7 +152,7 @@ def test_too_few_ranks_has_no_analysis_and_no_interval(tmp_path):
     assert np.isclose(report.per_rank[0].normalized, 0.75 / 0.9)
 
 
-def test_the_terminal_shows_the_bracketed_interval_notes_as_text(tmp_path, capsys):
+def test_the_terminal_shows_the_bracketed_interval_notes_as_text(make_run, tmp_path, capsys):
     # Rich would read "[95% CI …]" as a style tag and drop it; the report command prints it verbatim.
     from effrank_bench.cli import main
 

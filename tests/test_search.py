@@ -7,7 +7,6 @@ import math
 import pytest
 
 from effrank_bench.analysis import analyze_curve
-from effrank_bench.cli import main
 from effrank_bench.errors import ConfigError
 from effrank_bench.search import AdaptiveSearch, GridSearch, Tolerance, make_search, parse_tolerance
 
@@ -162,12 +161,6 @@ def test_make_search_is_the_one_door():
 # --- the replay command ---------------------------------------------------------------------------
 
 
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture
 def logistic_csv(tmp_path):
     """The logistic measured on the paper grid, in percent, teacher at 90%."""
@@ -176,8 +169,8 @@ def logistic_csv(tmp_path):
     return path
 
 
-def test_replay_json_reports_rounds_trials_and_both_read_offs(logistic_csv, capsys):
-    code, out, err = run_cli(capsys, "replay", logistic_csv, "--teacher-acc", 90, "--json")
+def test_replay_json_reports_rounds_trials_and_both_read_offs(logistic_csv, run_cli):
+    code, out, err = run_cli("replay", logistic_csv, "--teacher-acc", 90, "--json")
     assert code == 0 and err == ""
     result = json.loads(out)
     assert result["search"] == "adaptive" and result["tolerance"] == {"ranks": 1.0, "fraction": 0.1}
@@ -191,16 +184,16 @@ def test_replay_json_reports_rounds_trials_and_both_read_offs(logistic_csv, caps
     assert [p["rank"] for p in result["searched"]["points"]] == sorted(sum(result["rounds"], []))
 
 
-def test_replay_grid_search_and_a_smaller_grid(logistic_csv, capsys):
-    code, out, _ = run_cli(capsys, "replay", logistic_csv, "--teacher-acc", 90, "--json", "--search", "grid",
+def test_replay_grid_search_and_a_smaller_grid(logistic_csv, run_cli):
+    code, out, _ = run_cli("replay", logistic_csv, "--teacher-acc", 90, "--json", "--search", "grid",
                            "--ranks", "4,8,16,32,64")
     result = json.loads(out)
     assert code == 0 and result["rounds"] == [[4, 8, 16, 32, 64]] and result["tolerance"] is None
     assert result["trials"] == result["grid_trials"] == 5 and result["grid"] == result["searched"]
 
 
-def test_replay_prints_rounds_and_a_table(logistic_csv, capsys):
-    code, out, _ = run_cli(capsys, "replay", logistic_csv, "--teacher-acc", 90)
+def test_replay_prints_rounds_and_a_table(logistic_csv, run_cli):
+    code, out, _ = run_cli("replay", logistic_csv, "--teacher-acc", 90)
     assert code == 0
     assert "round 2: 21, 33, 45" in out and "trials: 11 (full grid: 16)" in out
     assert out.count("[22, 38]") == 2
@@ -212,7 +205,7 @@ def test_replay_prints_rounds_and_a_table(logistic_csv, capsys):
     (["--search", "random"], "invalid choice: 'random'"),
     (["--teacher-acc", "0.9"], "looks like a fraction"),
 ])
-def test_replay_bad_input_exits_2_with_one_line(logistic_csv, capsys, extra, message):
-    code, out, err = run_cli(capsys, "replay", logistic_csv, "--teacher-acc", 90, *extra)
+def test_replay_bad_input_exits_2_with_one_line(logistic_csv, run_cli, extra, message):
+    code, out, err = run_cli("replay", logistic_csv, "--teacher-acc", 90, *extra)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err

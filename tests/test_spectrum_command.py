@@ -88,7 +88,7 @@ def test_bad_input_exits_2_with_one_line(run_cli, tmp_path, monkeypatch, argv, m
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny, tmp_path_factory):
-    return run_sweep(tiny.config(tmp_path_factory.mktemp("run") / "run"))
+    return run_sweep(tiny.config(tmp_path_factory.mktemp("run") / "run", spectrum_samples=16))
 
 
 def test_every_student_and_the_teacher_record_their_calibration(tiny_run):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -108,15 +109,47 @@ def test_a_combination_an_architecture_lacks_is_refused_before_anything_runs(tmp
 def test_the_paper_suite_encodes_the_papers_protocol():
     suite = load_suite(BENCHMARKS / "paper_vit_b32_cifar100.toml")
     check_suite(suite, default_registry())
-    main, logit, kd = suite.runs
-    assert suite.run_names() == ["vit_b32-joint-geometric-cifar100", "vit_b32-joint-logit-cifar100",
-                                 "vit_b32-joint-kd-cifar100"]
+    main, logit, kd, kd2, kd8 = suite.runs
+    assert suite.run_names() == ["vit_b32_tv-joint-geometric-cifar100", "vit_b32_tv-joint-logit-cifar100",
+                                 "vit_b32_tv-joint-kd-cifar100", "vit_b32_tv-joint-kd-cifar100-T2",
+                                 "vit_b32_tv-joint-kd-cifar100-T8"]
     assert main.ranks == (2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256)
-    assert logit.ranks == kd.ranks == (32,)
+    # The ablations at rank 34: logit-only and three pure-KD variants (the paper code's T = 4, then 2 and 8).
+    assert all(run.ranks == (34,) for run in (logit, kd, kd2, kd8))
+    assert [(run.loss, run.kd_temperature, run.kd_alpha) for run in (kd, kd2, kd8)] == [
+        ("kd", 4.0, 0.5), ("kd", 2.0, 0.5), ("kd", 8.0, 0.5)]
     for run in suite.runs:
-        assert (run.arch, run.target, run.dataset, run.pretrained) == ("vit_b32", "joint", "cifar100", True)
-        assert (run.lr, run.weight_decay, run.epochs, run.qkv, run.init) == (1e-4, 0.01, 200, "split", "svd")
-    # One teacher, fine-tuned once, serves all three runs.
+        # torchvision's vit_b_32 IMAGENET1K_V1, crop + flip on the 32×32 images.
+        assert (run.arch, run.target, run.dataset, run.pretrained, run.augment, run.qkv) == (
+            "vit_b32_tv", "joint", "cifar100", True, True, "split")
+        # Teacher: AdamW lr 1e-4, wd 0.01, batch 32, 20 epochs, constant LR.
+        assert (run.teacher_optimizer, run.teacher_lr, run.teacher_weight_decay, run.teacher_batch_size,
+                run.teacher_epochs, run.teacher_schedule) == ("adamw", 1e-4, 0.01, 32, 20, "constant")
+        # Students: paper-rebuild, AdamW lr 1e-4, wd 0.01, batch 24, 200 epochs, constant LR.
+        assert (run.init, run.lr, run.weight_decay, run.batch_size, run.epochs, run.schedule) == (
+            "paper-rebuild", 1e-4, 0.01, 24, 200, "constant")
+        # All 50k training images; test accuracy after the last epoch.
+        assert (run.val_fraction, run.select) == (0, "last")
+    # One teacher, fine-tuned once, serves every run; its key holds the teacher's batch, not the students'.
+    assert len({run.teacher_key() for run in suite.runs}) == 1
+    assert main.teacher_key() == main.model_copy(update={"batch_size": 32, "teacher_batch_size": None}).teacher_key()
+
+
+def test_the_fast_suite_is_the_projects_recipe_not_the_papers():
+    path = BENCHMARKS / "vit_b32_cifar100_fast.toml"
+    assert "NOT the paper's protocol" in path.read_text().splitlines()[0]
+    suite = load_suite(path)
+    check_suite(suite, default_registry())
+    assert suite.run_names() == ["vit_b32_tv-joint-geometric-cifar100", "vit_b32_tv-joint-logit-cifar100",
+                                 "vit_b32_tv-joint-kd-cifar100"]
+    main, logit, kd = suite.runs
+    assert main.ranks == (2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256)
+    assert logit.ranks == kd.ranks == (34,)
+    for run in suite.runs:
+        assert (run.arch, run.target, run.dataset, run.pretrained) == ("vit_b32_tv", "joint", "cifar100", True)
+        assert (run.init, run.batch_size, run.teacher_batch_size, run.schedule, run.select, run.group) == (
+            "svd", 256, None, "cosine", "best", "auto")
+        assert run.val_fraction is None and 10 <= run.epochs <= 20
     assert len({run.teacher_key() for run in suite.runs}) == 1
 
 
@@ -135,13 +168,24 @@ def test_the_smoke_suite_covers_every_family_target_and_loss():
 
 # --- the smoke suite, run whole --------------------------------------------------------------------
 
+# Every family × target × loss trains end to end in every test run, on the tiny recipe's budgets
+# (conftest); with EFFRANK_BENCH_SLOW=1, on smoke.toml's own (3 teacher epochs, all of digits' training
+# split), as `effrank-bench run --suite benchmarks/smoke.toml` runs it.
+SLOW = os.environ.get("EFFRANK_BENCH_SLOW") == "1"
+
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke_options(tiny):
+    """What every smoke run takes on top of smoke.toml: the tiny recipe, or nothing when slow."""
+    return {} if SLOW else dict(tiny.options)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, smoke_options):
     from effrank_bench.suite import run_suite
 
     out = tmp_path_factory.mktemp("smoke") / "suite"
-    return run_suite(load_suite(BENCHMARKS / "smoke.toml", {"out": out}))
+    return run_suite(load_suite(BENCHMARKS / "smoke.toml", {**smoke_options, "out": out}))
 
 
 def test_the_smoke_suite_runs_every_combination_to_a_report(smoke):
@@ -176,11 +220,28 @@ def test_the_smoke_suite_trains_one_teacher_per_family(smoke):
     assert all(len(i) == 1 for i in inodes.values())
 
 
-def test_an_interrupted_suite_resumes_losing_nothing_finished(smoke, tmp_path, capsys):
-    from effrank_bench.cli import main
+# Two of the smoke suite's runs, under smoke.toml's name and [defaults].
+SMOKE_PAIR = '''
+[[matrix]]
+arch = "micro_vit"
+target = "joint"
+loss = "geometric"
+dataset = "digits"
 
+[[matrix]]
+arch = "micro_mixer"
+target = "mlp"
+loss = "kd"
+dataset = "digits"
+'''
+
+
+def test_an_interrupted_suite_resumes_losing_nothing_finished(smoke, tiny, run_cli, tmp_path):
+    text = (BENCHMARKS / "smoke.toml").read_text()
+    pair = write(tmp_path / "pair.toml", text[:text.index("[[matrix]]")] + SMOKE_PAIR)
     out = tmp_path / "suite"
-    shutil.copytree(smoke.out, out)
+    for name in ("micro_vit-joint-geometric-digits", "micro_mixer-mlp-kd-digits"):
+        shutil.copytree(smoke.out / name, out / name)
     # As if stopped during the second trial of one run: its first trial is on disk, the second is not.
     cut = out / "micro_mixer-mlp-kd-digits" / "trials.jsonl"
     first_line = cut.read_text().splitlines()[0]
@@ -188,11 +249,12 @@ def test_an_interrupted_suite_resumes_losing_nothing_finished(smoke, tmp_path, c
     untouched = out / "micro_vit-joint-geometric-digits" / "trials.jsonl"
     before = untouched.read_text()
 
-    assert main(["run", "--suite", str(BENCHMARKS / "smoke.toml"), "--out", str(out)]) == 0
+    code, printed, err = run_cli("run", "--suite", pair, *([] if SLOW else tiny.args()), "--out", out)
+    assert code == 0, err
     lines = cut.read_text().splitlines()
     assert lines[0] == first_line and [json.loads(line)["rank"] for line in lines] == [2, 4]
     assert untouched.read_text() == before
-    assert "36 runs in" in capsys.readouterr().out
+    assert "2 runs in" in printed
 
 
 def test_a_rank_beyond_a_later_runs_model_is_refused_before_the_first_run_trains(tmp_path):

@@ -1,0 +1,171 @@
+"""Student-samples per second of the paper-style loop against the engine as the CLI runs it, in one process.
+
+Not a test. Both train the same students on the same batches from the same teacher:
+  - paper-style: one student per teacher pass, forward hooks, plain (unfused) AdamW, loss.item()
+    every step, eager;
+  - engine: the whole group per batch (one teacher pass for all), fused AdamW on CUDA, compiled
+    where the run would compile (CUDA by default; --compile/--no-compile to force), one sync per epoch.
+Usage:
+    python benchmarks/throughput.py                      # CPU default: micro_vit, ranks 1-32, batch 64
+    python benchmarks/throughput.py --arch vit_b32 --ranks 32,32,32,32 --batch-size 256   # CUDA default
+On CUDA it also prints the achieved TFLOP/s (3 × forward MACs × 2 per student-sample, plus the
+teacher's forward) and the fraction of the device's bf16 peak (--peak-tflops, default 989 for an H100 SXM).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import itertools
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from effrank_bench.config import load_config
+from effrank_bench.data import example_input
+from effrank_bench.factorize import factorize
+from effrank_bench.measure import count_macs
+from effrank_bench.setup import prepare
+from effrank_bench.teacher import obtain_teacher
+from effrank_bench.train import (CompiledForward, Recipe, autocast, make_optimizer, student_step, tapped,
+                                 teacher_outputs)
+
+
+def _students(setup, teacher, ranks):
+    students = []
+    for i, rank in enumerate(ranks):
+        torch.manual_seed(i)
+        student = copy.deepcopy(teacher.model)
+        factorize(student, setup.sites, rank, init=setup.config.init, qkv=setup.config.qkv)
+        students.append(setup.to_device(student).train().requires_grad_(True))
+    return students
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def paper_style(setup, teacher, ranks, batches, steps) -> float:
+    """Seconds for ``steps`` batches of every student, one student after another, each with its own teacher pass."""
+    config, branches, loss = setup.config, setup.parts.arch.branches, setup.parts.loss
+    needs = loss.uses_features
+    seconds = 0.0
+    for student in _students(setup, teacher, ranks):
+        optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        with tapped(branches(teacher.model) if needs else None) as t_tap, \
+                tapped(branches(student) if needs else None) as s_tap:
+            for i, (x, y) in enumerate(itertools.islice(itertools.cycle(batches), steps + 3)):
+                if i == 3:  # warm-up done
+                    _sync(x.device)
+                    start = time.perf_counter()
+                with torch.no_grad(), autocast(x.device, config.amp):
+                    target = t_tap.forward(teacher.model, x) if t_tap else _logits(teacher.model, x)
+                with autocast(x.device, config.amp):
+                    out = s_tap.forward(student, x) if s_tap else _logits(student, x)
+                    value = loss.compute(target, out, y, config.loss_options)
+                optimizer.zero_grad()
+                value.backward()
+                optimizer.step()
+                value.item()  # the paper's loop logs every step: a sync per step
+            _sync(x.device)
+            seconds += time.perf_counter() - start
+    return seconds
+
+
+def _logits(model, x):
+    from effrank_bench.specs import Outputs
+
+    return Outputs(logits=model(x))
+
+
+def engine(setup, teacher, ranks, batches, steps, compile_) -> float:
+    """Seconds for ``steps`` batches of the whole group: one teacher pass per batch feeding every student."""
+    config, branches, loss = setup.config, setup.parts.arch.branches, setup.parts.loss
+    needs = loss.uses_features
+    students = _students(setup, teacher, ranks)
+    recipe = Recipe(1, config.lr, config.weight_decay, amp=config.amp)
+    fitted = [make_optimizer(s, recipe, setup.device, steps + 3) for s in students]
+    progress = _Quiet()
+    forward = (lambda m: CompiledForward(m, setup.device, progress)) if compile_ else (lambda m: m)
+    if compile_:
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(students) + 2)
+    with contextlib.ExitStack() as stack:
+        t_tap = stack.enter_context(tapped(branches(teacher.model) if needs else None))
+        taps = [stack.enter_context(tapped(branches(s) if needs else None)) for s in students]
+        t_forward, forwards = forward(teacher.model), [forward(s) for s in students]
+        total = torch.zeros((), device=setup.device)
+        for i, (x, y) in enumerate(itertools.islice(itertools.cycle(batches), steps + 3)):
+            if i == 3:
+                _sync(x.device)
+                start = time.perf_counter()
+            target = teacher_outputs(t_forward, t_tap, x, config.amp)
+            for f, tap, (optimizer, scheduler) in zip(forwards, taps, fitted):
+                total += student_step(f, tap, x, y, target, loss, config.loss_options, optimizer, scheduler,
+                                      config.amp)
+        total.item()  # one sync, as the engine does once per epoch
+        seconds = time.perf_counter() - start
+    for note in progress.notes:
+        print(note)
+    return seconds
+
+
+class _Quiet:
+    def __init__(self):
+        self.notes = []
+
+    def note(self, message):
+        self.notes.append(message)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default=None, help="default: micro_vit on CPU, vit_b32 on CUDA")
+    parser.add_argument("--target", default="joint")
+    parser.add_argument("--loss", default="geometric")
+    parser.add_argument("--dataset", default=None, help="default: digits on CPU, cifar100 on CUDA")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--ranks", default=None, help="one student per entry (default: 1,2,4,8,16,32 on CPU, "
+                                                      "32,32,32,32 on CUDA)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 64 on CPU, 256 on CUDA")
+    parser.add_argument("--steps", type=int, default=20, help="timed batches per student (after 3 warm-up)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="compile the engine's forwards (default: as a run would, on CUDA only)")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the device's dense bf16 peak")
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()
+    arch = args.arch or ("vit_b32" if cuda else "micro_vit")
+    dataset = args.dataset or ("cifar100" if cuda else "digits")
+    ranks = [int(r) for r in (args.ranks or ("32,32,32,32" if cuda else "1,2,4,8,16,32")).split(",")]
+    batch_size = args.batch_size or (256 if cuda else 64)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("EFFRANK_BENCH_CACHE", str(Path(tmp) / "cache"))
+        config = load_config(overrides={
+            "arch": arch, "target": args.target, "loss": args.loss, "dataset": dataset, "data_root": args.data_root,
+            "ranks": ",".join(map(str, sorted(set(ranks)))), "batch_size": batch_size, "teacher_epochs": 1,
+            "out": Path(tmp) / "run", "compile": args.compile})
+        setup = prepare(config)
+        teacher = obtain_teacher(setup)
+        batches = list(itertools.islice(setup.batches(setup.splits.train, shuffle=True), args.steps + 3))
+        samples = len(ranks) * args.steps * batch_size
+        paper = paper_style(setup, teacher, ranks, batches, args.steps)
+        fast = engine(setup, teacher, ranks, batches, args.steps, setup.compile)
+    device = torch.cuda.get_device_name() if cuda else "cpu"
+    print(f"{arch} {args.target} {args.loss}, ranks {ranks}, batch {batch_size}, {args.steps} steps, on {device}")
+    print(f"paper-style loop: {samples / paper:,.0f} student-samples/s")
+    print(f"engine (group of {len(ranks)}, {'compiled' if setup.compile else 'eager'}): "
+          f"{samples / fast:,.0f} student-samples/s")
+    print(f"engine / paper-style: {paper / fast:.2f}x")
+    if cuda:
+        example = example_input(setup.request, setup.splits.modality, 1, setup.device)
+        student_macs = sum(count_macs(s, example) for s in _students(setup, teacher, ranks)) / len(ranks)
+        flops = 2 * (3 * student_macs + count_macs(teacher.model, example) / len(ranks))
+        achieved = samples / fast * flops / 1e12
+        print(f"engine: {achieved:.1f} TFLOP/s, {achieved / args.peak_tflops:.1%} of {args.peak_tflops:g} peak")
+
+
+if __name__ == "__main__":
+    main()
