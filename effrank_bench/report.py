@@ -128,15 +128,19 @@ def build_report(run: RunDir) -> Report:
     for r in records:
         if r.status == "ok":
             cost = r.cost
-            rows.append(Row(r.rank, r.seed, "ok", r.test_accuracy, r.test_accuracy / t_acc,
+            rows.append(Row(r.rank, r.seed, "ok", r.test_accuracy, r.test_accuracy / t_acc if t_acc > 0 else None,
                             cost and cost.params, cost and t_cost.params / cost.params, cost and cost.macs,
                             cost and cost.latency_ms, ece=r.test_ece, nll=r.test_nll))
         else:
             rows.append(Row(r.rank, r.seed, "failed", None, None, None, None, None, None, error=r.error))
     ok = [r for r in records if r.status == "ok"]
-    per_rank = _per_rank(ok, t_acc)
+    per_rank = _per_rank(ok, t_acc) if t_acc > 0 else ()
     analysis, note, uncertainty, u_note = None, None, None, None
-    if len(per_rank) < 2:
+    if t_acc <= 0:
+        note = ("the teacher's test accuracy is 0: there is nothing to normalize the students by; "
+                "train it longer (--teacher-epochs) or start from trained weights")
+        u_note = "no analysis"
+    elif len(per_rank) < 2:
         note = f"{len(per_rank)} finished rank(s); the region and knee need at least 2"
         u_note = "no analysis yet"
     else:

@@ -42,19 +42,18 @@ def test_a_group_of_one_reproduces_the_previous_engine_bit_for_bit(tmp_path, mon
 
 @pytest.fixture(scope="module")
 def grouped(tmp_path_factory, tiny):
-    """Ranks 2, 4 and 8 trained as one group, with a checkpoint after every epoch."""
-    config = tiny.config(tmp_path_factory.mktemp("grouped") / "run", ranks=(2, 4, 8), epochs=3,
-                         checkpoint_every=1)
+    """Ranks 2 and 4 trained as one group for 2 epochs, with a checkpoint after every epoch."""
+    config = tiny.config(tmp_path_factory.mktemp("grouped") / "run", epochs=2, checkpoint_every=1)
     return config, run_sweep(config)
 
 
 def test_students_of_a_group_record_their_group_in_the_same_shape(grouped):
     config, run = grouped
     records = run.records()
-    assert [(r.rank, r.status) for r in records] == [(2, "ok"), (4, "ok"), (8, "ok")]
-    assert all(r.group == [(2, 0), (4, 0), (8, 0)] for r in records)
-    assert all(len(r.history) == 3 for r in records)
-    assert records[0].cost.params < records[1].cost.params < records[2].cost.params
+    assert [(r.rank, r.status) for r in records] == [(2, "ok"), (4, "ok")]
+    assert all(r.group == [(2, 0), (4, 0)] for r in records)
+    assert all(len(r.history) == 2 for r in records)
+    assert records[0].cost.params < records[1].cost.params
     assert not any((run.path / "checkpoints").iterdir())  # finished groups leave no checkpoint behind
 
 
@@ -87,8 +86,8 @@ def test_an_interrupted_group_resumes_from_its_checkpoint_to_the_same_records(gr
     config, run = grouped
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
-        # One batch per epoch: interrupted during epoch 3, after the checkpoint of epoch 2.
-        run_sweep(config.model_copy(update={"out": out}), progress=_Interrupt(after=2))
+        # One batch per epoch: interrupted during epoch 2, after the checkpoint of epoch 1.
+        run_sweep(config.model_copy(update={"out": out}), progress=_Interrupt(after=1))
     assert RunDir(out).records() == []
     saved = list((out / "checkpoints").iterdir())
     assert len(saved) == 1 and (saved[0] / "model-0.safetensors").is_file()

@@ -62,3 +62,11 @@ def test_warnings_are_in_summary_json_and_printed_after_the_report(tmp_path, cap
     out = capsys.readouterr().out
     assert all(line in " ".join(out.split()) for line in warning_lines(report))
     assert out.index("warning:") > out.index("effective")
+
+
+def test_a_teacher_at_zero_accuracy_reports_without_an_analysis(tmp_path, make_run):
+    from effrank_bench.report import build_report
+
+    report = build_report(make_run(tmp_path / "run", [(2, 0, 0.1), (4, 0, 0.2)], teacher_accuracy=0.0))
+    assert report.analysis is None and "teacher's test accuracy is 0" in report.note
+    assert [row.normalized for row in report.rows[1:]] == [None, None]
