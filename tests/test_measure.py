@@ -162,7 +162,9 @@ def test_measure_bundles_every_cost() -> None:
         "peak_memory_mb": None,
     }
     untimed = measure(model, torch.randn(SMALL_VIT_INPUT), time_it=False)
-    assert untimed == Cost(cost.params, 0, cost.macs, None, None)
+    assert untimed == Cost(
+        params=cost.params, factorized_params=0, macs=cost.macs, latency_ms=None, peak_memory_mb=None
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
