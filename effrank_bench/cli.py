@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from effrank_bench import __version__
-from effrank_bench.config import RunConfig
+from effrank_bench.config import MLFLOW_DEFAULT_URI, RunConfig
 from effrank_bench.errors import ConfigError, EffrankError
 
 BAD_INPUT = 2
@@ -36,12 +36,16 @@ _RUN_GROUPS = {
                  "kd_alpha"),
     "read-off": ("thresholds", "knee_axis", "monotone", "bootstrap_resamples", "spectrum_samples"),
     "cost": ("latency_batch_size", "latency_repeats"),
-    "run": ("device", "amp", "executor", "group", "memory_fraction", "compile", "checkpoint_every", "out"),
+    "run": ("device", "amp", "executor", "group", "memory_fraction", "compile", "checkpoint_every", "out", "mlflow"),
+    "ray executor": ("ray_address", "gpus_per_trial", "cpus_per_trial", "max_retries"),
 }
 # Where the type's own metavar (N, X, NAME, PATH, {choices}) would not say what to type.
 _METAVARS = {"ranks": "2,4,8", "seeds": "0,1,2", "thresholds": "LOW,HIGH", "data_root": "DIR", "out": "DIR",
-             "tokenizer": "NAME_OR_PATH", "group": "N|auto"}
+             "tokenizer": "NAME_OR_PATH", "group": "N|auto",
+             "ray_address": "auto|ADDRESS", "mlflow": "URI"}
 _TYPE_METAVARS = {int: "N", float: "X", str: "NAME", Path: "PATH"}
+# Flags whose value may be left out: given alone, they take this value.
+_BARE_VALUES = {"mlflow": MLFLOW_DEFAULT_URI}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,8 +108,9 @@ def _add_run_flags(run: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) 
             continue
         group = run.add_argument_group(title)
         for name in names:
+            bare = {"nargs": "?", "const": _BARE_VALUES[name]} if name in _BARE_VALUES else {}
             group.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
-                               help=_flag_help(fields[name]), **_flag_kind(name, fields[name].annotation))
+                               help=_flag_help(fields[name]), **_flag_kind(name, fields[name].annotation), **bare)
             if name == "seeds":  # its one-seed alias, which the config reads as `seed = N`
                 group.add_argument("--seed", type=int, metavar="N", default=None,
                                    help="one seed for teacher and students (same as --seeds N)")

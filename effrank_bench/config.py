@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 _NOT_IN_SWEEP_KEY = {
     "ranks", "seeds", "device", "out", "thresholds", "knee_axis", "monotone", "latency_batch_size",
     "latency_repeats", "download", "workers", "bootstrap_resamples", "executor", "spectrum_samples", "group", "memory_fraction", "search", "tolerance",
-    "compile", "checkpoint_every",
+    "compile", "checkpoint_every", "ray_address", "gpus_per_trial", "cpus_per_trial", "max_retries", "mlflow",
 }
 # Options added after run directories and teachers were first keyed: in a key only when they differ
 # from their default, so that runs and cached teachers made before they existed keep their keys.
@@ -50,6 +50,8 @@ MAX_LR = 10.0
 MAX_WEIGHT_DECAY = 100.0
 MAX_TEMPERATURE = 1000.0
 MAX_THRESHOLD = 10.0
+# Where --mlflow logs when given no URI: a SQLite store in the working directory (`mlflow ui` reads it).
+MLFLOW_DEFAULT_URI = "sqlite:///mlruns.db"
 
 
 class RunConfig(BaseModel):
@@ -143,6 +145,19 @@ class RunConfig(BaseModel):
     checkpoint_every: int | None = Field(default=None, ge=1,
                                          description="save unfinished students every N epochs (default: after "
                                                      "about 10 minutes of work)")
+    ray_address: str | None = Field(
+        default=None, description="--executor ray: the cluster to join (auto: the running one, or ray://HOST:PORT; "
+                                  "default: start Ray on this machine)")
+    gpus_per_trial: float | None = Field(
+        default=None, ge=0, le=1024, description="--executor ray: GPUs each unit of work reserves; a fraction lets "
+                                                 "small students share a GPU (default: 1 where the cluster has "
+                                                 "GPUs, else 0)")
+    cpus_per_trial: float = Field(default=1.0, gt=0, le=1024,
+                                  description="--executor ray: CPUs each unit of work reserves")
+    max_retries: int = Field(default=3, ge=0, le=100, description="--executor ray: retries of a unit of work whose "
+                                                                  "worker or node died (a NaN trial is not retried)")
+    mlflow: str | None = Field(default=None, description="log the run to MLflow at this tracking URI (the flag "
+                                                         f"alone: {MLFLOW_DEFAULT_URI})")
     out: Path | None = Field(default=None, description="run directory (default: "
                                                        "runs/<arch>-<target>-<loss>-<dataset>-<hash>)")
 
