@@ -28,7 +28,8 @@ MAX_MEASURE_BATCH = 65_536
 # under "other options" (it still gets its flag: a new option is one RunConfig field).
 _RUN_GROUPS = {
     "what to sweep": ("arch", "target", "loss", "dataset", "ranks", "seeds", "search", "tolerance"),
-    "data": ("data_root", "download", "tokenizer", "augment", "val_fraction", "batch_size", "workers"),
+    "data": ("data_root", "download", "tokenizer", "augment", "val_fraction", "batch_size", "workers",
+             "limit_batches"),
     "teacher": ("teacher_seed", "teacher_epochs", "teacher_batch_size", "teacher_lr", "teacher_optimizer",
                 "teacher_weight_decay", "teacher_warmup", "teacher_schedule", "label_smoothing", "pretrained",
                 "teacher_checkpoint"),

@@ -27,12 +27,13 @@ _NOT_IN_SWEEP_KEY = {
 }
 # Options added after run directories and teachers were first keyed: in a key only when they differ
 # from their default, so that runs and cached teachers made before they existed keep their keys.
-_KEYED_WHEN_SET = {"schedule", "teacher_schedule", "select", "val_fraction", "teacher_batch_size"}
+_KEYED_WHEN_SET = {"schedule", "teacher_schedule", "select", "val_fraction", "teacher_batch_size", "limit_batches"}
 # Fields that determine the teacher: its cache key.
 _TEACHER_FIELDS = (
     "arch", "dataset", "data_root", "augment", "tokenizer", "teacher_seed", "teacher_epochs", "teacher_lr",
     "teacher_optimizer", "teacher_weight_decay", "teacher_warmup", "teacher_schedule", "select", "val_fraction",
     "label_smoothing", "batch_size", "amp", "pretrained", "teacher_checkpoint", "teacher_batch_size",
+    "limit_batches",
 )
 
 
@@ -74,6 +75,10 @@ class RunConfig(BaseModel):
         default=None, ge=0, lt=1, description="fraction of the training data held out for validation (default: the data set's own "
                     "split, a tenth of train for CIFAR, image folders and text, 0.15 of digits); 0 trains on "
                     "the whole training split and needs --select last")
+    limit_batches: int | None = Field(
+        default=None, ge=1, le=MAX_BATCH, description="at most N batches of every split per epoch and per "
+                                                      "evaluation, teacher's and students': a quick check that a "
+                                                      "setup runs end to end, whose numbers measure nothing")
     workers: int | None = Field(default=None, ge=0, le=MAX_WORKERS,
                                 description="DataLoader workers (default: 8 on CUDA for per-item data, else 0)")
     ranks: tuple[int, ...] = Field(default=(1, 2, 4, 8, 16, 32), description="the rank grid, comma-separated")

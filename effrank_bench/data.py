@@ -1,6 +1,7 @@
 """Batches of a data set on the run's device, images resized to the architecture's input size its weights' way."""
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 
@@ -33,12 +34,13 @@ class Batches:
     data set's own transforms (decoding, augmentation) run in ``workers`` processes
     and batches come through pinned memory on CUDA. ``channels_last`` hands image
     batches over in the memory format a channels-last model computes in.
-    Token batches pass through unchanged.
+    Token batches pass through unchanged. ``limit`` stops every pass after that many batches.
     """
 
     def __init__(self, dataset: Dataset, *, batch_size: int, modality: Modality, input_size: int,
                  device: torch.device, shuffle: bool = False, seed: int = 0, workers: int = 0,
-                 channels_last: bool = False, preprocess: Preprocess | None = None, drop_last: bool = False):
+                 channels_last: bool = False, preprocess: Preprocess | None = None, drop_last: bool = False,
+                 limit: int | None = None):
         # The generator also seeds the workers, so augmentation is reproducible for a seed.
         generator = self.generator = torch.Generator().manual_seed(seed)
         self._loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
@@ -47,14 +49,14 @@ class Batches:
                                   persistent_workers=workers > 0)
         self.resize = modality == "image"
         self.channels_last = channels_last and modality == "image"
-        self.input_size, self.device, self.preprocess = input_size, device, preprocess
+        self.input_size, self.device, self.preprocess, self.limit = input_size, device, preprocess, limit
 
     def __len__(self) -> int:
-        return len(self._loader)
+        return len(self._loader) if self.limit is None else min(self.limit, len(self._loader))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         size = self.input_size
-        for x, y in self._loader:
+        for x, y in itertools.islice(self._loader, self.limit):
             x = x.to(self.device, non_blocking=True)
             if self.resize and x.shape[-2:] != (size, size):
                 x = self._resize(x)

@@ -162,9 +162,12 @@ BEATS_TEACHER = 1.05
 
 
 def _warnings(config: RunConfig, teacher: TeacherRecord, ok: list) -> list[str]:
-    """What makes a run's numbers doubtful: a teacher near chance, students beating it, a teacher
-    used as loaded with a head that was not."""
+    """What makes a run's numbers doubtful: data cut to a few batches, a teacher near chance, students
+    beating it, a teacher used as loaded with a head that was not."""
     warnings = []
+    if config.limit_batches is not None:
+        warnings.append(f"every split was cut to {config.limit_batches} batch(es) per pass (--limit-batches): "
+                        "this run checks that the setup works end to end, its numbers measure nothing")
     t_acc = teacher.test_accuracy
     if teacher.num_classes and t_acc < 2 / teacher.num_classes:
         warnings.append(f"the teacher is near chance: test accuracy {t_acc:.4f}, under twice chance (2/"

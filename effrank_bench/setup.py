@@ -114,7 +114,7 @@ class RunSetup:
         return Batches(dataset, batch_size=batch_size or self.config.batch_size, modality=self.splits.modality,
                        input_size=self.request.input_size, device=self.device, shuffle=shuffle, seed=seed,
                        workers=self.workers, channels_last=self.channels_last, preprocess=self.parts.arch.preprocess,
-                       drop_last=drop_last)
+                       drop_last=drop_last, limit=self.config.limit_batches)
 
     def to_device(self, model: nn.Module) -> nn.Module:
         model.to(self.device)
