@@ -40,6 +40,16 @@ def test_workers_deliver_the_same_batches_in_the_same_order():
     assert inline[0][0].shape == (3, 1, 4, 4)  # resized from 2×2 on the device
 
 
+def test_a_limit_cuts_every_pass_to_its_first_batches():
+    data = TensorDataset(torch.arange(40, dtype=torch.float32).reshape(10, 1, 2, 2), torch.arange(10))
+    kwargs = dict(batch_size=3, modality="image", input_size=2, device=torch.device("cpu"), shuffle=True, seed=7)
+    whole, cut = Batches(data, **kwargs), Batches(data, limit=2, **kwargs)
+    assert (len(whole), len(cut)) == (4, 2)
+    # The same shuffled order, stopped early: the first two batches of the whole pass.
+    assert [y.tolist() for _, y in cut] == [y.tolist() for _, y in list(Batches(data, **kwargs))[:2]]
+    assert len(Batches(data, limit=9, **kwargs)) == 4  # a limit past the end changes nothing
+
+
 def test_channels_last_batches_keep_their_values():
     data = TensorDataset(torch.randn(4, 3, 5, 5), torch.zeros(4, dtype=torch.long))
     kwargs = dict(batch_size=4, modality="image", input_size=5, device=torch.device("cpu"))

@@ -1,4 +1,4 @@
-"""Warnings after a report: a teacher near chance, a student beating its teacher, a loaded teacher's new head."""
+"""Warnings after a report: data cut to a few batches, a teacher near chance, a student beating its teacher, a loaded teacher's new head."""
 from __future__ import annotations
 
 import json
@@ -50,6 +50,12 @@ def test_a_teacher_used_as_loaded_with_a_new_head_is_flagged(tmp_path):
     assert "head.weight" in flagged.warnings[0]
     fine_tuned = _run(tmp_path / "tuned", 0.9, [(2, 0.5), (4, 0.8)], skipped=head, pretrained=True, teacher_epochs=3)
     assert build_report(fine_tuned).warnings == ()  # the new head was trained
+
+
+def test_a_run_on_data_cut_to_a_few_batches_is_flagged(tmp_path):
+    cut = build_report(_run(tmp_path / "cut", 0.9, [(2, 0.5), (4, 0.8)], limit_batches=3))
+    assert len(cut.warnings) == 1 and "cut to 3 batch(es)" in cut.warnings[0]
+    assert "measure nothing" in cut.warnings[0]
 
 
 def test_warnings_are_in_summary_json_and_printed_after_the_report(tmp_path, capsys):
