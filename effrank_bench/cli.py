@@ -16,7 +16,7 @@ from rich.table import Table
 
 from effrank_bench import __version__
 from effrank_bench.config import MLFLOW_DEFAULT_URI, RunConfig
-from effrank_bench.errors import ConfigError, EffrankError
+from effrank_bench.errors import ConfigError, EffrankError, one_line
 
 BAD_INPUT = 2
 INTERRUPTED = 130
@@ -204,7 +204,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_report(run, console: Console) -> None:
+def _print_report(run, console: Console):
+    """Write the run's report files, print its table and read-off; the report, for whoever logs it."""
     from effrank_bench.report import (build_report, region_lines, render_table, spectrum_lines, warning_lines,
                                       write_report)
 
@@ -215,6 +216,7 @@ def _print_report(run, console: Console) -> None:
                  + warning_lines(report)):
         console.print(line, markup=False, highlight=False)  # "[95% CI …]" is text, not a rich style tag
     console.print(f"results in {run.path}", soft_wrap=True)
+    return report
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -226,7 +228,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     overrides = _overrides(args)
     if args.suite is not None:
         return _run_suite(args.suite, overrides, console)
-    setup = prepare(load_config(args.config, overrides))  # bad input fails here, before any bar is drawn
+    config = load_config(args.config, overrides)
+    if config.mlflow is not None:
+        _connect_mlflow([config.mlflow])
+    setup = prepare(config)  # bad input fails here, before any bar is drawn
     progress = RichProgress()
     with progress:
         try:
@@ -234,9 +239,36 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         except KeyboardInterrupt:
             progress.note(f"interrupted: {len(setup.run.records())} finished trial(s) are in {setup.run.path}; "
                           "run the same command again to resume")
+            if config.mlflow is not None:  # what was finished is browsable too
+                _log_mlflow(config.mlflow, setup.run.path, console,
+                            lambda log: log.log_run(setup.run, config.mlflow, interrupted=True))
             return INTERRUPTED
-    _print_report(run, console)
+    report = _print_report(run, console)
+    if config.mlflow is not None:
+        _log_mlflow(config.mlflow, run.path, console, lambda log: log.log_run(run, config.mlflow, report))
     return 0
+
+
+def _connect_mlflow(uris) -> None:
+    """Check at the edge, before any training, that MLflow is installed and opens every URI."""
+    from effrank_bench.mlflow_log import connect
+
+    for uri in dict.fromkeys(uris):
+        connect(uri)
+
+
+def _log_mlflow(uri: str, where: Path, console: Console, log) -> None:
+    """``log(mlflow_log)``: a failure is one warning line; the run directory is already complete without it."""
+    from effrank_bench import mlflow_log
+
+    try:
+        log(mlflow_log)
+    except Exception as err:
+        print(f"warning: logging to MLflow at {uri} failed ({one_line(err)}); "
+              f"records and report are safe in {where}: run the same command again to log them", file=sys.stderr)
+        return
+    console.print(f"logged to MLflow at {uri}, experiment {mlflow_log.experiment_name()}; "
+                  f"{mlflow_log.browse_hint(uri)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -281,6 +313,8 @@ def _run_suite(path: Path, overrides: dict, console: Console) -> int:
     from effrank_bench.suite import run_suite
 
     suite = load_suite(path, overrides)
+    uris = [config.mlflow for config in suite.runs if config.mlflow is not None]
+    _connect_mlflow(uris)
     progress = RichProgress()  # draws nothing until the first bar: checks that fail print only themselves
     with progress:
         try:
@@ -288,11 +322,24 @@ def _run_suite(path: Path, overrides: dict, console: Console) -> int:
         except KeyboardInterrupt:
             progress.note(f"interrupted: finished trials are kept under {suite.out}; "
                           "run the same command again to resume")
+            _log_suite_mlflow(suite, uris, console, interrupted=True)
             return INTERRUPTED
     _print_comparison(result.comparison, console)
     console.print(f"{len(result.runs)} runs in {result.out}; suite summary in {result.out}/comparison.*",
                   soft_wrap=True)
+    _log_suite_mlflow(suite, uris, console)
     return 0
+
+
+def _log_suite_mlflow(suite, uris: list[str], console: Console, interrupted: bool = False) -> None:
+    """Each run with --mlflow under one parent run per tracking URI; an interrupted suite logs the runs it began."""
+    from effrank_bench.store import RunDir
+
+    for uri in dict.fromkeys(uris):
+        runs = [RunDir(config.out) for config in suite.runs
+                if config.mlflow == uri and (config.out / "config.json").is_file()]
+        _log_mlflow(uri, suite.out, console,
+                    lambda log: log.log_suite(suite.name, suite.out, runs, uri, interrupted=interrupted))
 
 
 def _print_comparison(comparison, console: Console) -> None:

@@ -1,0 +1,228 @@
+"""--mlflow: a run's config as params, its trials as metrics, its report as artifacts, one MLflow run per directory."""
+from __future__ import annotations
+
+import shutil
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from effrank_bench.config import RunConfig
+from effrank_bench.records import Epoch
+
+# MLflow's SQLite store uses an option SQLAlchemy deprecates; not ours to act on.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.*")
+
+# Two seeds, so the report has bootstrap intervals; 50 resamples keep it quick.
+POINTS = [(2, 0, 0.5), (4, 0, 0.7), (8, 0, 0.85), (2, 1, 0.55), (4, 1, 0.72), (8, 1, 0.86)]
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory):
+    """A migrated, empty SQLite store, made once: a new one runs MLflow's migrations for seconds."""
+    pytest.importorskip("mlflow")
+    from effrank_bench.mlflow_log import connect
+
+    folder = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)  # MLflow's default experiment points its artifacts at ./mlruns
+        connect(f"sqlite:///{folder / 'mlruns.db'}")
+    return folder / "mlruns.db"
+
+
+@pytest.fixture
+def uri(empty_store, tmp_path, monkeypatch):
+    """A store of this test's own, ./mlruns.db in a working directory of its own (where artifacts go too)."""
+    shutil.copy(empty_store, tmp_path / "mlruns.db")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    return f"sqlite:///{tmp_path / 'mlruns.db'}"
+
+
+@pytest.fixture
+def client(uri):
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def reported(make_run, path, points=POINTS, **config):
+    """A hand-made run directory with its report written, as `run` leaves it; (run, report)."""
+    from effrank_bench.report import build_report, write_report
+
+    run = make_run(path, points, bootstrap_resamples=50, **config)
+    report = build_report(run)
+    write_report(run, report)
+    return run, report
+
+
+def history(client, run_id, key):
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+def test_a_run_is_logged_as_params_metrics_and_artifacts(make_run, tmp_path, uri, client):
+    from effrank_bench.mlflow_log import log_run
+
+    run, report = reported(make_run, tmp_path / "micro-run", failed=[(16, 0)])
+    logged = client.get_run(log_run(run, uri, report))
+    assert logged.info.run_name == "micro-run" and logged.info.status == "FINISHED"
+    assert logged.data.tags["effrank.run_dir"] == str(run.path.resolve())
+    assert logged.data.tags["effrank.sweep_key"] == run.config().sweep_key()
+    # Params: every config field but the tracking URI, lists as the flags take them.
+    params = logged.data.params
+    assert set(params) == set(RunConfig.model_fields) - {"mlflow"}
+    assert params["ranks"] == "2,4,8,16" and params["seeds"] == "0,1" and params["arch"] == "micro_vit"
+    assert params["bootstrap_resamples"] == "50" and params["thresholds"] == "0.85,0.95"
+    # One accuracy-vs-rank series per seed, as recorded; the mean over seeds at each rank.
+    for seed in (0, 1):
+        assert history(client, logged.info.run_id, f"test_accuracy/seed_{seed}") == [
+            (rank, pytest.approx(acc)) for rank, s, acc in POINTS if s == seed]
+    assert history(client, logged.info.run_id, "test_accuracy/mean") == [
+        (2, pytest.approx(0.525)), (4, pytest.approx(0.71)), (8, pytest.approx(0.855))]
+    # make_run's students have 1000 + 100 r parameters, MACs 100× that; its teacher 10,000 parameters.
+    assert history(client, logged.info.run_id, "cost/params") == [(2, 1200), (4, 1400), (8, 1800)]
+    assert history(client, logged.info.run_id, "cost/compression") == [
+        (2, pytest.approx(10_000 / 1200)), (4, pytest.approx(10_000 / 1400)), (8, pytest.approx(10_000 / 1800))]
+    assert history(client, logged.info.run_id, "train_loss/teacher") == [(1, 2.0), (2, 1.0)]
+    # The read-off, as the report has it, at step = finished trials (6 ok, rank 16 failed).
+    metrics = logged.data.metrics
+    assert metrics["effective_rank/knee"] == pytest.approx(report.analysis.knee)
+    assert (metrics["effective_rank/band_low"], metrics["effective_rank/band_high"]) == report.analysis.region.band
+    assert metrics["effective_rank/knee_ci_low"] == pytest.approx(report.uncertainty.knee.ci_low)
+    assert metrics["trials/ok"] == 6 and metrics["trials/failed"] == 1 and metrics["teacher/test_accuracy"] == 0.9
+    assert history(client, logged.info.run_id, "effective_rank/knee")[0][0] == 6
+    assert logged.data.tags["effrank.band"] == report.analysis.region.band_text()
+    assert logged.data.tags["mlflow.note.content"].startswith("# micro_vit")
+    artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
+    assert {"summary.json", "summary.csv", "summary.md", "region.csv", "curve.png", "config.json",
+            "trials.jsonl"} <= artifacts
+
+
+def test_a_trials_loss_curve_is_a_metric_over_epochs(make_run, tmp_path, uri, client):
+    from effrank_bench.mlflow_log import log_run
+
+    run = make_run(tmp_path / "run", POINTS)
+    first = run.records()[0]
+    run.append(first.model_copy(update={"rank": 16, "history": [
+        Epoch(epoch=1, loss=1.5, val_accuracy=0.4), Epoch(epoch=2, loss=0.75, val_accuracy=0.6)]}))
+    run_id = log_run(run, uri)
+    assert history(client, run_id, "train_loss/r16_s0") == [(1, 1.5), (2, 0.75)]
+    assert history(client, run_id, "epoch_val_accuracy/r16_s0") == [(1, 0.4), (2, 0.6)]
+
+
+def test_logging_a_resumed_run_again_updates_the_same_mlflow_run(make_run, tmp_path, uri, client):
+    from effrank_bench.mlflow_log import log_run
+
+    run, report = reported(make_run, tmp_path / "run", points=POINTS[:2])
+    run_id = log_run(run, uri, report)
+    assert log_run(run, uri) == run_id  # nothing new: same run, no metric twice
+    # The sweep is extended by rank 8, as `run --ranks 2,4,8` on the same --out does.
+    extended = run.open(run.path, run.config().model_copy(update={"ranks": (2, 4, 8)}))
+    extended.append(run.records()[0].model_copy(update={"rank": 8, "test_accuracy": 0.85}))
+    assert log_run(extended, uri) == run_id
+    assert len(client.search_runs([client.get_experiment_by_name("effrank-bench").experiment_id])) == 1
+    assert history(client, run_id, "test_accuracy/seed_0") == [(2, 0.5), (4, 0.7), (8, 0.85)]
+    logged = client.get_run(run_id)
+    # MLflow never changes a param: the first value stays, the current one is a tag.
+    assert logged.data.params["ranks"] == "2,4" and logged.data.tags["config.ranks"] == "2,4,8"
+    assert logged.data.metrics["trials/ok"] == 3
+
+
+def test_the_same_sweep_in_another_directory_is_another_mlflow_run(make_run, tmp_path, uri):
+    from effrank_bench.mlflow_log import log_run
+    from effrank_bench.store import RunDir
+
+    one = make_run(tmp_path / "one", POINTS[:3])
+    two = RunDir(shutil.copytree(one.path, tmp_path / "two"))
+    assert log_run(one, uri) != log_run(two, uri)
+
+
+def test_a_suite_nests_its_runs_under_one_parent_run(make_run, tmp_path, uri, client):
+    from effrank_bench.mlflow_log import log_suite
+
+    runs = [make_run(tmp_path / "suite" / name, POINTS[:3], loss=loss)
+            for name, loss in (("a", "geometric"), ("b", "kd"))]
+    (tmp_path / "suite" / "comparison.md").write_text("# comparison\n")
+    parent = log_suite("losses", tmp_path / "suite", runs, uri)
+    assert log_suite("losses", tmp_path / "suite", runs, uri) == parent
+    children = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert sorted(c.info.run_name for c in children) == ["a", "b"]
+    assert client.get_run(parent).info.run_name == "losses"
+    assert [a.path for a in client.list_artifacts(parent)] == ["comparison.md"]
+
+
+# --- through the command line, with the sweep itself replaced by a hand-made run directory ------------
+
+
+@pytest.fixture
+def fake_sweep(monkeypatch, make_run):
+    """`run` without training: its sweep writes make_run's directory; interrupt=True makes it stop after."""
+    import effrank_bench.setup
+    import effrank_bench.sweep
+
+    state = SimpleNamespace(interrupt=False, prepared=0)
+
+    def prepare(config):
+        state.prepared += 1
+        return SimpleNamespace(config=config, run=SimpleNamespace(path=config.out))
+
+    def execute(setup, progress):
+        run = make_run(setup.run.path, POINTS[:3])
+        setup.run = run
+        if state.interrupt:
+            raise KeyboardInterrupt
+        return run
+
+    monkeypatch.setattr(effrank_bench.setup, "prepare", prepare)
+    monkeypatch.setattr(effrank_bench.sweep, "execute", execute)
+    return state
+
+
+def test_the_flag_alone_logs_to_mlruns_db_here(fake_sweep, tmp_path, uri, client, run_cli):
+    code, out, err = run_cli("run", "--out", tmp_path / "run", "--mlflow")  # uri is ./mlruns.db
+    assert code == 0 and err == ""
+    assert "logged to MLflow at sqlite:///mlruns.db" in out and "mlflow ui --backend-store-uri" in out
+    (logged,) = client.search_runs([client.get_experiment_by_name("effrank-bench").experiment_id])
+    assert logged.data.tags["effrank.run_dir"] == str((tmp_path / "run").resolve())
+    assert logged.data.metrics["trials/ok"] == 3
+
+
+def test_a_store_that_fails_warns_in_one_line_and_keeps_the_run(fake_sweep, tmp_path, uri, run_cli, monkeypatch):
+    from mlflow import MlflowClient
+
+    def down(*args, **kwargs):
+        raise ConnectionError("tracking server went away")
+
+    monkeypatch.setattr(MlflowClient, "log_batch", down)
+    code, out, err = run_cli("run", "--out", tmp_path / "run", "--mlflow", uri)
+    assert code == 0
+    (line,) = err.splitlines()
+    assert line.startswith("warning: logging to MLflow") and "tracking server went away" in line
+    assert "run the same command again" in line
+    records = (tmp_path / "run" / "trials.jsonl").read_text().splitlines()
+    assert len(records) == 3 and (tmp_path / "run" / "summary.json").is_file()
+
+
+def test_an_interrupted_run_logs_what_it_finished_as_killed(fake_sweep, tmp_path, uri, client, run_cli):
+    fake_sweep.interrupt = True
+    code, _, err = run_cli("run", "--out", tmp_path / "run", "--mlflow", uri)
+    assert code == 130 and "interrupted: 3 finished trial(s)" in err
+    (logged,) = client.search_runs([client.get_experiment_by_name("effrank-bench").experiment_id])
+    assert logged.info.status == "KILLED"
+    assert history(client, logged.info.run_id, "test_accuracy/seed_0") == [(2, 0.5), (4, 0.7), (8, 0.85)]
+
+
+def test_without_mlflow_the_flag_exits_2_in_one_line_before_training(fake_sweep, tmp_path, run_cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # what `import mlflow` meets when it is not installed
+    code, _, err = run_cli("run", "--out", tmp_path / "run", "--mlflow")
+    assert code == 2 and fake_sweep.prepared == 0
+    (line,) = err.splitlines()
+    assert "pip install -e '.[mlflow]'" in line
+
+
+def test_a_uri_mlflow_cannot_open_exits_2_before_training(fake_sweep, tmp_path, uri, run_cli):
+    code, _, err = run_cli("run", "--out", tmp_path / "run", "--mlflow", "nosuchscheme://host")
+    assert code == 2 and fake_sweep.prepared == 0
+    (line,) = err.splitlines()
+    assert line.startswith("error: --mlflow nosuchscheme://host:")
