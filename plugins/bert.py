@@ -1,14 +1,18 @@
 """BERT from transformers: bert-base-uncased's shape and a micro BERT for the embedded digits-as-tokens data."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
-from transformers import BertConfig, BertForSequenceClassification
 
 from effrank_bench import hookimpl
 from effrank_bench.errors import CheckpointError, ConfigError
 from effrank_bench.specs import ArchitectureSpec, Branch, ModelRequest, Site
 from effrank_bench_plugins.builders import refuse_pretrained
+
+if TYPE_CHECKING:
+    from transformers import BertForSequenceClassification
 
 _BERT_BASE = "bert-base-uncased"
 _BASE_VOCAB = 30522
@@ -65,7 +69,13 @@ def _branches(model: nn.Module) -> list[Branch]:
 _TARGETS = {"attention": _attention, "mlp": _mlp, "joint": _joint}
 
 
+# transformers is imported where a BERT is built: it takes seconds, and `list` or a run of any other
+# architecture loads this plugin without needing it.
+
+
 def _build_micro(request: ModelRequest) -> nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
     refuse_pretrained("micro_bert", request)
     # No dropout: distillation on a thousand examples should be deterministic given the seed.
     # Width 48 and two layers: 65 tokens cost four times micro_vit's 17 per layer, and the CPU default
@@ -81,6 +91,8 @@ def _build_micro(request: ModelRequest) -> nn.Module:
 
 
 def _build_bert_base(request: ModelRequest) -> nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
     # bert-base-uncased's vocabulary and positions are kept even when the data use fewer, so that a
     # pretrained and a from-scratch teacher have the same shapes (cache and checkpoints load into either).
     vocab = max(request.vocab_size or _BASE_VOCAB, _BASE_VOCAB)
