@@ -261,8 +261,14 @@ class ExecutorSpec(_Frozen):
     trials left, the record callback and the progress display. Whatever runs the trials (this
     process, a group of students sharing a teacher pass, a cluster), only ``record`` writes the run
     directory, in the calling process.
+
+    ``obtain_teachers(setups, progress)`` returns the teachers of these prepared runs
+    (:class:`effrank_bench.setup.RunSetup`), in their order, obtained where this executor trains: on a
+    cluster, in tasks, so that a driver without a GPU never trains one and a suite's teachers train side
+    by side. None: in this process, one run at a time (:func:`effrank_bench.teacher.obtain_teacher`).
     """
 
     name: str = Field(pattern=_NAME)
     description: str
     execute: Callable[[Any], None]
+    obtain_teachers: Callable[[Any, Any], list[Any]] | None = None

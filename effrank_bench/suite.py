@@ -13,7 +13,7 @@ from effrank_bench.registry import Registry, default_registry
 from effrank_bench.report import build_report, write_report
 from effrank_bench.setup import DataCache, RunSetup, prepare, resolve_components
 from effrank_bench.store import RunDir
-from effrank_bench.sweep import execute
+from effrank_bench.sweep import execute, obtain_teachers
 
 
 @dataclass(frozen=True)
@@ -47,15 +47,19 @@ def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Pr
     Teachers are shared through the teacher cache (runs with the same architecture, data set,
     seed and teacher recipe train one teacher), data sets through one in-memory cache; each
     run resumes from its own directory, so an interrupted suite loses no finished trial.
+    An executor that obtains teachers itself (a cluster) gets every run's first, to train them side
+    by side; the local executor's are obtained run by run, so that one teacher at a time is in memory.
     """
     setups = prepare_suite(suite, registry or default_registry())
     suite.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(suite.out / "suite.json", json.dumps(suite.model_dump(mode="json"), indent=2))
+    first = [i for i, setup in enumerate(setups) if setup.parts.executor.obtain_teachers is not None]
+    teachers = dict(zip(first, obtain_teachers([setups[i] for i in first], progress)))
     paths = []
     with progress.task("suite", total=len(setups)) as advance:
-        for setup in setups:
+        for i, setup in enumerate(setups):
             progress.note(f"[bold]{setup.run.path.name}")
-            run = execute(setup, progress)
+            run = execute(setup, progress, teachers.pop(i, None))
             write_report(run, build_report(run))
             paths.append(run.path)
             advance(1)

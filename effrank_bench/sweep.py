@@ -1,7 +1,7 @@
 """A sweep: a prepared run's teacher, the trials it still lacks, and those trials through the chosen executor."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import itertools
@@ -32,16 +32,17 @@ class Execution:
     progress: Progress
 
 
-def execute(setup: RunSetup, progress: Progress = NullProgress()) -> RunDir:
+def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teacher | None = None) -> RunDir:
     """Run every trial of ``setup`` not yet recorded; each record is appended the moment it arrives.
 
     This process is the only writer of the run directory, whichever executor runs the trials.
+    ``teacher``: the run's teacher when it was obtained before (a suite obtains its teachers first).
     """
     with run_lock(setup.run.path, progress):  # one process at a time writes a run directory
         config = setup.config
         run = RunDir.open(setup.run.path, config)
         run.store_target(setup.target_info())
-        teacher = obtain_teacher(setup, progress)
+        teacher = teacher or obtain_teachers([setup], progress)[0]
         run.store_teacher(teacher.weights, teacher.record)
         stored = run.spectrum()
         if config.spectrum_samples and (stored is None or stored.key != teacher.record.key):  # once per teacher
@@ -70,6 +71,20 @@ def execute(setup: RunSetup, progress: Progress = NullProgress()) -> RunDir:
                                total=len(trials)) as advance:
                 setup.parts.executor.execute(Execution(setup, teacher, tuple(trials), record, progress))
         return run
+
+
+def obtain_teachers(setups: Sequence[RunSetup], progress: Progress = NullProgress()) -> list[Teacher]:
+    """The runs' teachers, in order: each run's executor obtains those of its runs together (a cluster, in
+    tasks side by side) when it has ``obtain_teachers``; the others are obtained in this process, one by one."""
+    teachers: dict[int, Teacher] = {}
+    executors = {setup.parts.executor.name: setup.parts.executor for setup in setups}
+    for executor in executors.values():
+        mine = [i for i, setup in enumerate(setups) if setup.parts.executor.name == executor.name]
+        if executor.obtain_teachers is None:
+            teachers |= {i: obtain_teacher(setups[i], progress) for i in mine}
+        else:
+            teachers |= dict(zip(mine, executor.obtain_teachers([setups[i] for i in mine], progress)))
+    return [teachers[i] for i in range(len(setups))]
 
 
 def measured_curve(records: list[TrialRecord], seeds: tuple[int, ...], teacher_accuracy: float) -> dict[int, float]:

@@ -1,0 +1,149 @@
+"""--executor ray on a local two-CPU Ray cluster: the local executor's records, suites, dead workers, Ctrl-C.
+
+The tests that kill a worker come last: the workers the others use are warm (torch and the plugins loaded)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from effrank_bench.config import load_suite  # noqa: E402
+from effrank_bench.registry import default_registry  # noqa: E402
+from effrank_bench.store import RunDir  # noqa: E402
+from effrank_bench.suite import run_suite  # noqa: E402
+from effrank_bench.sweep import run_sweep  # noqa: E402
+from effrank_bench.teacher import CachedTeacher  # noqa: E402
+from effrank_bench_plugins.ray_executor import DIE_ONCE  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One Ray for the module (it takes seconds to start); the executor joins it instead of starting its own.
+
+    Its two workers import torch and the plugins (seconds each) while the local run below trains.
+    """
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    warm = ray.remote(num_cpus=1)(lambda: default_registry() is not None)
+    warm.remote(), warm.remote()
+    yield
+    ray.shutdown()
+
+
+def outcomes(run):
+    """What a sweep found, by trial: status and test accuracy (None for a failed trial)."""
+    return {(r.rank, r.seed, r.status): r.test_accuracy for r in run.records()}
+
+
+def losses(run):
+    """Every trial's training loss, epoch by epoch, in trial order: what tells two trainings apart."""
+    return [epoch.loss for r in sorted(run.records(), key=lambda r: (r.rank, r.seed)) for epoch in r.history]
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, tiny):
+    """The tiny recipe with the local executor, one student per group, as the ray runs below lay them out."""
+    return run_sweep(tiny.config(tmp_path_factory.mktemp("local") / "run", group=1))
+
+
+def test_ray_records_what_the_local_executor_records(cluster, local_run, tiny, tmp_path):
+    run = run_sweep(tiny.config(tmp_path / "run", group=1, executor="ray"))
+    local, remote = outcomes(local_run), outcomes(run)
+    assert list(remote) == list(local) == [(2, 0, "ok"), (4, 0, "ok")]
+    assert list(remote.values()) == pytest.approx(list(local.values()), abs=1e-4)
+    assert losses(run) == pytest.approx(losses(local_run), rel=1e-4)
+    assert [r.cost.params for r in run.records()] == [r.cost.params for r in local_run.records()]
+    assert run.teacher().test_accuracy == local_run.teacher().test_accuracy  # one teacher, trained once
+
+
+class SnapshotAtFirstRecord:
+    """A Progress that calls ``look()`` when the first trial of a sweep has been recorded and keeps its answer."""
+
+    def __init__(self, look):
+        self.look, self.seen = look, None
+
+    @contextlib.contextmanager
+    def task(self, description, total):
+        yield lambda n: None
+
+    def note(self, message):
+        if self.seen is None and " 1 of " in message:
+            self.seen = self.look()
+
+
+PAIR = """
+name = "pair"
+[[matrix]]
+arch = "micro_vit"
+target = "joint"
+loss = "logit"
+dataset = "digits"
+[[matrix]]
+arch = "micro_vit"
+target = "joint"
+loss = "kd"
+dataset = "digits"
+teacher_seed = 7
+"""
+
+
+def test_a_suite_on_ray_has_every_teacher_before_its_first_student(cluster, tiny, tmp_path):
+    (tmp_path / "pair.toml").write_text(PAIR)
+    suite = load_suite(tmp_path / "pair.toml", {**tiny.options, "ranks": (2,), "executor": "ray",
+                                                "out": tmp_path / "suite"})
+    second = CachedTeacher.at(suite.runs[1].teacher_key())  # its own teacher seed: a teacher of its own
+    progress = SnapshotAtFirstRecord(second.exists)
+    result = run_suite(suite, progress=progress)
+    assert progress.seen is True  # the second run's teacher was in the cache when the first run's student finished
+    assert [[r.status for r in RunDir(path).records()] for path in result.runs] == [["ok"], ["ok"]]
+
+
+def test_a_unit_whose_worker_dies_is_retried_and_recorded_once(cluster, local_run, tiny, tmp_path, monkeypatch):
+    marker = tmp_path / "died"
+    monkeypatch.setenv(DIE_ONCE, str(marker))
+    run = run_sweep(tiny.config(tmp_path / "run", group=1, executor="ray", max_retries=1))
+    assert marker.exists()  # a worker did die
+    assert len(run.records_path.read_text().splitlines()) == 2
+    assert outcomes(run) == pytest.approx(outcomes(local_run), abs=1e-4)
+    assert losses(run) == pytest.approx(losses(local_run), rel=1e-4)
+
+
+class InterruptAfterFirst:
+    """A Progress that presses Ctrl-C when the first unit of work has been recorded."""
+
+    @contextlib.contextmanager
+    def task(self, description, total):
+        yield lambda n: None
+
+    def note(self, message):
+        if " 1 of " in message:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_keeps_finished_trials_and_the_local_executor_resumes(cluster, local_run, tiny, tmp_path):
+    config = tiny.config(tmp_path / "run", group=1, executor="ray", cpus_per_trial=2)  # one unit at a time
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(config, progress=InterruptAfterFirst())
+    assert [r.rank for r in RunDir(config.out).records()] == [2]
+    run = run_sweep(config.model_copy(update={"executor": "local"}))
+    assert outcomes(run) == pytest.approx(outcomes(local_run), abs=1e-4)
+    assert losses(run) == pytest.approx(losses(local_run), rel=1e-4)
+
+
+def test_a_unit_no_node_can_hold_is_refused_instead_of_waiting_forever(cluster, run_cli, tiny, tmp_path):
+    code, _, err = run_cli("run", *tiny.args(executor="ray", gpus_per_trial=1), "--out", tmp_path / "run")
+    assert code == 2
+    assert err.strip() == ("error: no node of the Ray cluster has 1 CPU(s) and 1 GPU(s) for one unit of work; "
+                           "lower --cpus-per-trial or --gpus-per-trial")
+    assert not (tmp_path / "run").exists()
+
+
+def test_without_ray_the_executor_says_how_to_install_it(run_cli, tiny, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    code, _, err = run_cli("run", *tiny.args(executor="ray"), "--out", tmp_path / "run")
+    assert code == 2
+    assert err.strip() == "error: --executor ray needs Ray: pip install -e '.[ray]'"
+    assert not (tmp_path / "run").exists()
