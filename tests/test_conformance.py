@@ -3,8 +3,6 @@ and a third-party package found through entry-point discovery passes it and swee
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -102,21 +100,22 @@ def installed_example(tmp_path, monkeypatch):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: effrank-mlp\nVersion: 0.1.0\n")
     (dist / "entry_points.txt").write_text("[effrank_bench]\nmlp_classifier = effrank_mlp\n")
-    paths = [str(tmp_path), str(EXAMPLE)]
-    for path in reversed(paths):
+    for path in (str(EXAMPLE), str(tmp_path)):
         monkeypatch.syspath_prepend(path)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]))
     return Registry()
 
 
-def test_a_third_party_plugin_is_discovered_listed_conforms_and_sweeps(installed_example, tiny, tmp_path):
-    registry = installed_example
+def test_a_third_party_plugin_is_discovered_listed_conforms_and_sweeps(installed_example, tiny, tmp_path, run_cli,
+                                                                      monkeypatch):
+    registry = installed_example  # a fresh Registry: it found the plugin through its entry point alone
     assert ("mlp_classifier", "residual MLP on flattened 8×8 images (example third-party plugin)",
             "mlp_classifier (effrank-mlp)") in registry.listing()["architecture"]
 
-    listed = subprocess.run([sys.executable, "-m", "effrank_bench.cli", "list"], capture_output=True, text=True,
-                            env={**os.environ, "COLUMNS": "200"}, check=True).stdout
-    assert "mlp_classifier" in listed and "mlp_classifier (effrank-mlp)" in listed
+    # `list` as a new process would run it: with the process-wide registry loaded now, not before.
+    monkeypatch.setattr("effrank_bench.registry._default", None)
+    monkeypatch.setenv("COLUMNS", "200")
+    code, listed, _ = run_cli("list")
+    assert code == 0 and "mlp_classifier (effrank-mlp)" in listed
 
     report = check_architecture("mlp_classifier", registry=registry)
     assert report["mlp"].sites == 6 and report["mlp"].branches == 3
