@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 # Set before anything imports huggingface_hub, which reads it once: tests never wait on a hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# pytest runs in 2 processes (pytest-xdist, `-n 2` in pyproject), one per core: each computes on one
+# thread, set before torch is imported, since two processes of two threads would fight over 2 cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 

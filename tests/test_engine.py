@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from effrank_bench import hookimpl
 from effrank_bench.registry import Registry
@@ -24,7 +25,16 @@ def _result(record) -> dict:
                                       "cost", "error", "group"}, exclude={"cost": {"latency_ms"}})
 
 
-def test_a_group_of_one_reproduces_the_previous_engine_bit_for_bit(tmp_path, monkeypatch):
+@pytest.fixture
+def recorded_threads():
+    """The intra-op threads the fixture was recorded with (torch's default on 2 cores): float sums depend on it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_group_of_one_reproduces_the_previous_engine_bit_for_bit(tmp_path, monkeypatch, recorded_threads):
     # The fixture's students were trained one per data pass by the code before the grouped engine.
     monkeypatch.setenv("EFFRANK_BENCH_CACHE", str(tmp_path / "cache"))
     shutil.copytree(FIXTURE, tmp_path / "run")
