@@ -168,55 +168,28 @@ def test_the_smoke_suite_covers_every_family_target_and_loss():
 
 # --- the smoke suite, run whole --------------------------------------------------------------------
 
-# Every test run trains every target and every loss of every family end to end, on the tiny recipe's
-# budgets (conftest): a Latin square of smoke.toml's matrix, 12 of its 36 runs. With EFFRANK_BENCH_SLOW=1,
-# all 36 on smoke.toml's own budgets (3 teacher epochs, all of digits' training split), as
-# `effrank-bench run --suite benchmarks/smoke.toml` runs it.
+# Every family × target × loss trains end to end in every test run, on the tiny recipe's budgets
+# (conftest); with EFFRANK_BENCH_SLOW=1, on smoke.toml's own (3 teacher epochs, all of digits' training
+# split), as `effrank-bench run --suite benchmarks/smoke.toml` runs it.
 SLOW = os.environ.get("EFFRANK_BENCH_SLOW") == "1"
-LOSSES = ("geometric", "logit", "kd")
-
-
-def latin_square(runs):
-    """Each family's i-th target with the i-th loss: every target and every loss of a family train once.
-
-    A loss reads a family's branches, not its target's sites, so the other 24 pairs add no new path.
-    """
-    targets: dict[str, list[str]] = {}
-    for run in runs:
-        family = targets.setdefault(run.arch, [])
-        if run.target not in family:
-            family.append(run.target)
-    return [run for run in runs if LOSSES[targets[run.arch].index(run.target) % len(LOSSES)] == run.loss]
 
 
 @pytest.fixture(scope="module")
-def smoke_suite(tmp_path_factory, tiny):
-    """smoke.toml, whole when slow, else its Latin square on the tiny recipe."""
-    out = tmp_path_factory.mktemp("smoke") / "suite"
-    if SLOW:
-        return load_suite(BENCHMARKS / "smoke.toml", {"out": out})
-    suite = load_suite(BENCHMARKS / "smoke.toml", {**tiny.options, "out": out})
-    return suite.model_copy(update={"runs": tuple(latin_square(suite.runs))})
+def smoke_options(tiny):
+    """What every smoke run takes on top of smoke.toml: the tiny recipe, or nothing when slow."""
+    return {} if SLOW else dict(tiny.options)
 
 
 @pytest.fixture(scope="module")
-def smoke(smoke_suite):
+def smoke(tmp_path_factory, smoke_options):
     from effrank_bench.suite import run_suite
 
-    return run_suite(smoke_suite)
-
-
-def test_the_latin_square_trains_every_target_and_every_loss_of_every_family():
-    runs = latin_square(load_suite(BENCHMARKS / "smoke.toml").runs)
-    assert len(runs) == 12
-    for arch in {r.arch for r in runs}:
-        mine = [r for r in runs if r.arch == arch]
-        assert sorted(r.loss for r in mine) == sorted(LOSSES)
-        assert len({r.target for r in mine}) == 3
+    out = tmp_path_factory.mktemp("smoke") / "suite"
+    return run_suite(load_suite(BENCHMARKS / "smoke.toml", {**smoke_options, "out": out}))
 
 
 def test_the_smoke_suite_runs_every_combination_to_a_report(smoke):
-    assert len(smoke.runs) == (36 if SLOW else 12)
+    assert len(smoke.runs) == 36
     for path in smoke.runs:
         records = [json.loads(line) for line in (path / "trials.jsonl").read_text().splitlines()]
         assert [(r["rank"], r["status"]) for r in records] == [(2, "ok"), (4, "ok")], path.name
@@ -243,7 +216,7 @@ def test_the_smoke_suite_trains_one_teacher_per_family(smoke):
         inodes.setdefault(arch, set()).add((path / "teacher.safetensors").stat().st_ino)
     assert sorted(keys) == ["micro_bert", "micro_convnet", "micro_mixer", "micro_vit"]
     assert all(len(k) == 1 for k in keys.values())
-    # Hard links of one cached file: each family's teacher was trained once and shared by all its runs.
+    # Hard links of one cached file: each family's teacher was trained once and shared by its 9 runs.
     assert all(len(i) == 1 for i in inodes.values())
 
 
@@ -251,14 +224,14 @@ def test_the_smoke_suite_trains_one_teacher_per_family(smoke):
 SMOKE_PAIR = '''
 [[matrix]]
 arch = "micro_vit"
-target = "attention"
+target = "joint"
 loss = "geometric"
 dataset = "digits"
 
 [[matrix]]
 arch = "micro_mixer"
 target = "mlp"
-loss = "logit"
+loss = "kd"
 dataset = "digits"
 '''
 
@@ -267,13 +240,13 @@ def test_an_interrupted_suite_resumes_losing_nothing_finished(smoke, tiny, run_c
     text = (BENCHMARKS / "smoke.toml").read_text()
     pair = write(tmp_path / "pair.toml", text[:text.index("[[matrix]]")] + SMOKE_PAIR)
     out = tmp_path / "suite"
-    for name in ("micro_vit-attention-geometric-digits", "micro_mixer-mlp-logit-digits"):
+    for name in ("micro_vit-joint-geometric-digits", "micro_mixer-mlp-kd-digits"):
         shutil.copytree(smoke.out / name, out / name)
     # As if stopped during the second trial of one run: its first trial is on disk, the second is not.
-    cut = out / "micro_mixer-mlp-logit-digits" / "trials.jsonl"
+    cut = out / "micro_mixer-mlp-kd-digits" / "trials.jsonl"
     first_line = cut.read_text().splitlines()[0]
     cut.write_text(first_line + "\n")
-    untouched = out / "micro_vit-attention-geometric-digits" / "trials.jsonl"
+    untouched = out / "micro_vit-joint-geometric-digits" / "trials.jsonl"
     before = untouched.read_text()
 
     code, printed, err = run_cli("run", "--suite", pair, *([] if SLOW else tiny.args()), "--out", out)
