@@ -15,6 +15,7 @@ from rich.table import Table
 from effrank_bench.atomic import atomic_path, atomic_write_text
 from effrank_bench.bootstrap import Estimate
 from effrank_bench.errors import ConfigError
+from effrank_bench.plotting import log2_scale
 from effrank_bench.report import Report, build_report, format_estimate
 from effrank_bench.store import RunDir
 from effrank_bench.teacher_spectrum import SpectralEstimates
@@ -360,7 +361,7 @@ def plot_comparison(comparison: Comparison, path: Path) -> None:
                     ax.fill_between(np.array(band.ranks) / scale, band.low, band.high, color=color, alpha=0.12, lw=0)
     thresholds = next((r.report.analysis.region.thresholds for r in comparison.runs if r.report.analysis), None)
     for ax in (by_rank, by_width):
-        ax.set_xscale("log", base=2)
+        log2_scale(ax)
         for t in thresholds or ():
             ax.axhline(t, color="grey", lw=0.8, ls=":")
     by_rank.set_xlabel("rank")
@@ -401,8 +402,8 @@ def plot_spectra(comparison: Comparison, path: Path) -> None:
     if values:
         low, high = min(values), max(values)
         ax.plot([low, high], [low, high], color="grey", lw=0.8, ls=":", label="spectral = distilled")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log", base=2)
+        log2_scale(ax, "x")
+        log2_scale(ax, "y")
         ax.legend(loc="upper left", fontsize=7)
     else:
         ax.text(0.5, 0.5, "no run has both a spectrum and a distilled crossing", transform=ax.transAxes,

@@ -14,6 +14,7 @@ from effrank_bench.analysis import Censoring, CurveAnalysis, analyze_curve
 from effrank_bench.atomic import atomic_path, atomic_write_text
 from effrank_bench.bootstrap import ONE_SEED_NOTE, Estimate, Uncertainty, bootstrap_curve
 from effrank_bench.config import RunConfig
+from effrank_bench.plotting import log2_scale
 from effrank_bench.records import SCHEMA_VERSION, TeacherRecord
 from effrank_bench.store import RunDir
 from effrank_bench.teacher_spectrum import SpectralEstimates
@@ -403,7 +404,7 @@ def plot_curve(report: Report, path: Path) -> None:
             if value is not None and value > 0:
                 ax.axvline(value, color=color, ls="-.", lw=1)
                 ax.plot([value], [1.0], marker, color=color, ms=6, label=f"spectral: {label} = {value:g}")
-    ax.set_xscale("log", base=2)
+    log2_scale(ax)
     ax.set_ylabel("accuracy / teacher accuracy")
     ax.set_title(report.title)
     ax.legend(loc="lower right", fontsize=7)
@@ -415,7 +416,7 @@ def plot_curve(report: Report, path: Path) -> None:
                            label=f"teacher {report.teacher.test_ece:.3f}")
         ece_ax.set_ylabel("ECE (15 bins)")
         ece_ax.legend(loc="upper right", fontsize=7)
-        ece_ax.set_xscale("log", base=2)
+        log2_scale(ece_ax)
     (ece_ax if calibrated else ax).set_xlabel("rank")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
