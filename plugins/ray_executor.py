@@ -6,6 +6,7 @@ import copy
 import functools
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -45,12 +46,31 @@ def connect(config: RunConfig) -> Any:
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install -e '.[ray]'") from None
     if not ray.is_initialized():
+        if config.ray_address is not None:
+            check_reachable(config.ray_address)
         try:
             ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR)
         except ConnectionError as err:
             raise ConfigError(f"--ray-address {shown(config.ray_address)}: {one_line(err)}") from None
     return ray
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A cluster address nothing answers at is refused now, in one line: Ray itself retries for minutes.
+
+    ``auto`` and ``local`` are Ray's own lookups of a cluster on this machine, and fail fast by themselves.
+    """
+    if address in ("auto", "local"):
+        return
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {shown(address)}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, OverflowError) as err:
+        raise ConfigError(f"--ray-address {shown(address)}: nothing answers there ({one_line(err)}); start the "
+                          "cluster's head with `ray start --head` or check the address") from None
 
 
 @functools.cache

@@ -12,12 +12,13 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from effrank_bench.config import load_suite  # noqa: E402
+from effrank_bench.errors import ConfigError  # noqa: E402
 from effrank_bench.registry import default_registry  # noqa: E402
 from effrank_bench.store import RunDir  # noqa: E402
 from effrank_bench.suite import run_suite  # noqa: E402
 from effrank_bench.sweep import run_sweep  # noqa: E402
 from effrank_bench.teacher import CachedTeacher  # noqa: E402
-from effrank_bench_plugins.ray_executor import DIE_ONCE  # noqa: E402
+from effrank_bench_plugins.ray_executor import DIE_ONCE, check_reachable  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +154,15 @@ def test_without_ray_the_executor_says_how_to_install_it(run_cli, tiny, tmp_path
     assert code == 2
     assert err.strip() == "error: --executor ray needs Ray: pip install -e '.[ray]'"
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:1", "nothing answers there"),  # no cluster: refused in one line, not after Ray's minutes of retries
+    ("ray://127.0.0.1:1", "nothing answers there"),
+    ("head-node", "expected auto, HOST:PORT or ray://HOST:PORT"),
+    ("head:port", "expected auto, HOST:PORT or ray://HOST:PORT"),
+])
+def test_an_address_nothing_answers_at_is_refused_at_once(address, message):
+    with pytest.raises(ConfigError, match=message):
+        check_reachable(address, timeout=1.0)
+    check_reachable("auto")  # Ray's own lookup, left to Ray
