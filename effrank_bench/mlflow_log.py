@@ -8,8 +8,10 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from effrank_bench.errors import ConfigError, EffrankError, one_line, shown
+from effrank_bench.network import check_answers
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -44,12 +46,21 @@ def connect(uri: str) -> MlflowClient:
     """The tracking store at ``uri``; a missing extra or a URI MLflow cannot open is a ConfigError.
 
     Called at the edge, before any training, so that only a store that fails later (a server
-    that went down) is left to the warning after the run. A SQLite store is created here.
+    that went down) is left to the warning after the run: a tracking server must answer now. A SQLite
+    store is created here.
     """
     try:
         from mlflow import MlflowClient
     except ImportError:
         raise ConfigError(f"--mlflow needs MLflow, which is not installed: {INSTALL}") from None
+    if uri.startswith(("http://", "https://")):
+        server = urlsplit(uri)
+        try:
+            port = server.port or (443 if server.scheme == "https" else 80)
+        except ValueError as err:  # a port that is not a number, or past 65535
+            raise ConfigError(f"--mlflow {shown(uri)}: {one_line(err)}") from None
+        check_answers(server.hostname or "", port, f"--mlflow {shown(uri)}",
+                      "start the tracking server (`mlflow server`), or check the URI")
     with quiet():
         try:
             return MlflowClient(tracking_uri=uri)

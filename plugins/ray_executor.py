@@ -6,7 +6,6 @@ import copy
 import functools
 import logging
 import os
-import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from effrank_bench.checkpoint import saved_groups
 from effrank_bench.config import RunConfig
 from effrank_bench.errors import ConfigError, EffrankError, one_line, shown
 from effrank_bench.grouping import group_size
+from effrank_bench.network import check_answers
 from effrank_bench.progress import Progress
 from effrank_bench.records import TeacherRecord, Trial, TrialRecord
 from effrank_bench.setup import RunSetup, prepare
@@ -66,11 +66,8 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     host, colon, port = address.removeprefix("ray://").rpartition(":")
     if not colon or not host or not port.isdigit():
         raise ConfigError(f"--ray-address {shown(address)}: expected auto, HOST:PORT or ray://HOST:PORT")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except (OSError, OverflowError) as err:
-        raise ConfigError(f"--ray-address {shown(address)}: nothing answers there ({one_line(err)}); start the "
-                          "cluster's head with `ray start --head` or check the address") from None
+    check_answers(host, int(port), f"--ray-address {shown(address)}",
+                  "start the cluster's head with `ray start --head`, or check the address", timeout)
 
 
 @functools.cache

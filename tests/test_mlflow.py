@@ -226,3 +226,12 @@ def test_a_uri_mlflow_cannot_open_exits_2_before_training(fake_sweep, tmp_path, 
     assert code == 2 and fake_sweep.prepared == 0
     (line,) = err.splitlines()
     assert line.startswith("error: --mlflow nosuchscheme://host:")
+
+
+@pytest.mark.parametrize("server", ["http://127.0.0.1:1", "https://127.0.0.1:1/mlflow", "http://host:99999"])
+def test_a_tracking_server_that_does_not_answer_exits_2_before_training(fake_sweep, tmp_path, run_cli, server):
+    # MLflow's client would retry for minutes after the sweep; the server is asked once, now.
+    code, _, err = run_cli("run", "--out", tmp_path / "run", "--mlflow", server)
+    assert code == 2 and fake_sweep.prepared == 0
+    (line,) = err.splitlines()
+    assert line.startswith(f"error: --mlflow {server}:")
