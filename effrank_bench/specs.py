@@ -260,7 +260,7 @@ class ExecutorSpec(_Frozen):
     ``execution`` is an :class:`effrank_bench.sweep.Execution`: the prepared run, its teacher, the
     trials left, the record callback and the progress display. Whatever runs the trials (this
     process, a group of students sharing a teacher pass, a cluster), only ``record`` writes the run
-    directory, in the calling process.
+    directory, in the calling process; it keeps a trial's first record and ignores any repeat.
 
     ``obtain_teachers(setups, progress)`` returns the teachers of these prepared runs
     (:class:`effrank_bench.setup.RunSetup`), in their order, obtained where this executor trains: on a

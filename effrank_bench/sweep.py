@@ -35,8 +35,8 @@ class Execution:
 def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teacher | None = None) -> RunDir:
     """Run every trial of ``setup`` not yet recorded; each record is appended the moment it arrives.
 
-    This process is the only writer of the run directory, whichever executor runs the trials.
-    ``teacher``: the run's teacher when it was obtained before (a suite obtains its teachers first).
+    This process is the only writer of the run directory, whichever executor runs the trials, and
+    records each trial once. ``teacher``: the run's teacher when it was obtained before (a suite obtains its teachers first).
     """
     with run_lock(setup.run.path, progress):  # one process at a time writes a run directory
         config = setup.config
@@ -53,6 +53,11 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
             progress.note(f"resuming {run.path}: {len(done)} trial(s) already recorded")
 
         def record(result: TrialRecord) -> None:
+            # Once per trial, whatever hands it over twice: a resumed checkpoint's group holds students
+            # recorded after that checkpoint (they failed), a retried cluster task returns its whole group.
+            if result.trial in done:
+                return
+            done.add(result.trial)
             run.append(result)
             if result.status == "failed":
                 progress.note(f"[red]{result.trial.label(len(config.seeds))} failed: {escape(result.error or '')}")

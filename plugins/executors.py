@@ -4,7 +4,7 @@ from __future__ import annotations
 from effrank_bench import hookimpl
 from effrank_bench.checkpoint import saved_groups
 from effrank_bench.grouping import group_size
-from effrank_bench.records import Trial, TrialRecord
+from effrank_bench.records import Trial
 from effrank_bench.specs import ExecutorSpec
 from effrank_bench.sweep import Execution
 from effrank_bench.trial import CHECKPOINTS, run_group
@@ -20,18 +20,11 @@ def layout(trials: tuple[Trial, ...], saved: list[tuple[Trial, ...]], size: int)
 
 
 def run_locally(execution: Execution) -> None:
-    setup, pending = execution.setup, set(execution.trials)
+    setup = execution.setup
     saved = saved_groups(setup.run.path / CHECKPOINTS)
     size = group_size(setup, execution.teacher, len(execution.trials))
-
-    def record(result: TrialRecord) -> None:
-        # A checkpointed group may hold a student recorded after that checkpoint (it failed): never twice.
-        if result.trial in pending:
-            pending.discard(result.trial)
-            execution.record(result)
-
     for group in layout(execution.trials, saved, size):
-        run_group(setup, execution.teacher, group, record, execution.progress)
+        run_group(setup, execution.teacher, group, execution.record, execution.progress)
 
 
 @hookimpl

@@ -212,7 +212,7 @@ def run_on_ray(execution: Execution) -> None:
     """The trials in units of work laid out as the local executor lays out its groups, one Ray task each.
 
     The teacher's weights go into the object store once; each record is handed to ``execution.record``
-    in this process as its unit finishes (a trial already recorded is skipped, as locally).
+    in this process as its unit finishes.
     """
     setup, progress = execution.setup, execution.progress
     ray = connect(setup.config)
@@ -234,9 +234,8 @@ def run_on_ray(execution: Execution) -> None:
         for ref, records in finished:
             del waiting[ref]
             for result in records:
-                if result.trial in pending:  # a checkpointed unit may hold a student recorded before
-                    pending.discard(result.trial)
-                    execution.record(result)
+                execution.record(result)
+                pending.discard(result.trial)
             # Ray tells no task's state without its dashboard: the first units still out hold the slots.
             running = sum(len(unit) for unit in list(waiting.values())[:slots])
             progress.note(f"ray: {total - len(pending)} of {total} trial(s) finished, {running} running, "

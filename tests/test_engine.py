@@ -129,3 +129,27 @@ def test_a_nan_student_leaves_its_group_and_the_others_finish(tmp_path, tiny):
     assert records[2].status == "ok" and len(records[2].history) == 2
     # The failure is recorded the moment it happens, before the group's survivors finish.
     assert [r.rank for r in run.records()] == [4, 2]
+
+
+class _Twice:
+    """An executor that hands every record over twice, as a retried cluster task or a resumed group may."""
+
+    @hookimpl
+    def register_executors(self, register):
+        from effrank_bench.specs import ExecutorSpec
+        from effrank_bench.trial import run_group
+
+        def execute(execution):
+            def record(result):
+                execution.record(result)
+                execution.record(result)
+
+            run_group(execution.setup, execution.teacher, execution.trials, record, execution.progress)
+
+        register(ExecutorSpec(name="twice", execute=execute, description="every record handed over twice"))
+
+
+def test_a_trial_handed_over_twice_is_recorded_once(tmp_path, tiny):
+    run = run_sweep(tiny.config(tmp_path / "run", executor="twice"), registry=Registry(plugins=[("twice", _Twice())]))
+    lines = (run.path / "trials.jsonl").read_text().splitlines()
+    assert [(r.rank, r.seed) for r in run.records()] == [(2, 0), (4, 0)] and len(lines) == 2
