@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -34,3 +34,17 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def text_writer(text: str) -> Callable[[Path], None]:
+    """A writer of ``text`` (UTF-8), for :func:`write_files`."""
+    return lambda path: path.write_text(text, encoding="utf-8")
+
+
+def write_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
+    """Each path written whole or not at all by its writer, which is handed a temporary path beside it, in
+    order; the paths written."""
+    for path, write in writers.items():
+        with atomic_path(path) as tmp:
+            write(tmp)
+    return list(writers)

@@ -6,13 +6,14 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from rich import box
 from rich.table import Table
 
-from effrank_bench.atomic import atomic_path, atomic_write_text
+from effrank_bench.atomic import text_writer, write_files
 from effrank_bench.bootstrap import Estimate
 from effrank_bench.errors import ConfigError
 from effrank_bench.plotting import log2_scale
@@ -441,18 +442,18 @@ def write_comparison(comparison: Comparison, out_dir: Path) -> list[Path]:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"comparison.{ext}" for ext in ("json", "csv", "md", "png")]
     # Each file whole or not at all (temporary name, then rename): a reader never sees half a comparison.
-    atomic_write_text(paths[0], json.dumps(comparison.to_dict(), indent=2))
-    with atomic_path(paths[1]) as tmp, open(tmp, "w", newline="") as f:
+    writers = {out_dir / "comparison.json": text_writer(json.dumps(comparison.to_dict(), indent=2)),
+               out_dir / "comparison.csv": partial(_csv, comparison),
+               out_dir / "comparison.md": text_writer(_markdown(comparison)),
+               out_dir / "comparison.png": partial(plot_comparison, comparison)}
+    if comparison.has_spectra:
+        writers[out_dir / "comparison-spectra.png"] = partial(plot_spectra, comparison)
+    return write_files(writers)
+
+
+def _csv(comparison: Comparison, path: Path) -> None:
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(_csv_row(run) for run in comparison.runs)
-    atomic_write_text(paths[2], _markdown(comparison))
-    with atomic_path(paths[3]) as tmp:
-        plot_comparison(comparison, tmp)
-    if comparison.has_spectra:
-        paths.append(out_dir / "comparison-spectra.png")
-        with atomic_path(paths[4]) as tmp:
-            plot_spectra(comparison, tmp)
-    return paths

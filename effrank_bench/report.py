@@ -5,13 +5,14 @@ import csv
 import json
 import statistics
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from rich.table import Table
 
 from effrank_bench.analysis import Censoring, CurveAnalysis, analyze_curve
-from effrank_bench.atomic import atomic_path, atomic_write_text
+from effrank_bench.atomic import text_writer, write_files
 from effrank_bench.bootstrap import ONE_SEED_NOTE, Estimate, Uncertainty, bootstrap_curve
 from effrank_bench.config import RunConfig
 from effrank_bench.plotting import log2_scale
@@ -425,16 +426,11 @@ def plot_curve(report: Report, path: Path) -> None:
 
 def write_report(run: RunDir, report: Report) -> list[Path]:
     """Write summary.json, summary.csv, summary.md and, with an analysis, region.csv and curve.png."""
-    paths = [run.path / name for name in ("summary.json", "summary.csv", "summary.md")]
     # Each file whole or not at all (temporary name, then rename): a reader never sees half a summary.
-    atomic_write_text(paths[0], json.dumps(report.to_dict(), indent=2))
-    with atomic_path(paths[1]) as tmp:
-        _csv(report, tmp)
-    atomic_write_text(paths[2], _markdown(report))
+    writers = {run.path / "summary.json": text_writer(json.dumps(report.to_dict(), indent=2)),
+               run.path / "summary.csv": partial(_csv, report),
+               run.path / "summary.md": text_writer(_markdown(report))}
     if report.analysis is not None:
-        paths += [run.path / "region.csv", run.path / "curve.png"]
-        with atomic_path(paths[-2]) as tmp:
-            _region_csv(report, tmp)
-        with atomic_path(paths[-1]) as tmp:
-            plot_curve(report, tmp)
-    return paths
+        writers[run.path / "region.csv"] = partial(_region_csv, report)
+        writers[run.path / "curve.png"] = partial(plot_curve, report)
+    return write_files(writers)

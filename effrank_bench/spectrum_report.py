@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import csv
 import json
+from functools import partial
 from pathlib import Path
 
 from rich.table import Table
 
-from effrank_bench.atomic import atomic_path, atomic_write_text
+from effrank_bench.atomic import text_writer, write_files
 from effrank_bench.errors import ConfigError
 from effrank_bench.teacher_spectrum import FEATURE_Q, ModelSpectrum
 
@@ -152,14 +153,9 @@ def write_spectrum(spectrum: ModelSpectrum, out: Path) -> list[Path]:
     out = Path(out)
     check_out(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "spectrum.json", out / "spectrum.csv", out / "spectrum-depth.png"]
-    atomic_write_text(paths[0], json.dumps(spectrum.to_dict(), indent=2))
-    with atomic_path(paths[1]) as tmp:
-        _csv(spectrum, tmp)
-    with atomic_path(paths[2]) as tmp:
-        plot_depth(spectrum, tmp)
+    writers = {out / "spectrum.json": text_writer(json.dumps(spectrum.to_dict(), indent=2)),
+               out / "spectrum.csv": partial(_csv, spectrum),
+               out / "spectrum-depth.png": partial(plot_depth, spectrum)}
     if spectrum.features:
-        paths.append(out / "spectrum-energy.png")
-        with atomic_path(paths[3]) as tmp:
-            plot_energy(spectrum, tmp)
-    return paths
+        writers[out / "spectrum-energy.png"] = partial(plot_energy, spectrum)
+    return write_files(writers)
