@@ -63,9 +63,21 @@ def connect(uri: str) -> MlflowClient:
                       "start the tracking server (`mlflow server`), or check the URI")
     with quiet():
         try:
-            return MlflowClient(tracking_uri=uri)
+            return MlflowClient(tracking_uri=_absolute(uri))
         except Exception as err:  # MLflow's own errors, sqlalchemy's, a bad scheme: all mean "cannot open"
             raise ConfigError(f"--mlflow {shown(uri)}: {one_line(err)}") from None
+
+
+def _absolute(uri: str) -> str:
+    """``uri`` with a relative SQLite path made absolute against the working directory of now.
+
+    MLflow keeps one store per URI string for the life of the process: a relative ``sqlite:///mlruns.db``
+    would go on writing to the file of the directory it was first opened in.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri.startswith(prefix + "/") or uri == prefix + ":memory:":
+        return uri
+    return prefix + str(Path(uri.removeprefix(prefix)).absolute())
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """--mlflow: a run's config as params, its trials as metrics, its report as artifacts, one MLflow run per directory."""
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from types import SimpleNamespace
@@ -126,6 +127,23 @@ def test_logging_a_resumed_run_again_updates_the_same_mlflow_run(make_run, tmp_p
     # MLflow never changes a param: the first value stays, the current one is a tag.
     assert logged.data.params["ranks"] == "2,4" and logged.data.tags["config.ranks"] == "2,4,8"
     assert logged.data.metrics["trials/ok"] == 3
+
+
+def test_a_relative_store_is_the_file_in_the_working_directory_of_each_call(make_run, tmp_path, uri):
+    from mlflow import MlflowClient
+
+    from effrank_bench.mlflow_log import connect, log_run
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        shutil.copy(tmp_path / "mlruns.db", folder / "mlruns.db")
+    os.chdir(first)  # the uri fixture's monkeypatch restores the working directory
+    connect("sqlite:///mlruns.db")
+    os.chdir(second)
+    run_id = log_run(make_run(tmp_path / "run", POINTS[:3]), "sqlite:///mlruns.db")
+    assert MlflowClient(f"sqlite:///{second / 'mlruns.db'}").get_run(run_id).info.run_id == run_id
+    assert MlflowClient(f"sqlite:///{first / 'mlruns.db'}").search_experiments(filter_string="name = 'effrank-bench'") == []
 
 
 def test_the_same_sweep_in_another_directory_is_another_mlflow_run(make_run, tmp_path, uri):
