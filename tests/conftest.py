@@ -72,10 +72,10 @@ class Recipe:
 
 
 # Budgets so small that a run checks what runs end to end and what it records, never how well it
-# learns: one batch of 128 per epoch and per evaluation (--limit-batches 1), teacher and students
+# learns: one batch of 32 per epoch and per evaluation (--limit-batches 1), teacher and students
 # alike, on any data set. One recipe means one teacher per architecture for the whole session (the
 # shared teacher cache).
-TINY = Recipe({"ranks": (2, 4), "epochs": 1, "teacher_epochs": 2, "batch_size": 128, "limit_batches": 1,
+TINY = Recipe({"ranks": (2, 4), "epochs": 1, "teacher_epochs": 2, "batch_size": 32, "limit_batches": 1,
                "latency_repeats": 1, "spectrum_samples": 0, "device": "cpu"})
 
 

@@ -164,7 +164,7 @@ TEXT = st.text(max_size=24)
 NUMBER = st.one_of(st.integers(min_value=-2**70, max_value=2**70), st.floats(allow_nan=True, allow_infinity=True))
 FLAG_VALUE = st.one_of(TEXT, NUMBER.map(repr), st.sampled_from(["2,4", "0,1", "0.5,0.9", "cpu", "linear", "svd", "1",
                                                                   "micro_vit", "digits", "-1", "1e-3", ""]))
-RELAXED = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+RELAXED = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @RELAXED

@@ -1,6 +1,7 @@
-"""--executor ray on a local two-CPU Ray cluster: the local executor's records, suites, dead workers, Ctrl-C.
+"""--executor ray on a local one-CPU Ray cluster: the local executor's records, suites, dead workers, Ctrl-C.
 
-The tests that kill a worker come last: the workers the others use are warm (torch and the plugins loaded)."""
+One CPU, so one worker process imports torch and the plugins (seconds) and units of work run one at a
+time, as on a busy cluster. The tests that kill a worker come last: until then the worker stays warm."""
 from __future__ import annotations
 
 import contextlib
@@ -25,11 +26,10 @@ from effrank_bench_plugins.ray_executor import DIE_ONCE, check_reachable  # noqa
 def cluster():
     """One Ray for the module (it takes seconds to start); the executor joins it instead of starting its own.
 
-    Its two workers import torch and the plugins (seconds each) while the local run below trains.
+    Its worker imports torch and the plugins (seconds) while the local run below trains.
     """
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    warm = ray.remote(num_cpus=1)(lambda: default_registry() is not None)
-    warm.remote(), warm.remote()
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    ray.remote(num_cpus=1)(lambda: default_registry() is not None).remote()
     yield
     ray.shutdown()
 
@@ -131,7 +131,7 @@ class InterruptAfterFirst:
 
 
 def test_ctrl_c_keeps_finished_trials_and_the_local_executor_resumes(cluster, local_run, tiny, tmp_path):
-    config = tiny.config(tmp_path / "run", group=1, executor="ray", cpus_per_trial=2)  # one unit at a time
+    config = tiny.config(tmp_path / "run", group=1, executor="ray")  # one CPU: one unit at a time
     with pytest.raises(KeyboardInterrupt):
         run_sweep(config, progress=InterruptAfterFirst())
     assert [r.rank for r in RunDir(config.out).records()] == [2]
