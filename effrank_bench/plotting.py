@@ -3,9 +3,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-# Subplot margins (figure fractions) that fit a title, axis labels and plain-number ticks at the plots'
-# 6.4-inch width: fixed rather than tight_layout's, which draws the figure once more only to measure it.
-FIXED_MARGINS = {"left": 0.12, "right": 0.97, "bottom": 0.1, "top": 0.93, "hspace": 0.08}
+# Subplot margins in inches, room for a title, axis labels and plain-number ticks at any figure size:
+# fixed rather than tight_layout's, which draws the figure once more only to measure it.
+_MARGINS = {"left": 0.8, "right": 0.2, "bottom": 0.55, "top": 0.35}
+
+
+def fixed_margins(fig: Any, hspace: float = 0.08) -> None:
+    """Place ``fig``'s subplots inside the fixed margins (``hspace``: the gap between stacked ones)."""
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=_MARGINS["left"] / width, right=1 - _MARGINS["right"] / width,
+                        bottom=_MARGINS["bottom"] / height, top=1 - _MARGINS["top"] / height, hspace=hspace)
 
 
 def log2_scale(ax: Any, axis: Literal["x", "y"] = "x") -> None:

@@ -15,7 +15,7 @@ from effrank_bench.analysis import Censoring, CurveAnalysis, analyze_curve
 from effrank_bench.atomic import text_writer, write_files
 from effrank_bench.bootstrap import ONE_SEED_NOTE, Estimate, Uncertainty, bootstrap_curve
 from effrank_bench.config import RunConfig
-from effrank_bench.plotting import FIXED_MARGINS, log2_scale
+from effrank_bench.plotting import fixed_margins, log2_scale
 from effrank_bench.records import SCHEMA_VERSION, TeacherRecord
 from effrank_bench.store import RunDir
 from effrank_bench.teacher_spectrum import SpectralEstimates
@@ -367,10 +367,9 @@ def plot_curve(report: Report, path: Path) -> None:
 
     calibrated = [row for row in report.rows if row.status == "ok" and row.rank is not None and row.ece is not None]
     if calibrated:
-        fig, (ax, ece_ax) = plt.subplots(2, 1, figsize=(6.4, 6.6), sharex=True, height_ratios=(2, 1),
-                                         gridspec_kw=FIXED_MARGINS)
+        fig, (ax, ece_ax) = plt.subplots(2, 1, figsize=(6.4, 6.6), sharex=True, height_ratios=(2, 1))
     else:
-        fig, ax = plt.subplots(figsize=(6.4, 4.2), gridspec_kw=FIXED_MARGINS)
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
     a, u = report.analysis, report.uncertainty
     several = len(report.seeds) > 1
     if several:
@@ -420,6 +419,7 @@ def plot_curve(report: Report, path: Path) -> None:
         ece_ax.legend(loc="upper right", fontsize=7)
         log2_scale(ece_ax)
     (ece_ax if calibrated else ax).set_xlabel("rank")
+    fixed_margins(fig)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
