@@ -80,6 +80,26 @@ def _absolute(uri: str) -> str:
     return prefix + str(Path(uri.removeprefix(prefix)).absolute())
 
 
+# A run's records are safe on disk before it logs, so logging to a tracking server that went down
+# during the sweep gives up in seconds (2 retries, 1 s backoff: 4.5 s measured against a server
+# answering 503), not after MLflow's own defaults (7 retries with exponential backoff: about four
+# minutes). The user's own MLFLOW_HTTP_REQUEST_* settings win.
+FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+             "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+@contextlib.contextmanager
+def fail_fast() -> Iterator[None]:
+    """MLflow's HTTP requests with :data:`FAIL_FAST`'s retries and timeout, where the user set none."""
+    unset = [name for name in FAIL_FAST if name not in os.environ]
+    os.environ.update({name: FAIL_FAST[name] for name in unset})
+    try:
+        yield
+    finally:
+        for name in unset:
+            os.environ.pop(name, None)
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """MLflow without its INFO lines: a new SQLite store logs every schema migration it applies."""
@@ -134,7 +154,7 @@ def log_run(run: RunDir, uri: str, report: Report | None = None, *, interrupted:
     config = run.config()
     if report is None:
         report = _report_of(run)
-    with quiet():
+    with quiet(), fail_fast():
         found = _find_run(client, run, config.sweep_key())
         params = {k: _text(v, _MAX_PARAM) for k, v in config.model_dump(mode="json").items() if k not in _NOT_PARAMS}
         logged = found.data.params
@@ -165,7 +185,7 @@ def log_suite(name: str, out: Path, runs: Iterable[RunDir], uri: str, *, interru
     from mlflow.entities import RunTag
 
     client = connect(uri)
-    with quiet():
+    with quiet(), fail_fast():
         experiment = _experiment_id(client)
         where = str(Path(out).resolve())
         parents = [r for r in client.search_runs([experiment], f"tags.`{SUITE_TAG}` = '{name}'")
@@ -174,7 +194,7 @@ def log_suite(name: str, out: Path, runs: Iterable[RunDir], uri: str, *, interru
             experiment, run_name=name, tags={SUITE_TAG: name, SUITE_DIR_TAG: where}).info.run_id
     for run in runs:
         log_run(run, uri, interrupted=interrupted, parent=parent, suite=name)
-    with quiet():
+    with quiet(), fail_fast():
         client.log_batch(parent, tags=[RunTag(SUITE_TAG, name)])
         for path in _existing(Path(out), SUITE_FILES):
             client.log_artifact(parent, str(path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -220,6 +221,60 @@ def test_a_store_that_fails_warns_in_one_line_and_keeps_the_run(fake_sweep, tmp_
     assert "run the same command again" in line
     records = (tmp_path / "run" / "trials.jsonl").read_text().splitlines()
     assert len(records) == 3 and (tmp_path / "run" / "summary.json").is_file()
+
+
+@pytest.fixture
+def unavailable_server():
+    """An http:// tracking URI whose server answers every request with 503 Service Unavailable."""
+    import http.server
+    import threading
+
+    class Unavailable(http.server.BaseHTTPRequestHandler):
+        def answer(self):
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_logging_to_a_server_that_went_down_gives_up_in_seconds(make_run, tmp_path, unavailable_server, monkeypatch):
+    from mlflow.utils import rest_utils
+
+    from effrank_bench.mlflow_log import FAIL_FAST, log_run
+
+    seen = []
+
+    def down(*args, **kwargs):
+        seen.append({name: os.environ.get(name) for name in FAIL_FAST})
+        raise ConnectionError("tracking server went away")
+
+    monkeypatch.setattr(rest_utils, "http_request", down)
+    for name in FAIL_FAST:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConnectionError):
+        log_run(make_run(tmp_path / "run", POINTS[:3]), unavailable_server)
+    assert seen == [FAIL_FAST]  # 2 retries, 1 s backoff: seconds, where MLflow's defaults take minutes
+    assert not any(name in os.environ for name in FAIL_FAST)  # set only while logging
+
+
+def test_the_users_own_retry_settings_win(make_run, tmp_path, unavailable_server, monkeypatch):
+    from effrank_bench.mlflow_log import log_run
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    start = time.monotonic()
+    with pytest.raises(Exception, match="503"):
+        log_run(make_run(tmp_path / "run", POINTS[:3]), unavailable_server)
+    assert time.monotonic() - start < 2  # no retry at all: the user's 0, not our 2
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
 
 
 def test_an_interrupted_run_logs_what_it_finished_as_killed(fake_sweep, tmp_path, uri, client, run_cli):
