@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 from torch.utils.data import TensorDataset
 
 from effrank_bench import hookimpl
@@ -18,6 +17,8 @@ _INTENSITIES = 17
 
 
 def load_digits_splits(request: DataRequest) -> DataSplits:
+    from sklearn.datasets import load_digits  # seconds to import: only when loading
+
     digits = load_digits()
     x = digits.images.astype(np.float32) / 16.0
     y = digits.target.astype(np.int64)

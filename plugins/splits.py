@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from effrank_bench.errors import DataError
 
@@ -29,6 +28,8 @@ def held_out_val(labels: np.ndarray, fraction: float | None = None) -> tuple[np.
     n_val = math.ceil(fraction * n)
     _, counts = np.unique(labels, return_counts=True)
     can_stratify = counts.min() >= 2 and len(counts) <= min(n_val, n - n_val)
+    from sklearn.model_selection import train_test_split  # seconds to import: only when splitting
+
     train, val = train_test_split(np.arange(n), test_size=n_val, random_state=_SPLIT_SEED,
                                   stratify=labels if can_stratify else None)
     return np.sort(train), np.sort(val)
@@ -41,6 +42,8 @@ def stratified_split(labels: np.ndarray, val_fraction: float | None = None
     With ``val_fraction``, the test 15% stays the same and validation is that fraction of the other
     85% (:func:`held_out_val`; 0: none), so that every choice is scored on the same test rows.
     """
+    from sklearn.model_selection import train_test_split
+
     idx = np.arange(len(labels))
     train, rest = train_test_split(idx, test_size=0.3, stratify=labels, random_state=_SPLIT_SEED)
     val, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=_SPLIT_SEED)
