@@ -16,10 +16,14 @@ FIRST_INTENSITY = 2
 _INTENSITIES = 17
 
 
-def load_digits_splits(request: DataRequest) -> DataSplits:
+def _digits():
     from sklearn.datasets import load_digits  # seconds to import: only when loading
 
-    digits = load_digits()
+    return load_digits()
+
+
+def load_digits_splits(request: DataRequest) -> DataSplits:
+    digits = _digits()
     x = digits.images.astype(np.float32) / 16.0
     y = digits.target.astype(np.int64)
     train, val, test = stratified_split(y, request.val_fraction)
@@ -38,7 +42,7 @@ def load_digits_splits(request: DataRequest) -> DataSplits:
 
 
 def load_digits_tokens(request: DataRequest) -> DataSplits:
-    digits = load_digits()
+    digits = _digits()
     y = digits.target.astype(np.int64)
     pixels = digits.images.reshape(len(y), -1).astype(np.int64)  # row-major, intensities 0..16
     ids = np.concatenate([np.full((len(y), 1), CLS), pixels + FIRST_INTENSITY], axis=1)
