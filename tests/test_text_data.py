@@ -1,17 +1,20 @@
 """sst2 / ag_news: local copies in the teacher's tokens, padded with 0; clear errors when offline."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
-datasets = pytest.importorskip("datasets")
-from transformers import BertTokenizerFast  # noqa: E402
+from effrank_bench.errors import DataError
+from effrank_bench.registry import default_registry
+from effrank_bench.specs import DataRequest
 
-from effrank_bench.errors import DataError  # noqa: E402
-from effrank_bench.registry import default_registry  # noqa: E402
-from effrank_bench.specs import DataRequest  # noqa: E402
+# datasets and transformers are imported where used, not at collection: every test process collects
+# this module, and test_real_data_runs borrows its helpers for image runs that need neither.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("datasets") is None,
+                                reason="needs the text extra: pip install -e '.[text]'")
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = ["a", "good", "bad", "great", "movie", "film", "sports", "win", "market", "stocks", "science", "world"]
@@ -20,6 +23,8 @@ TOPICS = ["world", "sports win", "market stocks", "science"]
 
 
 def write_tokenizer(folder: Path, tokens: list[str]) -> str:
+    from transformers import BertTokenizerFast
+
     folder.mkdir(parents=True)
     (folder / "vocab.txt").write_text("\n".join(tokens) + "\n")
     # Positional: the vocab file is `vocab_file` in transformers 4 and `vocab` (path or dict) in 5.
@@ -40,6 +45,8 @@ def sst2_rows(n: int, label=None) -> dict[str, list]:
 
 def save_sst2(folder: Path) -> None:
     """GLUE's shape: train, validation, and a test split whose labels are all -1."""
+    import datasets
+
     validation = sst2_rows(6)
     validation["sentence"][0] = "a great great movie , a great film"  # longer than 8 tokens
     datasets.DatasetDict({
@@ -77,6 +84,8 @@ def test_sst2_from_save_to_disk_reports_on_validation(tmp_path, tokenizer):
 
 @pytest.mark.parametrize("ext", ["csv", "jsonl", "parquet"])
 def test_ag_news_from_split_files_in_root_slash_name(tmp_path, tokenizer, ext):
+    import datasets
+
     folder = tmp_path / "ag_news"
     folder.mkdir()
     for split, n in (("train", 40), ("test", 8)):
@@ -107,6 +116,8 @@ def test_text_needs_a_tokenizer_that_loads_and_pads_with_zero(tmp_path, tokenize
 
 
 def test_offline_hub_says_what_failed_and_how_to_use_a_local_copy(tmp_path, tokenizer, monkeypatch):
+    import datasets
+
     # An empty datasets cache, so a copy cached on this machine cannot make the hub look reachable.
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
     with pytest.raises(DataError) as err:
@@ -119,6 +130,8 @@ def test_offline_hub_says_what_failed_and_how_to_use_a_local_copy(tmp_path, toke
 
 
 def test_local_copies_are_checked(tmp_path, tokenizer):
+    import datasets
+
     datasets.Dataset.from_dict(sst2_rows(10)).to_csv(str(tmp_path / "train.csv"), index=False)
     with pytest.raises(DataError, match=f"{tmp_path} has no validation split file"):
         load("sst2", root=tmp_path, tokenizer=tokenizer, input_size=8)
