@@ -44,6 +44,22 @@ def run_cli():
     return run
 
 
+@pytest.fixture(scope="session")
+def measure_json(run_cli):
+    """measure_json(arch, target, ranks) -> (teacher, students): `effrank-bench measure --json` on CPU with
+    one timed repeat and no warm-up (these tests read parameters and MACs), exit code checked."""
+    import json
+
+    def measure(arch: str, target: str, ranks: str):
+        code, out, err = run_cli("measure", "--arch", arch, "--target", target, "--ranks", ranks, "--json",
+                                 "--repeats", "1", "--warmup", "0", "--device", "cpu")
+        assert code == 0, err
+        table = json.loads(out)
+        return table["teacher"], table["students"]
+
+    return measure
+
+
 # --- the tiny run recipe -------------------------------------------------------------------------------
 
 
@@ -159,3 +175,28 @@ def scrambled():
         return model.eval()
 
     return build_scrambled
+
+
+@pytest.fixture(scope="session")
+def block_io():
+    """block_io(model, blocks, branches, x) -> (each block's (input, output), the branch features): one
+    forward of ``x`` with the blocks hooked and the branches tapped, as the branch tests compare them."""
+    import torch
+
+    from effrank_bench.taps import BranchTap
+
+    def run(model, blocks, branches, x):
+        seen = []
+        handles = [block.register_forward_hook(lambda m, args, out: seen.append((args[0], out.clone())))
+                   for block in blocks]
+        tap = BranchTap(branches)
+        try:
+            with torch.no_grad():
+                features = tap.forward(model, x).features
+        finally:
+            for handle in handles:
+                handle.remove()
+            tap.close()
+        return seen, features
+
+    return run

@@ -102,16 +102,12 @@ def test_measure_json_gives_teacher_and_students(run_cli):
     assert all(s["latency_ms"] > 0 for s in result["students"])
 
 
-def test_measure_vit_b32_matches_timms_published_macs(run_cli):
-    code, out, _ = run_cli("measure", "--arch", "vit_b32", "--target", "joint", "--ranks", "32",
-                           "--repeats", "1", "--warmup", "0", "--json")
-    result = json.loads(out)
-    assert code == 0
-    assert result["teacher"]["macs"] == pytest.approx(4.41e9, rel=0.01)
-    (student,) = result["students"]
+def test_measure_vit_b32_matches_timms_published_macs(measure_json):
+    teacher, (student,) = measure_json("vit_b32", "joint", "32")
+    assert teacher["macs"] == pytest.approx(4.41e9, rel=0.01)
     # 1000 classes: 88,224,232 − 12 × (7,084,800 − 449,280) factorized at rank 32.
     assert student["params"] == 8_597_992
-    assert student["macs"] < result["teacher"]["macs"] / 10
+    assert student["macs"] < teacher["macs"] / 10
 
 
 def test_list_shows_every_kind_with_its_plugin(run_cli):

@@ -1,8 +1,6 @@
 """The ConvNet plugin: published MACs, hand-counted parameters, sites and branches (see also test_families)."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from timm.models.convnext import ConvNeXt, ConvNeXtBlock
@@ -10,7 +8,6 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
 from effrank_bench.specs import ArchitectureSpec, ModelRequest
-from effrank_bench.taps import BranchTap
 
 PRESETS = ["micro_convnet", "resnet18", "resnet50", "convnext_tiny"]
 MICRO = ModelRequest(num_classes=10, in_chans=1, input_size=32)
@@ -25,12 +22,8 @@ def on_meta(spec: ArchitectureSpec) -> nn.Module:
 # --- cost: published MACs and hand-counted parameters --------------------------------------
 
 
-def test_resnet18_conv_target_costs(run_cli):
-    code, out, _ = run_cli("measure", "--arch", "resnet18", "--target", "conv", "--ranks", "8",
-                           "--json", "--repeats", "1", "--warmup", "0", "--device", "cpu")
-    assert code == 0
-    table = json.loads(out)
-    teacher, (student,) = table["teacher"], table["students"]
+def test_resnet18_conv_target_costs(measure_json):
+    teacher, (student,) = measure_json("resnet18", "conv", "8")
     assert teacher["macs"] == pytest.approx(1.82e9, rel=0.01)  # timm's published 1.82 GMACs at 224
     # The 16 3×3 convs of the stages (in→out): 4× 64→64; 64→128 and 3× 128→128; 128→256 and
     # 3× 256→256; 256→512 and 3× 512→512. Their full weights, 9·Σ in·out = 9·1,220,608 = 10,985,472,
@@ -99,22 +92,14 @@ def tiny_convnext() -> nn.Module:
     ("resnet50", tiny_bottleneck_resnet),
     ("convnext_tiny", tiny_convnext),
 ], ids=["basic-block", "bottleneck", "convnext-block"])
-def test_branch_is_the_residual_branch_before_the_add(architecture, scrambled, name, build):
+def test_branch_is_the_residual_branch_before_the_add(architecture, scrambled, block_io, name, build):
     # For every block: output == act(branch + shortcut(input)), act the identity for ConvNeXt.
     spec = architecture(name)
     model = scrambled(build or (lambda: spec.build(MICRO)))
     branches = spec.branches(model)
     blocks = [m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck, ConvNeXtBlock))]
     assert len(blocks) == len(branches)
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    handles = [block.register_forward_hook(lambda m, args, out: seen.append((args[0], out.clone())))
-               for block in blocks]
-    tap = BranchTap(branches)
-    with torch.no_grad():
-        features = tap.forward(model, torch.randn(2, 1, 32, 32)).features
-    for handle in handles:
-        handle.remove()
-    tap.close()
+    seen, features = block_io(model, blocks, branches, torch.randn(2, 1, 32, 32))
     for block, (x, out), branch in zip(blocks, seen, features):
         shortcut = block.shortcut(x) if name == "convnext_tiny" else (
             x if block.downsample is None else block.downsample(x))

@@ -1,15 +1,12 @@
 """The MLP-Mixer plugin: published MACs, hand-counted parameters, sites and branches (see also test_families)."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from torch import nn
 
 from effrank_bench.factorize import full_rank
 from effrank_bench.specs import ModelRequest
-from effrank_bench.taps import BranchTap
 
 MICRO = ModelRequest(num_classes=10, in_chans=1, input_size=8)
 
@@ -17,12 +14,8 @@ MICRO = ModelRequest(num_classes=10, in_chans=1, input_size=8)
 # --- cost: published MACs and hand-counted parameters --------------------------------------
 
 
-def test_mixer_b16_attention_target_costs(run_cli):
-    code, out, _ = run_cli("measure", "--arch", "mixer_b16", "--target", "attention", "--ranks", "8",
-                           "--json", "--repeats", "1", "--warmup", "0", "--device", "cpu")
-    assert code == 0
-    table = json.loads(out)
-    teacher, (student,) = table["teacher"], table["students"]
+def test_mixer_b16_attention_target_costs(measure_json):
+    teacher, (student,) = measure_json("mixer_b16", "attention", "8")
     assert teacher["macs"] == pytest.approx(12.62e9, rel=0.01)  # timm's published 12.62 GMACs at 224
     # Each of the 12 blocks mixes 196 tokens through 384 hidden units: fc1 196→384 and fc2 384→196,
     # 2·196·384 = 150,528 weights. At rank 8 each becomes 8·(196 + 384) = 4,640, so a block keeps
@@ -60,20 +53,12 @@ def test_micro_mixer_token_mlp_fits_the_default_rank_grid(architecture):
 # --- branches ----------------------------------------------------------------------------
 
 
-def test_branches_are_the_two_mlp_outputs_before_each_residual_add(architecture, scrambled):
+def test_branches_are_the_two_mlp_outputs_before_each_residual_add(architecture, scrambled, block_io):
     spec = architecture("micro_mixer")
     model = scrambled(lambda: spec.build(MICRO))
     branches = spec.branches(model)
     assert len(branches) == 2 * len(model.blocks)
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    handles = [block.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
-               for block in model.blocks]
-    tap = BranchTap(branches)
-    with torch.no_grad():
-        features = tap.forward(model, torch.randn(2, 1, 8, 8)).features
-    for handle in handles:
-        handle.remove()
-    tap.close()
+    seen, features = block_io(model, model.blocks, branches, torch.randn(2, 1, 8, 8))
     # Channels last, the token-mixing output (B, C, N) lines up with the tokens (B, N, C),
     # so each block's output is its input plus its two branch outputs.
     for (x, out), tokens, channels in zip(seen, features[0::2], features[1::2]):
