@@ -17,9 +17,9 @@ from effrank_bench.atomic import text_writer, write_files
 from effrank_bench.bootstrap import Estimate
 from effrank_bench.errors import ConfigError
 from effrank_bench.plotting import log2_scale
+from effrank_bench.records import SpectralEstimates
 from effrank_bench.report import Report, build_report, format_estimate
 from effrank_bench.store import RunDir
-from effrank_bench.teacher_spectrum import SpectralEstimates
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from effrank_bench.errors import ConfigError
+from effrank_bench.records import Cost
 
 # Fused attention kernels that FlopCounterMode's registry has no formula for, so
 # their matmuls would count as zero. On CPU, F.scaled_dot_product_attention runs
@@ -25,18 +25,6 @@ _UNCOUNTED_FUSED_SDPA_OPS = (
     "_scaled_dot_product_attention_math_for_mps",
     "_scaled_dot_product_fused_attention_overrideable",
 )
-
-
-class Cost(BaseModel):
-    """What one forward pass of a model on an example input costs (MACs per sample)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    params: int
-    factorized_params: int
-    macs: int
-    latency_ms: float | None
-    peak_memory_mb: float | None
 
 
 def count_params(model: nn.Module, factorized: Iterable[nn.Module] = ()) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""The typed records a run directory holds (trials, teacher, costs), and how records of version 1 are read."""
+"""The typed records a run directory holds (trials, teacher, costs, spectral estimates), and how records of
+version 1 are read. No torch here: reading and reporting a run directory needs none."""
 from __future__ import annotations
 
 import json
@@ -8,10 +9,38 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from effrank_bench.errors import ConfigError, format_validation_error
-from effrank_bench.measure import Cost
 
 # 2: records say which student init produced them; the teacher record carries its own version.
 SCHEMA_VERSION = 2
+
+
+class Cost(BaseModel):
+    """What one forward pass of a model on an example input costs (MACs per sample)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    params: int
+    factorized_params: int
+    macs: int
+    latency_ms: float | None
+    peak_memory_mb: float | None
+
+
+class SpectralEstimates(BaseModel):
+    """A teacher's two spectral rank estimates, as a run directory keeps them (``spectrum.json``).
+
+    ``weight_r95``: median over the targeted weight matrices of the rank holding 95% of Σs².
+    ``feature_r99``: median over the branch outputs of the rank holding 99% of the pooled PCA variance,
+    on ``samples`` test inputs. ``key`` is the teacher's cache key: a stored spectrum of another teacher
+    is computed again.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    samples: int
+    weight_r95: float
+    feature_r99: float | None
 
 
 @dataclass(frozen=True, order=True)

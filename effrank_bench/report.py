@@ -16,9 +16,8 @@ from effrank_bench.atomic import text_writer, write_files
 from effrank_bench.bootstrap import ONE_SEED_NOTE, Estimate, Uncertainty, bootstrap_curve
 from effrank_bench.config import RunConfig
 from effrank_bench.plotting import fixed_margins, log2_scale
-from effrank_bench.records import SCHEMA_VERSION, TeacherRecord
+from effrank_bench.records import SCHEMA_VERSION, SpectralEstimates, TeacherRecord
 from effrank_bench.store import RunDir
-from effrank_bench.teacher_spectrum import SpectralEstimates
 
 # The bootstrap of a report is reproducible: the same run directory always gives the same intervals.
 BOOTSTRAP_RNG_SEED = 0

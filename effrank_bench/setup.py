@@ -12,11 +12,11 @@ from effrank_bench.config import RunConfig
 from effrank_bench.data import Batches, default_workers, example_input
 from effrank_bench.environment import resolve_device
 from effrank_bench.factorize import QKV, check_rank, max_rank
-from effrank_bench.measure import Cost, measure
+from effrank_bench.measure import measure
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.specs import (ArchitectureSpec, DataRequest, DatasetSpec, DataSplits, ExecutorSpec, LossSpec,
                                   ModelRequest, Site)
-from effrank_bench.records import TargetInfo
+from effrank_bench.records import Cost, TargetInfo
 from effrank_bench.store import RunDir, check_out_dir
 
 

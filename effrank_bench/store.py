@@ -5,14 +5,18 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from effrank_bench.atomic import atomic_path, atomic_write_text
 from effrank_bench.config import RunConfig
 from effrank_bench.errors import ConfigError, format_validation_error, shown
-from effrank_bench.records import TargetInfo, TeacherRecord, TrialRecord, read_teacher, read_trial
-from effrank_bench.teacher_spectrum import ModelSpectrum, SpectralEstimates
+from effrank_bench.records import (SpectralEstimates, TargetInfo, TeacherRecord, TrialRecord, read_teacher,
+                                   read_trial)
+
+if TYPE_CHECKING:
+    from effrank_bench.teacher_spectrum import ModelSpectrum
 
 
 class RunDir:

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
 from effrank_bench.errors import ConfigError
 from effrank_bench.factorize import resolve_sites
+from effrank_bench.records import SpectralEstimates
 from effrank_bench.spectrum import (FeatureMeasures, FeatureSpectrum, LayerSummary, WeightMeasures, summarize_layers,
                                     weight_matrices, weight_measures)
 from effrank_bench.taps import BranchTap
@@ -25,23 +25,6 @@ FEATURE_Q = 0.99
 WEIGHT_ESTIMATE, FEATURE_ESTIMATE = "energy_rank_0.95", "pooled_rank"
 # The chunks of a fused projection split in three are its query, key and value maps.
 _QKV_NAMES = ("q", "k", "v")
-
-
-class SpectralEstimates(BaseModel):
-    """A teacher's two spectral rank estimates, as a run directory keeps them (``spectrum.json``).
-
-    ``weight_r95``: median over the targeted weight matrices of the rank holding 95% of Σs².
-    ``feature_r99``: median over the branch outputs of the rank holding 99% of the pooled PCA variance,
-    on ``samples`` test inputs. ``key`` is the teacher's cache key: a stored spectrum of another teacher
-    is computed again.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    key: str
-    samples: int
-    weight_r95: float
-    feature_r99: float | None
 
 
 @dataclass(frozen=True)

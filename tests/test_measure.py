@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from effrank_bench.errors import ConfigError
-from effrank_bench.measure import Cost, count_macs, count_params, measure, measure_latency_ms, peak_memory_mb
+from effrank_bench.measure import count_macs, count_params, measure, measure_latency_ms, peak_memory_mb
+from effrank_bench.records import Cost
 
 
 @pytest.fixture(scope="module")

@@ -162,3 +162,15 @@ def test_the_terminal_shows_the_bracketed_interval_notes_as_text(make_run, tmp_p
     out = " ".join(capsys.readouterr().out.split())
     # 95% of the teacher is reached only when both draws at rank 2 are 0.9 / 0.9: at 1 + (0.95 - 5/9) / (4/9).
     assert f"95% at rank not reached [95% CI {1 + (0.95 - 5 / 9) / (4 / 9):.2f}, >2.00; not reached in" in out
+
+
+def test_reading_and_reporting_a_run_directory_imports_no_torch():
+    # analyze, replay, report and compare start in about a second instead of several: torch (and the
+    # plugins' timm and scikit-learn) load only for commands that build models or load data.
+    import subprocess
+    import sys
+
+    code = ("import sys; import effrank_bench.cli, effrank_bench.report, effrank_bench.compare, effrank_bench.search; "
+            "heavy = sorted({'torch', 'timm', 'sklearn'} & set(sys.modules)); print(heavy); sys.exit(bool(heavy))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

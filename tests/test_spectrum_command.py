@@ -9,10 +9,10 @@ import statistics
 import pytest
 
 from effrank_bench.compare import CSV_FIELDS, compare_runs, render_comparison, write_comparison
+from effrank_bench.records import SpectralEstimates
 from effrank_bench.report import build_report, write_report
 from effrank_bench.store import RunDir
 from effrank_bench.sweep import run_sweep
-from effrank_bench.teacher_spectrum import SpectralEstimates
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SAMPLES = 16

@@ -7,7 +7,7 @@ import pytest
 
 from effrank_bench.config import RunConfig
 from effrank_bench.errors import ConfigError
-from effrank_bench.measure import Cost
+from effrank_bench.records import Cost
 from effrank_bench.plan import plan_trials
 from effrank_bench.records import SCHEMA_VERSION, Trial, TrialRecord
 from effrank_bench.store import RunDir
