@@ -125,8 +125,7 @@ def browse_hint(uri: str) -> str:
     return f"browse with: mlflow ui --backend-store-uri {uri}"
 
 
-def log_run(run: RunDir, uri: str, report: Report | None = None, *, interrupted: bool = False,
-            parent: str | None = None, suite: str | None = None) -> str:
+def log_run(run: RunDir, uri: str, report: Report | None = None, *, interrupted: bool = False) -> str:
     """Log ``run`` to MLflow at ``uri`` and return the MLflow run's id.
 
     The MLflow run is the one tagged with this directory (created on the first log), so a resumed
@@ -134,8 +133,7 @@ def log_run(run: RunDir, uri: str, report: Report | None = None, *, interrupted:
     MLflow run's start time as timestamp, and the store keeps one copy of an exact duplicate).
     ``report`` is the one written to the directory; without it (an interrupted sweep) it is built
     from the records. ``interrupted`` marks the MLflow run KILLED unless the report on disk is
-    newer than the last record (nothing was lost to the interrupt). ``parent`` and ``suite`` nest
-    it under a suite's MLflow run.
+    newer than the last record (nothing was lost to the interrupt).
 
     Params: every RunConfig field but ``mlflow`` (a field changed since the first log, as ranks
     added to a sweep, keeps its first value, which MLflow cannot change, and gets a tag
@@ -148,34 +146,41 @@ def log_run(run: RunDir, uri: str, report: Report | None = None, *, interrupted:
     ``_ci_low``/``_ci_high`` where seeds give intervals), ``trials/ok``, ``trials/failed`` and
     ``teacher/<test_accuracy|params|macs|latency_ms>``. Artifacts: :data:`RUN_FILES` that exist.
     """
+    client = connect(uri)
+    with quiet(), fail_fast():
+        return _log_run(client, _experiment_id(client), run, report, interrupted=interrupted)
+
+
+def _log_run(client: MlflowClient, experiment: str, run: RunDir, report: Report | None, *, interrupted: bool,
+             parent: str | None = None, suite: str | None = None) -> str:
+    """:func:`log_run` through an open client, in ``experiment``; ``parent`` and ``suite`` nest it under a
+    suite's MLflow run."""
     from mlflow.entities import Param, RunTag
 
-    client = connect(uri)
     config = run.config()
     if report is None:
         report = _report_of(run)
-    with quiet(), fail_fast():
-        found = _find_run(client, run, config.sweep_key())
-        params = {k: _text(v, _MAX_PARAM) for k, v in config.model_dump(mode="json").items() if k not in _NOT_PARAMS}
-        logged = found.data.params
-        changed = {f"config.{k}": v for k, v in params.items() if k in logged and logged[k] != v}
-        tags = {RUN_DIR_TAG: str(run.path.resolve()), SWEEP_KEY_TAG: config.sweep_key(), **changed,
-                **_report_tags(run, report)}
-        if parent is not None:
-            tags |= {"mlflow.parentRunId": parent, SUITE_TAG: suite or ""}
-        run_id, start = found.info.run_id, found.info.start_time
-        metrics = [m for record in sorted(run.records(), key=lambda r: (r.rank, r.seed))
-                   for m in _trial_metrics(record, start)]
-        if report is not None:
-            metrics += _rank_metrics(report, start)
-            metrics += _summary_metrics(report, found.data.metrics, _now())
-        client.log_batch(run_id, metrics=metrics,
-                         params=[Param(k, v) for k, v in params.items() if k not in logged],
-                         tags=[RunTag(k, v) for k, v in tags.items()])
-        for path in _existing(run.path, RUN_FILES):
-            client.log_artifact(run_id, str(path))
-        status = "KILLED" if interrupted and not _report_is_current(run) else "FINISHED"
-        client.set_terminated(run_id, status)
+    found = _find_run(client, experiment, run, config.sweep_key())
+    params = {k: _text(v, _MAX_PARAM) for k, v in config.model_dump(mode="json").items() if k not in _NOT_PARAMS}
+    logged = found.data.params
+    changed = {f"config.{k}": v for k, v in params.items() if k in logged and logged[k] != v}
+    tags = {RUN_DIR_TAG: str(run.path.resolve()), SWEEP_KEY_TAG: config.sweep_key(), **changed,
+            **_report_tags(run, report)}
+    if parent is not None:
+        tags |= {"mlflow.parentRunId": parent, SUITE_TAG: suite or ""}
+    run_id, start = found.info.run_id, found.info.start_time
+    metrics = [m for record in sorted(run.records(), key=lambda r: (r.rank, r.seed))
+               for m in _trial_metrics(record, start)]
+    if report is not None:
+        metrics += _rank_metrics(report, start)
+        metrics += _summary_metrics(report, found.data.metrics, _now())
+    client.log_batch(run_id, metrics=metrics,
+                     params=[Param(k, v) for k, v in params.items() if k not in logged],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+    for path in _existing(run.path, RUN_FILES):
+        client.log_artifact(run_id, str(path))
+    status = "KILLED" if interrupted and not _report_is_current(run) else "FINISHED"
+    client.set_terminated(run_id, status)
     return run_id
 
 
@@ -184,7 +189,7 @@ def log_suite(name: str, out: Path, runs: Iterable[RunDir], uri: str, *, interru
     each of ``runs`` logged with :func:`log_run` and nested under it. Returns the parent's id."""
     from mlflow.entities import RunTag
 
-    client = connect(uri)
+    client = connect(uri)  # one client and one experiment lookup for the suite and all its runs
     with quiet(), fail_fast():
         experiment = _experiment_id(client)
         where = str(Path(out).resolve())
@@ -192,9 +197,8 @@ def log_suite(name: str, out: Path, runs: Iterable[RunDir], uri: str, *, interru
                    if r.data.tags.get(SUITE_DIR_TAG) == where and "mlflow.parentRunId" not in r.data.tags]
         parent = parents[0].info.run_id if parents else client.create_run(
             experiment, run_name=name, tags={SUITE_TAG: name, SUITE_DIR_TAG: where}).info.run_id
-    for run in runs:
-        log_run(run, uri, interrupted=interrupted, parent=parent, suite=name)
-    with quiet(), fail_fast():
+        for run in runs:
+            _log_run(client, experiment, run, None, interrupted=interrupted, parent=parent, suite=name)
         client.log_batch(parent, tags=[RunTag(SUITE_TAG, name)])
         for path in _existing(Path(out), SUITE_FILES):
             client.log_artifact(parent, str(path))
@@ -226,9 +230,8 @@ def _experiment_id(client: MlflowClient) -> str:
         return experiment.experiment_id
 
 
-def _find_run(client: MlflowClient, run: RunDir, sweep_key: str) -> Run:
-    """The MLflow run of this directory: found by its sweep key, then its path; created if none."""
-    experiment = _experiment_id(client)
+def _find_run(client: MlflowClient, experiment: str, run: RunDir, sweep_key: str) -> Run:
+    """The MLflow run of this directory in ``experiment``: found by its sweep key, then its path; created if none."""
     where = str(run.path.resolve())
     for candidate in client.search_runs([experiment], f"tags.`{SWEEP_KEY_TAG}` = '{sweep_key}'"):
         if candidate.data.tags.get(RUN_DIR_TAG) == where:

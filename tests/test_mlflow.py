@@ -171,6 +171,17 @@ def test_a_suite_nests_its_runs_under_one_parent_run(make_run, tmp_path, uri, cl
     assert [a.path for a in client.list_artifacts(parent)] == ["comparison.md"]
 
 
+def test_a_suite_opens_its_store_once_for_all_its_runs(make_run, tmp_path, uri, monkeypatch):
+    import effrank_bench.mlflow_log as mlflow_log
+
+    opened = []
+    connect = mlflow_log.connect
+    monkeypatch.setattr(mlflow_log, "connect", lambda u: opened.append(u) or connect(u))
+    runs = [make_run(tmp_path / "suite" / name, POINTS[:3], loss=loss) for name, loss in (("a", "kd"), ("b", "logit"))]
+    mlflow_log.log_suite("losses", tmp_path / "suite", runs, uri)
+    assert opened == [uri]  # one client (and, for a server, one reachability check), not one per run
+
+
 # --- through the command line, with the sweep itself replaced by a hand-made run directory ------------
 
 
