@@ -336,8 +336,8 @@ def _log_suite_mlflow(suite, uris: list[str], console: Console, interrupted: boo
     from effrank_bench.store import RunDir
 
     for uri in dict.fromkeys(uris):
-        runs = [RunDir(config.out) for config in suite.runs
-                if config.mlflow == uri and (config.out / "config.json").is_file()]
+        runs = [RunDir(config.out) for config in suite.runs if config.mlflow == uri]
+        runs = [run for run in runs if run.config_path.is_file()]  # begun before an interrupt
         _log_mlflow(uri, suite.out, console,
                     lambda log: log.log_suite(suite.name, suite.out, runs, uri, interrupted=interrupted))
 

@@ -42,7 +42,8 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         config = setup.config
         run = RunDir.open(setup.run.path, config)
         run.store_target(setup.target_info())
-        teacher = teacher or obtain_teachers([setup], progress)[0]
+        if teacher is None:
+            (teacher,) = obtain_teachers([setup], progress)
         run.store_teacher(teacher.weights, teacher.record)
         stored = run.spectrum()
         if config.spectrum_samples and (stored is None or stored.key != teacher.record.key):  # once per teacher

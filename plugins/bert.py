@@ -69,11 +69,9 @@ def _branches(model: nn.Module) -> list[Branch]:
 _TARGETS = {"attention": _attention, "mlp": _mlp, "joint": _joint}
 
 
-# transformers is imported where a BERT is built: it takes seconds, and `list` or a run of any other
-# architecture loads this plugin without needing it.
-
-
 def _build_micro(request: ModelRequest) -> nn.Module:
+    # transformers is imported where a BERT is built: it takes seconds, and `list` or a run of any other
+    # architecture loads this plugin without needing it.
     from transformers import BertConfig, BertForSequenceClassification
 
     refuse_pretrained("micro_bert", request)
