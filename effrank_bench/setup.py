@@ -1,7 +1,7 @@
 """Resolve and check a run's config once, into the frozen setup that its teacher and trials read."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -54,17 +54,25 @@ def data_request(config: RunConfig, arch: ArchitectureSpec) -> DataRequest:
                        preprocess=arch.preprocess, val_fraction=config.val_fraction)
 
 
-class DataCache:
-    """Loaded data sets by request, so that a suite's runs on one data set load it once."""
+class SuiteCache:
+    """What a suite's runs share in one process: data sets loaded once per request, and each model's
+    cost measured once (the runs of one teacher, target and rank under several losses build the same
+    student; the runs of one teacher, the same teacher)."""
 
     def __init__(self) -> None:
-        self._loaded: dict[tuple[str, DataRequest], DataSplits] = {}
+        self._data: dict[tuple[str, DataRequest], DataSplits] = {}
+        self._costs: dict[tuple, Cost] = {}
 
     def load(self, dataset: DatasetSpec, request: DataRequest) -> DataSplits:
         key = (dataset.name, request)
-        if key not in self._loaded:
-            self._loaded[key] = dataset.load(request)
-        return self._loaded[key]
+        if key not in self._data:
+            self._data[key] = dataset.load(request)
+        return self._data[key]
+
+    def cost(self, key: tuple, measure: Callable[[], Cost]) -> Cost:
+        if key not in self._costs:
+            self._costs[key] = measure()
+        return self._costs[key]
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,8 @@ class RunSetup:
 
     ``model`` is the untrained model, built under the teacher's seed: the teacher starts from a
     copy of it. ``run`` is the run directory, checked to be resumable by this config but not
-    created yet: nothing is written before the run starts.
+    created yet: nothing is written before the run starts. ``shared``: what it shares with the
+    other runs of its suite (a run alone has one of its own).
     """
 
     config: RunConfig
@@ -86,6 +95,7 @@ class RunSetup:
     model: nn.Module
     sites: tuple[Site, ...]
     run: RunDir
+    shared: SuiteCache
 
     @property
     def teacher_key(self) -> str:
@@ -121,7 +131,22 @@ class RunSetup:
         # Convolutions run faster on CUDA in channels-last layout (tensor cores); on CPU it only costs copies.
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
-    def cost(self, model: nn.Module, factorized: Iterable[nn.Module] = ()) -> Cost:
+    def teacher_cost(self, model: nn.Module) -> Cost:
+        """The teacher's cost; measured once for all runs of a suite that share this teacher."""
+        return self.shared.cost(self._cost_key(), lambda: self._measure(model))
+
+    def student_cost(self, model: nn.Module, rank: int, factorized: Iterable[nn.Module]) -> Cost:
+        """A student's cost; measured once for all runs of a suite that build this student (its teacher,
+        target, rank and factorization)."""
+        c = self.config
+        return self.shared.cost(self._cost_key() + (c.target, c.qkv, c.init, rank),
+                                lambda: self._measure(model, factorized))
+
+    def _cost_key(self) -> tuple:
+        c = self.config
+        return (self.teacher_key, str(self.device), c.latency_batch_size, c.latency_repeats)
+
+    def _measure(self, model: nn.Module, factorized: Iterable[nn.Module] = ()) -> Cost:
         example = example_input(self.request, self.splits.modality, self.config.latency_batch_size, self.device)
         if self.channels_last:  # timed in the layout the model computes in, as training feeds it
             example = example.contiguous(memory_format=torch.channels_last)
@@ -141,7 +166,7 @@ def build_checked(arch: ArchitectureSpec, request: ModelRequest, target: str, ra
     return model, sites
 
 
-def prepare(config: RunConfig, registry: Registry | None = None, data: DataCache | None = None) -> RunSetup:
+def prepare(config: RunConfig, registry: Registry | None = None, shared: SuiteCache | None = None) -> RunSetup:
     """Resolve ``config`` into a :class:`RunSetup`: names, data, device, model and ranks, run directory.
 
     Every check a run needs happens here, before any training: unknown names, a data set of the
@@ -153,11 +178,12 @@ def prepare(config: RunConfig, registry: Registry | None = None, data: DataCache
     run = RunDir(out)
     run.check_resumable(config)
     device = torch.device(resolve_device(config.device))
-    splits = (data or DataCache()).load(parts.dataset, data_request(config, parts.arch))
+    shared = shared or SuiteCache()
+    splits = shared.load(parts.dataset, data_request(config, parts.arch))
     request = splits.model_request(parts.arch)
     torch.manual_seed(config.teacher_seed)  # the teacher trained from scratch starts from this init
     model, sites = build_checked(parts.arch, request, config.target, config.ranks, config.qkv)
     workers = config.workers if config.workers is not None else default_workers(device, splits.train)
     return RunSetup(config=config, parts=parts, device=device, splits=splits, request=request, workers=workers,
                     channels_last=device.type == "cuda" and splits.modality == "image", model=model,
-                    sites=tuple(sites), run=run)
+                    sites=tuple(sites), run=run, shared=shared)

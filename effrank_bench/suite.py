@@ -11,7 +11,7 @@ from effrank_bench.config import SuiteConfig
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.report import build_report, write_report
-from effrank_bench.setup import DataCache, RunSetup, prepare, resolve_components
+from effrank_bench.setup import RunSetup, SuiteCache, prepare, resolve_components
 from effrank_bench.store import RunDir
 from effrank_bench.sweep import execute, obtain_teachers
 
@@ -34,11 +34,11 @@ def prepare_suite(suite: SuiteConfig, registry: Registry) -> list[RunSetup]:
     """Every run of ``suite`` resolved and checked, in the suite's order, before any training.
 
     The cheap checks of every run first, then data and models: a clash found after hours of
-    earlier runs helps no one. Data sets are loaded once for all runs.
+    earlier runs helps no one. Data sets are loaded, and models measured, once for all runs.
     """
     check_suite(suite, registry)
-    data = DataCache()
-    return [prepare(config, registry, data) for config in suite.runs]
+    shared = SuiteCache()
+    return [prepare(config, registry, shared) for config in suite.runs]
 
 
 def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Progress = NullProgress()) -> SuiteResult:

@@ -220,6 +220,24 @@ def test_the_smoke_suite_trains_one_teacher_per_family(smoke):
     assert all(len(i) == 1 for i in inodes.values())
 
 
+def test_a_suite_measures_each_model_once(smoke):
+    # Latency is a measurement: two runs recording the same float measured the model once and shared it.
+    teachers, students = {}, {}
+    for path in smoke.runs:
+        config = json.loads((path / "config.json").read_text())
+        teachers.setdefault(config["arch"], set()).add(json.loads((path / "teacher.json").read_text())["cost"]
+                                                       ["latency_ms"])
+        for line in (path / "trials.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            students.setdefault((config["arch"], config["target"], record["rank"]), []).append(
+                (record["cost"]["latency_ms"], record["cost"]["macs"]))
+    assert len(teachers) == 4 and all(len(latencies) == 1 for latencies in teachers.values())
+    # Each student under its three losses: one model, one measurement.
+    assert len(students) == 24 and all(len(c) == 3 and len(set(c)) == 1 for c in students.values())
+    # Other targets and ranks are other models, each measured on its own.
+    assert len({c[0] for c in students.values()}) == 24
+
+
 # Two of the smoke suite's runs, under smoke.toml's name and [defaults].
 SMOKE_PAIR = '''
 [[matrix]]
