@@ -16,7 +16,7 @@ from rich.table import Table
 from effrank_bench.atomic import text_writer, write_files
 from effrank_bench.bootstrap import Estimate
 from effrank_bench.errors import ConfigError
-from effrank_bench.plotting import log2_scale
+from effrank_bench.plotting import log2_scale, pyplot, save_png
 from effrank_bench.records import SpectralEstimates
 from effrank_bench.report import Report, build_report, format_estimate
 from effrank_bench.store import RunDir
@@ -335,10 +335,7 @@ def _markdown(comparison: Comparison) -> str:
 
 def plot_comparison(comparison: Comparison, path: Path) -> None:
     """Two panels: mean normalized accuracy against rank, and against rank / width (log2 axes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.lines import Line2D
 
     n = len(comparison.runs)
@@ -379,16 +376,12 @@ def plot_comparison(comparison: Comparison, path: Path) -> None:
     handles = [Line2D([], [], color=color, linestyle=line, marker="o", ms=4) for color, line in styles]
     fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, legend_height / (4.4 + legend_height), 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_spectra(comparison: Comparison, path: Path) -> None:
     """Each run's spectral estimates against its distilled high crossing, with Spearman's ρ per estimate."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     threshold = next((r.report.analysis.region.thresholds[1] for r in comparison.runs if r.report.analysis), 0.95)
@@ -413,8 +406,7 @@ def plot_spectra(comparison: Comparison, path: Path) -> None:
     ax.set_ylabel(f"distilled rank at {threshold:.0%} of teacher accuracy")
     ax.set_title("spectral estimate against distilled rank")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def _styles(n: int) -> list[tuple[object, str]]:

@@ -1,6 +1,7 @@
-"""What the plots share: rank axes on a log2 scale, labelled 1, 2, 4, ... in plain text; fixed margins."""
+"""What the plots share: rank axes on a log2 scale, labelled 1, 2, 4, ... in plain text; fixed margins; saving."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 # Subplot margins in inches, room for a title, axis labels and plain-number ticks at any figure size:
@@ -27,3 +28,23 @@ def log2_scale(ax: Any, axis: Literal["x", "y"] = "x") -> None:
     target = getattr(ax, f"{axis}axis")
     target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     target.set_minor_locator(NullLocator())
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files, no window), imported when a plot is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig: Any, path: Path) -> None:
+    """Write ``fig`` to ``path`` as a 120 dpi PNG and close it.
+
+    zlib level 1 instead of Pillow's 6: a third less encoding time (about 10 ms of a plot's 200 here)
+    for a file about 10% larger.
+    """
+    fig.savefig(path, dpi=120, pil_kwargs={"compress_level": 1})
+    pyplot().close(fig)

@@ -15,7 +15,7 @@ from effrank_bench.analysis import Censoring, CurveAnalysis, analyze_curve
 from effrank_bench.atomic import text_writer, write_files
 from effrank_bench.bootstrap import ONE_SEED_NOTE, Estimate, Uncertainty, bootstrap_curve
 from effrank_bench.config import RunConfig
-from effrank_bench.plotting import fixed_margins, log2_scale
+from effrank_bench.plotting import fixed_margins, log2_scale, pyplot, save_png
 from effrank_bench.records import SCHEMA_VERSION, SpectralEstimates, TeacherRecord
 from effrank_bench.store import RunDir
 
@@ -359,10 +359,7 @@ def plot_curve(report: Report, path: Path) -> None:
     """Normalized accuracy vs rank: points (mean ± spread over seeds), PCHIP fit, bootstrap band,
     the threshold region shaded, the knee and the teacher's spectral estimates marked; below it, when
     the trials recorded it, their expected calibration error against rank."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     calibrated = [row for row in report.rows if row.status == "ok" and row.rank is not None and row.ece is not None]
     if calibrated:
@@ -419,8 +416,7 @@ def plot_curve(report: Report, path: Path) -> None:
         log2_scale(ece_ax)
     (ece_ax if calibrated else ax).set_xlabel("rank")
     fixed_margins(fig)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def write_report(run: RunDir, report: Report) -> list[Path]:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from effrank_bench.atomic import text_writer, write_files
 from effrank_bench.errors import ConfigError
+from effrank_bench.plotting import pyplot, save_png
 from effrank_bench.teacher_spectrum import FEATURE_Q, ModelSpectrum
 
 # The weight energy fractions shown, by their column name.
@@ -83,10 +84,7 @@ def _csv(spectrum: ModelSpectrum, path: Path) -> None:
 
 def plot_depth(spectrum: ModelSpectrum, path: Path) -> None:
     """Ranks across depth: each weight matrix's energy ranks, and each branch output's feature ranks."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = 2 if spectrum.features else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.6 * panels, 4.2), squeeze=False)
@@ -114,19 +112,15 @@ def plot_depth(spectrum: ModelSpectrum, path: Path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(f"{spectrum.arch} · {spectrum.target} · {spectrum.dataset}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_energy(spectrum: ModelSpectrum, path: Path) -> None:
     """The spectral energy pattern of each branch output: mean cumulative energy against bandwidth, by depth."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    cmap, n = matplotlib.colormaps["viridis"], len(spectrum.features)
+    cmap, n = plt.colormaps["viridis"], len(spectrum.features)
     for i, f in enumerate(spectrum.features):
         m = f.measures
         ax.plot([0.0, *m.pattern_bandwidth], [0.0, *m.pattern_energy], color=cmap(i / max(n - 1, 1)), lw=1,
@@ -138,8 +132,7 @@ def plot_energy(spectrum: ModelSpectrum, path: Path) -> None:
     if n <= 12:
         ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def check_out(out: Path) -> None:
