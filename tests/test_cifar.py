@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torchvision.datasets
 from PIL import Image
 from torchvision.transforms import v2
 
@@ -237,7 +236,7 @@ class FakeCIFAR10:
 
 
 def test_download_goes_through_torchvision_only_when_files_are_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    monkeypatch.setattr("torchvision.datasets.CIFAR10", FakeCIFAR10)  # imported here: seconds
     FakeCIFAR10.calls = []
     splits = load("cifar10", root=tmp_path, download=True)
     assert FakeCIFAR10.calls == [(str(tmp_path), True, True), (str(tmp_path), False, True)]
@@ -251,7 +250,7 @@ def test_a_failed_download_is_a_data_error(tmp_path, monkeypatch):
     def offline(root, train=True, download=False):
         raise OSError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    monkeypatch.setattr("torchvision.datasets.CIFAR10", offline)
     with pytest.raises(DataError, match=f"could not download CIFAR-10 into {tmp_path} .*name resolution"):
         load("cifar10", root=tmp_path, download=True)
 

@@ -27,7 +27,7 @@ def _computed(run):
 
 @pytest.fixture(scope="module")
 def eager(tmp_path_factory, tiny):
-    config = tiny.config(tmp_path_factory.mktemp("eager") / "run", compile=False)
+    config = tiny.config(tmp_path_factory.mktemp("eager") / "run", compile=False, ranks=(2,))
     return config, run_sweep(config)
 
 
@@ -63,5 +63,5 @@ def test_a_compiler_failure_falls_back_to_eager_with_one_warning(eager, tmp_path
     fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "f"}), progress=notes)
     assert _computed(fallen) == _computed(run)
     warnings = [n for n in notes.notes if "torch.compile failed" in n]
-    # One per compiled forward (teacher and each student), each one line naming the error.
-    assert len(warnings) == 3 and all("RuntimeError: backend exploded with a long traceback" in w for w in warnings)
+    # One per compiled forward (the teacher's and the student's), each one line naming the error.
+    assert len(warnings) == 2 and all("RuntimeError: backend exploded with a long traceback" in w for w in warnings)
