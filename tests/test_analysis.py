@@ -175,7 +175,7 @@ def test_a_non_decreasing_curve_is_the_same_under_both_modes():
 def test_curves_read_off_together_are_read_as_each_alone(axis, mode):
     # The bootstrap reads its resamples as columns of one array: no column may see another.
     rng = np.random.default_rng(0)
-    curves = np.clip(1 - np.exp(-PAPER_GRID / 30)[:, None] + rng.normal(0, 0.05, (PAPER_GRID.size, 60)), 0, None)
+    curves = np.clip(1 - np.exp(-PAPER_GRID / 30)[:, None] + rng.normal(0, 0.05, (PAPER_GRID.size, 20)), 0, None)
     monotone = make_monotone(curves, np.ones(PAPER_GRID.size), mode)
     read = read_off(PAPER_GRID, monotone, (0.85, 0.95), axis)
     (low, low_side), (high, high_side) = read.crossings

@@ -252,7 +252,8 @@ def unavailable_server():
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # Polled every 50 ms for shutdown, not every 500 (a test's teardown waited that long).
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 
