@@ -183,7 +183,8 @@ def obtain_teacher(setup: RunSetup, progress: Progress = NullProgress()) -> Teac
             source = cached
             cached.save(model, record)
     setup.to_device(model)
-    return Teacher(model=model, record=record.model_copy(update={"cost": setup.teacher_cost(model)}), weights=source.weights)
+    return Teacher(model=model, record=record.model_copy(update={"cost": setup.teacher_cost(model)}),
+                   weights=source.weights)
 
 
 def _train(setup: RunSetup, model: nn.Module, progress: Progress) -> tuple[nn.Module, TeacherRecord]:
