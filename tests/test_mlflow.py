@@ -12,9 +12,6 @@ import pytest
 from effrank_bench.config import RunConfig
 from effrank_bench.records import Epoch
 
-# MLflow's SQLite store uses an option SQLAlchemy deprecates; not ours to act on.
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.*")
-
 # Two seeds, so the report has bootstrap intervals; 50 resamples keep it quick.
 POINTS = [(2, 0, 0.5), (4, 0, 0.7), (8, 0, 0.85), (2, 1, 0.55), (4, 1, 0.72), (8, 1, 0.86)]
 
