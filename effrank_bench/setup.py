@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,19 +62,18 @@ class SuiteCache:
     student; the runs of one teacher, the same teacher)."""
 
     def __init__(self) -> None:
-        self._data: dict[tuple[str, DataRequest], DataSplits] = {}
-        self._costs: dict[tuple, Cost] = {}
+        self._made: dict[tuple, Any] = {}
 
     def load(self, dataset: DatasetSpec, request: DataRequest) -> DataSplits:
-        key = (dataset.name, request)
-        if key not in self._data:
-            self._data[key] = dataset.load(request)
-        return self._data[key]
+        return self._once(("data", dataset.name, request), lambda: dataset.load(request))
 
     def cost(self, key: tuple, measure: Callable[[], Cost]) -> Cost:
-        if key not in self._costs:
-            self._costs[key] = measure()
-        return self._costs[key]
+        return self._once(("cost", *key), measure)
+
+    def _once(self, key: tuple, make: Callable[[], Any]) -> Any:
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,12 @@ class RunSetup:
     run: RunDir
     shared: SuiteCache
 
-    @property
+    @cached_property
     def teacher_key(self) -> str:
-        """The teacher's cache key: the config's teacher fields and the inputs its architecture expects."""
+        """The teacher's cache key: the config's teacher fields and the inputs its architecture expects.
+
+        Computed once: with a --teacher-checkpoint it hashes that file, and every measured cost is keyed by it.
+        """
         preprocess = self.parts.arch.preprocess
         return self.config.teacher_key(preprocess.model_dump(mode="json") if preprocess else None)
 

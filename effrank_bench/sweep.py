@@ -36,7 +36,8 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
     """Run every trial of ``setup`` not yet recorded; each record is appended the moment it arrives.
 
     This process is the only writer of the run directory, whichever executor runs the trials, and
-    records each trial once. ``teacher``: the run's teacher when it was obtained before (a suite obtains its teachers first).
+    records each trial once. ``teacher``: the run's teacher when it was obtained before (a suite
+    obtains its teachers first).
     """
     with run_lock(setup.run.path, progress):  # one process at a time writes a run directory
         config = setup.config

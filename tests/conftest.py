@@ -120,8 +120,7 @@ def _make_run(path, points, *, teacher_accuracy=0.9, teacher_params=10_000, fail
     ``config`` holds further RunConfig options (arch, target and loss also name the records).
     """
     from effrank_bench.config import RunConfig
-    from effrank_bench.records import Cost
-    from effrank_bench.records import TargetInfo, TeacherRecord, TrialRecord
+    from effrank_bench.records import Cost, TargetInfo, TeacherRecord, TrialRecord
     from effrank_bench.store import RunDir
 
     ranks = sorted({p[0] for p in points} | {f[0] for f in failed})
