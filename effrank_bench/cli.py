@@ -204,13 +204,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_report(run, console: Console):
-    """Write the run's report files, print its table and read-off; the report, for whoever logs it."""
+def _print_report(run, console: Console, plot: bool = True):
+    """Write the run's report files (curve.png unless ``plot`` is False), print its table and read-off;
+    the report, for whoever logs it."""
     from effrank_bench.report import (build_report, region_lines, render_table, spectrum_lines, warning_lines,
                                       write_report)
 
     report = build_report(run)
-    write_report(run, report)
+    write_report(run, report, plot)
     console.print(render_table(report))
     for line in (region_lines(report.analysis, report.note, report.uncertainty) + spectrum_lines(report)
                  + warning_lines(report)):
@@ -243,7 +244,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                 _log_mlflow(config.mlflow, setup.run.path, console,
                             lambda log: log.log_run(setup.run, config.mlflow, interrupted=True))
             return INTERRUPTED
-    report = _print_report(run, console)
+    report = _print_report(run, console, config.plot)
     if config.mlflow is not None:
         _log_mlflow(config.mlflow, run.path, console, lambda log: log.log_run(run, config.mlflow, report))
     return 0

@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 # (ranks and seeds may grow: each trial is keyed by its own rank and seed).
 _NOT_IN_SWEEP_KEY = {
     "ranks", "seeds", "device", "out", "thresholds", "knee_axis", "monotone", "latency_batch_size",
-    "latency_repeats", "download", "workers", "bootstrap_resamples", "executor", "spectrum_samples", "group", "memory_fraction", "search", "tolerance",
-    "compile", "checkpoint_every", "ray_address", "gpus_per_trial", "cpus_per_trial", "max_retries", "mlflow",
+    "latency_repeats", "download", "workers", "bootstrap_resamples", "executor", "spectrum_samples", "group",
+    "memory_fraction", "search", "tolerance", "compile", "checkpoint_every", "ray_address", "gpus_per_trial",
+    "cpus_per_trial", "max_retries", "mlflow", "plot",
 }
 # Options added after run directories and teachers were first keyed: in a key only when they differ
 # from their default, so that runs and cached teachers made before they existed keep their keys.
@@ -164,6 +165,8 @@ class RunConfig(BaseModel):
                                   description="--executor ray: CPUs each unit of work reserves")
     max_retries: int = Field(default=3, ge=0, le=100, description="--executor ray: retries of a unit of work whose "
                                                                   "worker or node died (a NaN trial is not retried)")
+    plot: bool = Field(default=True, description="draw curve.png with the run's report (--no-plot: tables only, "
+                                                 "about 0.2 s less a run; `effrank-bench report` draws it later)")
     mlflow: str | None = Field(default=None, description="log the run to MLflow at this tracking URI (the flag "
                                                          f"alone: {MLFLOW_DEFAULT_URI})")
     out: Path | None = Field(default=None, description="run directory (default: "

@@ -419,13 +419,18 @@ def plot_curve(report: Report, path: Path) -> None:
     save_png(fig, path)
 
 
-def write_report(run: RunDir, report: Report) -> list[Path]:
-    """Write summary.json, summary.csv, summary.md and, with an analysis, region.csv and curve.png."""
+def write_report(run: RunDir, report: Report, plot: bool = True) -> list[Path]:
+    """Write summary.json, summary.csv, summary.md and, with an analysis, region.csv and (unless ``plot`` is
+    False) curve.png. Without a plot, an earlier curve.png is removed: it would show fewer trials than the tables.
+    """
     # Each file whole or not at all (temporary name, then rename): a reader never sees half a summary.
     writers = {run.path / "summary.json": text_writer(json.dumps(report.to_dict(), indent=2)),
                run.path / "summary.csv": partial(_csv, report),
                run.path / "summary.md": text_writer(_markdown(report))}
     if report.analysis is not None:
         writers[run.path / "region.csv"] = partial(_region_csv, report)
-        writers[run.path / "curve.png"] = partial(plot_curve, report)
+        if plot:
+            writers[run.path / "curve.png"] = partial(plot_curve, report)
+    if not plot:
+        (run.path / "curve.png").unlink(missing_ok=True)
     return write_files(writers)

@@ -60,7 +60,7 @@ def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Pr
         for i, setup in enumerate(setups):
             progress.note(f"[bold]{setup.run.path.name}")
             run = execute(setup, progress, teachers.pop(i, None))
-            write_report(run, build_report(run))
+            write_report(run, build_report(run), setup.config.plot)
             paths.append(run.path)
             advance(1)
     comparison = compare_runs(paths)

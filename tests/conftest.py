@@ -81,18 +81,23 @@ class Recipe:
         for name, value in {**self.options, **changes}.items():
             if value is None:
                 continue
+            flag = "--" + name.replace("_", "-")
+            if isinstance(value, bool):  # --plot, --no-plot
+                flags.append(flag if value else "--no-" + flag[2:])
+                continue
             if isinstance(value, (tuple, list)):
                 value = ",".join(str(v) for v in value)
-            flags += ["--" + name.replace("_", "-"), str(value)]
+            flags += [flag, str(value)]
         return flags
 
 
 # Budgets so small that a run checks what runs end to end and what it records, never how well it
 # learns: one batch of 32 per epoch and per evaluation (--limit-batches 1), teacher and students
 # alike, on any data set. One recipe means one teacher per architecture for the whole session (the
-# shared teacher cache).
+# shared teacher cache). No curve.png (--no-plot): a plot took as long as the rest of a tiny run; the
+# tests of plots ask for one.
 TINY = Recipe({"ranks": (2, 4), "epochs": 1, "teacher_epochs": 2, "batch_size": 32, "limit_batches": 1,
-               "latency_repeats": 1, "spectrum_samples": 0, "device": "cpu"})
+               "latency_repeats": 1, "spectrum_samples": 0, "plot": False, "device": "cpu"})
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import pytest
 
 from effrank_bench.config import RunConfig, load_config
 from effrank_bench.errors import ConfigError
+from effrank_bench.store import RunDir
 
 
 def write_curve(path, rows, header="rank,accuracy"):
@@ -130,14 +131,23 @@ def tiny_run(tmp_path_factory, run_cli, tiny):
     return out_dir, out
 
 
-def test_run_then_report_rerenders_the_same_table(tiny_run, run_cli, tmp_path):
+def test_run_then_report_rerenders_the_same_table_and_draws_the_plot(tiny_run, run_cli, tmp_path):
     finished, out = tiny_run
     out_dir = shutil.copytree(finished, tmp_path / "run")
     assert "effective-rank region" in out and "effective knee" in out
-    (out_dir / "curve.png").unlink()
+    assert (out_dir / "summary.md").is_file() and not (out_dir / "curve.png").exists()  # the recipe's --no-plot
     code, again, _ = run_cli("report", str(out_dir))
-    assert code == 0 and (out_dir / "curve.png").is_file()
+    assert code == 0 and (out_dir / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert again.splitlines()[:10] == out.splitlines()[:10]
+
+
+def test_a_run_without_a_plot_removes_the_curve_of_fewer_trials(tiny_run, run_cli, tiny, tmp_path):
+    out_dir = shutil.copytree(tiny_run[0], tmp_path / "run")
+    code, _, err = run_cli("run", *tiny.args(plot=True), "--out", out_dir)  # resumes: nothing left to train
+    assert code == 0 and (out_dir / "curve.png").is_file(), err
+    code, _, err = run_cli("run", *tiny.args(ranks=(2, 4, 8)), "--out", out_dir)  # one more rank, no plot
+    assert code == 0, err
+    assert [r.rank for r in RunDir(out_dir).records()] == [2, 4, 8] and not (out_dir / "curve.png").exists()
 
 
 def test_ctrl_c_during_a_run_exits_130_and_says_how_to_resume(tiny, tmp_path, run_cli, monkeypatch):
@@ -310,7 +320,6 @@ def test_a_suite_whose_tables_are_not_tables_exits_2_with_one_line(tmp_path, run
 
 def test_a_suite_rerun_with_changed_options_is_refused_before_any_run_trains(tmp_path, run_cli):
     from effrank_bench.config import load_suite
-    from effrank_bench.store import RunDir
 
     path, out_dir = write_suite(tmp_path / "s.toml"), tmp_path / "suite"
     first, second = load_suite(path, {"out": out_dir}).runs
