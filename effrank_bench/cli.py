@@ -222,7 +222,7 @@ def _print_report(run, console: Console, plot: bool = True):
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.config import load_config
-    from effrank_bench.progress import RichProgress
+    from effrank_bench.progress import cli_progress
     from effrank_bench.setup import prepare
     from effrank_bench.sweep import execute
 
@@ -233,7 +233,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if config.mlflow is not None:
         _connect_mlflow([config.mlflow])
     setup = prepare(config)  # bad input fails here, before any bar is drawn
-    progress = RichProgress()
+    progress = cli_progress()
     with progress:
         try:
             run = execute(setup, progress)
@@ -279,7 +279,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _spectrum(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.config import load_config
-    from effrank_bench.progress import RichProgress
+    from effrank_bench.progress import cli_progress
     from effrank_bench.setup import prepare
     from effrank_bench.spectrum_report import check_out, render_tables, summary_lines, write_spectrum
     from effrank_bench.teacher import obtain_teacher
@@ -291,7 +291,7 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
     if args.out is not None:
         check_out(args.out)
     setup = prepare(load_config(args.config, _overrides(args)))  # bad names and data fail here, before training
-    progress = RichProgress()
+    progress = cli_progress()
     with progress:
         teacher = obtain_teacher(setup, progress)  # trained (and cached) exactly as `run` would
         spectrum = model_spectrum(setup, teacher, samples)
@@ -310,13 +310,13 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
 
 def _run_suite(path: Path, overrides: dict, console: Console) -> int:
     from effrank_bench.config import load_suite
-    from effrank_bench.progress import RichProgress
+    from effrank_bench.progress import cli_progress
     from effrank_bench.suite import run_suite
 
     suite = load_suite(path, overrides)
     uris = [config.mlflow for config in suite.runs if config.mlflow is not None]
     _connect_mlflow(uris)
-    progress = RichProgress()  # draws nothing until the first bar: checks that fail print only themselves
+    progress = cli_progress()  # draws nothing until the first bar: checks that fail print only themselves
     with progress:
         try:
             result = run_suite(suite, progress=progress)

@@ -61,8 +61,11 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
                 return
             done.add(result.trial)
             run.append(result)
+            label = result.trial.label(len(config.seeds))
             if result.status == "failed":
-                progress.note(f"[red]{result.trial.label(len(config.seeds))} failed: {escape(result.error or '')}")
+                progress.note(f"[red]{label} failed: {escape(result.error or '')}")
+            else:
+                progress.note(f"{label}: test accuracy {result.test_accuracy:.4f}")
             advance(1)
 
         search = make_search(config.search, config.ranks, thresholds=config.thresholds, knee_axis=config.knee_axis,
