@@ -223,13 +223,14 @@ def _print_report(run, console: Console, plot: bool = True):
 def _run(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.config import load_config
     from effrank_bench.progress import cli_progress
+    from effrank_bench.registry import default_registry
     from effrank_bench.setup import prepare
     from effrank_bench.sweep import execute
 
     overrides = _overrides(args)
     if args.suite is not None:
         return _run_suite(args.suite, overrides, console)
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, overrides, default_registry().recipe)
     if config.mlflow is not None:
         _connect_mlflow([config.mlflow])
     setup = prepare(config)  # bad input fails here, before any bar is drawn
@@ -280,6 +281,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _spectrum(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.config import load_config
     from effrank_bench.progress import cli_progress
+    from effrank_bench.registry import default_registry
     from effrank_bench.setup import prepare
     from effrank_bench.spectrum_report import check_out, render_tables, summary_lines, write_spectrum
     from effrank_bench.teacher import obtain_teacher
@@ -290,7 +292,8 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError(f"--samples must be at least 1, got {samples}")
     if args.out is not None:
         check_out(args.out)
-    setup = prepare(load_config(args.config, _overrides(args)))  # bad names and data fail here, before training
+    # The teacher's options as `run` takes them, the architecture's recipe too: the same teacher, from the cache.
+    setup = prepare(load_config(args.config, _overrides(args), default_registry().recipe))  # bad input fails here
     progress = cli_progress()
     with progress:
         teacher = obtain_teacher(setup, progress)  # trained (and cached) exactly as `run` would
@@ -311,9 +314,10 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
 def _run_suite(path: Path, overrides: dict, console: Console) -> int:
     from effrank_bench.config import load_suite
     from effrank_bench.progress import cli_progress
+    from effrank_bench.registry import default_registry
     from effrank_bench.suite import run_suite
 
-    suite = load_suite(path, overrides)
+    suite = load_suite(path, overrides, default_registry().recipe)
     uris = [config.mlflow for config in suite.runs if config.mlflow is not None]
     _connect_mlflow(uris)
     progress = cli_progress()  # draws nothing until the first bar: checks that fail print only themselves

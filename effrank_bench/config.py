@@ -7,6 +7,7 @@ import itertools
 import json
 import re
 import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,6 +27,11 @@ _NOT_IN_SWEEP_KEY = {
     "memory_fraction", "search", "tolerance", "compile", "checkpoint_every", "ray_address", "gpus_per_trial",
     "cpus_per_trial", "max_retries", "mlflow", "plot",
 }
+# The training recipe: what an architecture's own defaults (ArchitectureSpec.recipe) may set.
+RECIPE_FIELDS = (
+    "epochs", "teacher_epochs", "batch_size", "teacher_batch_size", "lr", "weight_decay", "teacher_lr",
+    "teacher_optimizer", "teacher_weight_decay", "teacher_warmup", "teacher_schedule", "label_smoothing", "schedule",
+)
 # Options added after run directories and teachers were first keyed: in a key only when they differ
 # from their default, so that runs and cached teachers made before they existed keep their keys.
 _KEYED_WHEN_SET = {"schedule", "teacher_schedule", "select", "val_fraction", "teacher_batch_size", "limit_batches"}
@@ -360,7 +366,13 @@ def _merged(values: dict[str, Any], overrides: dict[str, Any] | None) -> dict[st
     return values
 
 
-def _run_config(values: dict[str, Any], source: str) -> RunConfig:
+# arch -> its recipe (the registry's ``recipe``): run options an architecture defaults to.
+Recipes = Callable[[str], Mapping[str, Any]]
+
+
+def _run_config(values: dict[str, Any], source: str, recipes: Recipes | None = None) -> RunConfig:
+    if recipes is not None:  # below everything the user gave: file, suite defaults and blocks, flags
+        values = {**recipes(values.get("arch", RunConfig.model_fields["arch"].default)), **values}
     try:
         config = RunConfig(**values)
     except ValidationError as err:
@@ -372,10 +384,12 @@ def _run_config(values: dict[str, Any], source: str) -> RunConfig:
     return config
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """The file's values (if any), overridden by the non-None ``overrides`` (CLI flags)."""
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None,
+                recipes: Recipes | None = None) -> RunConfig:
+    """The file's values (if any), overridden by the non-None ``overrides`` (CLI flags); with ``recipes``,
+    options neither sets take the architecture's recipe before RunConfig's defaults."""
     values = read_toml(path) if path is not None else {}
-    return _run_config(_merged(values, overrides), str(path) if path else "run options")
+    return _run_config(_merged(values, overrides), str(path) if path else "run options", recipes)
 
 
 # The axes of a suite's matrix; every other key of a block is a run option.
@@ -420,8 +434,9 @@ def _axis(block: dict[str, Any], axis: str, where: str) -> list[str]:
     return values
 
 
-def load_suite(path: Path, overrides: dict[str, Any] | None = None) -> SuiteConfig:
-    """Expand a suite file's ``[[matrix]]`` blocks into runs: defaults < block options < ``overrides``.
+def load_suite(path: Path, overrides: dict[str, Any] | None = None, recipes: Recipes | None = None) -> SuiteConfig:
+    """Expand a suite file's ``[[matrix]]`` blocks into runs: the architecture's recipe (with ``recipes``)
+    < defaults < block options < ``overrides``.
 
     A block's axes (arch, target, loss, dataset) take a name or a list; every combination is one
     run, stored in ``out/<arch>-<target>-<loss>-<dataset>[-<tag>]``.
@@ -457,7 +472,7 @@ def load_suite(path: Path, overrides: dict[str, Any] | None = None) -> SuiteConf
                 raise ConfigError(f"{where}: {name} is already in the suite; give one block a 'tag' to keep both")
             values = _merged(_merged(defaults, block), overrides)
             values.update(arch=arch, target=target, loss=loss, dataset=dataset, out=out / name)
-            runs[name] = _run_config(values, f"{where} ({name})")
+            runs[name] = _run_config(values, f"{where} ({name})", recipes)
     try:
         return SuiteConfig(name=data.get("name", path.stem), description=data.get("description", ""), out=out,
                            runs=tuple(runs.values()))

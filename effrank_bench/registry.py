@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pluggy
 from pydantic import ValidationError
@@ -92,6 +92,11 @@ class Registry:
 
     def architecture(self, name: str) -> ArchitectureSpec:
         return self.get("architecture", name)
+
+    def recipe(self, arch: str) -> dict[str, Any]:
+        """The run options ``arch`` defaults to (none for a name no plugin registered: the run's check names it)."""
+        entry = self._items["architecture"].get(arch)
+        return entry.spec.recipe if entry is not None else {}
 
     def target(self, name: str) -> TargetSpec:
         return self.get("target", name)

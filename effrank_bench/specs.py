@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 from torch.utils.data import Dataset
 
-from effrank_bench.errors import ConfigError, UnsupportedTargetError
+from effrank_bench.errors import ConfigError, UnsupportedTargetError, format_validation_error
 
 _NAME = r"^[a-z][a-z0-9_]*$"
 
@@ -101,6 +101,9 @@ class ArchitectureSpec(_Frozen):
     ``preprocess`` is the image preprocessing its pretrained weights expect (None: a model
     trained here, fed with its data set's own statistics). ``convert_checkpoint`` turns a
     foreign state dict (e.g. torchvision's) into this model's keys, and returns its own unchanged.
+    ``recipe`` holds the run options (of ``config.RECIPE_FIELDS``: epochs, batch sizes, learning rates,
+    ...) its runs default to where the user sets none: a paper-size model needs other ones than the
+    micro default's, which are RunConfig's own.
     """
 
     name: str = Field(pattern=_NAME)
@@ -116,6 +119,21 @@ class ArchitectureSpec(_Frozen):
     tokenizer: str | None = Field(default=None, description="Hugging Face tokenizer (name or path) for text data")
     preprocess: Preprocess | None = None
     convert_checkpoint: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    recipe: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe_of_run_options(cls, recipe: dict[str, Any]) -> dict[str, Any]:
+        from effrank_bench.config import RECIPE_FIELDS, RunConfig
+
+        unknown = sorted(set(recipe) - set(RECIPE_FIELDS))
+        if unknown:
+            raise ValueError(f"recipe: {', '.join(unknown)} not among the recipe's options ({', '.join(RECIPE_FIELDS)})")
+        try:
+            RunConfig(**recipe)  # each value as a run would take it
+        except ValidationError as err:
+            raise ValueError(format_validation_error(err, "recipe")) from None
+        return dict(recipe)
 
     @field_validator("targets")
     @classmethod

@@ -1,4 +1,5 @@
-"""What the built-in presets share: building timm models, their preprocessing, refusing pretrained weights clearly."""
+"""What the built-in presets share: building timm models, their preprocessing and recipe, refusing pretrained
+weights clearly."""
 from __future__ import annotations
 
 import contextlib
@@ -14,6 +15,14 @@ from torch import nn
 
 from effrank_bench.errors import CheckpointError, one_line
 from effrank_bench.specs import ModelRequest, Preprocess
+
+
+# The recipe of a paper-size image model (ViT-B/32, Mixer-B/16), this project's fast recipe for ViT-B/32
+# on CIFAR-100 (benchmarks/vit_b32_cifar100_fast.toml): the teacher fine-tuned by SGD with momentum at
+# lr 0.01, no weight decay, as the ViT and Mixer papers fine-tune; students AdamW at lr 1e-4 for 15
+# epochs from the teacher's SVD, both at batch 256 (warm-up, cosine: RunConfig's own).
+IMAGE_RECIPE = {"batch_size": 256, "teacher_optimizer": "sgd", "teacher_lr": 0.01, "teacher_weight_decay": 0.0,
+                "teacher_epochs": 10, "lr": 1e-4, "epochs": 15}
 
 
 def timm_builder(model_name: str, *, fixed_size: bool) -> Callable[[ModelRequest], nn.Module]:

@@ -11,7 +11,7 @@ from torch import nn
 
 from effrank_bench import hookimpl
 from effrank_bench.specs import ArchitectureSpec, Branch, ModelRequest, Site
-from effrank_bench_plugins.builders import refuse_pretrained, timm_builder, timm_preprocess
+from effrank_bench_plugins.builders import IMAGE_RECIPE, refuse_pretrained, timm_builder, timm_preprocess
 
 
 def _token_mixing(model: nn.Module) -> list[Site]:
@@ -60,5 +60,5 @@ def register_architectures(register):
         name="mixer_b16",
         description="Mixer-B/16 at 224 (timm mixer_b16_224), token-mixing MLP as its attention",
         build=timm_builder(_MIXER_B16, fixed_size=True), targets=_TARGETS, branches=_branches,
-        input_size=224, preprocess=timm_preprocess(_MIXER_B16, 224),
+        input_size=224, preprocess=timm_preprocess(_MIXER_B16, 224), recipe=IMAGE_RECIPE,
     ))

@@ -7,7 +7,7 @@ from torch import nn
 from effrank_bench import hookimpl
 from effrank_bench.specs import ArchitectureSpec, Branch, ModelRequest, Site
 from effrank_bench_plugins import torchvision_vit
-from effrank_bench_plugins.builders import refuse_pretrained, timm_builder, timm_preprocess
+from effrank_bench_plugins.builders import IMAGE_RECIPE, refuse_pretrained, timm_builder, timm_preprocess
 
 
 def _attention(model: nn.Module) -> list[Site]:
@@ -56,12 +56,12 @@ def register_architectures(register):
         name="vit_b32",
         description="ViT-B/32 at 224 (timm vit_base_patch32_224), the reference paper's model",
         build=timm_builder(_VIT_B32, fixed_size=True), targets=_TARGETS, branches=_branches,
-        input_size=224, preprocess=timm_preprocess(_VIT_B32, 224),
+        input_size=224, preprocess=timm_preprocess(_VIT_B32, 224), recipe=IMAGE_RECIPE,
     ))
     register(ArchitectureSpec(
         name="vit_b32_tv",
         description="ViT-B/32 at 224 from torchvision's IMAGENET1K_V1 weights, the paper's teacher",
         build=torchvision_vit.build_vit_b32_tv, targets=_TARGETS, branches=_branches,
         input_size=224, preprocess=torchvision_vit.preprocess(),
-        convert_checkpoint=torchvision_vit.timm_state_dict_from_torchvision,
+        convert_checkpoint=torchvision_vit.timm_state_dict_from_torchvision, recipe=IMAGE_RECIPE,
     ))

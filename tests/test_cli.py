@@ -384,8 +384,8 @@ def config_of(monkeypatch, run_cli, *argv):
 
     resolved = []
 
-    def load_and_stop(path=None, overrides=None):
-        resolved.append(load_config(path, overrides))
+    def load_and_stop(path=None, overrides=None, recipes=None):
+        resolved.append(load_config(path, overrides, recipes))
         raise ConfigError("stopped")
 
     monkeypatch.setattr(effrank_bench.config, "load_config", load_and_stop)
@@ -446,3 +446,14 @@ def test_a_negative_value_is_a_value_the_validators_explain(tmp_path, run_cli, m
     assert code == 2 and out == "" and one_line_error(err)
     assert message in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_run_takes_a_paper_size_architectures_own_recipe(tmp_path, run_cli):
+    # A directory holding vit_b32's sweep at RunConfig's (the micro default's) recipe is another sweep than
+    # `run --arch vit_b32` means: it takes vit_b32's recipe, and names each option that differs.
+    RunDir.open(tmp_path / "run", RunConfig(arch="vit_b32", target="mlp"))
+    code, _, err = run_cli("run", "--arch", "vit_b32", "--target", "mlp", "--out", tmp_path / "run")
+    assert code == 2
+    assert err.strip() == (f"error: {tmp_path / 'run'} holds another sweep (differs in: epochs, teacher_epochs, "
+                           "batch_size, lr, teacher_lr, teacher_optimizer, teacher_weight_decay); use another --out "
+                           "or the same options to resume it")

@@ -19,6 +19,28 @@ def write(path: Path, text: str) -> Path:
 # --- defaults and parsing --------------------------------------------------------------------
 
 
+RECIPES = {"vit_b32": {"lr": 1e-4, "epochs": 15, "teacher_optimizer": "sgd"}}
+
+
+def recipes(arch: str) -> dict:
+    return RECIPES.get(arch, {})
+
+
+def test_an_architectures_recipe_fills_only_what_the_user_leaves_unset(tmp_path):
+    config = load_config(overrides={"arch": "vit_b32"}, recipes=recipes)
+    assert (config.lr, config.epochs, config.teacher_optimizer) == (1e-4, 15, "sgd")
+    assert config.teacher_lr == RunConfig().teacher_lr  # not in the recipe: RunConfig's default
+    flagged = load_config(overrides={"arch": "vit_b32", "lr": 5e-4}, recipes=recipes)
+    assert (flagged.lr, flagged.epochs) == (5e-4, 15)  # a flag beats the recipe
+    path = write(tmp_path / "run.toml", 'arch = "vit_b32"\nepochs = 3\n')
+    assert load_config(path, recipes=recipes).epochs == 3  # so does the file
+    # Typed or from the recipe, the same options are the same sweep (and run directory).
+    assert config.sweep_key() == RunConfig(arch="vit_b32", lr=1e-4, epochs=15, teacher_optimizer="sgd").sweep_key()
+    # Other architectures, and the library's RunConfig without recipes, keep RunConfig's defaults.
+    assert load_config(recipes=recipes) == RunConfig()
+    assert load_config(overrides={"arch": "vit_b32"}) == RunConfig(arch="vit_b32")
+
+
 def test_defaults_are_the_embedded_run():
     config = RunConfig()
     assert (config.arch, config.target, config.loss, config.dataset) == ("micro_vit", "joint", "geometric", "digits")

@@ -1,6 +1,8 @@
 """The plugin registry: entry points, duplicate names, wrong specs, unknown names."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 from torch import nn
@@ -173,6 +175,26 @@ def test_architecture_name_must_be_lowercase_identifier(name):
 def test_architecture_needs_a_target():
     with pytest.raises(ValidationError, match="at least one target"):
         tiny_arch(targets=())
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ({"learning_rate": 1e-4}, "recipe: learning_rate not among the recipe's options (epochs, teacher_epochs, "),
+    ({"arch": "vit_b32"}, "recipe: arch not among the recipe's options"),  # a run option, not a recipe's
+    ({"lr": -1.0}, "recipe: lr: Input should be greater than 0"),
+])
+def test_an_architectures_recipe_holds_valid_recipe_options(recipe, message):
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        ArchitectureSpec(**{**tiny_arch().model_dump(), "recipe": recipe})
+
+
+def test_the_paper_size_built_ins_have_their_own_recipe_and_the_micro_ones_none():
+    registry = default_registry()
+    assert registry.recipe("vit_b32") == registry.recipe("vit_b32_tv") == registry.recipe("mixer_b16") == {
+        "batch_size": 256, "teacher_optimizer": "sgd", "teacher_lr": 0.01, "teacher_weight_decay": 0.0,
+        "teacher_epochs": 10, "lr": 1e-4, "epochs": 15}
+    assert registry.recipe("bert_base")["teacher_lr"] == 3e-5
+    assert [registry.recipe(name) for name in ("micro_vit", "micro_convnet", "micro_mixer", "micro_bert")] == [{}] * 4
+    assert registry.recipe("no_such_arch") == {}  # left to the run's own check, which names the valid ones
 
 
 def test_specs_are_frozen():

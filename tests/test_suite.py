@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from effrank_bench.config import load_suite
+from effrank_bench.config import RunConfig, load_suite
 from effrank_bench.errors import ConfigError, UnsupportedTargetError
 from effrank_bench.registry import default_registry
 from effrank_bench.suite import check_suite
@@ -104,6 +104,22 @@ def test_a_combination_an_architecture_lacks_is_refused_before_anything_runs(tmp
     suite = load_suite(write(tmp_path / "s.toml", text))
     with pytest.raises(UnsupportedTargetError, match="micro_convnet does not support target 'attention'"):
         check_suite(suite, default_registry())
+
+
+def test_an_architectures_recipe_sits_below_the_suites_defaults_and_blocks(tmp_path):
+    path = write(tmp_path / "s.toml", '[defaults]\nepochs = 5\n[[matrix]]\narch = ["vit_b32", "micro_vit"]\n'
+                                      'target = "mlp"\nloss = "kd"\ndataset = "digits"\nteacher_lr = 0.03\n')
+    recipe = {"epochs": 15, "teacher_lr": 0.01, "lr": 1e-4}
+    vit, micro = load_suite(path, {"batch_size": 8}, recipes=lambda arch: recipe if arch == "vit_b32" else {}).runs
+    assert (vit.epochs, vit.teacher_lr, vit.lr, vit.batch_size) == (5, 0.03, 1e-4, 8)
+    assert (micro.epochs, micro.teacher_lr, micro.lr, micro.batch_size) == (5, 0.03, RunConfig().lr, 8)
+
+
+@pytest.mark.parametrize("name", ["paper_vit_b32_cifar100.toml", "vit_b32_cifar100_fast.toml"])
+def test_the_shipped_vit_b32_suites_set_every_option_the_recipe_would(name):
+    # What `effrank-bench run --suite` loads (with the built-in recipes) is what the file says.
+    path = BENCHMARKS / name
+    assert load_suite(path, recipes=default_registry().recipe) == load_suite(path)
 
 
 def test_the_paper_suite_encodes_the_papers_protocol():
