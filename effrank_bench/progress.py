@@ -100,7 +100,7 @@ class LogProgress:
                 line(f"{done} of {total}{left}")
                 since = (now, done)
 
-        self._print(f"{description}: started, {total} steps")
+        self._print(f"{description}: started, {total} step{'' if total == 1 else 's'}")
         try:
             yield advance
         finally:
