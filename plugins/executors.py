@@ -1,13 +1,17 @@
 """The local executor: a run's trials in this process, in groups that share one data stream and teacher pass."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from effrank_bench import hookimpl
 from effrank_bench.checkpoint import saved_groups
 from effrank_bench.grouping import group_size
 from effrank_bench.records import Trial
 from effrank_bench.specs import ExecutorSpec
-from effrank_bench.sweep import Execution
 from effrank_bench.trial import CHECKPOINTS, run_group
+
+if TYPE_CHECKING:  # the sweep imports the rank search and scipy, which a cluster's workers never use
+    from effrank_bench.sweep import Execution
 
 
 def layout(trials: tuple[Trial, ...], saved: list[tuple[Trial, ...]], size: int) -> list[tuple[Trial, ...]]:

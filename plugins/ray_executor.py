@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,10 +24,12 @@ from effrank_bench.progress import Progress
 from effrank_bench.records import TeacherRecord, Trial, TrialRecord
 from effrank_bench.setup import RunSetup, prepare
 from effrank_bench.specs import ExecutorSpec
-from effrank_bench.sweep import Execution
 from effrank_bench.teacher import Teacher, obtain_teacher
 from effrank_bench.trial import CHECKPOINTS, run_group
 from effrank_bench_plugins.executors import layout
+
+if TYPE_CHECKING:  # the sweep imports the rank search and scipy, which a cluster's workers never use
+    from effrank_bench.sweep import Execution
 
 # Test-only: a file path. The first unit of work that finds no file there creates it and kills its own
 # worker process, so that the retry of a unit whose worker died is exercised. Read by the driver and
