@@ -371,8 +371,11 @@ Recipes = Callable[[str], Mapping[str, Any]]
 
 
 def _run_config(values: dict[str, Any], source: str, recipes: Recipes | None = None) -> RunConfig:
-    if recipes is not None:  # below everything the user gave: file, suite defaults and blocks, flags
-        values = {**recipes(values.get("arch", RunConfig.model_fields["arch"].default)), **values}
+    # The recipe sits below all the user gave (file, suite defaults and blocks, flags). An arch that is no
+    # name (a TOML list, a number) has none: validation below refuses it in one line.
+    arch = values.get("arch", RunConfig.model_fields["arch"].default)
+    if recipes is not None and isinstance(arch, str):
+        values = {**recipes(arch), **values}
     try:
         config = RunConfig(**values)
     except ValidationError as err:

@@ -41,6 +41,13 @@ def test_an_architectures_recipe_fills_only_what_the_user_leaves_unset(tmp_path)
     assert load_config(overrides={"arch": "vit_b32"}) == RunConfig(arch="vit_b32")
 
 
+def test_an_arch_that_is_no_name_is_refused_in_one_line_not_looked_up(tmp_path):
+    # Found by test_bad_input's fuzzing: a TOML list reached the recipe lookup, an unhashable key.
+    path = write(tmp_path / "run.toml", 'arch = ["vit_b32"]\n')
+    with pytest.raises(ConfigError, match=r"arch: Input should be a valid string"):
+        load_config(path, recipes=recipes)
+
+
 def test_defaults_are_the_embedded_run():
     config = RunConfig()
     assert (config.arch, config.target, config.loss, config.dataset) == ("micro_vit", "joint", "geometric", "digits")
