@@ -10,24 +10,26 @@ import sys
 
 import pytest
 
-ray = pytest.importorskip("ray")
-
-from effrank_bench.config import load_suite  # noqa: E402
-from effrank_bench.errors import ConfigError  # noqa: E402
-from effrank_bench.registry import default_registry  # noqa: E402
-from effrank_bench.store import RunDir  # noqa: E402
-from effrank_bench.suite import run_suite  # noqa: E402
-from effrank_bench.sweep import run_sweep  # noqa: E402
-from effrank_bench.teacher import CachedTeacher  # noqa: E402
-from effrank_bench_plugins.ray_executor import DIE_ONCE, check_reachable  # noqa: E402
+from effrank_bench.config import load_suite
+from effrank_bench.errors import ConfigError
+from effrank_bench.registry import default_registry
+from effrank_bench.store import RunDir
+from effrank_bench.suite import run_suite
+from effrank_bench.sweep import run_sweep
+from effrank_bench.teacher import CachedTeacher
+from effrank_bench_plugins.ray_executor import DIE_ONCE, check_reachable
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """One Ray for the module (it takes seconds to start); the executor joins it instead of starting its own.
 
-    Its worker imports torch and the plugins (seconds) while the local run below trains.
+    Its worker imports torch and the plugins (seconds) while the local run below trains. Ray is imported
+    here, not at the top: both test processes collect this module, one runs it; without the ray extra,
+    the tests that need a cluster skip and the others still run.
     """
+    ray = pytest.importorskip("ray")
+
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     ray.remote(num_cpus=1)(lambda: default_registry() is not None).remote()
     yield
