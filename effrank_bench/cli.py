@@ -142,7 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     spectrum.add_argument("--json", action="store_true", help="print one JSON object")
     spectrum.add_argument("--out", type=Path, metavar="DIR",
                           help="also write spectrum.json, spectrum.csv and plots across depth into this folder")
-    # The teacher's options are run's, generated from the same fields; --out is this command's own.
+    # The teacher's options are run's, generated from the same fields (a run's command line works here, its
+    # sweep options unused); --out is this command's own.
     _add_run_flags(spectrum, exclude=("out",))
     spectrum.set_defaults(handler=_spectrum, run_flags=tuple(name for name in _run_fields() if name != "out"))
 
@@ -220,17 +221,23 @@ def _print_report(run, console: Console, plot: bool = True):
     return report
 
 
+def _recipes(arch: str) -> dict[str, Any]:
+    """An architecture's recipe, the plugins loaded only once a config's own values have passed their checks."""
+    from effrank_bench.registry import default_registry
+
+    return default_registry().recipe(arch)
+
+
 def _run(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.config import load_config
     from effrank_bench.progress import cli_progress
-    from effrank_bench.registry import default_registry
     from effrank_bench.setup import prepare
     from effrank_bench.sweep import execute
 
     overrides = _overrides(args)
     if args.suite is not None:
         return _run_suite(args.suite, overrides, console)
-    config = load_config(args.config, overrides, default_registry().recipe)
+    config = load_config(args.config, overrides, _recipes)
     if config.mlflow is not None:
         _connect_mlflow([config.mlflow])
     setup = prepare(config)  # bad input fails here, before any bar is drawn
@@ -281,7 +288,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _spectrum(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.config import load_config
     from effrank_bench.progress import cli_progress
-    from effrank_bench.registry import default_registry
     from effrank_bench.setup import prepare
     from effrank_bench.spectrum_report import check_out, render_tables, summary_lines, write_spectrum
     from effrank_bench.teacher import obtain_teacher
@@ -293,7 +299,7 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
     if args.out is not None:
         check_out(args.out)
     # The teacher's options as `run` takes them, the architecture's recipe too: the same teacher, from the cache.
-    setup = prepare(load_config(args.config, _overrides(args), default_registry().recipe))  # bad input fails here
+    setup = prepare(load_config(args.config, _overrides(args), _recipes))  # bad input fails here
     progress = cli_progress()
     with progress:
         teacher = obtain_teacher(setup, progress)  # trained (and cached) exactly as `run` would
@@ -314,10 +320,9 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
 def _run_suite(path: Path, overrides: dict, console: Console) -> int:
     from effrank_bench.config import load_suite
     from effrank_bench.progress import cli_progress
-    from effrank_bench.registry import default_registry
     from effrank_bench.suite import run_suite
 
-    suite = load_suite(path, overrides, default_registry().recipe)
+    suite = load_suite(path, overrides, _recipes)
     uris = [config.mlflow for config in suite.runs if config.mlflow is not None]
     _connect_mlflow(uris)
     progress = cli_progress()  # draws nothing until the first bar: checks that fail print only themselves

@@ -371,13 +371,11 @@ Recipes = Callable[[str], Mapping[str, Any]]
 
 
 def _run_config(values: dict[str, Any], source: str, recipes: Recipes | None = None) -> RunConfig:
-    # The recipe sits below all the user gave (file, suite defaults and blocks, flags). An arch that is no
-    # name (a TOML list, a number) has none: validation below refuses it in one line.
-    arch = values.get("arch", RunConfig.model_fields["arch"].default)
-    if recipes is not None and isinstance(arch, str):
-        values = {**recipes(arch), **values}
     try:
-        config = RunConfig(**values)
+        config = RunConfig(**values)  # what the user gave, checked before any recipe is looked up
+        recipe = recipes(config.arch) if recipes is not None else {}
+        if recipe:  # below all the user gave: file, suite defaults and blocks, flags
+            config = RunConfig(**{**recipe, **values})
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from None
     # Checked here, at the edge, not in the model: a finished run's config stays readable

@@ -94,7 +94,7 @@ class LogProgress:
             now = self.clock()
             if since is None:  # the first call: a resumed task skips its finished steps here, in no time
                 since = (now, done)
-            elif done < total and now - since[0] >= self.interval:
+            elif done < total and now - since[0] >= self.interval and now > since[0]:
                 speed = (done - since[1]) / (now - since[0])
                 left = f", about {_duration((total - done) / speed)} left" if speed > 0 else ""
                 line(f"{done} of {total}{left}")
@@ -112,7 +112,7 @@ class LogProgress:
         self._print(Text.from_markup(message).plain)  # the bars' notes carry rich markup
 
     def _print(self, text: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {text}", file=self.stream, flush=True)
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}", file=self.stream, flush=True)  # a day-long log
 
 
 def _duration(seconds: float) -> str:
@@ -126,6 +126,6 @@ def _duration(seconds: float) -> str:
 
 
 def cli_progress(console: Console | None = None) -> RichProgress | LogProgress:
-    """Bars where stderr is a terminal, timestamped lines where it is a log."""
+    """Bars where stderr is a terminal that draws them, timestamped lines elsewhere (a log, ``TERM=dumb``)."""
     console = console or Console(stderr=True)
-    return RichProgress(console) if console.is_terminal else LogProgress(console.file)
+    return RichProgress(console) if console.is_interactive else LogProgress(console.file)

@@ -96,7 +96,7 @@ class Registry:
     def recipe(self, arch: str) -> dict[str, Any]:
         """The run options ``arch`` defaults to (none for a name no plugin registered: the run's check names it)."""
         entry = self._items["architecture"].get(arch)
-        return entry.spec.recipe if entry is not None else {}
+        return dict(entry.spec.recipe) if entry is not None else {}
 
     def target(self, name: str) -> TargetSpec:
         return self.get("target", name)

@@ -457,3 +457,26 @@ def test_run_takes_a_paper_size_architectures_own_recipe(tmp_path, run_cli):
     assert err.strip() == (f"error: {tmp_path / 'run'} holds another sweep (differs in: epochs, teacher_epochs, "
                            "batch_size, lr, teacher_lr, teacher_optimizer, teacher_weight_decay); use another --out "
                            "or the same options to resume it")
+
+
+def test_spectrum_and_suites_take_an_architectures_recipe_as_run_does(tmp_path, run_cli, monkeypatch):
+    import effrank_bench.config
+    from effrank_bench.config import load_suite
+
+    resolved = []
+
+    def config_and_stop(path=None, overrides=None, recipes=None):
+        resolved.append(load_config(path, overrides, recipes))
+        raise ConfigError("stopped")
+
+    def suite_and_stop(path, overrides=None, recipes=None):
+        resolved.append(load_suite(path, overrides, recipes).runs[0])
+        raise ConfigError("stopped")
+
+    monkeypatch.setattr(effrank_bench.config, "load_config", config_and_stop)
+    monkeypatch.setattr(effrank_bench.config, "load_suite", suite_and_stop)
+    suite = tmp_path / "s.toml"
+    suite.write_text('[[matrix]]\narch = "vit_b32"\ntarget = "mlp"\nloss = "kd"\ndataset = "digits"\n')
+    assert run_cli("spectrum", "--arch", "vit_b32")[2] == "error: stopped\n"
+    assert run_cli("run", "--suite", suite)[2] == "error: stopped\n"
+    assert [(config.arch, config.lr, config.teacher_optimizer) for config in resolved] == [("vit_b32", 1e-4, "sgd")] * 2

@@ -41,6 +41,14 @@ def test_an_architectures_recipe_fills_only_what_the_user_leaves_unset(tmp_path)
     assert load_config(overrides={"arch": "vit_b32"}) == RunConfig(arch="vit_b32")
 
 
+def test_a_bad_value_is_refused_before_any_recipe_is_looked_up():
+    # The CLI's lookup loads every plugin (seconds): a typo is reported without waiting for it.
+    asked = []
+    with pytest.raises(ConfigError, match="lr: Input should be greater than 0"):
+        load_config(overrides={"arch": "vit_b32", "lr": -1.0}, recipes=lambda arch: asked.append(arch) or {})
+    assert asked == []
+
+
 def test_an_arch_that_is_no_name_is_refused_in_one_line_not_looked_up(tmp_path):
     # Found by test_bad_input's fuzzing: a TOML list reached the recipe lookup, an unhashable key.
     path = write(tmp_path / "run.toml", 'arch = ["vit_b32"]\n')

@@ -8,7 +8,7 @@ import pytest
 
 from effrank_bench.progress import LogProgress
 
-STAMP = re.compile(r"^\d\d:\d\d:\d\d ")
+STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")
 
 
 class Clock:

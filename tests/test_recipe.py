@@ -34,14 +34,28 @@ def _batches(x, y):
     return Batches(TensorDataset(x, y), batch_size=8, modality="tokens", input_size=2, device=torch.device("cpu"))
 
 
+class TaggedLinear(nn.Linear):
+    """A Linear whose state also holds a non-tensor, as a module's extra state may (third-party models do)."""
+
+    tag = "untrained"
+
+    def get_extra_state(self):
+        return {"tag": self.tag}
+
+    def set_extra_state(self, state):
+        self.tag = state["tag"]
+
+
 def _two_epochs(select: str, val):
-    """A fit whose epoch 1 predicts class 0 (right on val) and epoch 2 class 1 (wrong)."""
-    model = nn.Linear(2, 2)
+    """A fit whose epoch 1 predicts class 0 (right on val) and epoch 2 class 1 (wrong), tagged by epoch."""
+    model = TaggedLinear(2, 2)
     epoch = iter([(1.0, 0.0), (0.0, 1.0)])
 
     def step(x, y, fittings):
         with torch.no_grad():
-            model.weight.zero_(), model.bias.copy_(torch.tensor(next(epoch)))
+            bias = next(epoch)
+            model.weight.zero_(), model.bias.copy_(torch.tensor(bias))
+            model.tag = f"epoch {1 + int(bias[1])}"
         return [torch.zeros(())]
 
     train = _batches(torch.ones(4, 2), torch.zeros(4, dtype=torch.long))
@@ -54,10 +68,10 @@ VAL = (torch.ones(3, 2), torch.zeros(3, dtype=torch.long))
 
 def test_best_keeps_the_best_epoch_and_last_the_last():
     best, fit = _two_epochs("best", _batches(*VAL))
-    assert best.bias.tolist() == [1.0, 0.0] and fit.val_accuracy == 1.0
+    assert best.bias.tolist() == [1.0, 0.0] and best.tag == "epoch 1" and fit.val_accuracy == 1.0
     assert [e["val_accuracy"] for e in fit.history] == [1.0, 0.0]
     last, fit = _two_epochs("last", _batches(*VAL))
-    assert last.bias.tolist() == [0.0, 1.0] and fit.val_accuracy == 0.0
+    assert last.bias.tolist() == [0.0, 1.0] and last.tag == "epoch 2" and fit.val_accuracy == 0.0
 
 
 def test_without_validation_data_nothing_is_evaluated_and_best_is_refused():
