@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -17,6 +18,18 @@ from effrank_bench.records import (SpectralEstimates, TargetInfo, TeacherRecord,
 
 if TYPE_CHECKING:
     from effrank_bench.teacher_spectrum import ModelSpectrum
+
+
+def _flag(name: str, value: Any) -> str:
+    """``value`` of the option ``name`` as `run` takes it: ``--lr 0.004``, ``--no-augment``, ``--ranks 2,4``."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    if value is None:
+        return f"(no {flag})"
+    if isinstance(value, tuple):
+        value = ",".join(str(v) for v in value)
+    return f"{flag} {shlex.quote(str(value))}"
 
 
 class RunDir:
@@ -39,10 +52,11 @@ class RunDir:
         previous = self.config()
         old, new = previous.sweep_fields(), config.sweep_fields()
         if old != new:
-            changed = [k for k in new if old.get(k) != new[k]]
+            changed = [k for k in {**new, **old} if old.get(k) != new.get(k)]
+            flags = " ".join(_flag(k, getattr(previous, k)) for k in changed if k != "teacher_checkpoint")
             raise ConfigError(
-                f"{self.path} holds another sweep (differs in: {', '.join(changed)}); "
-                "use another --out or the same options to resume it"
+                f"{self.path} holds another sweep (differs in: {', '.join(changed)}); use another --out or "
+                "the same options to resume it" + (f", here {flags}" if flags else "")
             )
         return previous
 

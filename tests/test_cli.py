@@ -448,7 +448,7 @@ def test_a_negative_value_is_a_value_the_validators_explain(tmp_path, run_cli, m
     assert not (tmp_path / "runs").exists()
 
 
-def test_run_takes_a_paper_size_architectures_own_recipe(tmp_path, run_cli):
+def test_run_takes_a_paper_size_architectures_own_recipe(tmp_path, run_cli, monkeypatch):
     # A directory holding vit_b32's sweep at RunConfig's (the micro default's) recipe is another sweep than
     # `run --arch vit_b32` means: it takes vit_b32's recipe, and names each option that differs.
     RunDir.open(tmp_path / "run", RunConfig(arch="vit_b32", target="mlp"))
@@ -456,7 +456,12 @@ def test_run_takes_a_paper_size_architectures_own_recipe(tmp_path, run_cli):
     assert code == 2
     assert err.strip() == (f"error: {tmp_path / 'run'} holds another sweep (differs in: epochs, teacher_epochs, "
                            "batch_size, lr, teacher_lr, teacher_optimizer, teacher_weight_decay); use another --out "
-                           "or the same options to resume it")
+                           "or the same options to resume it, here --epochs 2 --teacher-epochs 12 --batch-size 64 "
+                           "--lr 0.004 --teacher-lr 0.004 --teacher-optimizer adamw --teacher-weight-decay 0.01")
+    # Those options do resume it.
+    flags = err.strip().split(", here ")[1].split()
+    config = config_of(monkeypatch, run_cli, "--arch", "vit_b32", "--target", "mlp", "--out", tmp_path / "run", *flags)
+    assert RunDir(tmp_path / "run").check_resumable(config) is not None
 
 
 def test_spectrum_and_suites_take_an_architectures_recipe_as_run_does(tmp_path, run_cli, monkeypatch):

@@ -159,6 +159,19 @@ def test_a_run_stays_readable_after_its_teacher_checkpoint_is_gone(tmp_path):
         RunDir.open(path, RunConfig())
 
 
+def test_a_refused_resume_names_every_differing_option_and_the_flags_that_resume(tmp_path):
+    path = tmp_path / "run"
+    RunDir.open(path, RunConfig(schedule="constant", augment=False, kd_temperature=2.0, data_root=tmp_path / "my data"))
+    with pytest.raises(ConfigError) as refused:
+        # schedule is keyed only when set: here only the stored run has it.
+        RunDir.open(path, RunConfig(teacher_batch_size=32))
+    assert str(refused.value) == (
+        f"{path} holds another sweep (differs in: data_root, augment, teacher_batch_size, kd_temperature, schedule); "
+        "use another --out or the same options to resume it, here "
+        f"--data-root '{tmp_path / 'my data'}' --no-augment (no --teacher-batch-size) --kd-temperature 2.0 "
+        "--schedule constant")
+
+
 def test_a_corrupt_config_json_is_a_config_error(tmp_path):
     RunDir.open(tmp_path, RunConfig())
     (tmp_path / "config.json").write_text('{"ranks": [0]}')
