@@ -421,7 +421,8 @@ def plot_curve(report: Report, path: Path) -> None:
 
 def write_report(run: RunDir, report: Report, plot: bool = True) -> list[Path]:
     """Write summary.json, summary.csv, summary.md and, with an analysis, region.csv and (unless ``plot`` is
-    False) curve.png. Without a plot, an earlier curve.png is removed: it would show fewer trials than the tables.
+    False) curve.png. An earlier region.csv or curve.png this report does not rewrite is removed: it would
+    describe other trials than the tables.
     """
     # Each file whole or not at all (temporary name, then rename): a reader never sees half a summary.
     writers = {run.path / "summary.json": text_writer(json.dumps(report.to_dict(), indent=2)),
@@ -431,6 +432,7 @@ def write_report(run: RunDir, report: Report, plot: bool = True) -> list[Path]:
         writers[run.path / "region.csv"] = partial(_region_csv, report)
         if plot:
             writers[run.path / "curve.png"] = partial(plot_curve, report)
-    if not plot:
-        (run.path / "curve.png").unlink(missing_ok=True)
+    for stale in (run.path / "region.csv", run.path / "curve.png"):
+        if stale not in writers:
+            stale.unlink(missing_ok=True)
     return write_files(writers)

@@ -73,6 +73,12 @@ def test_warnings_are_in_summary_json_and_printed_after_the_report(tmp_path, cap
 def test_a_teacher_at_zero_accuracy_reports_without_an_analysis(tmp_path, make_run):
     from effrank_bench.report import build_report
 
-    report = build_report(make_run(tmp_path / "run", [(2, 0, 0.1), (4, 0, 0.2)], teacher_accuracy=0.0))
+    run = make_run(tmp_path / "run", [(2, 0, 0.1), (4, 0, 0.2)], teacher_accuracy=0.0)
+    report = build_report(run)
     assert report.analysis is None and "teacher's test accuracy is 0" in report.note
     assert [row.normalized for row in report.rows[1:]] == [None, None]
+    # A region and a curve of an earlier report (another teacher) would contradict these tables: removed.
+    for name in ("region.csv", "curve.png"):
+        (run.path / name).write_text("of an earlier report")
+    assert [p.name for p in write_report(run, report)] == ["summary.json", "summary.csv", "summary.md"]
+    assert not (run.path / "region.csv").exists() and not (run.path / "curve.png").exists()
