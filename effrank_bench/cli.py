@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from effrank_bench import __version__
-from effrank_bench.config import MLFLOW_DEFAULT_URI, RunConfig
+from effrank_bench.config import MLFLOW_DEFAULT_URI, RunConfig, flag_value
 from effrank_bench.errors import ConfigError, EffrankError, one_line
 
 BAD_INPUT = 2
@@ -91,8 +91,7 @@ def _flag_help(field: FieldInfo) -> str:
     text = field.description or ""
     default = field.default
     if default is not None and "default" not in text:
-        shown = (("on" if default else "off") if isinstance(default, bool)
-                 else ",".join(map(str, default)) if isinstance(default, tuple) else default)
+        shown = ("on" if default else "off") if isinstance(default, bool) else flag_value(default)
         text = f"{text[:-1]}; default: {shown})" if text.endswith(")") else f"{text} (default: {shown})"
     return text.replace("%", "%%")  # argparse %-formats help texts
 

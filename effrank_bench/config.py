@@ -299,6 +299,22 @@ class RunConfig(BaseModel):
         return Path("runs") / f"{self.arch}-{self.target}-{self.loss}-{self.dataset}-{self.sweep_key()[:8]}"
 
 
+def flag_value(value: Any) -> str:
+    """An option's value as its flag and a file's text take it: a list or tuple comma-separated ("2,4,8")."""
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def flag_args(name: str, value: Any) -> list[str]:
+    """The option ``name`` at ``value`` as `run`'s arguments: ``["--lr", "0.004"]``, ``["--no-augment"]``,
+    ``["--ranks", "2,4"]``; none for None (the option left unset)."""
+    flag = "--" + name.replace("_", "-")
+    if value is None:
+        return []
+    if isinstance(value, bool):
+        return [flag if value else "--no-" + flag[2:]]
+    return [flag, flag_value(value)]
+
+
 def _shown_int(value: int) -> str:
     """An integer for a message: a huge one by its size (str() refuses over 4300 digits)."""
     return str(value) if abs(value) < 10**30 else f"{'-' if value < 0 else ''}a {value.bit_length()}-bit number"

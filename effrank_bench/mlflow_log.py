@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from effrank_bench.config import flag_value
 from effrank_bench.errors import ConfigError, EffrankError, one_line, shown
 from effrank_bench.network import check_answers
 
@@ -334,7 +335,7 @@ def _existing(folder: Path, names: Iterable[str]) -> list[Path]:
 
 def _text(value: Any, limit: int) -> str:
     """A param or tag value: a list as the flags take it ("2,4,8"), cut to what MLflow stores."""
-    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    text = flag_value(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

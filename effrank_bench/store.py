@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from effrank_bench.atomic import atomic_path, atomic_write_text
-from effrank_bench.config import RunConfig
+from effrank_bench.config import RunConfig, flag_args
 from effrank_bench.errors import ConfigError, format_validation_error, shown
 from effrank_bench.records import (SpectralEstimates, TargetInfo, TeacherRecord, TrialRecord, read_teacher,
                                    read_trial)
@@ -21,15 +21,9 @@ if TYPE_CHECKING:
 
 
 def _flag(name: str, value: Any) -> str:
-    """``value`` of the option ``name`` as `run` takes it: ``--lr 0.004``, ``--no-augment``, ``--ranks 2,4``."""
-    flag = "--" + name.replace("_", "-")
-    if isinstance(value, bool):
-        return flag if value else "--no-" + flag[2:]
-    if value is None:
-        return f"(no {flag})"
-    if isinstance(value, tuple):
-        value = ",".join(str(v) for v in value)
-    return f"{flag} {shlex.quote(str(value))}"
+    """The option at ``value`` as a shell command line takes it; an unset one named as such."""
+    args = flag_args(name, value)
+    return shlex.join(args) if args else f"(no --{name.replace('_', '-')})"
 
 
 class RunDir:

@@ -93,18 +93,9 @@ class Recipe:
 
     def args(self, **changes) -> list[str]:
         """The same as ``run`` flags; a change to None leaves that option to its default."""
-        flags = []
-        for name, value in {**self.options, **changes}.items():
-            if value is None:
-                continue
-            flag = "--" + name.replace("_", "-")
-            if isinstance(value, bool):  # --plot, --no-plot
-                flags.append(flag if value else "--no-" + flag[2:])
-                continue
-            if isinstance(value, (tuple, list)):
-                value = ",".join(str(v) for v in value)
-            flags += [flag, str(value)]
-        return flags
+        from effrank_bench.config import flag_args
+
+        return [arg for name, value in {**self.options, **changes}.items() for arg in flag_args(name, value)]
 
 
 # Budgets so small that a run checks what runs end to end and what it records, never how well it
