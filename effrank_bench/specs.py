@@ -128,7 +128,8 @@ class ArchitectureSpec(_Frozen):
 
         unknown = sorted(set(recipe) - set(RECIPE_FIELDS))
         if unknown:
-            raise ValueError(f"recipe: {', '.join(unknown)} not among the recipe's options ({', '.join(RECIPE_FIELDS)})")
+            raise ValueError(f"recipe: {', '.join(unknown)} not among the recipe's options "
+                             f"({', '.join(RECIPE_FIELDS)})")
         try:
             RunConfig(**recipe)  # each value as a run would take it
         except ValidationError as err:
