@@ -139,7 +139,12 @@ def _forward(model: nn.Module, tap: BranchTap | None, x: torch.Tensor) -> Output
 def teacher_outputs(teacher: nn.Module, tap: BranchTap | None, x: torch.Tensor, amp: bool = True) -> Outputs:
     """One frozen teacher pass; kept apart from the student step so one pass can feed several students."""
     with autocast(x.device, amp):
-        return _forward(teacher, tap, x)
+        out = _forward(teacher, tap, x)
+    if isinstance(teacher, CompiledForward) and teacher.graphed:
+        # CUDA-graph outputs live in the graphs' memory pool, which each student's graph starts a new
+        # iteration of (and overwrites): the students need a copy of their own.
+        out = Outputs(logits=out.logits.clone(), features=tuple(f.clone() for f in out.features))
+    return out
 
 
 def student_step(student: nn.Module, tap: BranchTap | None, x: torch.Tensor, y: torch.Tensor,
@@ -308,8 +313,9 @@ class CompiledForward:
 
     def __init__(self, model: nn.Module, device: torch.device, progress: Progress):
         self.model, self.progress = model, progress
-        mode = "reduce-overhead" if device.type == "cuda" else None
-        self._compiled: Callable | None = torch.compile(model, mode=mode, dynamic=False)
+        self.graphed = device.type == "cuda"
+        self._compiled: Callable | None = torch.compile(model, mode="reduce-overhead" if self.graphed else None,
+                                                        dynamic=False)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._compiled is not None:

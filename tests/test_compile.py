@@ -65,3 +65,25 @@ def test_a_compiler_failure_falls_back_to_eager_with_one_warning(eager, tmp_path
     warnings = [n for n in notes.notes if "torch.compile failed" in n]
     # One per compiled forward (the teacher's and the student's), each one line naming the error.
     assert len(warnings) == 2 and all("RuntimeError: backend exploded with a long traceback" in w for w in warnings)
+
+
+class _Pooled(torch.nn.Module):
+    """Returns the same tensor every call, as a CUDA graph returns its pool's memory."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = torch.randn(4, 3)
+
+    def forward(self, x):
+        return self.out
+
+
+@pytest.mark.parametrize("device, copied", [("cuda", True), ("cpu", False)])
+def test_a_cuda_graphed_teachers_outputs_are_copied_out_of_the_graph_pool(device, copied, monkeypatch):
+    # Each student's graph starts a new CUDA-graph iteration, which reuses the teacher's output memory.
+    monkeypatch.setattr(train.torch, "compile", lambda model, **kw: model)
+    model = _Pooled()
+    forward = train.CompiledForward(model, torch.device(device), Notes())
+    assert forward.graphed is copied
+    logits = train.teacher_outputs(forward, None, torch.zeros(4, 2), amp=False).logits
+    assert torch.equal(logits, model.out) and (logits is not model.out) is copied
