@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One lease of a GPU machine, start to end: install, the throughput benchmark (compiled and eager), the CUDA
+# tests, and an end-to-end ViT-B/32 run on synthetic CIFAR-100 files. Full logs under $OUT, a summary on stdout.
+# Carry pydantic's wheels in .whl where the machine lacks them (see README, "On a GPU").
+set -u
+OUT=${OUT:-/tmp/gpu_check}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 EFFRANK_BENCH_CACHE=/tmp/effrank-cache EFFRANK_BENCH_DATA=/tmp/effrank-data
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site || exit 1
+fi
+python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1 || { tail "$OUT/install.log"; exit 1; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)" | tee -a "$OUT/gpu.txt"
+python3 benchmarks/synthetic_cifar.py "$EFFRANK_BENCH_DATA" --train 5120 --test 1024
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
+    local name=$1 limit=$2 start=$SECONDS
+    shift 2
+    echo "== $name: $*"
+    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    echo "-- $name: exit $? after $((SECONDS - start)) s"
+    grep -v "^\s*$" "$OUT/$name.log" | tail -n "${TAIL:-8}"
+}
+step throughput 170 python3 benchmarks/throughput.py
+
+TAIL=15 step cuda_tests 120 python3 -m pytest -q -n 0 -rs tests/test_cuda.py tests/test_sweep.py tests/test_measure.py -k cuda
+TAIL=25 step run 120 effrank-bench run --arch vit_b32 --target joint --dataset cifar100 \
+    --ranks 16,32 --epochs 1 --teacher-epochs 1 --group auto --out /tmp/effrank-run
