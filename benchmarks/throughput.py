@@ -8,6 +8,7 @@ Not a test. Both train the same students on the same batches from the same teach
 Usage:
     python benchmarks/throughput.py                      # CPU default: micro_vit, ranks 1-32, batch 64
     python benchmarks/throughput.py --arch vit_b32 --ranks 32,32,32,32 --batch-size 256   # CUDA default
+    python benchmarks/throughput.py --profile 3         # then where 3 engine steps spend their time
 On CUDA it also prints the achieved TFLOP/s (3 × forward MACs × 2 per student-sample, plus the
 teacher's forward) and the fraction of the device's bf16 peak (--peak-tflops, default 989 for an H100 SXM).
 """
@@ -82,13 +83,14 @@ def _logits(model, x):
     return Outputs(logits=model(x))
 
 
-def engine(setup, teacher, ranks, batches, steps, compile_) -> float:
-    """Seconds for ``steps`` batches of the whole group: one teacher pass per batch feeding every student."""
+def engine(setup, teacher, ranks, batches, steps, compile_, profile=0) -> float:
+    """Seconds for ``steps`` batches of the whole group: one teacher pass per batch feeding every student.
+    With ``profile``, that many more batches then run under torch.profiler, and its table is printed."""
     config, branches, loss = setup.config, setup.parts.arch.branches, setup.parts.loss
     needs = loss.uses_features
     students = _students(setup, teacher, ranks)
     recipe = Recipe(1, config.lr, config.weight_decay, amp=config.amp)
-    fitted = [make_optimizer(s, recipe, setup.device, steps + 3) for s in students]
+    fitted = [make_optimizer(s, recipe, setup.device, steps + 3 + profile) for s in students]
     progress = _Quiet()
     forward = (lambda m: CompiledForward(m, setup.device, progress)) if compile_ else (lambda m: m)
     if compile_:
@@ -98,19 +100,46 @@ def engine(setup, teacher, ranks, batches, steps, compile_) -> float:
         taps = [stack.enter_context(tapped(branches(s) if needs else None)) for s in students]
         t_forward, forwards = forward(teacher.model), [forward(s) for s in students]
         total = torch.zeros((), device=setup.device)
-        for i, (x, y) in enumerate(itertools.islice(itertools.cycle(batches), steps + 3)):
-            if i == 3:
-                _sync(x.device)
-                start = time.perf_counter()
+
+        def step(x, y):
+            nonlocal total
             target = teacher_outputs(t_forward, t_tap, x, config.amp)
             for f, tap, (optimizer, scheduler) in zip(forwards, taps, fitted):
                 total += student_step(f, tap, x, y, target, loss, config.loss_options, optimizer, scheduler,
                                       config.amp)
+
+        for i, (x, y) in enumerate(itertools.islice(itertools.cycle(batches), steps + 3)):
+            if i == 3:
+                _sync(x.device)
+                start = time.perf_counter()
+            step(x, y)
         total.item()  # one sync, as the engine does once per epoch
         seconds = time.perf_counter() - start
+        if profile:
+            _profiled(step, batches[:profile], setup.device)
     for note in progress.notes:
         print(note)
     return seconds
+
+
+def _profiled(step, batches, device) -> None:
+    """Where a step's time goes: the busiest operators by their own device (or CPU) time, and the totals."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for x, y in batches:
+            step(x, y)
+        _sync(device)
+    wall = time.perf_counter() - start
+    events = prof.key_averages()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(events.table(sort_by=key, row_limit=20, max_name_column_width=60))
+    busy = sum(getattr(e, key) for e in events) / 1e6
+    print(f"profiled {len(batches)} steps: {wall:.3f} s wall, {busy:.3f} s of {'device' if cuda else 'CPU'} "
+          "operator time (self)")
 
 
 class _Quiet:
@@ -134,6 +163,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed batches per student (after 3 warm-up)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compile the engine's forwards (default: as a run would, on CUDA only)")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="then profile this many engine steps (torch.profiler) and print where the time goes")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the device's dense bf16 peak")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
@@ -152,7 +183,7 @@ def main() -> None:
         batches = list(itertools.islice(setup.batches(setup.splits.train, shuffle=True), args.steps + 3))
         samples = len(ranks) * args.steps * batch_size
         paper = paper_style(setup, teacher, ranks, batches, args.steps)
-        fast = engine(setup, teacher, ranks, batches, args.steps, setup.compile)
+        fast = engine(setup, teacher, ranks, batches, args.steps, setup.compile, args.profile)
     device = torch.cuda.get_device_name() if cuda else "cpu"
     print(f"{arch} {args.target} {args.loss}, ranks {ranks}, batch {batch_size}, {args.steps} steps, on {device}")
     print(f"paper-style loop: {samples / paper:,.0f} student-samples/s")
