@@ -1,5 +1,7 @@
-"""digits_tokens: the digits data set as CLS + 64 pixel-intensity tokens, on the digits split."""
+"""The digits as scikit-learn bundles them, and digits_tokens: CLS + 64 pixel-intensity tokens, on the digits split."""
 from __future__ import annotations
+
+import importlib.util
 
 import numpy as np
 import pytest
@@ -8,8 +10,18 @@ from sklearn.datasets import load_digits
 
 from effrank_bench.registry import default_registry
 from effrank_bench.specs import DataRequest
-from effrank_bench_plugins.datasets import CLS, FIRST_INTENSITY
+from effrank_bench_plugins.datasets import CLS, FIRST_INTENSITY, digits
 from effrank_bench_plugins.splits import stratified_split
+
+
+@pytest.mark.parametrize("file_found", [True, False])
+def test_the_digits_are_load_digits_read_from_the_bundled_file_or_through_it(file_found, monkeypatch):
+    if not file_found:  # scikit-learn laid out otherwise: through load_digits itself
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    images, target = digits()
+    reference = load_digits()
+    assert np.array_equal(images, reference.images) and images.dtype == reference.images.dtype
+    assert np.array_equal(target, reference.target) and images.shape == (1797, 8, 8)
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +59,13 @@ def test_every_sequence_is_cls_then_intensities_and_never_padding(tokens):
 
 
 def test_a_sequence_decodes_back_to_its_digits_image(tokens):
-    digits = load_digits()
-    _, _, test_rows = stratified_split(digits.target)
+    loaded = load_digits()
+    _, _, test_rows = stratified_split(loaded.target)
     ids, labels = tokens.test.tensors
     for j in (0, 1, 137, 269):
         image = (ids[j, 1:] - FIRST_INTENSITY).reshape(8, 8).numpy()
-        np.testing.assert_array_equal(image, digits.images[test_rows[j]])
-        assert labels[j] == digits.target[test_rows[j]]
+        np.testing.assert_array_equal(image, loaded.images[test_rows[j]])
+        assert labels[j] == loaded.target[test_rows[j]]
 
 
 def test_the_split_is_the_digits_split_row_for_row(tokens, images):
