@@ -28,10 +28,7 @@ def held_out_val(labels: np.ndarray, fraction: float | None = None) -> tuple[np.
     n_val = math.ceil(fraction * n)
     _, counts = np.unique(labels, return_counts=True)
     can_stratify = counts.min() >= 2 and len(counts) <= min(n_val, n - n_val)
-    from sklearn.model_selection import train_test_split  # seconds to import: only when splitting
-
-    train, val = train_test_split(np.arange(n), test_size=n_val, random_state=_SPLIT_SEED,
-                                  stratify=labels if can_stratify else None)
+    train, val = seeded_split(labels, n_val, stratify=can_stratify)
     return np.sort(train), np.sort(val)
 
 
@@ -42,13 +39,56 @@ def stratified_split(labels: np.ndarray, val_fraction: float | None = None
     With ``val_fraction``, the test 15% stays the same and validation is that fraction of the other
     85% (:func:`held_out_val`; 0: none), so that every choice is scored on the same test rows.
     """
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(labels))
-    train, rest = train_test_split(idx, test_size=0.3, stratify=labels, random_state=_SPLIT_SEED)
-    val, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=_SPLIT_SEED)
+    train, rest = seeded_split(labels, math.ceil(0.3 * len(labels)), stratify=True)
+    val, test = seeded_split(labels[rest], math.ceil(0.5 * len(rest)), stratify=True)
+    val, test = rest[val], rest[test]
     if val_fraction is None:
         return train, val, test
     pool = np.sort(np.concatenate([train, val]))
     train, val = held_out_val(labels[pool], val_fraction)
     return pool[train], pool[val], test
+
+
+def seeded_split(labels: np.ndarray, n_test: int, stratify: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) positions, ``n_test`` of them test, exactly as scikit-learn's ``train_test_split`` of
+    ``arange(len(labels))`` draws them with ``random_state=0`` (and ``stratify=labels`` when asked), which
+    this project's splits were first made with. Written out so that the splits stay those whatever
+    scikit-learn's version, and a run need not import scikit-learn (1.8 s) to split.
+
+    Stratifying needs two examples of every class and at least one of each on both sides.
+    """
+    rng = np.random.RandomState(_SPLIT_SEED)
+    if not stratify:
+        order = rng.permutation(len(labels))
+        return order[n_test:], order[:n_test]
+    _, classes, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if counts.min() < 2 or len(counts) > min(n_test, len(labels) - n_test):
+        raise DataError(f"cannot stratify {len(labels)} examples of {len(counts)} classes ({counts.min()} in the "
+                        f"smallest) into {len(labels) - n_test} and {n_test}")
+    members = np.split(np.argsort(classes, kind="stable"), np.cumsum(counts)[:-1])
+    train_counts = _apportion(counts, len(labels) - n_test, rng)
+    test_counts = _apportion(counts - train_counts, n_test, rng)
+    train: list[int] = []
+    test: list[int] = []
+    for rows, n_train_i, n_test_i in zip(members, train_counts, test_counts):
+        shuffled = rows[rng.permutation(len(rows))]
+        train.extend(shuffled[:n_train_i])
+        test.extend(shuffled[n_train_i:n_train_i + n_test_i])
+    return rng.permutation(train), rng.permutation(test)
+
+
+def _apportion(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """``draws`` shared among classes in proportion to ``counts``: each its floor, then one more to the
+    largest remainders, ties broken at random (scikit-learn's ``_approximate_mode``, draw for draw)."""
+    share = counts / counts.sum() * draws
+    given = np.floor(share)
+    missing = int(draws - given.sum())
+    remainder = share - given
+    for value in np.sort(np.unique(remainder))[::-1]:
+        if missing == 0:
+            break
+        (tied,) = np.where(remainder == value)
+        now = min(len(tied), missing)
+        given[rng.choice(tied, size=now, replace=False)] += 1
+        missing -= now
+    return given.astype(int)

@@ -6,7 +6,6 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 from effrank_bench.registry import default_registry
 from effrank_bench.specs import DataRequest
@@ -14,12 +13,19 @@ from effrank_bench_plugins.datasets import CLS, FIRST_INTENSITY, digits
 from effrank_bench_plugins.splits import stratified_split
 
 
+@pytest.fixture(scope="module")
+def reference():
+    """scikit-learn's own load_digits, imported by the worker that runs these tests only."""
+    from sklearn.datasets import load_digits
+
+    return load_digits()
+
+
 @pytest.mark.parametrize("file_found", [True, False])
-def test_the_digits_are_load_digits_read_from_the_bundled_file_or_through_it(file_found, monkeypatch):
+def test_the_digits_are_load_digits_read_from_the_bundled_file_or_through_it(file_found, monkeypatch, reference):
     if not file_found:  # scikit-learn laid out otherwise: through load_digits itself
         monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     images, target = digits()
-    reference = load_digits()
     assert np.array_equal(images, reference.images) and images.dtype == reference.images.dtype
     assert np.array_equal(target, reference.target) and images.shape == (1797, 8, 8)
 
@@ -58,14 +64,13 @@ def test_every_sequence_is_cls_then_intensities_and_never_padding(tokens):
     assert set(train.unique().tolist()) == set(range(1, 19))
 
 
-def test_a_sequence_decodes_back_to_its_digits_image(tokens):
-    loaded = load_digits()
-    _, _, test_rows = stratified_split(loaded.target)
+def test_a_sequence_decodes_back_to_its_digits_image(tokens, reference):
+    _, _, test_rows = stratified_split(reference.target)
     ids, labels = tokens.test.tensors
     for j in (0, 1, 137, 269):
         image = (ids[j, 1:] - FIRST_INTENSITY).reshape(8, 8).numpy()
-        np.testing.assert_array_equal(image, loaded.images[test_rows[j]])
-        assert labels[j] == loaded.target[test_rows[j]]
+        np.testing.assert_array_equal(image, reference.images[test_rows[j]])
+        assert labels[j] == reference.target[test_rows[j]]
 
 
 def test_the_split_is_the_digits_split_row_for_row(tokens, images):
@@ -80,8 +85,8 @@ def test_the_split_is_the_digits_split_row_for_row(tokens, images):
         torch.testing.assert_close(standardized.float(), pictures.flatten(1), rtol=0, atol=1e-5)
 
 
-def test_the_split_is_stratified_and_fixed():
-    y = load_digits().target
+def test_the_split_is_stratified_and_fixed(reference):
+    y = reference.target
     first, second = stratified_split(y), stratified_split(y)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
