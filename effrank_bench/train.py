@@ -323,9 +323,17 @@ class CompiledForward:
             try:
                 return self._compiled(x)
             except Exception as err:  # noqa: BLE001 - any compiler failure: eager still trains correctly
-                self.progress.note(f"[yellow]torch.compile failed, training on in eager mode: {one_line(err)}")
-                self._compiled = None
+                fell_back(self.progress, err)
+                self.eager()
         return self.model(x)
+
+    def eager(self) -> None:
+        """Run ``model`` eagerly from now on."""
+        self._compiled = None
+
+
+def fell_back(progress: Progress, err: Exception) -> None:
+    progress.note(f"[yellow]torch.compile failed, training on in eager mode: {one_line(err)}")
 
 
 def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[nn.Module], list[Branch]],
@@ -358,9 +366,33 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
         taps = {id(s): stack.enter_context(tapped(branches(s) if needs else None)) for s in students}
         t_forward, forwards = forward(teacher), {id(s): forward(s) for s in students}
 
+        untried = {id(s) for s in students} if compile else set()  # compiled, not yet stepped once
+
         def step(x, y, fittings):
             target = teacher_outputs(t_forward, t_tap, x, recipe.amp)
-            return [student_step(forwards[id(f.model)], taps[id(f.model)], x, y, target, loss, options, f.optimizer,
-                                 f.scheduler, recipe.amp) for f in fittings]
+
+            def one(f: _Fitting) -> torch.Tensor:
+                return student_step(forwards[id(f.model)], taps[id(f.model)], x, y, target, loss, options,
+                                    f.optimizer, f.scheduler, recipe.amp)
+
+            values = []
+            for f in fittings:
+                if id(f.model) not in untried:
+                    values.append(one(f))
+                    continue
+                untried.discard(id(f.model))
+                try:
+                    values.append(one(f))
+                except Exception as err:  # noqa: BLE001 - as CompiledForward's, for failures past the call
+                    # The first backward compiles, and CUDA-graph outputs are checked where they are read:
+                    # such a failure comes before this student's optimizer stepped, so its step is taken
+                    # again, and the whole group trains on eagerly from the teacher's pass on.
+                    fell_back(progress, err)
+                    untried.clear()
+                    for compiled in (t_forward, *forwards.values()):
+                        compiled.eager()
+                    target = teacher_outputs(t_forward, t_tap, x, recipe.amp)
+                    values.append(one(f))
+            return values
 
         return fit(students, train, val, recipe, step, label, progress, checkpoints, on_failure)

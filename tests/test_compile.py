@@ -67,6 +67,29 @@ def test_a_compiler_failure_falls_back_to_eager_with_one_warning(eager, tmp_path
     assert len(warnings) == 2 and all("RuntimeError: backend exploded with a long traceback" in w for w in warnings)
 
 
+class _BackwardFails(torch.autograd.Function):
+    """Identity forward whose backward raises: a compiled graph whose backward fails to compile."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("the backward graph\nwould not compile")
+
+
+def test_a_failure_past_the_compiled_call_falls_back_to_eager_before_any_step(eager, tmp_path, monkeypatch):
+    # Inductor compiles the backward at the first backward pass, after the forward returned.
+    monkeypatch.setattr(train.torch, "compile", lambda model, **kw: lambda x: _BackwardFails.apply(model(x)))
+    config, run = eager
+    notes = Notes()
+    fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "b"}), progress=notes)
+    assert _computed(fallen) == _computed(run)  # the failed step was taken again, eagerly
+    warnings = [n for n in notes.notes if "torch.compile failed" in n]
+    assert len(warnings) == 1 and "RuntimeError: the backward graph would not compile" in warnings[0]
+
+
 class _Pooled(torch.nn.Module):
     """Returns the same tensor every call, as a CUDA graph returns its pool's memory."""
 
