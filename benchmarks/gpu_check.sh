@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One lease of a GPU machine, start to end: install, the throughput benchmark (compiled, then a profile), the CUDA
-# tests, and an end-to-end ViT-B/32 run on synthetic CIFAR-100 files. Full logs under $OUT, a summary on stdout.
+# One lease of a GPU machine, start to end: install, the throughput benchmark (the engine compiled, a profile of
+# its step, the candidate with forward and loss compiled together), the CUDA tests, and an end-to-end ViT-B/32
+# run on synthetic CIFAR-100 files. About 8 minutes. Full logs under $OUT, a summary on stdout.
 # Carry pydantic's wheels in .whl where the machine lacks them (README, "Measured on a GPU").
 set -u
 OUT=${OUT:-/tmp/gpu_check}
@@ -23,7 +24,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
     echo "-- $name: exit $? after $((SECONDS - start)) s"
     grep -v "^\s*$" "$OUT/$name.log" | tail -n "${TAIL:-8}"
 }
-TAIL=40 step throughput 190 python3 benchmarks/throughput.py --profile 3
+TAIL=45 step throughput 260 python3 benchmarks/throughput.py --profile 3 --compile-loss
 TAIL=15 step cuda_tests 120 python3 -m pytest -q -n 0 -rs tests/test_cuda.py tests/test_sweep.py tests/test_measure.py -k cuda
 TAIL=25 step run 120 effrank-bench run --arch vit_b32 --target joint --dataset cifar100 \
     --ranks 16,32 --epochs 1 --teacher-epochs 1 --group auto --out /tmp/effrank-run

@@ -9,6 +9,7 @@ Usage:
     python benchmarks/throughput.py                      # CPU default: micro_vit, ranks 1-32, batch 64
     python benchmarks/throughput.py --arch vit_b32 --ranks 32,32,32,32 --batch-size 256   # CUDA default
     python benchmarks/throughput.py --profile 3         # then where 3 engine steps spend their time
+    python benchmarks/throughput.py --compile-loss      # and a candidate: forward and loss compiled together
 On CUDA it also prints the achieved TFLOP/s (3 × forward MACs × 2 per student-sample, plus the
 teacher's forward) and the fraction of the device's bf16 peak (--peak-tflops, default 989 for an H100 SXM).
 """
@@ -122,6 +123,52 @@ def engine(setup, teacher, ranks, batches, steps, compile_, profile=0) -> float:
     return seconds
 
 
+def fused_loss(setup, teacher, ranks, batches, steps) -> float:
+    """Seconds for the engine's group with each student's forward and loss compiled as one graph: a
+    candidate for the engine's compiled unit, not what a run does yet. A run compiles the forwards only,
+    so the geometric loss's element-wise work over every branch output runs eagerly, kernel by kernel."""
+    config, branches, loss = setup.config, setup.parts.arch.branches, setup.parts.loss
+    needs = loss.uses_features
+    students = _students(setup, teacher, ranks)
+    recipe = Recipe(1, config.lr, config.weight_decay, amp=config.amp)
+    fitted = [make_optimizer(s, recipe, setup.device, steps + 3) for s in students]
+    progress = _Quiet()
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(students) + 2)
+    mode = "reduce-overhead" if setup.device.type == "cuda" else None
+
+    def compiled_loss(student, tap):
+        def forward_loss(x, y, target):
+            out = tap.forward(student, x) if tap else _logits(student, x)
+            return loss.compute(target, out, y, config.loss_options)
+
+        return torch.compile(forward_loss, mode=mode, dynamic=False)
+
+    with contextlib.ExitStack() as stack:
+        t_tap = stack.enter_context(tapped(branches(teacher.model) if needs else None))
+        taps = [stack.enter_context(tapped(branches(s) if needs else None)) for s in students]
+        t_forward = CompiledForward(teacher.model, setup.device, progress)
+        losses = [compiled_loss(s, tap) for s, tap in zip(students, taps)]
+        total = torch.zeros((), device=setup.device)
+        for i, (x, y) in enumerate(itertools.islice(itertools.cycle(batches), steps + 3)):
+            if i == 3:
+                _sync(x.device)
+                start = time.perf_counter()
+            target = teacher_outputs(t_forward, t_tap, x, config.amp)
+            for forward_loss, (optimizer, scheduler) in zip(losses, fitted):
+                with autocast(x.device, config.amp):
+                    value = forward_loss(x, y, target)
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                optimizer.step()
+                scheduler.step()
+                total += value.detach()  # read before the next student's graph reuses its memory
+        total.item()
+        seconds = time.perf_counter() - start
+    for note in progress.notes:
+        print(note)
+    return seconds
+
+
 def _profiled(step, batches, device) -> None:
     """Where a step's time goes: the busiest operators by their own device (or CPU) time, and the totals."""
     from torch.profiler import ProfilerActivity, profile
@@ -165,6 +212,8 @@ def main() -> None:
                         help="compile the engine's forwards (default: as a run would, on CUDA only)")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="then profile this many engine steps (torch.profiler) and print where the time goes")
+    parser.add_argument("--compile-loss", action="store_true",
+                        help="also time a candidate engine whose students' forward and loss compile as one graph")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the device's dense bf16 peak")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
@@ -180,16 +229,22 @@ def main() -> None:
             "out": Path(tmp) / "run", "compile": args.compile})
         setup = prepare(config)
         teacher = obtain_teacher(setup)
-        batches = list(itertools.islice(setup.batches(setup.splits.train, shuffle=True), args.steps + 3))
+        # Full batches only: a partial one has another shape, which a compiled step would compile again.
+        batches = list(itertools.islice(setup.batches(setup.splits.train, shuffle=True, drop_last=True),
+                                        args.steps + 3))
         samples = len(ranks) * args.steps * batch_size
         paper = paper_style(setup, teacher, ranks, batches, args.steps)
         fast = engine(setup, teacher, ranks, batches, args.steps, setup.compile, args.profile)
+        fused = fused_loss(setup, teacher, ranks, batches, args.steps) if args.compile_loss else None
     device = torch.cuda.get_device_name() if cuda else "cpu"
     print(f"{arch} {args.target} {args.loss}, ranks {ranks}, batch {batch_size}, {args.steps} steps, on {device}")
     print(f"paper-style loop: {samples / paper:,.0f} student-samples/s")
     print(f"engine (group of {len(ranks)}, {'compiled' if setup.compile else 'eager'}): "
           f"{samples / fast:,.0f} student-samples/s")
     print(f"engine / paper-style: {paper / fast:.2f}x")
+    if fused is not None:
+        print(f"candidate, forward and loss compiled as one graph: {samples / fused:,.0f} student-samples/s, "
+              f"{paper / fused:.2f}x paper-style, {fast / fused:.2f}x the engine")
     if cuda:
         example = example_input(setup.request, setup.splits.modality, 1, setup.device)
         student_macs = sum(count_macs(s, example) for s in _students(setup, teacher, ranks)) / len(ranks)
