@@ -16,7 +16,7 @@ from torch import nn
 from effrank_bench.calibration import Calibration, CalibrationMeter
 from effrank_bench.checkpoint import Checkpoints, FitState, ModelState
 from effrank_bench.data import Batches
-from effrank_bench.errors import ConfigError, TrialFailed, one_line
+from effrank_bench.errors import ConfigError, EffrankError, TrialFailed, one_line
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.specs import Branch, LossOptions, LossSpec, Outputs
 from effrank_bench.taps import BranchTap
@@ -328,8 +328,9 @@ class CompiledForward:
         return self.model(x)
 
     def eager(self) -> None:
-        """Run ``model`` eagerly from now on."""
+        """Run ``model`` eagerly from now on (its outputs no longer live in a CUDA graph's pool)."""
         self._compiled = None
+        self.graphed = False
 
 
 def fell_back(progress: Progress, err: Exception) -> None:
@@ -366,9 +367,13 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
         taps = {id(s): stack.enter_context(tapped(branches(s) if needs else None)) for s in students}
         t_forward, forwards = forward(teacher), {id(s): forward(s) for s in students}
 
-        untried = {id(s) for s in students} if compile else set()  # compiled, not yet stepped once
+        # A student's compiled step compiles its backward at its first backward pass, and again for each new
+        # batch shape (a partial last batch, where it is kept); its first step of each shape is watched.
+        tried: set[tuple[int, tuple[int, ...]]] = set()
+        watching = compile
 
         def step(x, y, fittings):
+            nonlocal watching
             target = teacher_outputs(t_forward, t_tap, x, recipe.amp)
 
             def one(f: _Fitting) -> torch.Tensor:
@@ -377,22 +382,26 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
 
             values = []
             for f in fittings:
-                if id(f.model) not in untried:
+                key = (id(f.model), tuple(x.shape))
+                if not watching or key in tried:
                     values.append(one(f))
                     continue
-                untried.discard(id(f.model))
+                tried.add(key)
                 try:
                     values.append(one(f))
+                except (EffrankError, torch.cuda.OutOfMemoryError):
+                    raise  # not the compiler's: eager would fail the same way
                 except Exception as err:  # noqa: BLE001 - as CompiledForward's, for failures past the call
-                    # The first backward compiles, and CUDA-graph outputs are checked where they are read:
+                    # The backward compiles lazily, and CUDA-graph outputs are checked where they are read:
                     # such a failure comes before this student's optimizer stepped, so its step is taken
-                    # again, and the whole group trains on eagerly from the teacher's pass on.
-                    fell_back(progress, err)
-                    untried.clear()
+                    # again, and the whole group trains on eagerly from the teacher's pass on. Where eager
+                    # fails too, the error was not the compiler's: it propagates, without the warning.
+                    watching = False
                     for compiled in (t_forward, *forwards.values()):
                         compiled.eager()
                     target = teacher_outputs(t_forward, t_tap, x, recipe.amp)
                     values.append(one(f))
+                    fell_back(progress, err)
             return values
 
         return fit(students, train, val, recipe, step, label, progress, checkpoints, on_failure)

@@ -90,6 +90,47 @@ def test_a_failure_past_the_compiled_call_falls_back_to_eager_before_any_step(ea
     assert len(warnings) == 1 and "RuntimeError: the backward graph would not compile" in warnings[0]
 
 
+class _PartialBackwardFails(torch.autograd.Function):
+    """Identity forward whose backward raises for a batch of another size than 256: a recompile that fails."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.rows = len(x)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.rows != 256:
+            raise RuntimeError("recompiling for the partial batch failed")
+        return grad
+
+
+def test_a_failure_compiling_for_the_partial_last_batch_falls_back_too(eager, tmp_path, monkeypatch):
+    config, _ = eager
+    # 1,257 training digits in batches of 256: four full ones, then 233, a new shape to compile for.
+    config = config.model_copy(update={"limit_batches": None, "batch_size": 256, "select": "last"})
+    baseline = run_sweep(config.model_copy(update={"out": tmp_path / "eager"}))
+    monkeypatch.setattr(train.torch, "compile", lambda model, **kw: lambda x: _PartialBackwardFails.apply(model(x)))
+    notes = Notes()
+    fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "p"}), progress=notes)
+    assert _computed(fallen) == _computed(baseline)
+    warnings = [n for n in notes.notes if "torch.compile failed" in n]
+    assert len(warnings) == 1 and "recompiling for the partial batch failed" in warnings[0]
+
+
+def test_an_error_eager_training_makes_too_propagates_without_blaming_the_compiler(eager, tmp_path, monkeypatch):
+    def broken_loss(*args, **kwargs):
+        raise RuntimeError("a bug in the loss")
+
+    monkeypatch.setattr(train.torch, "compile", lambda model, **kw: model)
+    monkeypatch.setattr(train, "student_step", broken_loss)
+    config, _ = eager
+    notes = Notes()
+    with pytest.raises(RuntimeError, match="a bug in the loss"):
+        run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "e"}), progress=notes)
+    assert not any("torch.compile failed" in n for n in notes.notes)
+
+
 class _Pooled(torch.nn.Module):
     """Returns the same tensor every call, as a CUDA graph returns its pool's memory."""
 
@@ -110,3 +151,5 @@ def test_a_cuda_graphed_teachers_outputs_are_copied_out_of_the_graph_pool(device
     assert forward.graphed is copied
     logits = train.teacher_outputs(forward, None, torch.zeros(4, 2), amp=False).logits
     assert torch.equal(logits, model.out) and (logits is not model.out) is copied
+    forward.eager()  # fallen back: nothing lives in a graph's pool any more
+    assert train.teacher_outputs(forward, None, torch.zeros(4, 2), amp=False).logits is model.out
