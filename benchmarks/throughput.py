@@ -28,6 +28,7 @@ import torch
 
 from effrank_bench.config import load_config
 from effrank_bench.data import example_input
+from effrank_bench.errors import one_line
 from effrank_bench.factorize import factorize
 from effrank_bench.measure import count_macs
 from effrank_bench.setup import prepare
@@ -232,26 +233,31 @@ def main() -> None:
         # Full batches only: a partial one has another shape, which a compiled step would compile again.
         batches = list(itertools.islice(setup.batches(setup.splits.train, shuffle=True, drop_last=True),
                                         args.steps + 3))
+        if not batches:
+            raise SystemExit(f"the training split holds no full batch of {batch_size}: pass a smaller --batch-size")
         samples = len(ranks) * args.steps * batch_size
+        device = torch.cuda.get_device_name() if cuda else "cpu"
+        print(f"{arch} {args.target} {args.loss}, ranks {ranks}, batch {batch_size}, {args.steps} steps, on {device}")
         paper = paper_style(setup, teacher, ranks, batches, args.steps)
+        print(f"paper-style loop: {samples / paper:,.0f} student-samples/s")
         fast = engine(setup, teacher, ranks, batches, args.steps, setup.compile, args.profile)
-        fused = fused_loss(setup, teacher, ranks, batches, args.steps) if args.compile_loss else None
-    device = torch.cuda.get_device_name() if cuda else "cpu"
-    print(f"{arch} {args.target} {args.loss}, ranks {ranks}, batch {batch_size}, {args.steps} steps, on {device}")
-    print(f"paper-style loop: {samples / paper:,.0f} student-samples/s")
-    print(f"engine (group of {len(ranks)}, {'compiled' if setup.compile else 'eager'}): "
-          f"{samples / fast:,.0f} student-samples/s")
-    print(f"engine / paper-style: {paper / fast:.2f}x")
-    if fused is not None:
-        print(f"candidate, forward and loss compiled as one graph: {samples / fused:,.0f} student-samples/s, "
-              f"{paper / fused:.2f}x paper-style, {fast / fused:.2f}x the engine")
-    if cuda:
-        example = example_input(setup.request, setup.splits.modality, 1, setup.device)
-        student_macs = sum(count_macs(s, example) for s in _students(setup, teacher, ranks)) / len(ranks)
-        flops = 2 * (3 * student_macs + count_macs(teacher.model, example) / len(ranks))
-        achieved = samples / fast * flops / 1e12
-        print(f"engine: {achieved:.1f} TFLOP/s, {achieved / args.peak_tflops:.1%} of {args.peak_tflops:g} peak")
-
+        print(f"engine (group of {len(ranks)}, {'compiled' if setup.compile else 'eager'}): "
+              f"{samples / fast:,.0f} student-samples/s")
+        print(f"engine / paper-style: {paper / fast:.2f}x")
+        if cuda:
+            example = example_input(setup.request, setup.splits.modality, 1, setup.device)
+            student_macs = sum(count_macs(s, example) for s in _students(setup, teacher, ranks)) / len(ranks)
+            flops = 2 * (3 * student_macs + count_macs(teacher.model, example) / len(ranks))
+            achieved = samples / fast * flops / 1e12
+            print(f"engine: {achieved:.1f} TFLOP/s, {achieved / args.peak_tflops:.1%} of {args.peak_tflops:g} peak")
+        if args.compile_loss:
+            try:
+                fused = fused_loss(setup, teacher, ranks, batches, args.steps)
+            except Exception as err:  # noqa: BLE001 - a candidate's failure is a finding, not the end of the run
+                print(f"candidate, forward and loss compiled as one graph: failed ({one_line(err)})")
+            else:
+                print(f"candidate, forward and loss compiled as one graph: {samples / fused:,.0f} "
+                      f"student-samples/s, {paper / fused:.2f}x paper-style, {fast / fused:.2f}x the engine")
 
 if __name__ == "__main__":
     main()

@@ -57,6 +57,9 @@ def seeded_split(labels: np.ndarray, n_test: int, stratify: bool) -> tuple[np.nd
 
     Stratifying needs two examples of every class and at least one of each on both sides.
     """
+    if not 0 < n_test < len(labels):
+        raise DataError(f"cannot split {len(labels)} examples into {len(labels) - n_test} and {n_test}: "
+                        "both parts need one at least")
     rng = np.random.RandomState(_SPLIT_SEED)
     if not stratify:
         order = rng.permutation(len(labels))

@@ -47,3 +47,10 @@ def test_the_digits_split_is_the_one_train_test_split_made():
 def test_a_split_that_cannot_be_stratified_says_why():
     with pytest.raises(DataError, match=r"cannot stratify 5 examples of 2 classes \(1 in the smallest\) into 3 and 2"):
         seeded_split(np.array([0, 0, 0, 0, 1]), 2, stratify=True)
+
+
+@pytest.mark.parametrize("n_test", [0, 3])
+def test_a_split_with_an_empty_side_is_refused(n_test):
+    # held_out_val(labels, 0.9) on three examples asks for ceil(2.7) = 3 of them: no training data left.
+    with pytest.raises(DataError, match=f"cannot split 3 examples into {3 - n_test} and {n_test}"):
+        seeded_split(np.array([0, 1, 2]), n_test, stratify=False)
