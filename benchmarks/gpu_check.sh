@@ -26,5 +26,5 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
 }
 TAIL=45 step throughput 260 python3 benchmarks/throughput.py --profile 3 --compile-loss
 TAIL=15 step cuda_tests 120 python3 -m pytest -q -n 0 -rs tests/test_cuda.py tests/test_sweep.py tests/test_measure.py -k cuda
-TAIL=25 step run 120 effrank-bench run --arch vit_b32 --target joint --dataset cifar100 \
+TAIL=25 step run 120 python3 -m effrank_bench.cli run --arch vit_b32 --target joint --dataset cifar100 \
     --ranks 16,32 --epochs 1 --teacher-epochs 1 --group auto --out /tmp/effrank-run
