@@ -113,6 +113,39 @@ def tiny() -> Recipe:
     return TINY
 
 
+# --- a Progress to hand to runs --------------------------------------------------------------------------
+
+
+class ProgressStub:
+    """A Progress that keeps its notes and can stand for a kill: KeyboardInterrupt as the task labelled
+    ``interrupt_at`` starts, or once more than ``stop_after`` steps are done (mid-epoch)."""
+
+    def __init__(self, *, interrupt_at: str | None = None, stop_after: int | None = None):
+        self.notes: list[str] = []
+        self.interrupt_at, self.stop_after, self.steps = interrupt_at, stop_after, 0
+
+    @contextlib.contextmanager
+    def task(self, description, total):
+        if description == self.interrupt_at:
+            raise KeyboardInterrupt
+
+        def advance(n):
+            self.steps += n
+            if self.stop_after is not None and self.steps > self.stop_after:
+                raise KeyboardInterrupt
+
+        yield advance
+
+    def note(self, message):
+        self.notes.append(message)
+
+
+@pytest.fixture(scope="session")
+def progress_stub():
+    """progress_stub(interrupt_at=None, stop_after=None) -> a ProgressStub: notes kept, kills on demand."""
+    return ProgressStub
+
+
 # --- hand-made run directories -------------------------------------------------------------------------
 
 

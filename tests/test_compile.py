@@ -1,24 +1,11 @@
 """--compile: students and teacher through torch.compile give the eager records; a compiler failure falls back."""
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
 import effrank_bench.train as train
 from effrank_bench.sweep import run_sweep
-
-
-class Notes:
-    def __init__(self):
-        self.notes = []
-
-    def task(self, description, total):
-        return contextlib.nullcontext(lambda n: None)
-
-    def note(self, message):
-        self.notes.append(message)
 
 
 def _computed(run):
@@ -39,19 +26,19 @@ def test_compile_is_off_on_cpu_unless_asked(eager):
     assert prepare(config.model_copy(update={"compile": True})).compile is True
 
 
-def test_compiled_students_train_to_the_eager_records(eager, tmp_path, monkeypatch):
+def test_compiled_students_train_to_the_eager_records(eager, tmp_path, monkeypatch, progress_stub):
     # dynamo captures the forward with its branch hooks; the eager backend then runs the captured graphs
     # op for op, so the numbers must match exactly (inductor's fused kernels would differ in the last bits).
     compile_ = torch.compile
     monkeypatch.setattr(train.torch, "compile", lambda model, **kw: compile_(model, backend="eager", dynamic=False))
     config, run = eager
-    notes = Notes()
+    notes = progress_stub()
     compiled = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "c"}), progress=notes)
     assert _computed(compiled) == _computed(run)
     assert not any("torch.compile failed" in n for n in notes.notes)
 
 
-def test_a_compiler_failure_falls_back_to_eager_with_one_warning(eager, tmp_path, monkeypatch):
+def test_a_compiler_failure_falls_back_to_eager_with_one_warning(eager, tmp_path, monkeypatch, progress_stub):
     def broken(model, **kw):
         def call(x):
             raise RuntimeError("backend exploded\nwith a long traceback")
@@ -59,7 +46,7 @@ def test_a_compiler_failure_falls_back_to_eager_with_one_warning(eager, tmp_path
 
     monkeypatch.setattr(train.torch, "compile", broken)
     config, run = eager
-    notes = Notes()
+    notes = progress_stub()
     fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "f"}), progress=notes)
     assert _computed(fallen) == _computed(run)
     warnings = [n for n in notes.notes if "torch.compile failed" in n]
@@ -79,11 +66,12 @@ class _BackwardFails(torch.autograd.Function):
         raise RuntimeError("the backward graph\nwould not compile")
 
 
-def test_a_failure_past_the_compiled_call_falls_back_to_eager_before_any_step(eager, tmp_path, monkeypatch):
+def test_a_failure_past_the_compiled_call_falls_back_to_eager_before_any_step(eager, tmp_path, monkeypatch,
+                                                                              progress_stub):
     # Inductor compiles the backward at the first backward pass, after the forward returned.
     monkeypatch.setattr(train.torch, "compile", lambda model, **kw: lambda x: _BackwardFails.apply(model(x)))
     config, run = eager
-    notes = Notes()
+    notes = progress_stub()
     fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "b"}), progress=notes)
     assert _computed(fallen) == _computed(run)  # the failed step was taken again, eagerly
     warnings = [n for n in notes.notes if "torch.compile failed" in n]
@@ -105,27 +93,28 @@ class _PartialBackwardFails(torch.autograd.Function):
         return grad
 
 
-def test_a_failure_compiling_for_the_partial_last_batch_falls_back_too(eager, tmp_path, monkeypatch):
+def test_a_failure_compiling_for_the_partial_last_batch_falls_back_too(eager, tmp_path, monkeypatch, progress_stub):
     config, _ = eager
     # 1,257 training digits in batches of 256: four full ones, then 233, a new shape to compile for.
     config = config.model_copy(update={"limit_batches": None, "batch_size": 256, "select": "last"})
     baseline = run_sweep(config.model_copy(update={"out": tmp_path / "eager"}))
     monkeypatch.setattr(train.torch, "compile", lambda model, **kw: lambda x: _PartialBackwardFails.apply(model(x)))
-    notes = Notes()
+    notes = progress_stub()
     fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "p"}), progress=notes)
     assert _computed(fallen) == _computed(baseline)
     warnings = [n for n in notes.notes if "torch.compile failed" in n]
     assert len(warnings) == 1 and "recompiling for the partial batch failed" in warnings[0]
 
 
-def test_an_error_eager_training_makes_too_propagates_without_blaming_the_compiler(eager, tmp_path, monkeypatch):
+def test_an_error_eager_training_makes_too_propagates_without_blaming_the_compiler(eager, tmp_path, monkeypatch,
+                                                                                   progress_stub):
     def broken_loss(*args, **kwargs):
         raise RuntimeError("a bug in the loss")
 
     monkeypatch.setattr(train.torch, "compile", lambda model, **kw: model)
     monkeypatch.setattr(train, "student_step", broken_loss)
     config, _ = eager
-    notes = Notes()
+    notes = progress_stub()
     with pytest.raises(RuntimeError, match="a bug in the loss"):
         run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "e"}), progress=notes)
     assert not any("torch.compile failed" in n for n in notes.notes)
@@ -143,11 +132,11 @@ class _Pooled(torch.nn.Module):
 
 
 @pytest.mark.parametrize("device, copied", [("cuda", True), ("cpu", False)])
-def test_a_cuda_graphed_teachers_outputs_are_copied_out_of_the_graph_pool(device, copied, monkeypatch):
+def test_a_cuda_graphed_teachers_outputs_are_copied_out_of_the_graph_pool(device, copied, monkeypatch, progress_stub):
     # Each student's graph starts a new CUDA-graph iteration, which reuses the teacher's output memory.
     monkeypatch.setattr(train.torch, "compile", lambda model, **kw: model)
     model = _Pooled()
-    forward = train.CompiledForward(model, torch.device(device), Notes())
+    forward = train.CompiledForward(model, torch.device(device), progress_stub())
     assert forward.graphed is copied
     logits = train.teacher_outputs(forward, None, torch.zeros(4, 2), amp=False).logits
     assert torch.equal(logits, model.out) and (logits is not model.out) is copied

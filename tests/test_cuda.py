@@ -2,8 +2,6 @@
 random state. Skipped without CUDA; the CPU tests of the same functions (test_engine, test_compile) run everywhere."""
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
@@ -14,25 +12,6 @@ from effrank_bench.sweep import run_sweep
 from effrank_bench.teacher import obtain_teacher
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-
-class Progress:
-    """Keeps notes; with ``stop_after``, raises KeyboardInterrupt after that many steps (a kill mid-epoch)."""
-
-    def __init__(self, stop_after: int | None = None):
-        self.notes, self.steps, self.stop_after = [], 0, stop_after
-
-    @contextlib.contextmanager
-    def task(self, description, total):
-        def advance(n):
-            self.steps += n
-            if self.stop_after is not None and self.steps > self.stop_after:
-                raise KeyboardInterrupt
-
-        yield advance
-
-    def note(self, message):
-        self.notes.append(message)
 
 
 def _losses(run) -> list[list[float]]:
@@ -69,9 +48,9 @@ def test_the_memory_probe_scales_with_the_fraction_and_gives_its_memory_back(eag
     assert quarter > 1000 and half >= 2 * quarter
 
 
-def test_compiled_cuda_students_train_like_eager_ones_without_falling_back(eager, tmp_path):
+def test_compiled_cuda_students_train_like_eager_ones_without_falling_back(eager, tmp_path, progress_stub):
     config, run = eager
-    notes = Progress()
+    notes = progress_stub()
     compiled = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "c"}), progress=notes)
     assert not any("torch.compile failed" in n for n in notes.notes), notes.notes
     assert [(r.rank, r.status) for r in compiled.records()] == [(2, "ok"), (4, "ok")]
@@ -80,11 +59,11 @@ def test_compiled_cuda_students_train_like_eager_ones_without_falling_back(eager
         assert mine == pytest.approx(theirs, rel=0.05)
 
 
-def test_an_interrupted_cuda_group_resumes_from_its_checkpoint(eager, tmp_path):
+def test_an_interrupted_cuda_group_resumes_from_its_checkpoint(eager, tmp_path, progress_stub):
     config, run = eager
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(config.model_copy(update={"out": out}), progress=Progress(stop_after=5))  # in epoch 2
+        run_sweep(config.model_copy(update={"out": out}), progress=progress_stub(stop_after=5))  # in epoch 2
     assert RunDir(out).records() == [] and len(list((out / "checkpoints").iterdir())) == 1
     resumed = run_sweep(config.model_copy(update={"out": out}))
     assert [(r.rank, r.status) for r in resumed.records()] == [(2, "ok"), (4, "ok")]

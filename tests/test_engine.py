@@ -2,7 +2,6 @@
 group, and an interrupted group resumes from its checkpoint to the same records."""
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -74,31 +73,12 @@ def test_a_group_gives_the_same_records_every_time(grouped, tmp_path):
     assert [_result(r) for r in again.records()] == [_result(r) for r in run.records()]
 
 
-class _Interrupt:
-    """A progress display whose bars raise KeyboardInterrupt after ``after`` steps: a kill mid-epoch."""
-
-    def __init__(self, after: int):
-        self.after, self.steps = after, 0
-
-    @contextlib.contextmanager
-    def task(self, description, total):
-        def advance(n):
-            self.steps += n
-            if self.steps > self.after:
-                raise KeyboardInterrupt
-
-        yield advance
-
-    def note(self, message):
-        pass
-
-
-def test_an_interrupted_group_resumes_from_its_checkpoint_to_the_same_records(grouped, tmp_path):
+def test_an_interrupted_group_resumes_from_its_checkpoint_to_the_same_records(grouped, tmp_path, progress_stub):
     config, run = grouped
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         # One batch per epoch: interrupted during epoch 2, after the checkpoint of epoch 1.
-        run_sweep(config.model_copy(update={"out": out}), progress=_Interrupt(after=1))
+        run_sweep(config.model_copy(update={"out": out}), progress=progress_stub(stop_after=1))
     assert RunDir(out).records() == []
     saved = list((out / "checkpoints").iterdir())
     assert len(saved) == 1 and (saved[0] / "model-0.safetensors").is_file()

@@ -22,21 +22,6 @@ from effrank_bench.store import RunDir, check_out_dir
 from effrank_bench.teacher import CachedTeacher
 
 
-class Notes:
-    """A Progress that keeps its notes."""
-
-    def __init__(self):
-        self.notes: list[str] = []
-
-    def task(self, description, total):
-        import contextlib
-
-        return contextlib.nullcontext(lambda n: None)
-
-    def note(self, message):
-        self.notes.append(message)
-
-
 @pytest.fixture
 def live_pid():
     """The pid of a process alive for the test's duration."""
@@ -77,9 +62,9 @@ def test_a_second_run_on_a_held_directory_exits_2_before_writing_anything(tmp_pa
     assert sorted(p.name for p in out.iterdir()) == [RUN_LOCK]  # nothing written, the holder's lock kept
 
 
-def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_note(tmp_path, dead_pid):
+def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_note(tmp_path, dead_pid, progress_stub):
     write_lock(tmp_path / RUN_LOCK, dead_pid)
-    notes = Notes()
+    notes = progress_stub()
     with run_lock(tmp_path, notes):
         held = json.loads((tmp_path / RUN_LOCK).read_text())
         assert held["pid"] == os.getpid()
@@ -121,9 +106,9 @@ def test_a_refused_checkpoint_leaves_no_half_made_run_directory(tmp_path, capsys
     assert not out.exists()
 
 
-def test_a_torn_last_line_is_repaired_on_resume_with_a_note(tmp_path):
+def test_a_torn_last_line_is_repaired_on_resume_with_a_note(tmp_path, progress_stub):
     (tmp_path / "trials.jsonl").write_bytes(b'{"whole": 1}\n{"torn')
-    notes = Notes()
+    notes = progress_stub()
     with run_lock(tmp_path, notes):
         pass
     assert (tmp_path / "trials.jsonl").read_bytes() == b'{"whole": 1}\n'
@@ -184,7 +169,7 @@ def test_a_cached_teacher_is_saved_whole_record_last(tmp_path):
     assert sorted(p.name for p in cached.weights.parent.iterdir()) == ["k.json", "k.safetensors"]
 
 
-def test_a_process_waits_for_another_training_the_same_teacher(tmp_path, live_pid, monkeypatch):
+def test_a_process_waits_for_another_training_the_same_teacher(tmp_path, live_pid, monkeypatch, progress_stub):
     import effrank_bench.teacher as teacher
 
     monkeypatch.setattr(teacher, "_POLL_S", 0.05)
@@ -198,7 +183,7 @@ def test_a_process_waits_for_another_training_the_same_teacher(tmp_path, live_pi
 
     timer = threading.Timer(0.3, finish)
     timer.start()
-    notes = Notes()
+    notes = progress_stub()
     with cached.claim(notes):
         assert cached.exists()  # what the other one saved: nothing to train
     timer.join()
@@ -208,7 +193,7 @@ def test_a_process_waits_for_another_training_the_same_teacher(tmp_path, live_pi
 
 
 @pytest.mark.parametrize("damage", ["truncated json", "torn weights", "nan weights"])
-def test_an_unreadable_cache_entry_is_moved_aside_with_a_note_and_trained_again(tmp_path, damage):
+def test_an_unreadable_cache_entry_is_moved_aside_with_a_note_and_trained_again(tmp_path, damage, progress_stub):
     cached = CachedTeacher.at("k", tmp_path)
     cached.save(nn.Linear(2, 2), record())
     if damage == "truncated json":
@@ -217,7 +202,7 @@ def test_an_unreadable_cache_entry_is_moved_aside_with_a_note_and_trained_again(
         cached.weights.write_bytes(cached.weights.read_bytes()[:30])
     else:
         save_file({"weight": torch.full((2, 2), float("nan")), "bias": torch.zeros(2)}, cached.weights)
-    notes = Notes()
+    notes = progress_stub()
     with cached.claim(notes):
         assert not cached.exists()  # so obtain_teacher trains it again
     assert len(notes.notes) == 1 and "unreadable" in notes.notes[0] and "moved it aside" in notes.notes[0]

@@ -13,18 +13,6 @@ from effrank_bench.sweep import run_sweep
 FIXTURE = Path(__file__).parent / "fixtures" / "run_v1"
 
 
-class Notes:
-    def __init__(self):
-        self.notes = []
-
-    def task(self, description, total):
-        from contextlib import nullcontext
-        return nullcontext(lambda n: None)
-
-    def note(self, message):
-        self.notes.append(message)
-
-
 def test_the_fixture_is_a_schema_1_run():
     lines = (FIXTURE / "trials.jsonl").read_text().splitlines()
     assert {json.loads(line)["schema_version"] for line in lines} == {1}
@@ -47,13 +35,13 @@ def test_a_schema_1_run_reads_as_typed_records_and_reports(tmp_path):
     assert report.analysis is not None and report.uncertainty is not None  # two seeds: an interval
 
 
-def test_a_schema_1_run_resumes_with_its_own_teacher_and_keeps_its_lines(tmp_path, monkeypatch):
+def test_a_schema_1_run_resumes_with_its_own_teacher_and_keeps_its_lines(tmp_path, monkeypatch, progress_stub):
     monkeypatch.setenv("EFFRANK_BENCH_CACHE", str(tmp_path / "empty-cache"))  # nothing to borrow: its own teacher
     shutil.copytree(FIXTURE, tmp_path / "run")
     run = RunDir(tmp_path / "run")
     before = run.records_path.read_text().splitlines()
     config = run.config().model_copy(update={"ranks": (2, 4, 8), "seeds": (0,), "out": tmp_path / "run"})
-    notes = Notes()
+    notes = progress_stub()
     resumed = run_sweep(config, progress=notes)
     assert any("teacher loaded from the run directory" in n for n in notes.notes)
     after = resumed.records_path.read_text().splitlines()

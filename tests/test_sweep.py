@@ -1,7 +1,6 @@
 """End-to-end sweeps on the embedded digits data with tiny budgets: records, resume, cache, failures."""
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 
@@ -19,22 +18,6 @@ from effrank_bench.specs import ArchitectureSpec, ExecutorSpec, LossSpec
 from effrank_bench.setup import prepare
 from effrank_bench.sweep import execute, run_sweep
 from effrank_bench.teacher import obtain_teacher
-
-class Notes:
-    """A Progress that records notes and can interrupt when a task of a given label starts."""
-
-    def __init__(self, interrupt_at: str | None = None):
-        self.notes: list[str] = []
-        self.interrupt_at = interrupt_at
-
-    @contextlib.contextmanager
-    def task(self, description, total):
-        if description == self.interrupt_at:
-            raise KeyboardInterrupt
-        yield lambda n: None
-
-    def note(self, message):
-        self.notes.append(message)
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +53,11 @@ def test_a_sweep_writes_a_complete_run_directory(tiny_run):
     assert json.loads((run.path / "config.json").read_text())["ranks"] == [2, 4]
 
 
-def test_rerunning_resumes_and_only_trains_missing_ranks(tiny_run, tmp_path):
+def test_rerunning_resumes_and_only_trains_missing_ranks(tiny_run, tmp_path, progress_stub):
     config, finished = tiny_run
     shutil.copytree(finished.path, tmp_path / "run")
     before = (tmp_path / "run" / "trials.jsonl").read_text().splitlines()
-    notes = Notes()
+    notes = progress_stub()
     run = run_sweep(config.model_copy(update={"ranks": (2, 4, 8), "out": tmp_path / "run"}), progress=notes)
     after = run.records_path.read_text().splitlines()
     assert after[:2] == before
@@ -82,19 +65,19 @@ def test_rerunning_resumes_and_only_trains_missing_ranks(tiny_run, tmp_path):
     assert any("2 trial(s) already recorded" in n for n in notes.notes)
 
 
-def test_an_interrupted_sweep_keeps_finished_trials_and_resumes(tiny, tmp_path):
+def test_an_interrupted_sweep_keeps_finished_trials_and_resumes(tiny, tmp_path, progress_stub):
     config = tiny.config(tmp_path / "run", group=1)  # one student per data pass: rank 2 finishes first
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(config, progress=Notes(interrupt_at="rank 4"))
+        run_sweep(config, progress=progress_stub(interrupt_at="rank 4"))
     setup = prepare(config)
     assert [r.rank for r in setup.run.records()] == [2]
     execute(setup)
     assert [r.rank for r in setup.run.records()] == [2, 4]
 
 
-def test_the_teacher_is_cached_and_shared_across_targets_and_losses(tiny_run, tmp_path):
+def test_the_teacher_is_cached_and_shared_across_targets_and_losses(tiny_run, tmp_path, progress_stub):
     config, run = tiny_run
-    notes = Notes()
+    notes = progress_stub()
     other = run_sweep(config.model_copy(update={"target": "mlp", "loss": "logit", "out": tmp_path / "other"}),
                       progress=notes)
     assert any("loaded from cache" in n for n in notes.notes)
@@ -151,10 +134,10 @@ def test_a_target_the_architecture_lacks_is_refused_naming_its_targets(tmp_path)
     assert isinstance(registry.architecture("attn_only_vit"), ArchitectureSpec)
 
 
-def test_more_seeds_extend_a_run_under_the_same_teacher(tiny_run, tmp_path):
+def test_more_seeds_extend_a_run_under_the_same_teacher(tiny_run, tmp_path, progress_stub):
     config, finished = tiny_run
     shutil.copytree(finished.path, tmp_path / "run")
-    notes = Notes()
+    notes = progress_stub()
     run = run_sweep(config.model_copy(update={"seeds": (0, 1), "out": tmp_path / "run"}), progress=notes)
     assert [(r.seed, r.rank) for r in run.records()] == [(0, 2), (0, 4), (1, 2), (1, 4)]
     assert any("loaded from cache" in n for n in notes.notes)  # seed 0's teacher, not a new one
@@ -202,9 +185,9 @@ class _Backwards:
         register(ExecutorSpec(name="backwards", description="last trial first", execute=execute))
 
 
-def test_an_executor_plugin_takes_over_the_loop_and_the_core_writes_what_it_records(tiny_run, tmp_path):
+def test_an_executor_plugin_takes_over_the_loop_and_the_core_writes_what_it_records(tiny_run, tmp_path, progress_stub):
     config, _ = tiny_run
-    notes = Notes()
+    notes = progress_stub()
     run = run_sweep(config.model_copy(update={"executor": "backwards", "ranks": (2, 4, 8), "out": tmp_path / "r"}),
                     registry=Registry(plugins=[("backwards", _Backwards())]), progress=notes)
     assert [(r.rank, r.status, r.error) for r in run.records()] == [(8, "failed", "not trained"),
