@@ -85,30 +85,31 @@ def _logits(model, x):
     return Outputs(logits=model(x))
 
 
-def engine(setup, teacher, ranks, batches, steps, compile_, profile=0) -> float:
-    """Seconds for ``steps`` batches of the whole group: one teacher pass per batch feeding every student.
-    With ``profile``, that many more batches then run under torch.profiler, and its table is printed."""
-    config, branches, loss = setup.config, setup.parts.arch.branches, setup.parts.loss
-    needs = loss.uses_features
+def _timed_group(setup, teacher, ranks, batches, steps, stepper, compile_teacher, profile=0) -> float:
+    """Seconds for ``steps`` batches of the whole group, after 3 warm-up ones: one teacher pass per batch, then
+    for each student the step ``stepper(student, tap, progress)`` makes, ``(x, y, target, optimizer, scheduler)
+    -> detached loss``. With ``profile``, that many more batches then run under torch.profiler, and its table is
+    printed."""
+    config, branches = setup.config, setup.parts.arch.branches
+    needs = setup.parts.loss.uses_features
     students = _students(setup, teacher, ranks)
     recipe = Recipe(1, config.lr, config.weight_decay, amp=config.amp)
     fitted = [make_optimizer(s, recipe, setup.device, steps + 3 + profile) for s in students]
     progress = _Quiet()
-    forward = (lambda m: CompiledForward(m, setup.device, progress)) if compile_ else (lambda m: m)
-    if compile_:
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(students) + 2)
+    # One compiled entry per student and one for the teacher (a run raises the limit the same way).
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(students) + 2)
     with contextlib.ExitStack() as stack:
         t_tap = stack.enter_context(tapped(branches(teacher.model) if needs else None))
         taps = [stack.enter_context(tapped(branches(s) if needs else None)) for s in students]
-        t_forward, forwards = forward(teacher.model), [forward(s) for s in students]
+        t_forward = CompiledForward(teacher.model, setup.device, progress) if compile_teacher else teacher.model
+        student_steps = [stepper(s, tap, progress) for s, tap in zip(students, taps)]
         total = torch.zeros((), device=setup.device)
 
         def step(x, y):
             nonlocal total
             target = teacher_outputs(t_forward, t_tap, x, config.amp)
-            for f, tap, (optimizer, scheduler) in zip(forwards, taps, fitted):
-                total += student_step(f, tap, x, y, target, loss, config.loss_options, optimizer, scheduler,
-                                      config.amp)
+            for student_step_, (optimizer, scheduler) in zip(student_steps, fitted):
+                total += student_step_(x, y, target, optimizer, scheduler)  # read before the next student runs
 
         for i, (x, y) in enumerate(itertools.islice(itertools.cycle(batches), steps + 3)):
             if i == 3:
@@ -124,50 +125,45 @@ def engine(setup, teacher, ranks, batches, steps, compile_, profile=0) -> float:
     return seconds
 
 
+def engine(setup, teacher, ranks, batches, steps, compile_, profile=0) -> float:
+    """Seconds for ``steps`` batches of the group as a run steps it: the teacher's and each student's forward
+    compiled (with ``compile_``), the loss eager, :func:`student_step`."""
+    config, loss = setup.config, setup.parts.loss
+
+    def stepper(student, tap, progress):
+        forward = CompiledForward(student, setup.device, progress) if compile_ else student
+        return lambda x, y, target, optimizer, scheduler: student_step(
+            forward, tap, x, y, target, loss, config.loss_options, optimizer, scheduler, config.amp)
+
+    return _timed_group(setup, teacher, ranks, batches, steps, stepper, compile_, profile)
+
+
 def fused_loss(setup, teacher, ranks, batches, steps) -> float:
-    """Seconds for the engine's group with each student's forward and loss compiled as one graph: a
-    candidate for the engine's compiled unit, not what a run does yet. A run compiles the forwards only,
-    so the geometric loss's element-wise work over every branch output runs eagerly, kernel by kernel."""
-    config, branches, loss = setup.config, setup.parts.arch.branches, setup.parts.loss
-    needs = loss.uses_features
-    students = _students(setup, teacher, ranks)
-    recipe = Recipe(1, config.lr, config.weight_decay, amp=config.amp)
-    fitted = [make_optimizer(s, recipe, setup.device, steps + 3) for s in students]
-    progress = _Quiet()
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(students) + 2)
+    """Seconds for the group with each student's forward and loss compiled as one graph: a candidate for the
+    engine's compiled unit, not what a run does yet. A run compiles the forwards only, so the geometric loss's
+    element-wise work over every branch output runs eagerly, kernel by kernel."""
+    config, loss = setup.config, setup.parts.loss
     mode = "reduce-overhead" if setup.device.type == "cuda" else None
 
-    def compiled_loss(student, tap):
+    def stepper(student, tap, progress):
         def forward_loss(x, y, target):
             out = tap.forward(student, x) if tap else _logits(student, x)
             return loss.compute(target, out, y, config.loss_options)
 
-        return torch.compile(forward_loss, mode=mode, dynamic=False)
+        compiled = torch.compile(forward_loss, mode=mode, dynamic=False)
 
-    with contextlib.ExitStack() as stack:
-        t_tap = stack.enter_context(tapped(branches(teacher.model) if needs else None))
-        taps = [stack.enter_context(tapped(branches(s) if needs else None)) for s in students]
-        t_forward = CompiledForward(teacher.model, setup.device, progress)
-        losses = [compiled_loss(s, tap) for s, tap in zip(students, taps)]
-        total = torch.zeros((), device=setup.device)
-        for i, (x, y) in enumerate(itertools.islice(itertools.cycle(batches), steps + 3)):
-            if i == 3:
-                _sync(x.device)
-                start = time.perf_counter()
-            target = teacher_outputs(t_forward, t_tap, x, config.amp)
-            for forward_loss, (optimizer, scheduler) in zip(losses, fitted):
-                with autocast(x.device, config.amp):
-                    value = forward_loss(x, y, target)
-                optimizer.zero_grad(set_to_none=True)
-                value.backward()
-                optimizer.step()
-                scheduler.step()
-                total += value.detach()  # read before the next student's graph reuses its memory
-        total.item()
-        seconds = time.perf_counter() - start
-    for note in progress.notes:
-        print(note)
-    return seconds
+        def step(x, y, target, optimizer, scheduler):
+            with autocast(x.device, config.amp):
+                value = compiled(x, y, target)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            scheduler.step()
+            return value.detach()
+
+        return step
+
+    return _timed_group(setup, teacher, ranks, batches, steps, stepper, compile_teacher=True)
 
 
 def _profiled(step, batches, device) -> None:
@@ -246,7 +242,9 @@ def main() -> None:
         print(f"engine / paper-style: {paper / fast:.2f}x")
         if cuda:
             example = example_input(setup.request, setup.splits.modality, 1, setup.device)
-            student_macs = sum(count_macs(s, example) for s in _students(setup, teacher, ranks)) / len(ranks)
+            distinct = sorted(set(ranks))  # one student built per rank, only to count its MACs
+            macs = dict(zip(distinct, (count_macs(s, example) for s in _students(setup, teacher, distinct))))
+            student_macs = sum(macs[r] for r in ranks) / len(ranks)
             flops = 2 * (3 * student_macs + count_macs(teacher.model, example) / len(ranks))
             achieved = samples / fast * flops / 1e12
             print(f"engine: {achieved:.1f} TFLOP/s, {achieved / args.peak_tflops:.1%} of {args.peak_tflops:g} peak")

@@ -313,10 +313,19 @@ class CompiledForward:
     """
 
     def __init__(self, model: nn.Module, device: torch.device, progress: Progress):
-        self.model, self.progress = model, progress
-        self.graphed = device.type == "cuda"
-        self._compiled: Callable | None = torch.compile(model, mode="reduce-overhead" if self.graphed else None,
+        self.model, self.progress, self._cuda = model, progress, device.type == "cuda"
+        self._compiled: Callable | None = torch.compile(model, mode="reduce-overhead" if self._cuda else None,
                                                         dynamic=False)
+
+    @property
+    def active(self) -> bool:
+        """Whether calls still go through the compiled model (no fallback yet)."""
+        return self._compiled is not None
+
+    @property
+    def graphed(self) -> bool:
+        """Whether its outputs live in a CUDA graph's memory pool: compiled, on CUDA."""
+        return self._cuda and self.active
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._compiled is not None:
@@ -328,9 +337,8 @@ class CompiledForward:
         return self.model(x)
 
     def eager(self) -> None:
-        """Run ``model`` eagerly from now on (its outputs no longer live in a CUDA graph's pool)."""
+        """Run ``model`` eagerly from now on."""
         self._compiled = None
-        self.graphed = False
 
 
 def fell_back(progress: Progress, err: Exception) -> None:
@@ -368,12 +376,10 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
         t_forward, forwards = forward(teacher), {id(s): forward(s) for s in students}
 
         # A student's compiled step compiles its backward at its first backward pass, and again for each new
-        # batch shape (a partial last batch, where it is kept); its first step of each shape is watched.
+        # batch shape (a partial last batch, where it is kept): its first step of each shape is watched.
         tried: set[tuple[int, tuple[int, ...]]] = set()
-        watching = compile
 
         def step(x, y, fittings):
-            nonlocal watching
             target = teacher_outputs(t_forward, t_tap, x, recipe.amp)
 
             def one(f: _Fitting) -> torch.Tensor:
@@ -382,8 +388,8 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
 
             values = []
             for f in fittings:
-                key = (id(f.model), tuple(x.shape))
-                if not watching or key in tried:
+                forward, key = forwards[id(f.model)], (id(f.model), tuple(x.shape))
+                if not (isinstance(forward, CompiledForward) and forward.active) or key in tried:
                     values.append(one(f))
                     continue
                 tried.add(key)
@@ -396,7 +402,6 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
                     # such a failure comes before this student's optimizer stepped, so its step is taken
                     # again, and the whole group trains on eagerly from the teacher's pass on. Where eager
                     # fails too, the error was not the compiler's: it propagates, without the warning.
-                    watching = False
                     for compiled in (t_forward, *forwards.values()):
                         compiled.eager()
                     target = teacher_outputs(t_forward, t_tap, x, recipe.amp)

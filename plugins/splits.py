@@ -26,9 +26,8 @@ def held_out_val(labels: np.ndarray, fraction: float | None = None) -> tuple[np.
     if n < 2:
         raise DataError(f"a validation split is held out of the training data, which needs 2 examples; it has {n}")
     n_val = math.ceil(fraction * n)
-    _, counts = np.unique(labels, return_counts=True)
-    can_stratify = counts.min() >= 2 and len(counts) <= min(n_val, n - n_val)
-    train, val = seeded_split(labels, n_val, stratify=can_stratify)
+    counts = np.unique(labels, return_counts=True)[1]
+    train, val = seeded_split(labels, n_val, stratify=can_stratify(counts, n_val))
     return np.sort(train), np.sort(val)
 
 
@@ -65,7 +64,7 @@ def seeded_split(labels: np.ndarray, n_test: int, stratify: bool) -> tuple[np.nd
         order = rng.permutation(len(labels))
         return order[n_test:], order[:n_test]
     _, classes, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    if counts.min() < 2 or len(counts) > min(n_test, len(labels) - n_test):
+    if not can_stratify(counts, n_test):
         raise DataError(f"cannot stratify {len(labels)} examples of {len(counts)} classes ({counts.min()} in the "
                         f"smallest) into {len(labels) - n_test} and {n_test}")
     members = np.split(np.argsort(classes, kind="stable"), np.cumsum(counts)[:-1])
@@ -78,6 +77,12 @@ def seeded_split(labels: np.ndarray, n_test: int, stratify: bool) -> tuple[np.nd
         train.extend(shuffled[:n_train_i])
         test.extend(shuffled[n_train_i:n_train_i + n_test_i])
     return rng.permutation(train), rng.permutation(test)
+
+
+def can_stratify(counts: np.ndarray, n_test: int) -> bool:
+    """Whether ``n_test`` of examples with these class ``counts`` can be drawn stratified: two of every class
+    at least, and room for one of each on both sides."""
+    return counts.min() >= 2 and len(counts) <= min(n_test, counts.sum() - n_test)
 
 
 def _apportion(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
