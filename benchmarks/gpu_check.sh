@@ -16,15 +16,19 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)" | tee -a "$OUT/gpu.txt"
 python3 benchmarks/synthetic_cifar.py "$EFFRANK_BENCH_DATA" --train 5120 --test 1024
 
+STEPS=${STEPS:-throughput cuda_tests run}  # which of the three steps to run, e.g. STEPS=throughput
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
     local name=$1 limit=$2 start=$SECONDS
     shift 2
+    [[ " $STEPS " == *" $name "* ]] || return 0
     echo "== $name: $*"
     timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
     echo "-- $name: exit $? after $((SECONDS - start)) s"
     grep -v "^\s*$" "$OUT/$name.log" | tail -n "${TAIL:-8}"
 }
-TAIL=45 step throughput 260 python3 benchmarks/throughput.py --profile 3 --compile-loss
+# perf_hints: torch says why it skips CUDA graphs, if it does.
+TORCH_LOGS=perf_hints TAIL=45 step throughput 300 python3 benchmarks/throughput.py --profile 3 --compile-loss
+grep -ih "cudagraph" "$OUT/throughput.log" 2>/dev/null | cut -c1-200 | sort | uniq -c | sort -rn | head -n 8
 TAIL=15 step cuda_tests 120 python3 -m pytest -q -n 0 -rs tests/test_cuda.py tests/test_sweep.py tests/test_measure.py -k cuda
 TAIL=25 step run 120 python3 -m effrank_bench.cli run --arch vit_b32 --target joint --dataset cifar100 \
     --ranks 16,32 --epochs 1 --teacher-epochs 1 --group auto --out /tmp/effrank-run
