@@ -3,13 +3,12 @@
 Not a test. Both train the same students on the same batches from the same teacher:
   - paper-style: one student per teacher pass, forward hooks, plain (unfused) AdamW, loss.item()
     every step, eager;
-  - engine: the whole group per batch (one teacher pass for all), fused AdamW on CUDA, compiled
-    where the run would compile (CUDA by default; --compile/--no-compile to force), one sync per epoch.
+  - engine: the whole group per batch (one teacher pass for all), fused AdamW on CUDA, forwards and loss
+    compiled where the run would compile (CUDA by default; --compile/--no-compile to force), one sync per epoch.
 Usage:
     python benchmarks/throughput.py                      # CPU default: micro_vit, ranks 1-32, batch 64
     python benchmarks/throughput.py --arch vit_b32 --ranks 32,32,32,32 --batch-size 256   # CUDA default
     python benchmarks/throughput.py --profile 3         # then where 3 engine steps spend their time
-    python benchmarks/throughput.py --compile-loss      # and a candidate: forward and loss compiled together
 On CUDA it also prints the achieved TFLOP/s (3 × forward MACs × 2 per student-sample, plus the
 teacher's forward) and the fraction of the device's bf16 peak (--peak-tflops, default 989 for an H100 SXM).
 """
@@ -28,12 +27,11 @@ import torch
 
 from effrank_bench.config import load_config
 from effrank_bench.data import example_input
-from effrank_bench.errors import one_line
 from effrank_bench.factorize import factorize
 from effrank_bench.measure import count_macs
 from effrank_bench.setup import prepare
 from effrank_bench.teacher import obtain_teacher
-from effrank_bench.train import (CompiledForward, Recipe, autocast, make_optimizer, student_step, tapped,
+from effrank_bench.train import (Compilation, Recipe, autocast, make_optimizer, student_step, tapped,
                                  teacher_outputs)
 
 
@@ -85,9 +83,9 @@ def _logits(model, x):
     return Outputs(logits=model(x))
 
 
-def _timed_group(setup, teacher, ranks, batches, steps, stepper, compile_teacher, profile=0) -> float:
-    """Seconds for ``steps`` batches of the whole group, after 3 warm-up ones: one teacher pass per batch, then
-    for each student the step ``stepper(student, tap, progress)`` makes, ``(x, y, target, optimizer, scheduler)
+def _timed_group(setup, teacher, t_forward, ranks, batches, steps, stepper, profile=0) -> float:
+    """Seconds for ``steps`` batches of the whole group, after 3 warm-up ones: one pass of ``t_forward`` per
+    batch, then for each student the step ``stepper(student, tap)`` makes, ``(x, y, target, optimizer, scheduler)
     -> detached loss``. With ``profile``, that many more batches then run under torch.profiler, and its table is
     printed."""
     config, branches = setup.config, setup.parts.arch.branches
@@ -95,14 +93,12 @@ def _timed_group(setup, teacher, ranks, batches, steps, stepper, compile_teacher
     students = _students(setup, teacher, ranks)
     recipe = Recipe(1, config.lr, config.weight_decay, amp=config.amp)
     fitted = [make_optimizer(s, recipe, setup.device, steps + 3 + profile) for s in students]
-    progress = _Quiet()
     # One compiled entry per student and one for the teacher (a run raises the limit the same way).
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(students) + 2)
     with contextlib.ExitStack() as stack:
         t_tap = stack.enter_context(tapped(branches(teacher.model) if needs else None))
         taps = [stack.enter_context(tapped(branches(s) if needs else None)) for s in students]
-        t_forward = CompiledForward(teacher.model, setup.device, progress) if compile_teacher else teacher.model
-        student_steps = [stepper(s, tap, progress) for s, tap in zip(students, taps)]
+        student_steps = [stepper(s, tap) for s, tap in zip(students, taps)]
         total = torch.zeros((), device=setup.device)
 
         def step(x, y):
@@ -120,74 +116,26 @@ def _timed_group(setup, teacher, ranks, batches, steps, stepper, compile_teacher
         seconds = time.perf_counter() - start
         if profile:
             _profiled(step, batches[:profile], setup.device)
-    for note in progress.notes:
-        print(note)
     return seconds
 
 
 def engine(setup, teacher, ranks, batches, steps, compile_, profile=0) -> float:
-    """Seconds for ``steps`` batches of the group as a run steps it: the teacher's and each student's forward
-    compiled (with ``compile_``), the loss eager, :func:`student_step`."""
+    """Seconds for ``steps`` batches of the group as a run steps it: with ``compile_``, the teacher's and each
+    student's forward and the loss through one :class:`Compilation`; :func:`student_step`."""
     config, loss = setup.config, setup.parts.loss
+    compilation = Compilation(setup.device, _Quiet()) if compile_ else None
+    compute = compilation.loss(loss.compute) if compilation else loss.compute
+    t_forward = compilation.forward(teacher.model) if compilation else teacher.model
 
-    def stepper(student, tap, progress):
-        forward = CompiledForward(student, setup.device, progress) if compile_ else student
+    def stepper(student, tap):
+        forward = compilation.forward(student) if compilation else student
         return lambda x, y, target, optimizer, scheduler: student_step(
-            forward, tap, x, y, target, loss, config.loss_options, optimizer, scheduler, config.amp)
+            forward, tap, x, y, target, compute, config.loss_options, optimizer, scheduler, config.amp)
 
-    return _timed_group(setup, teacher, ranks, batches, steps, stepper, compile_, profile)
-
-
-def compiled_loss(setup, teacher, ranks, batches, steps) -> float:
-    """Seconds for the group with each student's forward compiled as a run compiles it, and the loss compiled on
-    its own (default mode, no CUDA graphs: its inputs are the graphs' outputs): a second candidate."""
-    config, loss = setup.config, setup.parts.loss
-    compute = torch.compile(loss.compute, dynamic=False)
-
-    def stepper(student, tap, progress):
-        forward = CompiledForward(student, setup.device, progress)
-
-        def step(x, y, target, optimizer, scheduler):
-            with autocast(x.device, config.amp):
-                out = tap.forward(forward, x) if tap else _logits(forward, x)
-                value = compute(target, out, y, config.loss_options)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
-            scheduler.step()
-            return value.detach()
-
-        return step
-
-    return _timed_group(setup, teacher, ranks, batches, steps, stepper, compile_teacher=True)
-
-
-def fused_loss(setup, teacher, ranks, batches, steps) -> float:
-    """Seconds for the group with each student's forward and loss compiled as one graph: a candidate for the
-    engine's compiled unit, not what a run does yet. A run compiles the forwards only, so the geometric loss's
-    element-wise work over every branch output runs eagerly, kernel by kernel."""
-    config, loss = setup.config, setup.parts.loss
-    mode = "reduce-overhead" if setup.device.type == "cuda" else None
-
-    def stepper(student, tap, progress):
-        def forward_loss(x, y, target):
-            out = tap.forward(student, x) if tap else _logits(student, x)
-            return loss.compute(target, out, y, config.loss_options)
-
-        compiled = torch.compile(forward_loss, mode=mode, dynamic=False)
-
-        def step(x, y, target, optimizer, scheduler):
-            with autocast(x.device, config.amp):
-                value = compiled(x, y, target)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
-            scheduler.step()
-            return value.detach().clone()  # a CUDA-graph output: the next student's graph reuses its memory
-
-        return step
-
-    return _timed_group(setup, teacher, ranks, batches, steps, stepper, compile_teacher=True)
+    seconds = _timed_group(setup, teacher, t_forward, ranks, batches, steps, stepper, profile)
+    for note in compilation.progress.notes if compilation else ():
+        print(note)  # a fallback to eager: the figure is not the compiled engine's
+    return seconds
 
 
 def _profiled(step, batches, device) -> None:
@@ -233,9 +181,6 @@ def main() -> None:
                         help="compile the engine's forwards (default: as a run would, on CUDA only)")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="then profile this many engine steps (torch.profiler) and print where the time goes")
-    parser.add_argument("--compile-loss", action="store_true",
-                        help="also time two candidate engines: the students' forward and loss compiled as one "
-                             "graph, and apart")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the device's dense bf16 peak")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
@@ -273,16 +218,6 @@ def main() -> None:
             flops = 2 * (3 * student_macs + count_macs(teacher.model, example) / len(ranks))
             achieved = samples / fast * flops / 1e12
             print(f"engine: {achieved:.1f} TFLOP/s, {achieved / args.peak_tflops:.1%} of {args.peak_tflops:g} peak")
-        if args.compile_loss:
-            for name, candidate in (("forward and loss compiled as one graph", fused_loss),
-                                    ("forward and loss compiled apart", compiled_loss)):
-                try:
-                    seconds = candidate(setup, teacher, ranks, batches, args.steps)
-                except Exception as err:  # noqa: BLE001 - a candidate's failure is a finding, not the end of the run
-                    print(f"candidate, {name}: failed ({one_line(err)})")
-                else:
-                    print(f"candidate, {name}: {samples / seconds:,.0f} student-samples/s, "
-                          f"{paper / seconds:.2f}x paper-style, {fast / seconds:.2f}x the engine")
 
 if __name__ == "__main__":
     main()

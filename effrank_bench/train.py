@@ -141,19 +141,23 @@ def teacher_outputs(teacher: nn.Module, tap: BranchTap | None, x: torch.Tensor, 
     """One frozen teacher pass; kept apart from the student step so one pass can feed several students."""
     with autocast(x.device, amp):
         out = _forward(teacher, tap, x)
-    if isinstance(teacher, CompiledForward) and teacher.graphed:
+    if isinstance(teacher, Compiled) and teacher.graphed:
         # CUDA-graph outputs live in the graphs' memory pool, which each student's graph starts a new
         # iteration of (and overwrites): the students need a copy of their own.
         out = Outputs(logits=out.logits.clone(), features=tuple(f.clone() for f in out.features))
     return out
 
 
+#: ``compute(teacher, student, labels, options) -> scalar``: a loss's function (LossSpec.compute), or it compiled.
+LossFn = Callable[[Outputs, Outputs, torch.Tensor, LossOptions], torch.Tensor]
+
+
 def student_step(student: nn.Module, tap: BranchTap | None, x: torch.Tensor, y: torch.Tensor,
-                 teacher: Outputs, loss: LossSpec, options: LossOptions, optimizer, scheduler,
+                 teacher: Outputs, loss: LossFn, options: LossOptions, optimizer, scheduler,
                  amp: bool = True) -> torch.Tensor:
     """One distillation step; returns the loss, detached and still on the device (no sync)."""
     with autocast(x.device, amp):
-        value = loss.compute(teacher, _forward(student, tap, x), y, options)
+        value = loss(teacher, _forward(student, tap, x), y, options)
     optimizer.zero_grad(set_to_none=True)
     value.backward()
     optimizer.step()
@@ -304,45 +308,57 @@ def train_teacher(model: nn.Module, train: Batches, val: Batches, recipe: Recipe
     return result
 
 
-class CompiledForward:
-    """``model(x)`` through ``torch.compile``; the first failure falls back to eager for good, with one warning.
+class Compilation:
+    """The compiled functions of one fit: the first failure of any sends all of them back to eager, for good.
 
-    On CUDA the mode is ``reduce-overhead`` (CUDA graphs: the launch-bound student step was measured
-    2.7× faster than eager on an H100 in the project's design notes), which needs batches of one
-    shape; on CPU the default mode.
+    A model's forward compiles in ``reduce-overhead`` mode on CUDA (CUDA graphs: the launch-bound student step
+    was measured 2.7× faster than eager on an H100 in the project's design notes), which needs batches of one
+    shape; on CPU in the default mode. The loss compiles in the default mode everywhere: fused, its
+    element-wise work over every branch output (a dozen float32 kernels per map, forward and backward, when
+    eager) made the compiled CUDA step 1.7× faster (benchmarks/throughput.py, H200). Its inputs are the
+    forwards' graph outputs, which CUDA graphs of its own would only copy.
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, progress: Progress):
-        self.model, self.progress, self._cuda = model, progress, device.type == "cuda"
-        self._compiled: Callable | None = torch.compile(model, mode="reduce-overhead" if self._cuda else None,
-                                                        dynamic=False)
+    def __init__(self, device: torch.device, progress: Progress):
+        self.progress, self.cuda, self.active = progress, device.type == "cuda", True
 
-    @property
-    def active(self) -> bool:
-        """Whether calls still go through the compiled model (no fallback yet)."""
-        return self._compiled is not None
+    def forward(self, model: nn.Module) -> Compiled:
+        return Compiled(model, self, graphs=self.cuda)
+
+    def loss(self, compute: LossFn) -> Compiled:
+        return Compiled(compute, self, graphs=False)
+
+    def eager(self) -> None:
+        """Run every function eagerly from now on."""
+        self.active = False
+
+    def fall_back(self, err: Exception) -> None:
+        """:meth:`eager`, with the one warning that says why."""
+        self.eager()
+        self.progress.note(f"[yellow]torch.compile failed, training on in eager mode: {one_line(err)}")
+
+
+class Compiled:
+    """``fn`` through ``torch.compile`` while its :class:`Compilation` is active; ``fn`` itself after."""
+
+    def __init__(self, fn: Callable, compilation: Compilation, graphs: bool):
+        self.fn, self.compilation, self._graphs = fn, compilation, graphs
+        self._compiled = torch.compile(fn, mode="reduce-overhead" if graphs else None, dynamic=False)
 
     @property
     def graphed(self) -> bool:
-        """Whether its outputs live in a CUDA graph's memory pool: compiled, on CUDA."""
-        return self._cuda and self.active
+        """Whether its outputs live in a CUDA graph's memory pool: compiled with CUDA graphs, not fallen back."""
+        return self._graphs and self.compilation.active
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self._compiled is not None:
+    def __call__(self, *args):
+        if self.compilation.active:
             try:
-                return self._compiled(x)
+                return self._compiled(*args)
+            except (EffrankError, torch.cuda.OutOfMemoryError):
+                raise  # not the compiler's: eager would fail the same way
             except Exception as err:  # noqa: BLE001 - any compiler failure: eager still trains correctly
-                fell_back(self.progress, err)
-                self.eager()
-        return self.model(x)
-
-    def eager(self) -> None:
-        """Run ``model`` eagerly from now on."""
-        self._compiled = None
-
-
-def fell_back(progress: Progress, err: Exception) -> None:
-    progress.note(f"[yellow]torch.compile failed, training on in eager mode: {one_line(err)}")
+                self.compilation.fall_back(err)
+        return self.fn(*args)
 
 
 def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[nn.Module], list[Branch]],
@@ -352,7 +368,7 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
             compile: bool = False) -> list[FitResult | TrialFailed]:
     """Distill ``teacher`` (frozen, eval mode) into every one of ``students`` with ``loss``, one teacher
     pass per batch feeding them all; every student parameter trains. ``compile`` runs the teacher's
-    and the students' forward passes (hooks included) through :class:`CompiledForward`.
+    and the students' forward passes (hooks included) and the loss through one :class:`Compilation`.
 
     A student is usually a copy of its teacher, so it would inherit the freeze: it is lifted here.
     """
@@ -360,9 +376,7 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
     for student in students:
         student.requires_grad_(True)
     needs = loss.uses_features
-
-    def forward(model: nn.Module) -> nn.Module | CompiledForward:
-        return CompiledForward(model, train.device, progress) if compile else model
+    compilation = Compilation(train.device, progress) if compile else None
 
     if compile:
         # Students share their forward's code: dynamo compiles it once per rank (parameter shapes
@@ -373,7 +387,11 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
     with contextlib.ExitStack() as stack:
         t_tap = stack.enter_context(tapped(branches(teacher) if needs else None))
         taps = {id(s): stack.enter_context(tapped(branches(s) if needs else None)) for s in students}
-        t_forward, forwards = forward(teacher), {id(s): forward(s) for s in students}
+        if compilation is None:
+            t_forward, forwards, compute = teacher, {id(s): s for s in students}, loss.compute
+        else:
+            t_forward, compute = compilation.forward(teacher), compilation.loss(loss.compute)
+            forwards = {id(s): compilation.forward(s) for s in students}
 
         # A student's compiled step compiles its backward at its first backward pass, and again for each new
         # batch shape (a partial last batch, where it is kept): its first step of each shape is watched.
@@ -383,13 +401,13 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
             target = teacher_outputs(t_forward, t_tap, x, recipe.amp)
 
             def one(f: _Fitting) -> torch.Tensor:
-                return student_step(forwards[id(f.model)], taps[id(f.model)], x, y, target, loss, options,
+                return student_step(forwards[id(f.model)], taps[id(f.model)], x, y, target, compute, options,
                                     f.optimizer, f.scheduler, recipe.amp)
 
             values = []
             for f in fittings:
-                forward, key = forwards[id(f.model)], (id(f.model), tuple(x.shape))
-                if not (isinstance(forward, CompiledForward) and forward.active) or key in tried:
+                key = (id(f.model), tuple(x.shape))
+                if compilation is None or not compilation.active or key in tried:
                     values.append(one(f))
                     continue
                 tried.add(key)
@@ -397,16 +415,15 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
                     values.append(one(f))
                 except (EffrankError, torch.cuda.OutOfMemoryError):
                     raise  # not the compiler's: eager would fail the same way
-                except Exception as err:  # noqa: BLE001 - as CompiledForward's, for failures past the call
+                except Exception as err:  # noqa: BLE001 - as Compiled's, for failures past the call
                     # The backward compiles lazily, and CUDA-graph outputs are checked where they are read:
                     # such a failure comes before this student's optimizer stepped, so its step is taken
                     # again, and the whole group trains on eagerly from the teacher's pass on. Where eager
                     # fails too, the error was not the compiler's: it propagates, without the warning.
-                    for compiled in (t_forward, *forwards.values()):
-                        compiled.eager()
+                    compilation.eager()
                     target = teacher_outputs(t_forward, t_tap, x, recipe.amp)
                     values.append(one(f))
-                    fell_back(progress, err)
+                    compilation.fall_back(err)
             return values
 
         return fit(students, train, val, recipe, step, label, progress, checkpoints, on_failure)

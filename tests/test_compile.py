@@ -39,8 +39,8 @@ def test_compiled_students_train_to_the_eager_records(eager, tmp_path, monkeypat
 
 
 def test_a_compiler_failure_falls_back_to_eager_with_one_warning(eager, tmp_path, monkeypatch, progress_stub):
-    def broken(model, **kw):
-        def call(x):
+    def broken(fn, **kw):
+        def call(*args):
             raise RuntimeError("backend exploded\nwith a long traceback")
         return call
 
@@ -50,8 +50,52 @@ def test_a_compiler_failure_falls_back_to_eager_with_one_warning(eager, tmp_path
     fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "f"}), progress=notes)
     assert _computed(fallen) == _computed(run)
     warnings = [n for n in notes.notes if "torch.compile failed" in n]
-    # One per compiled forward (the teacher's and the student's), each one line naming the error.
-    assert len(warnings) == 2 and all("RuntimeError: backend exploded with a long traceback" in w for w in warnings)
+    # The teacher's forward fails first and takes the students' forwards and the loss with it: one line.
+    assert len(warnings) == 1 and "RuntimeError: backend exploded with a long traceback" in warnings[0]
+
+
+def _forwards_only(wrap):
+    """A torch.compile stand-in that wraps models' forwards with ``wrap`` and leaves the loss as it is."""
+    return lambda fn, **kw: wrap(fn) if isinstance(fn, torch.nn.Module) else fn
+
+
+def test_the_loss_is_compiled_and_its_failure_falls_back_too(eager, tmp_path, monkeypatch, progress_stub):
+    compiled = []
+
+    def compile_(fn, **kw):
+        if isinstance(fn, torch.nn.Module):
+            return fn
+        compiled.append(kw)
+
+        def call(*args):
+            raise RuntimeError("the loss would not compile")
+        return call
+
+    monkeypatch.setattr(train.torch, "compile", compile_)
+    config, run = eager
+    notes = progress_stub()
+    fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "l"}), progress=notes)
+    assert _computed(fallen) == _computed(run)
+    # One compiled loss for the group, without CUDA graphs (its inputs are the forwards' graph outputs).
+    assert compiled == [{"mode": None, "dynamic": False}]
+    warnings = [n for n in notes.notes if "torch.compile failed" in n]
+    assert len(warnings) == 1 and "the loss would not compile" in warnings[0]
+
+
+def test_an_effrank_error_in_a_compiled_function_is_not_blamed_on_the_compiler(monkeypatch, progress_stub):
+    from effrank_bench.errors import LossError
+
+    def loss(*args):
+        raise LossError("geometric loss: no branch outputs were captured")
+
+    # As dynamo would: the plugin's own check raises while tracing, out of the compiled call.
+    monkeypatch.setattr(train.torch, "compile", lambda fn, **kw: fn)
+    notes = progress_stub()
+    compilation = train.Compilation(torch.device("cpu"), notes)
+    compiled = compilation.loss(loss)
+    with pytest.raises(LossError, match="no branch outputs"):
+        compiled(None, None, None, None)
+    assert compilation.active and notes.notes == []
 
 
 class _BackwardFails(torch.autograd.Function):
@@ -69,7 +113,7 @@ class _BackwardFails(torch.autograd.Function):
 def test_a_failure_past_the_compiled_call_falls_back_to_eager_before_any_step(eager, tmp_path, monkeypatch,
                                                                               progress_stub):
     # Inductor compiles the backward at the first backward pass, after the forward returned.
-    monkeypatch.setattr(train.torch, "compile", lambda model, **kw: lambda x: _BackwardFails.apply(model(x)))
+    monkeypatch.setattr(train.torch, "compile", _forwards_only(lambda model: lambda x: _BackwardFails.apply(model(x))))
     config, run = eager
     notes = progress_stub()
     fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "b"}), progress=notes)
@@ -98,7 +142,8 @@ def test_a_failure_compiling_for_the_partial_last_batch_falls_back_too(eager, tm
     # 1,257 training digits in batches of 256: four full ones, then 233, a new shape to compile for.
     config = config.model_copy(update={"limit_batches": None, "batch_size": 256, "select": "last"})
     baseline = run_sweep(config.model_copy(update={"out": tmp_path / "eager"}))
-    monkeypatch.setattr(train.torch, "compile", lambda model, **kw: lambda x: _PartialBackwardFails.apply(model(x)))
+    monkeypatch.setattr(train.torch, "compile",
+                        _forwards_only(lambda model: lambda x: _PartialBackwardFails.apply(model(x))))
     notes = progress_stub()
     fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "p"}), progress=notes)
     assert _computed(fallen) == _computed(baseline)
@@ -136,9 +181,9 @@ def test_a_cuda_graphed_teachers_outputs_are_copied_out_of_the_graph_pool(device
     # Each student's graph starts a new CUDA-graph iteration, which reuses the teacher's output memory.
     monkeypatch.setattr(train.torch, "compile", lambda model, **kw: model)
     model = _Pooled()
-    forward = train.CompiledForward(model, torch.device(device), progress_stub())
+    forward = train.Compilation(torch.device(device), progress_stub()).forward(model)
     assert forward.graphed is copied
     logits = train.teacher_outputs(forward, None, torch.zeros(4, 2), amp=False).logits
     assert torch.equal(logits, model.out) and (logits is not model.out) is copied
-    forward.eager()  # fallen back: nothing lives in a graph's pool any more
+    forward.compilation.eager()  # fallen back: nothing lives in a graph's pool any more
     assert train.teacher_outputs(forward, None, torch.zeros(4, 2), amp=False).logits is model.out
