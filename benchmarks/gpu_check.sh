@@ -30,6 +30,6 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
 TORCH_LOGS=perf_hints TAIL=40 step throughput 240 python3 benchmarks/throughput.py --profile 3
 grep -ih "cudagraph" "$OUT/throughput.log" 2>/dev/null | cut -c1-200 | sort | uniq -c | sort -rn | head -n 8
 TAIL=6 step patch_embed 60 python3 benchmarks/patch_embed.py
-TAIL=15 step cuda_tests 120 python3 -m pytest -q -n 0 -rs tests/test_cuda.py tests/test_sweep.py tests/test_measure.py -k cuda
+TAIL=15 step cuda_tests 120 python3 -m pytest -q -n 0 -rs tests/test_cuda.py tests/test_sweep.py tests/test_measure.py tests/test_patch_embed.py -k cuda
 TAIL=25 step run 120 python3 -m effrank_bench.cli run --arch vit_b32 --target joint --dataset cifar100 \
     --ranks 16,32 --epochs 1 --teacher-epochs 1 --group auto --out /tmp/effrank-run

@@ -12,6 +12,7 @@ from torch import nn
 from effrank_bench import hookimpl
 from effrank_bench.specs import ArchitectureSpec, Branch, ModelRequest, Site
 from effrank_bench_plugins.builders import IMAGE_RECIPE, refuse_pretrained, timm_builder, timm_preprocess
+from effrank_bench_plugins.patch_embed import with_patch_matmul
 
 
 def _token_mixing(model: nn.Module) -> list[Site]:
@@ -53,12 +54,12 @@ def register_architectures(register):
     register(ArchitectureSpec(
         name="micro_mixer",
         description="timm MLP-Mixer, 8×8 input, patch 1 (64 tokens), 4 blocks of width 32: trains in seconds on CPU",
-        build=_build_micro, targets=_TARGETS, branches=_branches,
+        build=with_patch_matmul(_build_micro), targets=_TARGETS, branches=_branches,
         input_size=8, in_chans=1, num_classes=10,
     ))
     register(ArchitectureSpec(
         name="mixer_b16",
         description="Mixer-B/16 at 224 (timm mixer_b16_224), token-mixing MLP as its attention",
-        build=timm_builder(_MIXER_B16, fixed_size=True), targets=_TARGETS, branches=_branches,
+        build=with_patch_matmul(timm_builder(_MIXER_B16, fixed_size=True)), targets=_TARGETS, branches=_branches,
         input_size=224, preprocess=timm_preprocess(_MIXER_B16, 224), recipe=IMAGE_RECIPE,
     ))

@@ -8,6 +8,7 @@ from effrank_bench import hookimpl
 from effrank_bench.specs import ArchitectureSpec, Branch, ModelRequest, Site
 from effrank_bench_plugins import torchvision_vit
 from effrank_bench_plugins.builders import IMAGE_RECIPE, refuse_pretrained, timm_builder, timm_preprocess
+from effrank_bench_plugins.patch_embed import with_patch_matmul
 
 
 def _attention(model: nn.Module) -> list[Site]:
@@ -49,19 +50,19 @@ def register_architectures(register):
     register(ArchitectureSpec(
         name="micro_vit",
         description="timm ViT, 8×8 input, patch 2, 4 blocks of width 64: trains in seconds on CPU",
-        build=_build_micro, targets=_TARGETS, branches=_branches,
+        build=with_patch_matmul(_build_micro), targets=_TARGETS, branches=_branches,
         input_size=8, in_chans=1, num_classes=10,
     ))
     register(ArchitectureSpec(
         name="vit_b32",
         description="ViT-B/32 at 224 (timm vit_base_patch32_224), the reference paper's model",
-        build=timm_builder(_VIT_B32, fixed_size=True), targets=_TARGETS, branches=_branches,
+        build=with_patch_matmul(timm_builder(_VIT_B32, fixed_size=True)), targets=_TARGETS, branches=_branches,
         input_size=224, preprocess=timm_preprocess(_VIT_B32, 224), recipe=IMAGE_RECIPE,
     ))
     register(ArchitectureSpec(
         name="vit_b32_tv",
         description="ViT-B/32 at 224 from torchvision's IMAGENET1K_V1 weights, the paper's teacher",
-        build=torchvision_vit.build_vit_b32_tv, targets=_TARGETS, branches=_branches,
+        build=with_patch_matmul(torchvision_vit.build_vit_b32_tv), targets=_TARGETS, branches=_branches,
         input_size=224, preprocess=torchvision_vit.preprocess(),
         convert_checkpoint=torchvision_vit.timm_state_dict_from_torchvision, recipe=IMAGE_RECIPE,
     ))
