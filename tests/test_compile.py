@@ -12,6 +12,23 @@ def _computed(run):
     return [(r.rank, r.test_accuracy, [e.loss for e in r.history]) for r in run.records()]
 
 
+def _compiled_run(config, out, progress_stub):
+    """A sweep with --compile: its records as :func:`_computed` gives them, and its compile warnings."""
+    notes = progress_stub()
+    run = run_sweep(config.model_copy(update={"compile": True, "out": out}), progress=notes)
+    return _computed(run), [n for n in notes.notes if "torch.compile failed" in n]
+
+
+def _raising(message):
+    """A torch.compile stand-in whose compiled functions raise RuntimeError(message)."""
+    def compile_(fn, **kw):
+        def call(*args):
+            raise RuntimeError(message)
+        return call
+
+    return compile_
+
+
 @pytest.fixture(scope="module")
 def eager(tmp_path_factory, tiny):
     config = tiny.config(tmp_path_factory.mktemp("eager") / "run", compile=False, ranks=(2,))
@@ -32,24 +49,14 @@ def test_compiled_students_train_to_the_eager_records(eager, tmp_path, monkeypat
     compile_ = torch.compile
     monkeypatch.setattr(train.torch, "compile", lambda model, **kw: compile_(model, backend="eager", dynamic=False))
     config, run = eager
-    notes = progress_stub()
-    compiled = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "c"}), progress=notes)
-    assert _computed(compiled) == _computed(run)
-    assert not any("torch.compile failed" in n for n in notes.notes)
+    assert _compiled_run(config, tmp_path / "c", progress_stub) == (_computed(run), [])
 
 
 def test_a_compiler_failure_falls_back_to_eager_with_one_warning(eager, tmp_path, monkeypatch, progress_stub):
-    def broken(fn, **kw):
-        def call(*args):
-            raise RuntimeError("backend exploded\nwith a long traceback")
-        return call
-
-    monkeypatch.setattr(train.torch, "compile", broken)
+    monkeypatch.setattr(train.torch, "compile", _raising("backend exploded\nwith a long traceback"))
     config, run = eager
-    notes = progress_stub()
-    fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "f"}), progress=notes)
-    assert _computed(fallen) == _computed(run)
-    warnings = [n for n in notes.notes if "torch.compile failed" in n]
+    computed, warnings = _compiled_run(config, tmp_path / "f", progress_stub)
+    assert computed == _computed(run)
     # The teacher's forward fails first and takes the students' forwards and the loss with it: one line.
     assert len(warnings) == 1 and "RuntimeError: backend exploded with a long traceback" in warnings[0]
 
@@ -60,25 +67,20 @@ def _forwards_only(wrap):
 
 
 def test_the_loss_is_compiled_and_its_failure_falls_back_too(eager, tmp_path, monkeypatch, progress_stub):
-    compiled = []
+    compiled, raising = [], _raising("the loss would not compile")
 
     def compile_(fn, **kw):
         if isinstance(fn, torch.nn.Module):
             return fn
         compiled.append(kw)
-
-        def call(*args):
-            raise RuntimeError("the loss would not compile")
-        return call
+        return raising(fn)
 
     monkeypatch.setattr(train.torch, "compile", compile_)
     config, run = eager
-    notes = progress_stub()
-    fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "l"}), progress=notes)
-    assert _computed(fallen) == _computed(run)
+    computed, warnings = _compiled_run(config, tmp_path / "l", progress_stub)
+    assert computed == _computed(run)
     # One compiled loss for the group, without CUDA graphs (its inputs are the forwards' graph outputs).
     assert compiled == [{"mode": None, "dynamic": False}]
-    warnings = [n for n in notes.notes if "torch.compile failed" in n]
     assert len(warnings) == 1 and "the loss would not compile" in warnings[0]
 
 
@@ -115,10 +117,8 @@ def test_a_failure_past_the_compiled_call_falls_back_to_eager_before_any_step(ea
     # Inductor compiles the backward at the first backward pass, after the forward returned.
     monkeypatch.setattr(train.torch, "compile", _forwards_only(lambda model: lambda x: _BackwardFails.apply(model(x))))
     config, run = eager
-    notes = progress_stub()
-    fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "b"}), progress=notes)
-    assert _computed(fallen) == _computed(run)  # the failed step was taken again, eagerly
-    warnings = [n for n in notes.notes if "torch.compile failed" in n]
+    computed, warnings = _compiled_run(config, tmp_path / "b", progress_stub)
+    assert computed == _computed(run)  # the failed step was taken again, eagerly
     assert len(warnings) == 1 and "RuntimeError: the backward graph would not compile" in warnings[0]
 
 
@@ -144,10 +144,8 @@ def test_a_failure_compiling_for_the_partial_last_batch_falls_back_too(eager, tm
     baseline = run_sweep(config.model_copy(update={"out": tmp_path / "eager"}))
     monkeypatch.setattr(train.torch, "compile",
                         _forwards_only(lambda model: lambda x: _PartialBackwardFails.apply(model(x))))
-    notes = progress_stub()
-    fallen = run_sweep(config.model_copy(update={"compile": True, "out": tmp_path / "p"}), progress=notes)
-    assert _computed(fallen) == _computed(baseline)
-    warnings = [n for n in notes.notes if "torch.compile failed" in n]
+    computed, warnings = _compiled_run(config, tmp_path / "p", progress_stub)
+    assert computed == _computed(baseline)
     assert len(warnings) == 1 and "recompiling for the partial batch failed" in warnings[0]
 
 
