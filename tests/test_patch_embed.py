@@ -31,6 +31,17 @@ def test_the_product_is_the_convolution_in_value_and_gradient(shape, kernel, bia
     torch.testing.assert_close(torch.autograd.grad((got * upstream).sum(), params), grads, rtol=1e-12, atol=1e-12)
 
 
+def test_channels_last_inputs_and_kernels_give_the_same_product():
+    # A CUDA image run moves models and batches to channels-last (setup.to_device): the product reads logical
+    # order whatever the memory order.
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    weight, bias = torch.randn(5, 3, 32, 32, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    last = patch_matmul(x.contiguous(memory_format=torch.channels_last),
+                        weight.contiguous(memory_format=torch.channels_last), bias)
+    torch.testing.assert_close(last, F.conv2d(x, weight, bias, stride=32), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("conv, patch", [
     (nn.Conv2d(3, 8, 4, stride=4), True),
     (nn.Conv2d(3, 8, 1), True),
@@ -62,12 +73,13 @@ def test_vit_and_mixer_presets_embed_patches_by_the_product_with_the_convolution
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_on_cuda_the_patch_embedding_runs_as_the_product_within_bf16_rounding():
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_on_cuda_the_patch_embedding_runs_as_the_product_within_bf16_rounding(layout):
     torch.manual_seed(0)
-    conv = nn.Conv2d(3, 768, 32, stride=32).cuda()
-    patch = PatchConv2d(3, 768, 32, stride=32).cuda()
+    conv = nn.Conv2d(3, 768, 32, stride=32).cuda().to(memory_format=layout)
+    patch = PatchConv2d(3, 768, 32, stride=32).cuda().to(memory_format=layout)
     patch.load_state_dict(conv.state_dict())
-    x = torch.randn(4, 3, 224, 224, device="cuda")
+    x = torch.randn(4, 3, 224, 224, device="cuda").contiguous(memory_format=layout)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         expected, got = conv(x), patch(x)
     torch.testing.assert_close(got.float(), expected.float(), rtol=2e-2, atol=5e-2)
