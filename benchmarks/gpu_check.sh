@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One lease of a GPU machine, start to end: install, the throughput benchmark (the engine compiled, a profile of
 # its step), the patch-embedding kernels, the CUDA tests, and an end-to-end ViT-B/32 run on synthetic CIFAR-100
-# files. About 6 minutes. Full logs under $OUT, a summary on stdout.
+# files. About 5 minutes. Full logs under $OUT, a summary on stdout.
 # Carry pydantic's wheels in .whl where the machine lacks them (README, "Measured on a GPU").
 set -u
 OUT=${OUT:-/tmp/gpu_check}

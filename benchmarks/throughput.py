@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: 64 on CPU, 256 on CUDA")
     parser.add_argument("--steps", type=int, default=20, help="timed batches per student (after 3 warm-up)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="compile the engine's forwards (default: as a run would, on CUDA only)")
+                        help="compile the engine's forwards and loss (default: as a run would, on CUDA only)")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="then profile this many engine steps (torch.profiler) and print where the time goes")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the device's dense bf16 peak")

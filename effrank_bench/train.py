@@ -320,7 +320,7 @@ class Compilation:
     """
 
     def __init__(self, device: torch.device, progress: Progress):
-        self.progress, self.cuda, self.active = progress, device.type == "cuda", True
+        self.progress, self.cuda, self.active, self._warned = progress, device.type == "cuda", True, False
 
     def forward(self, model: nn.Module) -> Compiled:
         return Compiled(model, self, graphs=self.cuda)
@@ -333,9 +333,13 @@ class Compilation:
         self.active = False
 
     def fall_back(self, err: Exception) -> None:
-        """:meth:`eager`, with the one warning that says why."""
+        """:meth:`eager`, with the warning that says why: once, whichever function failed first and however
+        many more failed in the same step. Call it once eager has run: an error eager makes too is not the
+        compiler's, and it propagates without the warning."""
         self.eager()
-        self.progress.note(f"[yellow]torch.compile failed, training on in eager mode: {one_line(err)}")
+        if not self._warned:
+            self._warned = True
+            self.progress.note(f"[yellow]torch.compile failed, training on in eager mode: {one_line(err)}")
 
 
 class Compiled:
@@ -357,7 +361,10 @@ class Compiled:
             except (EffrankError, torch.cuda.OutOfMemoryError):
                 raise  # not the compiler's: eager would fail the same way
             except Exception as err:  # noqa: BLE001 - any compiler failure: eager still trains correctly
+                self.compilation.eager()
+                out = self.fn(*args)
                 self.compilation.fall_back(err)
+                return out
         return self.fn(*args)
 
 

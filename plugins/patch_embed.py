@@ -29,12 +29,13 @@ class PatchConv2d(nn.Conv2d):
     :func:`patch_matmul`.
 
     On an H200, cuDNN took 5.4 ms for ViT-B/32's patch embedding forward and weight gradient at batch 256 (a fifth
-    of a compiled rank-32 student's step), the matrix product 0.8 ms (benchmarks/patch_embed.py). On CPU the
-    convolution runs as it always has: it was no slower there, and runs keep their numbers.
+    of a compiled rank-32 student's step), the matrix product 0.8 ms (benchmarks/patch_embed.py). On CPU, and
+    for an unbatched input, the convolution runs as it always has: it was no slower there, and runs keep their
+    numbers.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return patch_matmul(x, self.weight, self.bias) if x.is_cuda else super().forward(x)
+        return patch_matmul(x, self.weight, self.bias) if x.is_cuda and x.dim() == 4 else super().forward(x)
 
 
 def is_patch_conv(module: nn.Module) -> bool:

@@ -122,6 +122,30 @@ def test_a_failure_past_the_compiled_call_falls_back_to_eager_before_any_step(ea
     assert len(warnings) == 1 and "RuntimeError: the backward graph would not compile" in warnings[0]
 
 
+def test_two_failures_in_one_step_give_one_warning(eager, tmp_path, monkeypatch, progress_stub):
+    raising = _raising("the loss would not compile")
+
+    def compile_(fn, **kw):  # the loss fails at its call, then the student's backward at its first pass
+        return (lambda x: _BackwardFails.apply(fn(x))) if isinstance(fn, torch.nn.Module) else raising(fn)
+
+    monkeypatch.setattr(train.torch, "compile", compile_)
+    config, run = eager
+    computed, warnings = _compiled_run(config, tmp_path / "two", progress_stub)
+    assert computed == _computed(run)
+    assert len(warnings) == 1 and "the loss would not compile" in warnings[0]
+
+
+def test_an_error_eager_makes_too_inside_a_compiled_call_propagates_without_the_warning(monkeypatch, progress_stub):
+    def loss(*args):
+        raise ValueError("a third-party loss's own bug")
+
+    monkeypatch.setattr(train.torch, "compile", lambda fn, **kw: fn)  # compiled, it fails as eager does
+    notes = progress_stub()
+    with pytest.raises(ValueError, match="own bug"):
+        train.Compilation(torch.device("cpu"), notes).loss(loss)(None, None, None, None)
+    assert notes.notes == []
+
+
 class _PartialBackwardFails(torch.autograd.Function):
     """Identity forward whose backward raises for a batch of another size than 256: a recompile that fails."""
 
