@@ -83,29 +83,33 @@ def _logits(model, x):
     return Outputs(logits=model(x))
 
 
-def _timed_group(setup, teacher, t_forward, ranks, batches, steps, stepper, profile=0) -> float:
-    """Seconds for ``steps`` batches of the whole group, after 3 warm-up ones: one pass of ``t_forward`` per
-    batch, then for each student the step ``stepper(student, tap)`` makes, ``(x, y, target, optimizer, scheduler)
-    -> detached loss``. With ``profile``, that many more batches then run under torch.profiler, and its table is
-    printed."""
-    config, branches = setup.config, setup.parts.arch.branches
-    needs = setup.parts.loss.uses_features
+def engine(setup, teacher, ranks, batches, steps, compile_, profile=0) -> float:
+    """Seconds for ``steps`` batches of the group as a run steps it, after 3 warm-up ones: one teacher pass per
+    batch, then :func:`student_step` for each student; with ``compile_``, the teacher's and each student's
+    forward and the loss through one :class:`Compilation`. With ``profile``, that many more batches then run
+    under torch.profiler, and its table is printed."""
+    config, branches, loss = setup.config, setup.parts.arch.branches, setup.parts.loss
     students = _students(setup, teacher, ranks)
     recipe = Recipe(1, config.lr, config.weight_decay, amp=config.amp)
     fitted = [make_optimizer(s, recipe, setup.device, steps + 3 + profile) for s in students]
-    # One compiled entry per student and one for the teacher (a run raises the limit the same way).
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(students) + 2)
+    compilation = Compilation(setup.device, _Quiet()) if compile_ else None
+    if compilation:
+        # One compiled entry per student and one for the teacher (a run raises the limit the same way).
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(students) + 2)
+    forward = compilation.forward if compilation else (lambda model: model)
+    compute = compilation.loss(loss.compute) if compilation else loss.compute
+    t_forward, forwards = forward(teacher.model), [forward(s) for s in students]
     with contextlib.ExitStack() as stack:
-        t_tap = stack.enter_context(tapped(branches(teacher.model) if needs else None))
-        taps = [stack.enter_context(tapped(branches(s) if needs else None)) for s in students]
-        student_steps = [stepper(s, tap) for s, tap in zip(students, taps)]
+        t_tap = stack.enter_context(tapped(branches(teacher.model) if loss.uses_features else None))
+        taps = [stack.enter_context(tapped(branches(s) if loss.uses_features else None)) for s in students]
         total = torch.zeros((), device=setup.device)
 
         def step(x, y):
             nonlocal total
             target = teacher_outputs(t_forward, t_tap, x, config.amp)
-            for student_step_, (optimizer, scheduler) in zip(student_steps, fitted):
-                total += student_step_(x, y, target, optimizer, scheduler)  # read before the next student runs
+            for f, tap, (optimizer, scheduler) in zip(forwards, taps, fitted):
+                total += student_step(f, tap, x, y, target, compute, config.loss_options, optimizer, scheduler,
+                                      config.amp)
 
         for i, (x, y) in enumerate(itertools.islice(itertools.cycle(batches), steps + 3)):
             if i == 3:
@@ -116,23 +120,6 @@ def _timed_group(setup, teacher, t_forward, ranks, batches, steps, stepper, prof
         seconds = time.perf_counter() - start
         if profile:
             _profiled(step, batches[:profile], setup.device)
-    return seconds
-
-
-def engine(setup, teacher, ranks, batches, steps, compile_, profile=0) -> float:
-    """Seconds for ``steps`` batches of the group as a run steps it: with ``compile_``, the teacher's and each
-    student's forward and the loss through one :class:`Compilation`; :func:`student_step`."""
-    config, loss = setup.config, setup.parts.loss
-    compilation = Compilation(setup.device, _Quiet()) if compile_ else None
-    compute = compilation.loss(loss.compute) if compilation else loss.compute
-    t_forward = compilation.forward(teacher.model) if compilation else teacher.model
-
-    def stepper(student, tap):
-        forward = compilation.forward(student) if compilation else student
-        return lambda x, y, target, optimizer, scheduler: student_step(
-            forward, tap, x, y, target, compute, config.loss_options, optimizer, scheduler, config.amp)
-
-    seconds = _timed_group(setup, teacher, t_forward, ranks, batches, steps, stepper, profile)
     for note in compilation.progress.notes if compilation else ():
         print(note)  # a fallback to eager: the figure is not the compiled engine's
     return seconds
@@ -218,6 +205,7 @@ def main() -> None:
             flops = 2 * (3 * student_macs + count_macs(teacher.model, example) / len(ranks))
             achieved = samples / fast * flops / 1e12
             print(f"engine: {achieved:.1f} TFLOP/s, {achieved / args.peak_tflops:.1%} of {args.peak_tflops:g} peak")
+
 
 if __name__ == "__main__":
     main()

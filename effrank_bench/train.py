@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from effrank_bench.specs import Branch, LossOptions, LossSpec, Outputs
 from effrank_bench.taps import BranchTap
 
 
+T = TypeVar("T")
 Schedule = Literal["cosine", "constant"]
 Select = Literal["best", "last"]
 
@@ -320,7 +321,7 @@ class Compilation:
     """
 
     def __init__(self, device: torch.device, progress: Progress):
-        self.progress, self.cuda, self.active, self._warned = progress, device.type == "cuda", True, False
+        self.progress, self.cuda, self.active = progress, device.type == "cuda", True
 
     def forward(self, model: nn.Module) -> Compiled:
         return Compiled(model, self, graphs=self.cuda)
@@ -332,14 +333,22 @@ class Compilation:
         """Run every function eagerly from now on."""
         self.active = False
 
-    def fall_back(self, err: Exception) -> None:
-        """:meth:`eager`, with the warning that says why: once, whichever function failed first and however
-        many more failed in the same step. Call it once eager has run: an error eager makes too is not the
-        compiler's, and it propagates without the warning."""
-        self.eager()
-        if not self._warned:
-            self._warned = True
-            self.progress.note(f"[yellow]torch.compile failed, training on in eager mode: {one_line(err)}")
+    def guarded(self, compiled: Callable[[], T], eager: Callable[[], T]) -> T:
+        """``compiled()``; where the compiler fails it, every function of the fit goes eager and ``eager()``
+        answers instead. The warning comes once eager has run (an error eager makes too is not the compiler's:
+        it propagates without one), and only for the failure that ended compilation (a second in the same
+        step says nothing new). The project's own errors and out-of-memory propagate at once."""
+        try:
+            return compiled()
+        except (EffrankError, torch.cuda.OutOfMemoryError):
+            raise  # not the compiler's: eager would fail the same way
+        except Exception as err:  # noqa: BLE001 - any compiler failure: eager still trains correctly
+            first = self.active
+            self.eager()
+            out = eager()
+            if first:
+                self.progress.note(f"[yellow]torch.compile failed, training on in eager mode: {one_line(err)}")
+            return out
 
 
 class Compiled:
@@ -356,15 +365,7 @@ class Compiled:
 
     def __call__(self, *args):
         if self.compilation.active:
-            try:
-                return self._compiled(*args)
-            except (EffrankError, torch.cuda.OutOfMemoryError):
-                raise  # not the compiler's: eager would fail the same way
-            except Exception as err:  # noqa: BLE001 - any compiler failure: eager still trains correctly
-                self.compilation.eager()
-                out = self.fn(*args)
-                self.compilation.fall_back(err)
-                return out
+            return self.compilation.guarded(lambda: self._compiled(*args), lambda: self.fn(*args))
         return self.fn(*args)
 
 
@@ -411,26 +412,22 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
                 return student_step(forwards[id(f.model)], taps[id(f.model)], x, y, target, compute, options,
                                     f.optimizer, f.scheduler, recipe.amp)
 
+            def again_eagerly(f: _Fitting) -> torch.Tensor:
+                # The backward compiles lazily, and CUDA-graph outputs are checked where they are read: such
+                # a failure comes before this student's optimizer stepped, so its step is taken again, and the
+                # whole group trains on eagerly from the teacher's pass on.
+                nonlocal target
+                target = teacher_outputs(t_forward, t_tap, x, recipe.amp)
+                return one(f)
+
             values = []
             for f in fittings:
                 key = (id(f.model), tuple(x.shape))
                 if compilation is None or not compilation.active or key in tried:
                     values.append(one(f))
-                    continue
-                tried.add(key)
-                try:
-                    values.append(one(f))
-                except (EffrankError, torch.cuda.OutOfMemoryError):
-                    raise  # not the compiler's: eager would fail the same way
-                except Exception as err:  # noqa: BLE001 - as Compiled's, for failures past the call
-                    # The backward compiles lazily, and CUDA-graph outputs are checked where they are read:
-                    # such a failure comes before this student's optimizer stepped, so its step is taken
-                    # again, and the whole group trains on eagerly from the teacher's pass on. Where eager
-                    # fails too, the error was not the compiler's: it propagates, without the warning.
-                    compilation.eager()
-                    target = teacher_outputs(t_forward, t_tap, x, recipe.amp)
-                    values.append(one(f))
-                    compilation.fall_back(err)
+                else:
+                    tried.add(key)
+                    values.append(compilation.guarded(lambda: one(f), lambda: again_eagerly(f)))
             return values
 
         return fit(students, train, val, recipe, step, label, progress, checkpoints, on_failure)
