@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -116,6 +117,7 @@ def _add_run_flags(run: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) 
                                    help="one seed for teacher and students (same as --seeds N)")
 
 
+@functools.cache  # parsing leaves a parser as it was: one per process serves every main() (a notebook's, tests')
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="effrank-bench",

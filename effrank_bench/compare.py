@@ -427,9 +427,10 @@ def _labels(comparison: Comparison) -> list[str]:
     return [t if titles.count(t) == 1 else f"{t} ({run.name})" for t, run in zip(titles, comparison.runs)]
 
 
-def write_comparison(comparison: Comparison, out_dir: Path) -> list[Path]:
-    """Write comparison.json, comparison.csv, comparison.md and comparison.png into ``out_dir``, and
-    comparison-spectra.png where any run stored its teacher's spectrum."""
+def write_comparison(comparison: Comparison, out_dir: Path, plot: bool = True) -> list[Path]:
+    """Write comparison.json, comparison.csv, comparison.md and (unless ``plot`` is False) comparison.png
+    into ``out_dir``, and comparison-spectra.png where any run stored its teacher's spectrum. An earlier
+    plot this comparison does not redraw is removed: it would show other runs than the tables."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} exists and is not a directory")
@@ -437,10 +438,14 @@ def write_comparison(comparison: Comparison, out_dir: Path) -> list[Path]:
     # Each file whole or not at all (temporary name, then rename): a reader never sees half a comparison.
     writers = {out_dir / "comparison.json": text_writer(json.dumps(comparison.to_dict(), indent=2)),
                out_dir / "comparison.csv": partial(_csv, comparison),
-               out_dir / "comparison.md": text_writer(_markdown(comparison)),
-               out_dir / "comparison.png": partial(plot_comparison, comparison)}
-    if comparison.has_spectra:
-        writers[out_dir / "comparison-spectra.png"] = partial(plot_spectra, comparison)
+               out_dir / "comparison.md": text_writer(_markdown(comparison))}
+    if plot:
+        writers[out_dir / "comparison.png"] = partial(plot_comparison, comparison)
+        if comparison.has_spectra:
+            writers[out_dir / "comparison-spectra.png"] = partial(plot_spectra, comparison)
+    for stale in (out_dir / "comparison.png", out_dir / "comparison-spectra.png"):
+        if stale not in writers:
+            stale.unlink(missing_ok=True)
     return write_files(writers)
 
 

@@ -171,8 +171,9 @@ class RunConfig(BaseModel):
                                   description="--executor ray: CPUs each unit of work reserves")
     max_retries: int = Field(default=3, ge=0, le=100, description="--executor ray: retries of a unit of work whose "
                                                                   "worker or node died (a NaN trial is not retried)")
-    plot: bool = Field(default=True, description="draw curve.png with the run's report (--no-plot: tables only, "
-                                                 "about 0.2 s less a run; `effrank-bench report` draws it later)")
+    plot: bool = Field(default=True, description="draw curve.png with the run's report, and a suite's comparison "
+                                                 "plots (--no-plot: tables only, about 0.2 s less a run; "
+                                                 "`effrank-bench report` and `compare --out` draw them later)")
     mlflow: str | None = Field(default=None, description="log the run to MLflow at this tracking URI (the flag "
                                                          f"alone: {MLFLOW_DEFAULT_URI})")
     out: Path | None = Field(default=None, description="run directory (default: "

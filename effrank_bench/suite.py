@@ -64,5 +64,5 @@ def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Pr
             paths.append(run.path)
             advance(1)
     comparison = compare_runs(paths)
-    write_comparison(comparison, suite.out)
+    write_comparison(comparison, suite.out, plot=any(config.plot for config in suite.runs))  # --no-plot: tables only
     return SuiteResult(out=suite.out, runs=paths, comparison=comparison)

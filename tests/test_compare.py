@@ -114,6 +114,14 @@ def test_write_comparison_writes_json_csv_markdown_and_plot(two_runs, tmp_path):
     assert not (two_runs[0] / "summary.json").exists()
 
 
+def test_a_comparison_without_a_plot_removes_the_plot_of_other_runs(two_runs, tmp_path):
+    out = tmp_path / "out"
+    write_comparison(compare_runs(two_runs), out)
+    paths = write_comparison(compare_runs(two_runs[:1]), out, plot=False)
+    assert [p.name for p in paths] == ["comparison.json", "comparison.csv", "comparison.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.json", "comparison.md"]
+
+
 def test_compare_command_json(two_runs, run_cli):
     code, out, err = run_cli("compare", *two_runs, "--json")
     assert code == 0 and err == ""

@@ -235,7 +235,8 @@ def test_the_smoke_suite_runs_every_combination_to_a_report(smoke):
     assert sorted(row["name"] for row in rows) == sorted(p.name for p in smoke.runs)
     assert all(row["width"] is not None and row["at_knee"]["compression"] > 1 for row in rows)
     assert {p.name for p in smoke.out.iterdir()} >= {"suite.json", "comparison.json", "comparison.csv",
-                                                      "comparison.md", "comparison.png"}
+                                                      "comparison.md"}
+    assert (smoke.out / "comparison.png").is_file() == SLOW  # --no-plot holds for the suite's plot too
 
 
 def test_compare_takes_a_suite_directory_for_its_runs_in_suite_order(smoke):
