@@ -315,7 +315,8 @@ def _csv_row(run: ComparedRun) -> dict:
     return row
 
 
-def _markdown(comparison: Comparison) -> str:
+def _markdown(comparison: Comparison, plot: bool = True) -> str:
+    """comparison.md: the table, notes and correlations, with the plots (when drawn) embedded."""
     lines = ["# Effective rank, side by side", "",
              "Region and knee are read off the mean over seeds; brackets hold 95% percentile-bootstrap "
              "intervals over seeds where a run has several. Compression and MACs at the knee are "
@@ -325,11 +326,13 @@ def _markdown(comparison: Comparison) -> str:
     lines += ["| " + " | ".join(_cells(run, spectra=comparison.has_spectra)) + " |" for run in comparison.runs]
     if comparison.notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in comparison.notes]
-    lines += ["", "![normalized accuracy against rank and rank / width](comparison.png)"]
+    if plot:
+        lines += ["", "![normalized accuracy against rank and rank / width](comparison.png)"]
     if comparison.has_spectra:
         lines += ["", "Spectral estimates of each teacher against its distilled rank:", ""]
         lines += [f"- {c.text()}" for c in comparison.correlations()]
-        lines += ["", "![spectral estimates against the distilled rank](comparison-spectra.png)"]
+        if plot:
+            lines += ["", "![spectral estimates against the distilled rank](comparison-spectra.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -438,7 +441,7 @@ def write_comparison(comparison: Comparison, out_dir: Path, plot: bool = True) -
     # Each file whole or not at all (temporary name, then rename): a reader never sees half a comparison.
     writers = {out_dir / "comparison.json": text_writer(json.dumps(comparison.to_dict(), indent=2)),
                out_dir / "comparison.csv": partial(_csv, comparison),
-               out_dir / "comparison.md": text_writer(_markdown(comparison))}
+               out_dir / "comparison.md": text_writer(_markdown(comparison, plot))}
     if plot:
         writers[out_dir / "comparison.png"] = partial(plot_comparison, comparison)
         if comparison.has_spectra:

@@ -120,6 +120,7 @@ def test_a_comparison_without_a_plot_removes_the_plot_of_other_runs(two_runs, tm
     paths = write_comparison(compare_runs(two_runs[:1]), out, plot=False)
     assert [p.name for p in paths] == ["comparison.json", "comparison.csv", "comparison.md"]
     assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.json", "comparison.md"]
+    assert ".png" not in paths[2].read_text()  # no link to a plot that is not there
 
 
 def test_compare_command_json(two_runs, run_cli):

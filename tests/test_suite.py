@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -259,9 +260,10 @@ def test_the_smoke_suite_trains_one_teacher_per_family(smoke):
 
 def test_a_suite_measures_each_model_once(smoke):
     # Latency is a measurement: two runs recording the same float measured the model once and shared it.
-    teachers, students = {}, {}
+    teachers, students, losses = {}, {}, Counter()
     for path in smoke.runs:
         config = json.loads((path / "config.json").read_text())
+        losses[config["arch"], config["target"]] += 1
         teachers.setdefault(config["arch"], set()).add(json.loads((path / "teacher.json").read_text())["cost"]
                                                        ["latency_ms"])
         for line in (path / "trials.jsonl").read_text().splitlines():
@@ -269,14 +271,15 @@ def test_a_suite_measures_each_model_once(smoke):
             students.setdefault((config["arch"], config["target"], record["rank"]), []).append(
                 (record["cost"]["latency_ms"], record["cost"]["macs"]))
     assert len(teachers) == 4 and all(len(latencies) == 1 for latencies in teachers.values())
-    # A student under three losses (the convnet's conv ones at least): one model, one measurement.
-    assert len(students) == 24 and all(len(set(c)) == 1 for c in students.values())
-    assert len(students["micro_convnet", "conv", 2]) == len(students["micro_convnet", "conv", 4]) == 3
+    # A student under several losses (three for the convnet's conv target, all of them when slow): one model,
+    # one measurement.
+    assert len(students) == 24 and all(len(c) == losses[key[:2]] and len(set(c)) == 1 for key, c in students.items())
+    assert losses["micro_convnet", "conv"] == 3
     # Other targets and ranks are other models, each measured on its own.
     assert len({c[0] for c in students.values()}) == 24
 
 
-# Two of the smoke suite's runs, under smoke.toml's name and [defaults].
+# Two of the smoke suite's runs, under smoke.toml's name and [defaults]; the second draws no plot.
 SMOKE_PAIR = '''
 [[matrix]]
 arch = "micro_vit"
@@ -289,6 +292,7 @@ arch = "micro_mixer"
 target = "mlp"
 loss = "kd"
 dataset = "digits"
+plot = false
 '''
 
 
@@ -305,12 +309,17 @@ def test_an_interrupted_suite_resumes_losing_nothing_finished(smoke, tiny, run_c
     untouched = out / "micro_vit-joint-kd-digits" / "trials.jsonl"
     before = untouched.read_text()
 
-    code, printed, err = run_cli("run", "--suite", pair, *([] if SLOW else tiny.args()), "--out", out)
+    # Each block's own plot setting (the tiny recipe's --no-plot left out): one run draws its curve, so the
+    # suite draws its comparison.
+    code, printed, err = run_cli("run", "--suite", pair, *([] if SLOW else tiny.args(plot=None)), "--out", out)
     assert code == 0, err
     lines = cut.read_text().splitlines()
     assert lines[0] == first_line and [json.loads(line)["rank"] for line in lines] == [2, 4]
     assert untouched.read_text() == before
     assert "2 runs in" in printed
+    assert [(out / name / "curve.png").is_file() for name in ("micro_vit-joint-kd-digits", "micro_mixer-mlp-kd-digits")
+            ] == [True, False]
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_rank_beyond_a_later_runs_model_is_refused_before_the_first_run_trains(tmp_path):
