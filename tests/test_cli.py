@@ -457,7 +457,7 @@ def test_run_takes_a_paper_size_architectures_own_recipe(tmp_path, run_cli, monk
     assert code == 2
     assert err.strip() == (f"error: {tmp_path / 'run'} holds another sweep (differs in: epochs, teacher_epochs, "
                            "batch_size, lr, teacher_lr, teacher_optimizer, teacher_weight_decay); use another --out "
-                           "or the same options to resume it, here --epochs 2 --teacher-epochs 12 --batch-size 64 "
+                           "or the same options to resume it, here --epochs 1 --teacher-epochs 12 --batch-size 64 "
                            "--lr 0.004 --teacher-lr 0.004 --teacher-optimizer adamw --teacher-weight-decay 0.01")
     # Those options do resume it.
     flags = err.strip().split(", here ")[1].split()
