@@ -94,7 +94,7 @@ class RunConfig(BaseModel):
     # The recipe defaults are the embedded default's (micro models on CPU, students from the teacher's SVD):
     # chosen to run end to end in under 30 s on 2 cores with the band and knee of a 4x longer recipe
     # (README, "The sweep engine"). Paper-size runs set their own (benchmarks/*.toml).
-    epochs: int = Field(default=1, ge=1, le=MAX_EPOCHS, description="student distillation epochs per rank")
+    epochs: int = Field(default=2, ge=1, le=MAX_EPOCHS, description="student distillation epochs per rank")
     teacher_epochs: int = Field(default=12, ge=0, le=MAX_EPOCHS, description="teacher training epochs (0: use it as loaded)")
     batch_size: int = Field(default=64, ge=1, le=MAX_BATCH, description="training batch size, teacher and students")
     teacher_batch_size: int | None = Field(default=None, ge=1, le=MAX_BATCH,

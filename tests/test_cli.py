@@ -449,6 +449,13 @@ def test_a_negative_value_is_a_value_the_validators_explain(tmp_path, run_cli, m
     assert not (tmp_path / "runs").exists()
 
 
+def test_the_embedded_default_trains_its_students_one_epoch_and_the_other_micro_families_two(run_cli, monkeypatch,
+                                                                                               tmp_path):
+    assert config_of(monkeypatch, run_cli, "--out", tmp_path / "run").epochs == 1  # micro_vit's own recipe
+    assert config_of(monkeypatch, run_cli, "--arch", "micro_convnet", "--out", tmp_path / "run").epochs == 2
+    assert config_of(monkeypatch, run_cli, "--epochs", "3", "--out", tmp_path / "run").epochs == 3  # a flag wins
+
+
 def test_run_takes_a_paper_size_architectures_own_recipe(tmp_path, run_cli, monkeypatch):
     # A directory holding vit_b32's sweep at RunConfig's (the micro default's) recipe is another sweep than
     # `run --arch vit_b32` means: it takes vit_b32's recipe, and names each option that differs.
@@ -457,7 +464,7 @@ def test_run_takes_a_paper_size_architectures_own_recipe(tmp_path, run_cli, monk
     assert code == 2
     assert err.strip() == (f"error: {tmp_path / 'run'} holds another sweep (differs in: epochs, teacher_epochs, "
                            "batch_size, lr, teacher_lr, teacher_optimizer, teacher_weight_decay); use another --out "
-                           "or the same options to resume it, here --epochs 1 --teacher-epochs 12 --batch-size 64 "
+                           "or the same options to resume it, here --epochs 2 --teacher-epochs 12 --batch-size 64 "
                            "--lr 0.004 --teacher-lr 0.004 --teacher-optimizer adamw --teacher-weight-decay 0.01")
     # Those options do resume it.
     flags = err.strip().split(", here ")[1].split()
