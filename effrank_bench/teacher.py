@@ -17,7 +17,7 @@ from effrank_bench.atomic import atomic_path, atomic_write_text
 from effrank_bench.environment import environment
 from effrank_bench.errors import CheckpointError, EffrankError, one_line
 from effrank_bench.lock import FileLock
-from effrank_bench.factorize import classifier_of
+from effrank_bench.factorize import TeacherSVD, classifier_of
 from effrank_bench.paths import cache_dir
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import TeacherRecord, read_teacher
@@ -154,11 +154,18 @@ class CachedTeacher:
 
 @dataclass(frozen=True)
 class Teacher:
-    """A ready teacher on the run's device, its record (cost included) and where its weights are on disk."""
+    """A ready teacher on the run's device, its record (cost included), where its weights are on disk, and
+    the SVD of its targeted layers that its students share (filled as they are factorized)."""
 
     model: nn.Module
     record: TeacherRecord
     weights: Path
+    svd: TeacherSVD
+
+    @classmethod
+    def of(cls, setup: RunSetup, model: nn.Module, record: TeacherRecord, weights: Path) -> Teacher:
+        """The run's teacher, its shared SVD kept as wide as the run's largest rank."""
+        return cls(model=model, record=record, weights=weights, svd=TeacherSVD(max(setup.config.ranks)))
 
 
 def obtain_teacher(setup: RunSetup, progress: Progress = NullProgress()) -> Teacher:
@@ -183,8 +190,7 @@ def obtain_teacher(setup: RunSetup, progress: Progress = NullProgress()) -> Teac
             source = cached
             cached.save(model, record)
     setup.to_device(model)
-    return Teacher(model=model, record=record.model_copy(update={"cost": setup.teacher_cost(model)}),
-                   weights=source.weights)
+    return Teacher.of(setup, model, record.model_copy(update={"cost": setup.teacher_cost(model)}), source.weights)
 
 
 def _train(setup: RunSetup, model: nn.Module, progress: Progress) -> tuple[nn.Module, TeacherRecord]:

@@ -50,7 +50,8 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
     for trial in trials:
         torch.manual_seed(trial_seed(trial))
         student = copy.deepcopy(teacher.model)
-        replaced.append(factorize(student, setup.sites, trial.rank, init=config.init, qkv=config.qkv))
+        replaced.append(factorize(student, setup.sites, trial.rank, init=config.init, qkv=config.qkv,
+                                  svd=teacher.svd))
         students.append(setup.to_device(student))
     # CUDA graphs replay one batch shape: a compiled CUDA step drops the last partial batch.
     train = setup.batches(setup.splits.train, shuffle=True, seed=trial_seed(trials[0]),

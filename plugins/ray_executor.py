@@ -114,7 +114,7 @@ def _unit_task(config: RunConfig, cwd: str, weights: dict[str, torch.Tensor], re
     if die_once is not None:
         _die_once(Path(die_once))
     setup = _worker_setup(config, cwd)
-    teacher = Teacher(model=_loaded(setup, weights), record=record, weights=setup.run.teacher_weights)
+    teacher = Teacher.of(setup, _loaded(setup, weights), record, setup.run.teacher_weights)
     records: list[TrialRecord] = []
     run_group(setup, teacher, unit, records.append)
     return records
@@ -206,7 +206,7 @@ def obtain_on_ray(setups: Sequence[RunSetup], progress: Progress) -> list[Teache
     teachers = []
     for setup, ref in zip(setups, refs):
         weights, record, path = results[ref]
-        teachers.append(Teacher(model=_loaded(setup, weights), record=record, weights=Path(path)))
+        teachers.append(Teacher.of(setup, _loaded(setup, weights), record, Path(path)))
     return teachers
 
 

@@ -1,6 +1,7 @@
 """Low-rank layers and factorization of effrank_bench.factorize, checked against the SVD and hand counts."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 from torch import nn
 
 from effrank_bench.errors import RankError, RegistrationError
-from effrank_bench.factorize import LowRankLinear, check_rank, factorize, full_rank, low_rank_from
+from effrank_bench.factorize import LowRankLinear, TeacherSVD, check_rank, factorize, full_rank, low_rank_from
 from effrank_bench.registry import default_registry
 from effrank_bench.specs import ModelRequest, Site
 
@@ -157,6 +158,28 @@ def test_full_rank_joint_micro_vit_reproduces_the_teachers_logits(micro_vit_arch
         t, s = teacher(x), student(x)
     assert float(t.norm()) > 1.0
     assert float((t - s).norm() / t.norm()) < 1e-5
+
+
+@pytest.mark.parametrize("arch, target, layers", [("micro_vit", "joint", 24), ("micro_convnet", "conv", 8)])
+def test_students_sharing_their_teachers_svd_get_the_factors_of_their_own(arch, target, layers, scrambled,
+                                                                          monkeypatch):
+    spec = default_registry().architecture(arch)
+    teacher = scrambled(lambda: spec.build(spec.native_request()))
+    sites = spec.targets[target](teacher)
+    calls = []
+    svd = torch.linalg.svd
+    monkeypatch.setattr(torch.linalg, "svd", lambda *args, **kwargs: calls.append(1) or svd(*args, **kwargs))
+    shared, computed = TeacherSVD(keep=8), []
+    for rank in (8, 2, 5, 64):  # the run's largest first (as kept), smaller ones, then one wider than kept
+        alone, together = copy.deepcopy(teacher), copy.deepcopy(teacher)
+        factorize(alone, sites, rank)
+        before = len(calls)
+        factorize(together, sites, rank, svd=shared)
+        computed.append(len(calls) - before)
+        own = alone.state_dict()
+        assert all(torch.equal(own[name], value) for name, value in together.state_dict().items()), rank
+    # One SVD per layer (a split qkv: per chunk) for every rank up to what is kept; a wider rank computes again.
+    assert computed == [layers, 0, 0, layers]
 
 
 def test_low_rank_micro_vit_differs_from_the_teacher(micro_vit_arch):
