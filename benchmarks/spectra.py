@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from effrank_bench.compare import compare_runs, render_comparison, write_comparison
-from effrank_bench.config import RunConfig
+from effrank_bench.config import load_config
+from effrank_bench.registry import default_registry
 from effrank_bench.report import build_report, write_report
 from effrank_bench.sweep import run_sweep
 
@@ -38,8 +39,11 @@ def main() -> None:
     runs = []
     for arch, dataset in PRESETS:
         start = time.perf_counter()
-        run = run_sweep(RunConfig(arch=arch, dataset=dataset, device=args.device, out=args.out / f"{arch}-{dataset}",
-                                  **options))
+        # Each preset's own recipe where it has one (micro_vit's one student epoch), as `run --arch` takes it.
+        config = load_config(overrides={"arch": arch, "dataset": dataset, "device": args.device,
+                                        "out": args.out / f"{arch}-{dataset}", **options},
+                             recipes=default_registry().recipe)
+        run = run_sweep(config)
         write_report(run, build_report(run))
         runs.append(run.path)
         print(f"{arch} on {dataset}: {time.perf_counter() - start:.1f} s ({run.path})", flush=True)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from effrank_bench.config import load_config
+from effrank_bench.registry import default_registry
 from effrank_bench.report import build_report, write_report
 from effrank_bench.sweep import run_sweep
 
@@ -25,7 +26,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["EFFRANK_BENCH_CACHE"] = str(Path(tmp) / "cache")
         for label in ("cold teacher cache", "warm teacher cache"):
-            config = load_config(overrides={"ranks": args.ranks, "out": Path(tmp) / label.replace(" ", "_")})
+            config = load_config(overrides={"ranks": args.ranks, "out": Path(tmp) / label.replace(" ", "_")},
+                                 recipes=default_registry().recipe)  # micro_vit's own recipe, as `run` takes it
             start = time.perf_counter()
             run = run_sweep(config)
             write_report(run, build_report(run))

@@ -116,6 +116,9 @@ class TeacherSVD:
     def factors(self, key: tuple[str, int], w: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The rank-``rank`` (B, A) of ``w``, the weight (chunk) at ``key`` = (site path, chunk)."""
         kept = self._factors.get(key)
+        if kept is not None and (len(kept[0]), kept[1].shape[1]) != tuple(w.shape):
+            raise ValueError(f"TeacherSVD: the layer at {key} was {len(kept[0])}×{kept[1].shape[1]}, now "
+                             f"{tuple(w.shape)}: its model is no copy of this teacher")
         if kept is None or kept[0].shape[1] < rank:
             b, a = _svd_factors(w, max(rank, self.keep))
             kept = self._factors[key] = (b.to(w.dtype), a.to(w.dtype))
@@ -124,7 +127,7 @@ class TeacherSVD:
 
 
 def low_rank_from(layer: Factorizable, rank: int, *, chunks: int = 1, init: Init = "svd",
-                  svd: TeacherSVD | None = None, path: str = "") -> nn.Module:
+                  svd: TeacherSVD | None = None, path: str | None = None) -> nn.Module:
     """A rank-``rank`` replacement of ``layer`` (rank clamped to each chunk's full rank).
 
     ``svd`` initialises from the truncated SVD of each chunk (of the kernel
@@ -134,6 +137,8 @@ def low_rank_from(layer: Factorizable, rank: int, *, chunks: int = 1, init: Init
     is a new layer: random factors and the layer's own fresh bias. With a
     :class:`TeacherSVD` (``svd``), the factors of the teacher's layer at ``path`` are reused.
     """
+    if svd is not None and path is None:
+        raise ValueError("low_rank_from: a shared TeacherSVD needs the layer's path, which keys its factors")
     rank = min(rank, full_rank(layer, chunks))
     if isinstance(layer, nn.Conv2d):
         low = LowRankConv2d(layer, rank)

@@ -103,7 +103,7 @@ class ArchitectureSpec(_Frozen):
     foreign state dict (e.g. torchvision's) into this model's keys, and returns its own unchanged.
     ``recipe`` holds the run options (of ``config.RECIPE_FIELDS``: epochs, batch sizes, learning rates,
     ...) its runs default to where the user sets none: a paper-size model needs other ones than the
-    micro default's, which are RunConfig's own.
+    micro families', which are RunConfig's own.
     """
 
     name: str = Field(pattern=_NAME)

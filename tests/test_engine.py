@@ -50,6 +50,16 @@ def test_a_group_of_one_reproduces_the_previous_engine_bit_for_bit(tmp_path, mon
         assert record.group == []
 
 
+def test_the_students_of_a_run_share_one_svd_per_layer(tmp_path, tiny, monkeypatch):
+    calls = []
+    svd = torch.linalg.svd
+    monkeypatch.setattr(torch.linalg, "svd", lambda *args, **kwargs: calls.append(1) or svd(*args, **kwargs))
+    run = run_sweep(tiny.config(tmp_path / "run", group=1))  # ranks 2 and 4, each trial a group of its own
+    assert [r.status for r in run.records()] == ["ok", "ok"]
+    # micro_vit's joint target: 4 blocks × (q, k, v, proj, fc1, fc2), each layer decomposed once for both students.
+    assert len(calls) == 24
+
+
 @pytest.fixture(scope="module")
 def grouped(tmp_path_factory, tiny):
     """Ranks 2 and 4 trained as one group for 2 epochs, with a checkpoint after every epoch."""

@@ -182,6 +182,15 @@ def test_students_sharing_their_teachers_svd_get_the_factors_of_their_own(arch, 
     assert computed == [layers, 0, 0, layers]
 
 
+def test_a_shared_svd_refuses_a_layer_of_another_shape_and_a_layer_without_its_path():
+    shared = TeacherSVD(keep=4)
+    low_rank_from(seeded_linear(6, 5), 2, svd=shared, path="fc")
+    with pytest.raises(ValueError, match="the layer at \\('fc', 0\\) was 5×6, now \\(5, 7\\)"):
+        low_rank_from(seeded_linear(7, 5), 2, svd=shared, path="fc")
+    with pytest.raises(ValueError, match="needs the layer's path"):
+        low_rank_from(seeded_linear(6, 5), 2, svd=shared)
+
+
 def test_low_rank_micro_vit_differs_from_the_teacher(micro_vit_arch):
     # The counterpart of the test above: at rank 4 the logits do change.
     teacher = micro_vit(micro_vit_arch)
