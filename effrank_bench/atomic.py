@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 
@@ -41,9 +41,13 @@ def text_writer(text: str) -> Callable[[Path], None]:
     return lambda path: path.write_text(text, encoding="utf-8")
 
 
-def write_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
+def write_files(writers: dict[Path, Callable[[Path], None]], stale: Iterable[Path] = ()) -> list[Path]:
     """Each path written whole or not at all by its writer, which is handed a temporary path beside it, in
-    order; the paths written."""
+    order; the paths written. Each of ``stale`` that no writer writes this time is removed first: an earlier
+    file of that name would describe something other than the files written now."""
+    for path in stale:
+        if path not in writers:
+            path.unlink(missing_ok=True)
     for path, write in writers.items():
         with atomic_path(path) as tmp:
             write(tmp)

@@ -446,10 +446,7 @@ def write_comparison(comparison: Comparison, out_dir: Path, plot: bool = True) -
         writers[out_dir / "comparison.png"] = partial(plot_comparison, comparison)
         if comparison.has_spectra:
             writers[out_dir / "comparison-spectra.png"] = partial(plot_spectra, comparison)
-    for stale in (out_dir / "comparison.png", out_dir / "comparison-spectra.png"):
-        if stale not in writers:
-            stale.unlink(missing_ok=True)
-    return write_files(writers)
+    return write_files(writers, stale=(out_dir / "comparison.png", out_dir / "comparison-spectra.png"))
 
 
 def _csv(comparison: Comparison, path: Path) -> None:

@@ -140,6 +140,10 @@ def low_rank_from(layer: Factorizable, rank: int, *, chunks: int = 1, init: Init
     if svd is not None and path is None:
         raise ValueError("low_rank_from: a shared TeacherSVD needs the layer's path, which keys its factors")
     rank = min(rank, full_rank(layer, chunks))
+
+    def factors(chunk: int, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return svd.factors((path, chunk), w, rank) if svd is not None else _svd_factors(w, rank)
+
     if isinstance(layer, nn.Conv2d):
         low = LowRankConv2d(layer, rank)
     else:
@@ -148,9 +152,6 @@ def low_rank_from(layer: Factorizable, rank: int, *, chunks: int = 1, init: Init
     with torch.no_grad():
         if layer.bias is not None and init != "paper-rebuild":
             (low.b.bias if isinstance(low, LowRankConv2d) else low.bias).copy_(layer.bias)
-        def factors(chunk: int, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return svd.factors((path, chunk), w, rank) if svd is not None else _svd_factors(w, rank)
-
         if init == "svd" and isinstance(low, LowRankConv2d):
             b, a = factors(0, layer.weight.flatten(1))
             low.a.weight.copy_(a.reshape(low.a.weight.shape))

@@ -432,7 +432,4 @@ def write_report(run: RunDir, report: Report, plot: bool = True) -> list[Path]:
         writers[run.path / "region.csv"] = partial(_region_csv, report)
         if plot:
             writers[run.path / "curve.png"] = partial(plot_curve, report)
-    for stale in (run.path / "region.csv", run.path / "curve.png"):
-        if stale not in writers:
-            stale.unlink(missing_ok=True)
-    return write_files(writers)
+    return write_files(writers, stale=(run.path / "region.csv", run.path / "curve.png"))
