@@ -14,25 +14,29 @@ class BranchTap:
 
     Outputs are copied when recorded: some blocks add the shortcut in place into
     the branch output (timm's ResNet blocks do), which would otherwise turn a
-    recorded branch output into the block's output. Outputs of other passes
-    through the model (an evaluation, a latency run) are dropped at the next
-    ``forward``, so the loss never sees stale features.
+    recorded branch output into the block's output. Other passes through the
+    model (an evaluation, a latency run) record nothing: a validation split's
+    branch outputs, kept, would fill a GPU.
     """
 
     def __init__(self, branches: Sequence[Branch]):
-        self._outputs: list[torch.Tensor] = []
+        self._outputs: list[torch.Tensor] | None = None  # a list only during forward
         self._handles = [b.module.register_forward_hook(self._recorder(b.channel_dim)) for b in branches]
 
     def _recorder(self, channel_dim: int):
         def record(module: nn.Module, args, output: torch.Tensor) -> None:
-            self._outputs.append(output.movedim(channel_dim, -1).clone())
+            if self._outputs is not None:
+                self._outputs.append(output.movedim(channel_dim, -1).clone())
 
         return record
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> Outputs:
         self._outputs = []
-        logits = model(x)
-        outputs, self._outputs = tuple(self._outputs), []
+        try:
+            logits = model(x)
+            outputs = tuple(self._outputs)
+        finally:
+            self._outputs = None
         return Outputs(logits=logits, features=outputs)
 
     def close(self) -> None:
