@@ -41,12 +41,13 @@ class Batches:
                  device: torch.device, shuffle: bool = False, seed: int = 0, workers: int = 0,
                  channels_last: bool = False, preprocess: Preprocess | None = None, drop_last: bool = False,
                  limit: int | None = None):
-        # The generator also seeds the workers, so augmentation is reproducible for a seed.
+        # The generator also seeds the workers, so augmentation is reproducible for a seed. Workers start
+        # anew each pass, seeded from it as the pass begins: every pass is a function of the generator's
+        # state, which a resumed fit restores (persistent workers would take their seed once, in the first
+        # pass of each process, so a resumed run would shuffle and augment otherwise than an uninterrupted one).
         generator = self.generator = torch.Generator().manual_seed(seed)
         self._loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                                  drop_last=drop_last,
-                                  pin_memory=device.type == "cuda", num_workers=workers,
-                                  persistent_workers=workers > 0)
+                                  drop_last=drop_last, pin_memory=device.type == "cuda", num_workers=workers)
         self.resize = modality == "image"
         self.channels_last = channels_last and modality == "image"
         self.input_size, self.device, self.preprocess, self.limit = input_size, device, preprocess, limit

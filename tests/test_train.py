@@ -1,11 +1,15 @@
 """The trainer's recipe and batches: optimizers, schedule, loader workers."""
 from __future__ import annotations
 
+import gc
+
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from effrank_bench.data import Batches, default_workers
+from effrank_bench.specs import Branch
+from effrank_bench.taps import BranchTap
 from effrank_bench.train import Recipe, make_optimizer
 
 
@@ -30,14 +34,49 @@ def test_the_schedule_warms_up_linearly_then_decays_to_zero():
     assert lrs[2] == 1.0 and lrs[-1] < 0.05 and all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
 
 
-def test_workers_deliver_the_same_batches_in_the_same_order():
+def test_workers_deliver_the_same_batches_in_the_same_order_every_pass_and_after_a_resume():
     data = TensorDataset(torch.arange(40, dtype=torch.float32).reshape(10, 1, 2, 2), torch.arange(10))
     kwargs = dict(batch_size=3, modality="image", input_size=4, device=torch.device("cpu"), shuffle=True, seed=7)
-    inline = [(x.clone(), y.clone()) for x, y in Batches(data, **kwargs)]
-    pooled = [(x.clone(), y.clone()) for x, y in Batches(data, workers=1, **kwargs)]
-    assert [y.tolist() for _, y in inline] == [y.tolist() for _, y in pooled]
-    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(inline, pooled))
-    assert inline[0][0].shape == (3, 1, 4, 4)  # resized from 2×2 on the device
+
+    def one_pass(batches):
+        return [(x.clone(), y.clone()) for x, y in batches]
+
+    def same(a, b):
+        return [y.tolist() for _, y in a] == [y.tolist() for _, y in b] and all(
+            torch.equal(u, v) for (u, _), (v, _) in zip(a, b))
+
+    inline, pooled = Batches(data, **kwargs), Batches(data, workers=1, **kwargs)
+    inline_passes = [one_pass(inline) for _ in range(3)]
+    pooled_passes = [one_pass(pooled) for _ in range(3)]
+    assert all(same(a, b) for a, b in zip(inline_passes, pooled_passes))
+    assert not same(inline_passes[0], inline_passes[1])  # each pass is shuffled anew
+    assert inline_passes[0][0][0].shape == (3, 1, 4, 4)  # resized from 2×2 on the device
+    # A resumed fit restores the data generator as it was after the last saved epoch: the next pass is the
+    # one an uninterrupted fit takes, with workers too (persistent ones would draw their seed again).
+    stopped = Batches(data, workers=1, **kwargs)
+    one_pass(stopped)
+    resumed = Batches(data, workers=1, **kwargs)
+    resumed.generator.set_state(stopped.generator.get_state())
+    assert same(one_pass(resumed), pooled_passes[1])
+
+
+def test_outside_its_forward_a_branch_tap_records_nothing():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    tap = BranchTap([Branch(model[0]), Branch(model[2])])
+    x = torch.randn(5, 4)
+
+    def live_tensors():
+        gc.collect()
+        return sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
+
+    before = live_tensors()
+    with torch.no_grad():
+        for _ in range(20):  # evaluation passes: their branch outputs would pile up until the next forward
+            model(x)
+    assert live_tensors() == before
+    features = tap.forward(model, x).features
+    assert [f.shape for f in features] == [(5, 8), (5, 2)]
+    tap.close()
 
 
 def test_a_limit_cuts_every_pass_to_its_first_batches():
