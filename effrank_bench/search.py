@@ -92,8 +92,8 @@ class AdaptiveSearch:
     The search is not restricted to the ``ranks`` grid: its point is to sample finer than a grid
     where the curve needs it, so only the grid's ends matter (the paper's: 2 and 256). Measured
     ranks outside the bounds are ignored. Which ranks come next depends only on ``measured`` and
-    ``failed``, so the search is deterministic and a resumed sweep picks up where it stopped; only
-    the round budget counts this searcher's calls.
+    ``failed``, so the search is deterministic; only the round budget counts this searcher's calls,
+    from ``rounds`` (those a resumed sweep already trained).
     """
 
     ranks: Sequence[int]
@@ -102,7 +102,7 @@ class AdaptiveSearch:
     tolerance: Tolerance = field(default_factory=Tolerance)
     monotone: str = "running-max"
     max_rounds: int = MAX_ROUNDS
-    rounds: int = field(default=0, init=False)
+    rounds: int = 0
     low: int = field(init=False)
     high: int = field(init=False)
 
@@ -170,14 +170,16 @@ class AdaptiveSearch:
 
 def make_search(search: str, ranks: Sequence[int], *, thresholds: Sequence[float] = (0.85, 0.95),
                 knee_axis: str = "linear", tolerance: str | float | Tolerance | None = None,
-                monotone: str = "running-max") -> GridSearch | AdaptiveSearch:
-    """The searcher a run asks for: ``"grid"`` or ``"adaptive"``; ConfigError for anything else."""
+                monotone: str = "running-max", rounds: int = 0) -> GridSearch | AdaptiveSearch:
+    """The searcher a run asks for: ``"grid"`` or ``"adaptive"``; ConfigError for anything else.
+
+    ``rounds``: how many rounds a resumed sweep already trained (they count against the adaptive budget)."""
     if search == "grid":
         return GridSearch(tuple(int(r) for r in ranks))
     if search == "adaptive":
         tol = tolerance if isinstance(tolerance, Tolerance) else parse_tolerance(tolerance)
         return AdaptiveSearch(tuple(int(r) for r in ranks), thresholds=(float(thresholds[0]), float(thresholds[1])),
-                              knee_axis=knee_axis, tolerance=tol, monotone=monotone)
+                              knee_axis=knee_axis, tolerance=tol, monotone=monotone, rounds=rounds)
     raise ConfigError(f"search must be one of {', '.join(SEARCHES)}, got {search!r}")
 
 

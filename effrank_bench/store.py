@@ -38,6 +38,7 @@ class RunDir:
     teacher_info = property(lambda self: self.path / "teacher.json")
     target_path = property(lambda self: self.path / "target.json")
     spectrum_path = property(lambda self: self.path / "spectrum.json")
+    search_path = property(lambda self: self.path / "search.json")
 
     def check_resumable(self, config: RunConfig) -> RunConfig | None:
         """The config this directory holds, if any, after checking that ``config`` may resume it."""
@@ -151,6 +152,23 @@ class RunDir:
             raise ConfigError(format_validation_error(err, str(self.spectrum_path))) from None
         except (ValueError, KeyError):
             raise ConfigError(f"{self.spectrum_path} is not a spectrum written by effrank-bench") from None
+
+    def search_rounds(self) -> list[list[int]]:
+        """The ranks the sweep's search asked for, round by round; none for a run directory written before
+        they were kept."""
+        if not self.search_path.is_file():
+            return []
+        try:
+            rounds = json.loads(read_text(self.search_path))["rounds"]
+            if not all(isinstance(r, list) and all(type(x) is int for x in r) for r in rounds):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{self.search_path} is not a search written by effrank-bench") from None
+        return rounds
+
+    def store_search_round(self, ranks: list[int]) -> None:
+        """Add a round the search asked for, before it is trained: a resumed sweep finishes it first."""
+        atomic_write_text(self.search_path, json.dumps({"rounds": [*self.search_rounds(), list(ranks)]}))
 
     def teacher(self) -> TeacherRecord:
         if not self.teacher_info.is_file():

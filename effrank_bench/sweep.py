@@ -68,18 +68,26 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
                 progress.note(f"{label}: test accuracy {result.test_accuracy:.4f}")
             advance(1)
 
+        # Rounds the search asked for before are trained to the end first (a round cut short and refitted
+        # would ask for other ranks than an uninterrupted sweep), then the search is asked for more.
+        asked = run.search_rounds()
         search = make_search(config.search, config.ranks, thresholds=config.thresholds, knee_axis=config.knee_axis,
-                             tolerance=config.tolerance, monotone=config.monotone)
+                             tolerance=config.tolerance, monotone=config.monotone, rounds=len(asked))
         for round_ in itertools.count(1):
             records = run.records()
-            ranks = search.next_ranks(measured_curve(records, config.seeds, teacher.record.test_accuracy),
-                                      {r.rank for r in records if r.status == "failed"})
+            if round_ <= len(asked):
+                ranks = asked[round_ - 1]
+            else:
+                ranks = search.next_ranks(measured_curve(records, config.seeds, teacher.record.test_accuracy),
+                                          failed_ranks(records, config.seeds))
+                if not ranks:
+                    break
+                run.store_search_round(ranks)
             trials = plan_trials(config, {r.trial for r in records}, ranks)
-            if not trials:
-                break
-            with progress.task("sweep" if config.search == "grid" else f"search round {round_}",
-                               total=len(trials)) as advance:
-                setup.parts.executor.execute(Execution(setup, teacher, tuple(trials), record, progress))
+            if trials:
+                with progress.task("sweep" if config.search == "grid" else f"search round {round_}",
+                                   total=len(trials)) as advance:
+                    setup.parts.executor.execute(Execution(setup, teacher, tuple(trials), record, progress))
         return run
 
 
@@ -106,6 +114,16 @@ def measured_curve(records: list[TrialRecord], seeds: tuple[int, ...], teacher_a
         if r.status == "ok" and r.seed in seeds:
             ok.setdefault(r.rank, []).append(r.test_accuracy)
     return {rank: sum(accs) / len(accs) / teacher_accuracy for rank, accs in ok.items() if len(accs) == len(seeds)}
+
+
+def failed_ranks(records: list[TrialRecord], seeds: tuple[int, ...]) -> set[int]:
+    """Ranks that failed under a seed and have every other seed recorded: done, never asked for again. A rank
+    with seeds still to train is not among them, so a search asks for it and its other seeds train."""
+    tried: dict[int, set[int]] = {}
+    for r in records:
+        tried.setdefault(r.rank, set()).add(r.seed)
+    failed = {r.rank for r in records if r.status == "failed" and r.seed in seeds}
+    return {rank for rank in failed if tried[rank] >= set(seeds)}
 
 
 def run_sweep(config: RunConfig, registry: Registry | None = None, progress: Progress = NullProgress()) -> RunDir:

@@ -8,7 +8,7 @@ import pytest
 
 from effrank_bench.analysis import analyze_curve
 from effrank_bench.errors import ConfigError
-from effrank_bench.search import AdaptiveSearch, GridSearch, Tolerance, make_search, parse_tolerance
+from effrank_bench.search import MAX_ROUNDS, AdaptiveSearch, GridSearch, Tolerance, make_search, parse_tolerance
 
 PAPER_GRID = (2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256)
 DENSE = range(2, 257)
@@ -128,6 +128,8 @@ def test_the_round_budget_stops_the_search():
     search = AdaptiveSearch(PAPER_GRID, max_rounds=2)
     rounds, _ = search_rounds(search, logistic)
     assert len(rounds) == 2
+    # A resumed sweep's rounds count too: two trained before, none left.
+    assert make_search("adaptive", PAPER_GRID, rounds=MAX_ROUNDS).next_ranks({}) == []
 
 
 @pytest.mark.parametrize("text, tolerance, width_at_12, width_at_37", [

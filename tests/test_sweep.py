@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -16,6 +17,7 @@ from effrank_bench.report import build_report, write_report
 from effrank_bench.records import SCHEMA_VERSION, TrialRecord
 from effrank_bench.specs import ArchitectureSpec, ExecutorSpec, LossSpec
 from effrank_bench.setup import prepare
+from effrank_bench.store import RunDir
 from effrank_bench.sweep import execute, run_sweep
 from effrank_bench.teacher import obtain_teacher
 
@@ -200,3 +202,68 @@ def test_an_unknown_executor_is_refused_before_anything_loads(tiny, tmp_path):
     with pytest.raises(UnknownNameError, match="unknown executor 'lokal'; did you mean 'local'"):
         prepare(tiny.config(tmp_path / "r", executor="lokal"))
     assert not (tmp_path / "r").exists()
+
+
+# --- resuming a search ---------------------------------------------------------------------------------
+
+
+def _logistic(rank):
+    """Normalized accuracy rising through 85% at rank 21.4 and 95% at 37.4 (logistic in log2 rank)."""
+    slope = (math.log(0.95 / 0.05) - math.log(0.85 / 0.15)) / math.log2(37.4 / 21.4)
+    return 1 / (1 + math.exp(-slope * (math.log2(rank) - math.log2(21.4)) - math.log(0.85 / 0.15)))
+
+
+class _Curve:
+    """An executor that answers each trial from ``_logistic`` without training, in the order given: it fails
+    the trials in ``fail`` and presses Ctrl-C once ``stop_after`` records of this process are in."""
+
+    def __init__(self, fail=(), stop_after=None):
+        self.fail, self.stop_after, self.recorded = set(fail), stop_after, 0
+
+    @hookimpl
+    def register_executors(self, register):
+        def execute(execution):
+            config, teacher = execution.setup.config, execution.teacher.record.test_accuracy
+            for trial in execution.trials:
+                if self.recorded == self.stop_after:
+                    raise KeyboardInterrupt
+                failed = (trial.rank, trial.seed) in self.fail
+                execution.record(TrialRecord(
+                    status="failed" if failed else "ok", error="loss became nan in epoch 1" if failed else None,
+                    test_accuracy=None if failed else _logistic(trial.rank) * teacher, arch=config.arch,
+                    target=trial.target, loss=trial.loss, dataset=config.dataset, rank=trial.rank, seed=trial.seed,
+                    init=config.init, environment={"device": "cpu"}))
+                self.recorded += 1
+
+        register(ExecutorSpec(name="curve", description="answers from a logistic curve", execute=execute))
+
+
+def _swept(config, **curve):
+    return run_sweep(config, registry=Registry(plugins=[("curve", _Curve(**curve))]))
+
+
+def test_a_resumed_adaptive_search_finishes_its_round_then_asks_what_it_would_have(tiny_run, tmp_path):
+    config = tiny_run[0].model_copy(update={"executor": "curve", "search": "adaptive", "ranks": (2, 64)})
+    whole = _swept(config.model_copy(update={"out": tmp_path / "whole"}))
+    rounds = whole.search_rounds()
+    assert rounds == [[2, 5, 11, 27, 64], [22, 40], [21, 37]]
+    cut = config.model_copy(update={"out": tmp_path / "cut"})
+    with pytest.raises(KeyboardInterrupt):
+        _swept(cut, stop_after=len(rounds[0]) + 1)  # rank 22 of the second round: refitted, 21 and 40 would come next
+    assert len(RunDir(cut.out).records()) == len(rounds[0]) + 1
+    resumed = _swept(cut)
+    assert resumed.search_rounds() == rounds
+    assert [r.rank for r in resumed.records()] == [r.rank for r in whole.records()]
+
+
+@pytest.mark.parametrize("search_log", [True, False], ids=["this-version", "no-search-log"])
+def test_the_other_seeds_of_a_rank_that_failed_train_when_the_sweep_resumes(tiny_run, tmp_path, search_log):
+    config = tiny_run[0].model_copy(update={"executor": "curve", "ranks": (2, 4, 8), "seeds": (0, 1),
+                                            "out": tmp_path / "run"})
+    with pytest.raises(KeyboardInterrupt):
+        _swept(config, fail={(4, 0)}, stop_after=3)  # seed 0 of ranks 2, 4 (failed) and 8
+    if not search_log:  # a run directory of an earlier version keeps no search rounds
+        RunDir(config.out).search_path.unlink()
+    run = _swept(config)
+    assert sorted((r.rank, r.seed, r.status) for r in run.records()) == [
+        (2, 0, "ok"), (2, 1, "ok"), (4, 0, "failed"), (4, 1, "ok"), (8, 0, "ok"), (8, 1, "ok")]
