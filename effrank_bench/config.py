@@ -216,6 +216,19 @@ class RunConfig(BaseModel):
             return _split_csv(value, info.field_name)
         return value
 
+    @field_validator("group", mode="before")
+    @classmethod
+    def _group_size(cls, value: Any) -> Any:
+        """A positive number of students, or auto: a group of none would train nothing, forever."""
+        if value == "auto":
+            return value
+        number = value.strip() if isinstance(value, str) else value
+        if isinstance(number, str) and number.isdigit():
+            number = int(number)
+        if isinstance(number, int) and not isinstance(number, bool) and number >= 1:
+            return number
+        raise ValueError(f"group must be a positive number of students or auto, got {value!r}")
+
     @field_validator("tolerance", mode="before")
     @classmethod
     def _known_tolerance(cls, value: Any) -> Any:

@@ -9,6 +9,7 @@ import itertools
 from rich.markup import escape
 
 from effrank_bench.config import RunConfig
+from effrank_bench.errors import RegistrationError
 from effrank_bench.lock import run_lock
 from effrank_bench.plan import plan_trials
 from effrank_bench.progress import NullProgress, Progress
@@ -75,19 +76,22 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
                              tolerance=config.tolerance, monotone=config.monotone, rounds=len(asked))
         for round_ in itertools.count(1):
             records = run.records()
-            if round_ <= len(asked):
-                ranks = asked[round_ - 1]
-            else:
-                ranks = search.next_ranks(measured_curve(records, config.seeds, teacher.record.test_accuracy),
-                                          failed_ranks(records, config.seeds))
-                if not ranks:
+            replayed = round_ <= len(asked)
+            ranks = asked[round_ - 1] if replayed else search.next_ranks(
+                measured_curve(records, config.seeds, teacher.record.test_accuracy),
+                failed_ranks(records, config.seeds))
+            trials = plan_trials(config, {r.trial for r in records}, ranks)
+            if not replayed:
+                if not trials:  # nothing (more) asked for, or only what is recorded (a teacher at 0: no curve)
                     break
                 run.store_search_round(ranks)
-            trials = plan_trials(config, {r.trial for r in records}, ranks)
             if trials:
                 with progress.task("sweep" if config.search == "grid" else f"search round {round_}",
                                    total=len(trials)) as advance:
                     setup.parts.executor.execute(Execution(setup, teacher, tuple(trials), record, progress))
+                if not done & set(trials):  # asked again, it would again train nothing: never finish
+                    raise RegistrationError(f"executor '{config.executor}' returned without recording any of the "
+                                            f"{len(trials)} trial(s) it was handed")
         return run
 
 

@@ -96,6 +96,15 @@ def test_bad_values_name_the_field():
         load_config(overrides={"kd_alpha": 1.5})
 
 
+@pytest.mark.parametrize("group", [0, -3, "0", "x", 1.5, True])
+def test_a_group_is_a_positive_number_of_students_or_auto(group):
+    # A group of none (or fewer) would lay out no groups: nothing trains, and the sweep would ask again forever.
+    with pytest.raises(ConfigError, match=r"^run options: group: group must be a positive number of students or "
+                                          r"auto, got .+$"):
+        load_config(overrides={"group": group})
+    assert [RunConfig(group=g).group for g in (1, "4", " 2", "auto")] == [1, 4, 2, "auto"]
+
+
 # --- TOML files and overrides --------------------------------------------------------------------
 
 

@@ -11,13 +11,14 @@ import torch
 from effrank_bench import hookimpl
 from effrank_bench.analysis import analyze_curve
 from effrank_bench.config import RunConfig
-from effrank_bench.errors import UnknownNameError, UnsupportedTargetError
+from effrank_bench.errors import RegistrationError, UnknownNameError, UnsupportedTargetError
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.report import build_report, write_report
 from effrank_bench.records import SCHEMA_VERSION, TrialRecord
 from effrank_bench.specs import ArchitectureSpec, ExecutorSpec, LossSpec
 from effrank_bench.setup import prepare
 from effrank_bench.store import RunDir
+from effrank_bench import sweep
 from effrank_bench.sweep import execute, run_sweep
 from effrank_bench.teacher import obtain_teacher
 
@@ -198,6 +199,19 @@ def test_an_executor_plugin_takes_over_the_loop_and_the_core_writes_what_it_reco
     assert sum("failed: not trained" in n for n in notes.notes) == 3
 
 
+class _Idle:
+    @hookimpl
+    def register_executors(self, register):
+        register(ExecutorSpec(name="idle", description="records nothing", execute=lambda execution: None))
+
+
+def test_an_executor_that_records_nothing_is_an_error_not_an_endless_sweep(tiny_run, tmp_path):
+    config = tiny_run[0].model_copy(update={"executor": "idle", "out": tmp_path / "r"})
+    with pytest.raises(RegistrationError, match=r"^executor 'idle' returned without recording any of the 2 "
+                                                r"trial\(s\) it was handed$"):
+        run_sweep(config, registry=Registry(plugins=[("idle", _Idle())]))
+
+
 def test_an_unknown_executor_is_refused_before_anything_loads(tiny, tmp_path):
     with pytest.raises(UnknownNameError, match="unknown executor 'lokal'; did you mean 'local'"):
         prepare(tiny.config(tmp_path / "r", executor="lokal"))
@@ -267,3 +281,11 @@ def test_the_other_seeds_of_a_rank_that_failed_train_when_the_sweep_resumes(tiny
     run = _swept(config)
     assert sorted((r.rank, r.seed, r.status) for r in run.records()) == [
         (2, 0, "ok"), (2, 1, "ok"), (4, 0, "failed"), (4, 1, "ok"), (8, 0, "ok"), (8, 1, "ok")]
+
+
+def test_a_search_that_asks_again_for_what_is_recorded_ends_the_sweep(tiny_run, tmp_path, monkeypatch):
+    # A teacher at 0 accuracy gives no normalized curve: the grid asks for every rank again, all recorded.
+    monkeypatch.setattr(sweep, "measured_curve", lambda *args: {})
+    run = _swept(tiny_run[0].model_copy(update={"executor": "curve", "out": tmp_path / "r"}))
+    assert [(r.rank, r.status) for r in run.records()] == [(2, "ok"), (4, "ok")]
+    assert run.search_rounds() == [[2, 4]]
