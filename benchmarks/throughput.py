@@ -31,8 +31,8 @@ from effrank_bench.factorize import factorize
 from effrank_bench.measure import count_macs
 from effrank_bench.setup import prepare
 from effrank_bench.teacher import obtain_teacher
-from effrank_bench.train import (Compilation, Recipe, autocast, make_optimizer, student_step, tapped,
-                                 teacher_outputs)
+from effrank_bench.train import (Compilation, Recipe, allow_recompiles, autocast, make_optimizer, student_step,
+                                 tapped, teacher_outputs)
 
 
 def _students(setup, teacher, ranks):
@@ -94,8 +94,7 @@ def engine(setup, teacher, ranks, batches, steps, compile_, profile=0) -> float:
     fitted = [make_optimizer(s, recipe, setup.device, steps + 3 + profile) for s in students]
     compilation = Compilation(setup.device, _Quiet()) if compile_ else None
     if compilation:
-        # One compiled entry per student and one for the teacher (a run raises the limit the same way).
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(students) + 2)
+        allow_recompiles(len(students))  # as a run does
     forward = compilation.forward if compilation else (lambda model: model)
     compute = compilation.loss(loss.compute) if compilation else loss.compute
     t_forward, forwards = forward(teacher.model), [forward(s) for s in students]

@@ -369,6 +369,17 @@ class Compiled:
         return self.fn(*args)
 
 
+def allow_recompiles(students: int) -> None:
+    """Let dynamo keep a compiled forward for the teacher and each of ``students`` at two batch shapes.
+
+    They share their forward's code: dynamo compiles it once per rank (parameter shapes differ) and per batch
+    shape (a partial last batch, where it is kept), and past its limit (8 by default) it would run the rest
+    eagerly, unannounced. ``cache_size_limit`` is the name every torch this project supports knows (later ones
+    alias it as ``recompile_limit``, which torch 2.6 lacks)."""
+    dynamo = torch._dynamo.config
+    dynamo.cache_size_limit = max(dynamo.cache_size_limit, 2 * (students + 1))
+
+
 def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[nn.Module], list[Branch]],
             train: Batches, val: Batches, loss: LossSpec, options: LossOptions, recipe: Recipe,
             label: str = "student", progress: Progress = NullProgress(), checkpoints: Checkpoints | None = None,
@@ -387,10 +398,7 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
     compilation = Compilation(train.device, progress) if compile else None
 
     if compile:
-        # Students share their forward's code: dynamo compiles it once per rank (parameter shapes
-        # differ), and past its default limit of 8 it would drop the rest back to eager unannounced.
-        dynamo = torch._dynamo.config
-        dynamo.recompile_limit = max(dynamo.recompile_limit, len(students) + 2)
+        allow_recompiles(len(students))
 
     with contextlib.ExitStack() as stack:
         t_tap = stack.enter_context(tapped(branches(teacher) if needs else None))

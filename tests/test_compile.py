@@ -209,3 +209,46 @@ def test_a_cuda_graphed_teachers_outputs_are_copied_out_of_the_graph_pool(device
     assert torch.equal(logits, model.out) and (logits is not model.out) is copied
     forward.compilation.eager()  # fallen back: nothing lives in a graph's pool any more
     assert train.teacher_outputs(forward, None, torch.zeros(4, 2), amp=False).logits is model.out
+
+
+def test_every_student_of_a_group_stays_compiled_for_both_batch_shapes(monkeypatch, progress_stub):
+    # The teacher and four students of other widths (ranks) share nn.Sequential.forward: with the partial last
+    # batch kept (CPU), dynamo holds 2 × 5 versions of it, more than its default limit of 8, past which it would
+    # run the rest eagerly.
+    import logging
+
+    from torch.utils.data import TensorDataset
+
+    from effrank_bench.data import Batches
+    from effrank_bench.registry import default_registry
+    from effrank_bench.specs import LossOptions
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch._dynamo.config, "cache_size_limit", 8)
+    compile_ = torch.compile
+    monkeypatch.setattr(train.torch, "compile", lambda fn, **kw: compile_(fn, backend="eager", dynamic=False))
+    limits = []
+
+    class Limits(logging.Handler):
+        def emit(self, record):
+            if "recompile_limit" in record.getMessage() or "cache_size_limit" in record.getMessage():
+                limits.append(record.getMessage())
+
+    handler = Limits()
+    logging.getLogger("torch._dynamo").addHandler(handler)
+    try:
+        torch.manual_seed(0)
+        teacher = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        students = [torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.ReLU(), torch.nn.Linear(width, 3))
+                    for width in (1, 2, 3, 4)]
+        data = TensorDataset(torch.randn(10, 4), torch.randint(0, 3, (10,)))  # batches of 4, 4 and 2
+        batches = Batches(data, batch_size=4, modality="tokens", input_size=4, device=torch.device("cpu"))
+        results = train.distill(teacher, students, lambda model: [], batches, batches.__class__(
+            TensorDataset(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)), batch_size=4, modality="tokens",
+            input_size=4, device=torch.device("cpu")), default_registry().loss("logit"), LossOptions(),
+            train.Recipe(epochs=2, lr=1e-3, amp=False, select="last"), progress=progress_stub(), compile=True)
+    finally:
+        logging.getLogger("torch._dynamo").removeHandler(handler)
+        torch._dynamo.reset()
+    assert all(not isinstance(r, Exception) for r in results)
+    assert limits == []
