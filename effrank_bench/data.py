@@ -55,6 +55,13 @@ class Batches:
     def __len__(self) -> int:
         return len(self._loader) if self.limit is None else min(self.limit, len(self._loader))
 
+    @property
+    def samples(self) -> int:
+        """Samples in one pass: the data set's, less a dropped last batch or what --limit-batches cuts."""
+        n, size = len(self._loader.dataset), self._loader.batch_size
+        whole = n // size * size if self._loader.drop_last else n
+        return whole if len(self) == len(self._loader) else len(self) * size
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         size = self.input_size
         for x, y in itertools.islice(self._loader, self.limit):

@@ -170,10 +170,15 @@ def _warnings(config: RunConfig, teacher: TeacherRecord, ok: list) -> list[str]:
         warnings.append(f"every split was cut to {config.limit_batches} batch(es) per pass (--limit-batches): "
                         "this run checks that the setup works end to end, its numbers measure nothing")
     t_acc = teacher.test_accuracy
-    if teacher.num_classes and t_acc < 2 / teacher.num_classes:
-        warnings.append(f"the teacher is near chance: test accuracy {t_acc:.4f}, under twice chance (2/"
-                        f"{teacher.num_classes} = {2 / teacher.num_classes:.4f}); accuracies normalized by it "
-                        "mean little: train it longer (--teacher-epochs) or start from trained weights")
+    if teacher.num_classes:
+        # Twice chance, or for few classes (two: twice chance is perfect) halfway from chance to perfect.
+        chance = 1 / teacher.num_classes
+        near, rule = min((2 * chance, f"twice chance (2/{teacher.num_classes})"),
+                         ((1 + chance) / 2, f"halfway from chance (1/{teacher.num_classes}) to 1"))
+        if t_acc < near:
+            warnings.append(f"the teacher is near chance: test accuracy {t_acc:.4f}, under {rule} = {near:.4f}; "
+                            "accuracies normalized by it mean little: train it longer (--teacher-epochs) or start "
+                            "from trained weights")
     best = max(ok, key=lambda r: r.test_accuracy, default=None)
     if best is not None and t_acc > 0 and best.test_accuracy / t_acc > BEATS_TEACHER:
         warnings.append(f"a student beats the teacher by more than {BEATS_TEACHER - 1:.0%} (rank {best.rank}, "

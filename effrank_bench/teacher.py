@@ -216,12 +216,11 @@ def _train(setup: RunSetup, model: nn.Module, progress: Progress) -> tuple[nn.Mo
                     label_smoothing=config.label_smoothing, amp=config.amp, schedule=config.teacher_schedule,
                     select=config.select)
     val, test = setup.batches(setup.splits.val), setup.batches(setup.splits.test)
-    fit = None
+    fit, samples = None, 0
     if config.teacher_epochs > 0:
         train = setup.batches(setup.splits.train, shuffle=True, seed=config.teacher_seed,
                               batch_size=config.teacher_batch_size)
-        fit = train_teacher(model, train, val, recipe, progress)
-    samples = config.teacher_epochs * len(setup.splits.train)
+        fit, samples = train_teacher(model, train, val, recipe, progress), config.teacher_epochs * train.samples
     (tested,) = evaluate_calibrated([model], test, config.amp)
     record = TeacherRecord(
         key=setup.teacher_key, source=source, skipped_keys=skipped, recipe=asdict(recipe),

@@ -75,7 +75,7 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
         record(TrialRecord(
             status="ok", val_accuracy=fit.val_accuracy, test_accuracy=test and test.accuracy,
             test_ece=test and test.ece, test_nll=test and test.nll, history=fit.history,
-            train_seconds=fit.seconds, samples_per_second=config.epochs * len(setup.splits.train) / fit.step_seconds,
+            train_seconds=fit.seconds, samples_per_second=config.epochs * train.samples / fit.step_seconds,
             cost=setup.student_cost(students[i], trials[i].rank, replaced[i].values()), **common(trials[i]),
         ))
     checkpoints.clear()

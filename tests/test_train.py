@@ -79,6 +79,15 @@ def test_outside_its_forward_a_branch_tap_records_nothing():
     tap.close()
 
 
+def test_a_pass_counts_the_samples_it_delivers():
+    # What samples/s divides: ten samples in batches of 3, less a dropped last batch or what a limit cuts.
+    data = TensorDataset(torch.zeros(10, 1), torch.zeros(10, dtype=torch.long))
+    kwargs = dict(batch_size=3, modality="tokens", input_size=1, device=torch.device("cpu"))
+    passes = [Batches(data, **kwargs, **extra) for extra in (
+        {}, {"drop_last": True}, {"limit": 2}, {"limit": 4}, {"limit": 9}, {"limit": 3, "drop_last": True})]
+    assert [p.samples for p in passes] == [sum(len(y) for _, y in p) for p in passes] == [10, 9, 6, 10, 10, 9]
+
+
 def test_a_limit_cuts_every_pass_to_its_first_batches():
     data = TensorDataset(torch.arange(40, dtype=torch.float32).reshape(10, 1, 2, 2), torch.arange(10))
     kwargs = dict(batch_size=3, modality="image", input_size=2, device=torch.device("cpu"), shuffle=True, seed=7)

@@ -29,8 +29,13 @@ def _run(path, teacher_accuracy, students, *, num_classes=10, skipped=(), **conf
 def test_a_teacher_under_twice_chance_is_flagged(tmp_path):
     # 10 classes: chance 0.1, so 0.19 is under 2× chance and 0.21 is not.
     low = build_report(_run(tmp_path / "low", 0.19, [(2, 0.1), (4, 0.15)]))
-    assert len(low.warnings) == 1 and "near chance" in low.warnings[0] and "2/10 = 0.2000" in low.warnings[0]
+    assert len(low.warnings) == 1 and "near chance" in low.warnings[0] and "twice chance (2/10) = 0.2000" in \
+        low.warnings[0]
     assert build_report(_run(tmp_path / "ok", 0.21, [(2, 0.1), (4, 0.2)])).warnings == ()
+    # 2 classes: twice chance would be perfect; under 0.75, halfway from chance to 1, is near chance.
+    binary = build_report(_run(tmp_path / "binary", 0.74, [(2, 0.6), (4, 0.7)], num_classes=2))
+    assert len(binary.warnings) == 1 and "under halfway from chance (1/2) to 1 = 0.7500" in binary.warnings[0]
+    assert build_report(_run(tmp_path / "good", 0.99, [(2, 0.9), (4, 0.95)], num_classes=2)).warnings == ()
     unknown = build_report(_run(tmp_path / "old", 0.19, [(2, 0.1), (4, 0.15)], num_classes=None))
     assert unknown.warnings == ()  # a record written before it knew its classes: nothing to compare
 
