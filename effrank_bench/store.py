@@ -74,15 +74,25 @@ class RunDir:
     def repair_torn_tail(self) -> bool:
         """Cut a last line left half-written by a killed process, so the next append starts clean.
 
-        True when there was one to cut.
+        A last line that ends whole but reads as no record is cut too: :meth:`records` skips any such last
+        line, and a record appended after it would make it a bad line before the last, an error. True when
+        there was one to cut.
         """
         if not self.records_path.is_file():
             return False
         data = self.records_path.read_bytes()
-        if not data or data.endswith(b"\n"):
+        start = data.rfind(b"\n", 0, len(data) - 1) + 1  # where the last line begins
+        if not data or data.endswith(b"\n") and self._is_record(data[start:]):
             return False
         with atomic_path(self.records_path) as tmp:
-            tmp.write_bytes(data[: data.rfind(b"\n") + 1])
+            tmp.write_bytes(data[:start])
+        return True
+
+    def _is_record(self, line: bytes) -> bool:
+        try:
+            read_trial(line.decode(), init=self.config().init if self.config_path.is_file() else "svd")
+        except (ValueError, ConfigError):  # UnicodeDecodeError and pydantic's ValidationError are ValueErrors
+            return False
         return True
 
     def config(self) -> RunConfig:

@@ -96,6 +96,23 @@ def test_a_torn_last_line_is_ignored_then_cut(tmp_path):
     assert len(run.records_path.read_text().splitlines()) == 2
 
 
+@pytest.mark.parametrize("tail", [b'{"schema_version": 2, "status": "ok"}\n', b'{"schema_version": 2, "sta\n', b"\n"])
+def test_a_whole_last_line_that_is_no_record_is_ignored_then_cut_too(tmp_path, tail):
+    # Kept, it would sit before the next record appended: a bad line before the last, which no reader accepts.
+    path, config = tmp_path / "run", RunConfig(ranks=(1, 2, 4))
+    run = RunDir.open(path, config)
+    run.append(record(1))
+    intact = run.records_path.read_bytes()
+    with open(run.records_path, "ab") as f:
+        f.write(tail)
+    assert [r.rank for r in run.records()] == [1]
+    run = RunDir.open(path, config)
+    assert run.records_path.read_bytes() == intact
+    run.append(record(2))
+    assert [r.rank for r in run.records()] == [1, 2]
+    assert not RunDir.open(path, config).repair_torn_tail()  # whole records stay as they are
+
+
 def test_a_torn_only_line_is_cut_to_an_empty_file(tmp_path):
     path = tmp_path / "run"
     run = RunDir.open(path, RunConfig())
