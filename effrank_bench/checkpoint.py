@@ -1,6 +1,7 @@
 """Mid-trial checkpoints: a group's unfinished models, optimizers, schedules and random state, every few epochs."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -110,6 +111,8 @@ class Checkpoints:
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the last group's: no empty checkpoints/ is left behind
+            self.folder.parent.rmdir()
 
 
 def saved_groups(folder: Path) -> list[tuple[Trial, ...]]:
