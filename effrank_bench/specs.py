@@ -269,7 +269,7 @@ class DatasetSpec(_Frozen):
     def check_architecture(self, arch: ArchitectureSpec) -> None:
         if arch.modality != self.modality:
             raise ConfigError(f"{arch.name} takes {arch.modality} inputs but data set '{self.name}' gives "
-                              f"{self.modality}; pick a data set of {arch.modality}s")
+                              f"{self.modality}; pick a data set that gives {arch.modality}")
 
 
 class ExecutorSpec(_Frozen):

@@ -171,6 +171,7 @@ def test_a_modality_mismatch_exits_2_with_one_line(tmp_path, run_cli, arch, data
     code, out, err = run_cli("run", "--arch", arch, "--dataset", dataset, "--out", str(tmp_path / "run"))
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and message in err, err
+    assert err.rstrip().endswith(f"pick a data set that gives {message.split()[2]}")
 
 
 def test_pretrained_bert_base_offline_says_how_to_pass_a_checkpoint(tmp_path, run_cli):

@@ -341,9 +341,16 @@ def test_a_checkpoint_torch_refuses_to_unpickle_is_reported_in_one_line(tiny, tm
     torch.save({"weight": fractions.Fraction(1, 3)}, checkpoint)  # a global weights_only=True refuses
     code, _, err = run_cli("run", *tiny.args(), "--teacher-checkpoint", str(checkpoint),
                            "--out", str(tmp_path / "run"))
-    # Today: torch's multi-line "Weights only load failed ..." text, ANSI bold escapes included.
-    assert code == 2 and f"error: cannot read teacher checkpoint {checkpoint}: UnpicklingError" in err
-    assert err.count("\n") == 1 and "\x1b[" not in err
+    # Not torch's multi-line "Weights only load failed ..." text (ANSI bold escapes included), whose first line
+    # suggests weights_only=False, which would run the file's code.
+    assert code == 2 and f"error: cannot read teacher checkpoint {checkpoint}: UnpicklingError: it holds objects " \
+                         "other than tensors" in err
+    assert err.count("\n") == 1 and "\x1b[" not in err and "weights_only=False" not in err
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    code, _, err = run_cli("run", *tiny.args(), "--teacher-checkpoint", str(text), "--out", str(tmp_path / "run"))
+    assert code == 2 and err == (f"error: cannot read teacher checkpoint {text}: neither a torch.save file nor, by "
+                                 "its suffix, safetensors\n")
 
 
 # --- run's flags are RunConfig's fields -------------------------------------------------------------------
