@@ -43,7 +43,7 @@ _RUN_GROUPS = {
 }
 # Where the type's own metavar (N, X, NAME, PATH, {choices}) would not say what to type.
 _METAVARS = {"ranks": "2,4,8", "seeds": "0,1,2", "thresholds": "LOW,HIGH", "data_root": "DIR", "out": "DIR",
-             "tokenizer": "NAME_OR_PATH", "group": "N|auto",
+             "tokenizer": "NAME_OR_PATH", "group": "N|auto", "tolerance": "P%|N",
              "ray_address": "auto|ADDRESS", "mlflow": "URI"}
 _TYPE_METAVARS = {int: "N", float: "X", str: "NAME", Path: "PATH"}
 # Flags whose value may be left out: given alone, they take this value.

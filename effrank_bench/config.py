@@ -146,8 +146,8 @@ class RunConfig(BaseModel):
                                     "integers between its ends that brackets the crossings and the knee")
     tolerance: str | None = Field(
         default=None, description="adaptive search: how far apart the measured ranks around each crossing and the "
-                                  "knee may be: a percentage of the rank or a number of ranks (default: 1 rank "
-                                  "below 16, else 10 percent)")
+                                  "knee may be: a percentage of the rank (at least 1 rank) or a number of ranks "
+                                  "(default: 10%)")
     spectrum_samples: int = Field(default=128, ge=0, le=100_000,
                                   description="test inputs the run's teacher spectrum is measured on (0: none)")
     executor: str = Field(default="local", description="how the trials run (see `effrank-bench list`)")

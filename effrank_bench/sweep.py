@@ -51,6 +51,8 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         if config.spectrum_samples and (stored is None or stored.key != teacher.record.key):  # once per teacher
             run.store_spectrum(model_spectrum(setup, teacher, config.spectrum_samples))
         progress.note(f"teacher: test accuracy {teacher.record.test_accuracy:.4f} ({teacher.record.source})")
+        if config.search == "grid" and config.tolerance is not None:
+            progress.note("[yellow]--tolerance applies to --search adaptive: this grid sweep trains every rank")
         done = {record.trial for record in run.records()}
         if done:
             progress.note(f"resuming {run.path}: {len(done)} trial(s) already recorded")

@@ -289,3 +289,10 @@ def test_a_search_that_asks_again_for_what_is_recorded_ends_the_sweep(tiny_run, 
     run = _swept(tiny_run[0].model_copy(update={"executor": "curve", "out": tmp_path / "r"}))
     assert [(r.rank, r.status) for r in run.records()] == [(2, "ok"), (4, "ok")]
     assert run.search_rounds() == [[2, 4]]
+
+
+def test_a_tolerance_on_a_grid_sweep_is_noted_as_unused(tiny_run, tmp_path, progress_stub):
+    notes = progress_stub()
+    run_sweep(tiny_run[0].model_copy(update={"executor": "curve", "tolerance": "5", "out": tmp_path / "r"}),
+              registry=Registry(plugins=[("curve", _Curve())]), progress=notes)
+    assert "[yellow]--tolerance applies to --search adaptive: this grid sweep trains every rank" in notes.notes
