@@ -206,19 +206,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_report(run, console: Console, plot: bool = True):
-    """Write the run's report files (curve.png unless ``plot`` is False), print its table and read-off;
-    the report, for whoever logs it."""
+def _print_report(run, console: Console, plot: bool = True, write: bool = True):
+    """Write the run's report files (curve.png unless ``plot`` is False; none unless ``write``), print its
+    table and read-off; the report, for whoever logs it."""
     from effrank_bench.report import (build_report, region_lines, render_table, spectrum_lines, warning_lines,
                                       write_report)
 
     report = build_report(run)
-    write_report(run, report, plot)
+    if write:
+        write_report(run, report, plot)
     console.print(render_table(report))
     for line in (region_lines(report.analysis, report.note, report.uncertainty) + spectrum_lines(report)
                  + warning_lines(report)):
         console.print(line, markup=False, highlight=False)  # "[95% CI …]" is text, not a rich style tag
-    console.print(f"results in {run.path}", soft_wrap=True)
+    if write:
+        console.print(f"results in {run.path}", soft_wrap=True)
     return report
 
 
@@ -482,9 +484,18 @@ def _list(args: argparse.Namespace, console: Console) -> int:
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
+    from effrank_bench.errors import LockedError
+    from effrank_bench.lock import run_lock
     from effrank_bench.store import RunDir
 
-    _print_report(RunDir(args.run_dir), console)
+    run = RunDir(args.run_dir)
+    run.config()  # no run directory: said before its lock is taken (which would make the folder)
+    try:
+        with run_lock(run.path):  # the report's files are the run's: one writer at a time
+            _print_report(run, console)
+    except LockedError as err:  # a sweep in progress: what it has so far, its files left to it
+        _print_report(run, console, write=False)
+        console.print(f"[yellow]report files not written: {err}", soft_wrap=True)
     return 0
 
 

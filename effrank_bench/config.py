@@ -80,8 +80,8 @@ class RunConfig(BaseModel):
     tokenizer: str | None = Field(default=None, description="tokenizer of text data (default: the architecture's)")
     val_fraction: float | None = Field(
         default=None, ge=0, lt=1, description="fraction of the training data held out for validation (default: the data set's own "
-                    "split: a tenth of train for CIFAR, image folders and text; for digits, 15% of the whole "
-                    "set, 270 of the 1,527 that train or validate); 0 trains on the whole training split and "
+                    "split: a tenth of train for CIFAR, image folders and text; for digits, 270 of the 1,527 "
+                    "examples that train or validate, a fixed 70/15/15 split with test); 0 trains on the whole training split and "
                     "needs --select last")
     limit_batches: int | None = Field(
         default=None, ge=1, le=MAX_BATCH, description="at most N batches of every split per epoch and per "

@@ -174,3 +174,16 @@ def test_reading_and_reporting_a_run_directory_imports_no_torch():
             "heavy = sorted({'torch', 'timm', 'sklearn'} & set(sys.modules)); print(heavy); sys.exit(bool(heavy))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_report_of_a_run_in_progress_is_printed_and_its_files_left_to_the_run(make_run, run_cli, tmp_path):
+    from effrank_bench.lock import run_lock
+
+    run = make_run(tmp_path / "run", [(2, 0, 0.5), (4, 0, 0.8), (8, 0, 0.9)])
+    with run_lock(run.path):  # as a sweep holds it while it trains
+        code, out, err = run_cli("report", run.path)
+    assert code == 0 and "effective knee" in out and err == ""
+    assert "report files not written: " in out and "is in use by another run" in out
+    assert not (run.path / "summary.json").exists()
+    assert run_cli("report", run.path)[0] == 0 and (run.path / "summary.json").is_file()
+    assert run_cli("report", tmp_path / "nothing")[0] == 2 and not (tmp_path / "nothing").exists()
