@@ -230,7 +230,10 @@ def format_estimate(value: float | None, estimate: Estimate | None, spec: str = 
 
 
 def _interval(estimate: Estimate, spec: str) -> str:
-    """``2.80, 3.90``; ``≤2.00`` / ``>32.00`` at an end that enough resamples lie beyond (censored)."""
+    """``2.80, 3.90``; ``≤2.00`` / ``>32.00`` at an end that enough resamples lie beyond (censored); the
+    end alone, ``>32.00``, when both bounds lie beyond it (no resample met the threshold by the last rank)."""
+    if estimate.ci_low == estimate.ci_high and (estimate.ci_low_censored or estimate.ci_high_censored):
+        return ("≤" if estimate.ci_low_censored else ">") + format(estimate.ci_low, spec)
     low = ("≤" if estimate.ci_low_censored else "") + format(estimate.ci_low, spec)
     high = (">" if estimate.ci_high_censored else "") + format(estimate.ci_high, spec)
     return f"{low}, {high}"

@@ -192,7 +192,7 @@ def test_a_point_met_at_the_first_rank_is_censored_in_the_interval_too():
     assert u.high.mean == 8 and u.high.met_at_first == 1.0
     assert (u.high.ci_low, u.high.ci_high, u.high.ci_low_censored, u.high.ci_high_censored) == (8, 8, True, False)
     region = region_lines(analyze_curve(ranks, accuracies, 1.0), None, u)[0]
-    assert "95% at rank ≤8.00 [95% CI ≤8.00, 8.00; met at the first rank in 100% of resamples]" in region
+    assert "95% at rank ≤8.00 [95% CI ≤8.00; met at the first rank in 100% of resamples]" in region
     assert "→ band [≤8, ≤8]" in region
 
 

@@ -141,6 +141,11 @@ def test_a_threshold_missed_by_some_resamples_says_how_often():
     assert f"95% at rank not reached [95% CI 1.90, >2.00; not reached in {percent}% of resamples]" in region
     low_missed = round(100 * u.low.unreached)
     assert f"[95% CI 1.70, >2.00; not reached in {low_missed}% of resamples]" in region
+    # Seeds at 0.8 and 0.9 at rank 2: no resample reaches 0.95, so the whole interval lies beyond rank 2.
+    analysis = analyze_curve([1, 2, 2], [0.5, 0.8, 0.9], 1.0)
+    u = bootstrap_curve(analysis, [1, 2, 2], [0.5, 0.8, 0.9], [0, 0, 1], resamples=200)
+    assert "95% at rank not reached [95% CI >2.00; not reached in 100% of resamples]" in region_lines(
+        analysis, None, u)[0]
 
 
 def test_too_few_ranks_has_no_analysis_and_no_interval(make_run, tmp_path):
