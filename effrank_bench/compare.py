@@ -175,6 +175,12 @@ class Comparison:
                   for run in self.runs if run.width is None]
         notes += [f"{c.estimate} against the distilled rank: {c.n} run(s) have both, a rank correlation needs "
                   f"{MIN_CORRELATED}" for c in self.correlations() if c.n < MIN_CORRELATED]
+        readings = {run.name: (run.report.config.thresholds, run.report.config.knee_axis) for run in self.runs}
+        if len(set(readings.values())) > 1:
+            notes.append("the runs are read at other thresholds or knee axes, so their low, high and knee do not "
+                         "compare (the plot marks the first run's thresholds): " + ", ".join(
+                             f"{name} {' / '.join(f'{t:g}' for t in thresholds)}, {axis} knee"
+                             for name, (thresholds, axis) in readings.items()))
         return notes
 
     def to_dict(self) -> dict:

@@ -86,6 +86,14 @@ def test_a_run_with_too_few_ranks_is_kept_with_a_note(make_run, two_runs, tmp_pa
     assert row[0] == "micro_vit · joint · geometric · digits (short)" and row[3:] == ["–"] * 6
 
 
+def test_runs_read_at_other_thresholds_or_knee_axes_are_noted_as_not_comparable(make_run, two_runs, tmp_path):
+    assert not any("thresholds or knee axes" in note for note in compare_runs(two_runs).notes)
+    other = make_run(tmp_path / "other", RAMP, teacher_accuracy=1.0, thresholds=(0.8, 0.9), knee_axis="log2")
+    (note,) = [n for n in compare_runs([*two_runs, other.path]).notes if "thresholds or knee axes" in n]
+    assert note.endswith(": ramp 0.85 / 0.95, linear knee, seeds 0.85 / 0.95, linear knee, other 0.8 / 0.9, "
+                         "log2 knee")
+
+
 def test_a_missing_or_non_run_directory_is_a_config_error(two_runs, tmp_path):
     with pytest.raises(ConfigError, match="no such run directory"):
         compare_runs([two_runs[0], tmp_path / "nope"])
