@@ -33,12 +33,17 @@ class ModelState:
 
 @dataclass
 class FitState:
-    """A fit after ``epoch`` epochs: every model still training (by its index) and the random streams."""
+    """A fit after ``epoch`` epochs: every model still training (by its index) and the random streams.
+
+    ``seconds`` and ``step_seconds``: the fit's time so far and that of its training steps; ``batches``: its
+    batches per epoch (None in a checkpoint written before they were kept)."""
 
     epoch: int
     step_seconds: float
     rng: dict[str, torch.Tensor]
     models: dict[int, ModelState] = field(default_factory=dict)
+    seconds: float = 0.0
+    batches: int | None = None
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -76,7 +81,7 @@ class Checkpoints:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         rest: dict[str, Any] = {"epoch": state.epoch, "step_seconds": state.step_seconds, "rng": state.rng,
-                                "models": {}}
+                                "seconds": state.seconds, "batches": state.batches, "models": {}}
         for i, model in state.models.items():
             save_file(_tensors(model.weights), tmp / f"model-{i}.safetensors")
             if model.best_weights is not None:
@@ -107,7 +112,8 @@ class Checkpoints:
         except Exception as err:  # noqa: BLE001 - whatever is unreadable, the remedy is the same
             raise CheckpointError(f"cannot read the checkpoint {self.folder} ({one_line(err)}); delete that "
                                   "folder to restart its trials from the beginning") from None
-        return FitState(epoch=rest["epoch"], step_seconds=rest["step_seconds"], rng=rest["rng"], models=models)
+        return FitState(epoch=rest["epoch"], step_seconds=rest["step_seconds"], rng=rest["rng"], models=models,
+                        seconds=rest.get("seconds", rest["step_seconds"]), batches=rest.get("batches"))
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -16,7 +16,7 @@ from torch import nn
 from effrank_bench.calibration import Calibration, CalibrationMeter
 from effrank_bench.checkpoint import Checkpoints, FitState, ModelState
 from effrank_bench.data import Batches
-from effrank_bench.errors import ConfigError, EffrankError, TrialFailed, one_line
+from effrank_bench.errors import CheckpointError, ConfigError, EffrankError, TrialFailed, one_line
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.specs import Branch, LossOptions, LossSpec, Outputs
 from effrank_bench.taps import BranchTap
@@ -248,10 +248,17 @@ def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, s
     active, first_epoch, step_seconds = list(range(len(models))), 1, 0.0
     saved = checkpoints.load() if checkpoints is not None else None
     if saved is not None:
+        if saved.batches not in (None, len(train)):
+            # Its schedules were laid out over the other count: resumed, they would end off their course.
+            raise CheckpointError(f"the checkpoint {checkpoints.folder} was saved with {saved.batches} training batches "
+                                  f"per epoch, this run has {len(train)} (a compiled CUDA run drops the last partial "
+                                  "batch): resume with the --compile and --device it was saved with, or delete that "
+                                  "folder to train its trials again from the start")
         active = [i for i in active if i in saved.models]
         for i in active:
             fittings[i].restore(saved.models[i])
         first_epoch, step_seconds = saved.epoch + 1, saved.step_seconds
+        start -= saved.seconds  # the record's train_seconds counts the fit's earlier processes too
         _set_random_state(train, saved.rng)
     for fitting in fittings:
         fitting.model.train()
@@ -279,7 +286,8 @@ def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, s
                 break
             if checkpoints is not None and checkpoints.due(epoch, recipe.epochs):
                 checkpoints.save(FitState(epoch, step_seconds, _random_state(train),
-                                          {i: fittings[i].state() for i in active}))
+                                          {i: fittings[i].state() for i in active},
+                                          seconds=time.perf_counter() - start, batches=len(train)))
     seconds = time.perf_counter() - start
     for i in active:
         fittings[i].selection.restore(fittings[i].model)

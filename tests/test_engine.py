@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from effrank_bench import hookimpl
+from effrank_bench.errors import CheckpointError
 from effrank_bench.registry import Registry
 from effrank_bench.specs import LossSpec
 from effrank_bench.store import RunDir
@@ -92,8 +93,19 @@ def test_an_interrupted_group_resumes_from_its_checkpoint_to_the_same_records(gr
     assert RunDir(out).records() == []
     saved = list((out / "checkpoints").iterdir())
     assert len(saved) == 1 and (saved[0] / "model-0.safetensors").is_file()
+    state = torch.load(saved[0] / "state.pt", weights_only=True)
+    assert state["batches"] == 1 and state["seconds"] >= state["step_seconds"] > 0
+    # The same checkpoint, as if saved with another number of batches per epoch (a compiled CUDA run drops
+    # the last partial batch): its schedules would end off their course, so it is refused, not resumed.
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    torch.save({**state, "batches": 2}, other / "checkpoints" / saved[0].name / "state.pt")
+    with pytest.raises(CheckpointError, match=r"saved with 2 training batches per epoch, this run has 1 .*resume "
+                                              r"with the --compile and --device it was saved with, or delete"):
+        run_sweep(config.model_copy(update={"out": other}))
     resumed = run_sweep(config.model_copy(update={"out": out}))
     assert [_result(r) for r in resumed.records()] == [_result(r) for r in run.records()]
+    assert all(r.train_seconds > state["seconds"] for r in resumed.records())  # the first process's time counts
     assert not (out / "checkpoints").exists()
 
 
