@@ -76,16 +76,19 @@ def test_reopening_with_more_seeds_extends_the_sweep(tmp_path):
     assert reopened.config().seeds == (0, 1, 2) and reopened.config().ranks == (2, 4, 8)
 
 
-def test_a_torn_last_line_is_ignored_then_cut(tmp_path):
-    path = tmp_path / "run"
-    config = RunConfig(ranks=(1, 2, 4))
+@pytest.mark.parametrize("tail", [
+    record(2).model_dump_json()[:40].encode(),  # a process killed in the middle of writing the next record
+    b'{"schema_version": 2, "status": "ok"}\n',  # whole lines that are no record: kept, each would sit
+    b'{"schema_version": 2, "sta\n',              # before the next record appended, a bad line before the
+    b"\n",                                        # last, which no reader accepts
+], ids=["torn", "no-record", "half-with-newline", "blank"])
+def test_a_last_line_that_is_no_record_is_ignored_then_cut(tmp_path, tail):
+    path, config = tmp_path / "run", RunConfig(ranks=(1, 2, 4))
     run = RunDir.open(path, config)
     run.append(record(1))
     intact = run.records_path.read_bytes()
-    # A process killed in the middle of writing the next record.
-    torn = record(2).model_dump_json()[:40].encode()
     with open(run.records_path, "ab") as f:
-        f.write(torn)
+        f.write(tail)
     assert [r.rank for r in run.records()] == [1]
     # Reopening cuts it back to the last complete line ...
     run = RunDir.open(path, config)
@@ -94,22 +97,6 @@ def test_a_torn_last_line_is_ignored_then_cut(tmp_path):
     run.append(record(2))
     assert [r.rank for r in run.records()] == [1, 2]
     assert len(run.records_path.read_text().splitlines()) == 2
-
-
-@pytest.mark.parametrize("tail", [b'{"schema_version": 2, "status": "ok"}\n', b'{"schema_version": 2, "sta\n', b"\n"])
-def test_a_whole_last_line_that_is_no_record_is_ignored_then_cut_too(tmp_path, tail):
-    # Kept, it would sit before the next record appended: a bad line before the last, which no reader accepts.
-    path, config = tmp_path / "run", RunConfig(ranks=(1, 2, 4))
-    run = RunDir.open(path, config)
-    run.append(record(1))
-    intact = run.records_path.read_bytes()
-    with open(run.records_path, "ab") as f:
-        f.write(tail)
-    assert [r.rank for r in run.records()] == [1]
-    run = RunDir.open(path, config)
-    assert run.records_path.read_bytes() == intact
-    run.append(record(2))
-    assert [r.rank for r in run.records()] == [1, 2]
     assert not RunDir.open(path, config).repair_torn_tail()  # whole records stay as they are
 
 
