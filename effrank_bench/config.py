@@ -79,10 +79,11 @@ class RunConfig(BaseModel):
     augment: bool = Field(default=True, description="augment the training split (images: random crop + flip)")
     tokenizer: str | None = Field(default=None, description="tokenizer of text data (default: the architecture's)")
     val_fraction: float | None = Field(
-        default=None, ge=0, lt=1, description="fraction of the training data held out for validation (default: the data set's own "
-                    "split: a tenth of train for CIFAR, image folders and text; for digits, 270 of the 1,527 "
-                    "examples that train or validate, a fixed 70/15/15 split with test); 0 trains on the whole training split and "
-                    "needs --select last")
+        default=None, ge=0, lt=1,
+        description="fraction of the training data held out for validation (default: the data set's own split: a "
+                    "tenth of train for CIFAR, image folders and text; for digits, 270 of the 1,527 examples that "
+                    "train or validate, a fixed 70/15/15 split with test); 0 trains on the whole training split "
+                    "and needs --select last")
     limit_batches: int | None = Field(
         default=None, ge=1, le=MAX_BATCH, description="at most N batches of every split per epoch and per "
                                                       "evaluation, teacher's and students': a quick check that a "

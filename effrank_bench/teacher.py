@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import pickle
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -40,14 +39,6 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # torch words every refusal as "Weights only load failed"; a class it will not build is "Unsupported global".
-        if "Unsupported global" not in str(err):
-            raise _unreadable(path, err) from None
-        # torch's own text goes on to suggest weights_only=False, which would run the file's code: never here.
-        raise CheckpointError(f"cannot read teacher checkpoint {path}: UnpicklingError: it holds objects other than "
-                              "tensors, and a checkpoint is only loaded as weights (weights_only=True); save the "
-                              "model's state_dict() with torch.save, or as .safetensors") from None
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         raise _unreadable(path, err) from None
     # Lightning and many training scripts nest the weights.
@@ -60,9 +51,14 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _unreadable(path: Path, err: Exception) -> CheckpointError:
-    # torch's "Weights only load failed" text goes on to suggest weights_only=False: no help for a file that is
-    # no checkpoint, and a risk for one that is.
-    detail = "" if "Weights only load failed" in str(err) else f": {one_line(err)}"
+    """The one-line refusal of a checkpoint file. torch words every weights_only refusal as "Weights only load
+    failed", then suggests weights_only=False, which would run the file's code: its text is left out."""
+    text = str(err)
+    if "Unsupported global" in text:  # a pickled object other than tensors, which weights_only=True does not build
+        return CheckpointError(f"cannot read teacher checkpoint {path}: UnpicklingError: it holds objects other than "
+                               "tensors, and a checkpoint is only loaded as weights (weights_only=True); save the "
+                               "model's state_dict() with torch.save, or as .safetensors")
+    detail = "" if "Weights only load failed" in text else f": {one_line(err)}"
     return CheckpointError(f"cannot read teacher checkpoint {path}: neither a torch.save file nor, by its suffix, "
                            f"safetensors{detail}")
 

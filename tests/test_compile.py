@@ -247,6 +247,7 @@ def test_every_student_of_a_group_stays_compiled_for_both_batch_shapes(monkeypat
             TensorDataset(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)), batch_size=4, modality="tokens",
             input_size=4, device=torch.device("cpu")), default_registry().loss("logit"), LossOptions(),
             train.Recipe(epochs=2, lr=1e-3, amp=False, select="last"), progress=progress_stub(), compile=True)
+        assert torch._dynamo.config.cache_size_limit == 10  # 2 batch shapes × (teacher + 4 students)
     finally:
         logging.getLogger("torch._dynamo").removeHandler(handler)
         torch._dynamo.reset()

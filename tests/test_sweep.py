@@ -173,6 +173,12 @@ def test_a_cuda_sweep_trains_in_bf16_channels_last_and_records_throughput(tiny, 
     assert next(obtain_teacher(setup).model.parameters()).device.type == "cuda"
 
 
+def _untrained(config, trial, **fields):
+    """A record of ``trial`` that no training made: what an executor plugin in these tests hands over."""
+    return TrialRecord(arch=config.arch, target=trial.target, loss=trial.loss, dataset=config.dataset, rank=trial.rank,
+                       seed=trial.seed, init=config.init, environment={"device": "cpu"}, **fields)
+
+
 class _Backwards:
     """An executor plugin that 'runs' the trials last to first, recording each as failed without training."""
 
@@ -180,10 +186,7 @@ class _Backwards:
     def register_executors(self, register):
         def execute(execution):
             for trial in reversed(execution.trials):
-                execution.record(TrialRecord(
-                    status="failed", error="not trained", arch=execution.setup.config.arch, target=trial.target,
-                    loss=trial.loss, dataset=execution.setup.config.dataset, rank=trial.rank, seed=trial.seed,
-                    init=execution.setup.config.init, environment={"device": "cpu"}))
+                execution.record(_untrained(execution.setup.config, trial, status="failed", error="not trained"))
 
         register(ExecutorSpec(name="backwards", description="last trial first", execute=execute))
 
@@ -241,12 +244,11 @@ class _Curve:
             for trial in execution.trials:
                 if self.recorded == self.stop_after:
                     raise KeyboardInterrupt
-                failed = (trial.rank, trial.seed) in self.fail
-                execution.record(TrialRecord(
-                    status="failed" if failed else "ok", error="loss became nan in epoch 1" if failed else None,
-                    test_accuracy=None if failed else _logistic(trial.rank) * teacher, arch=config.arch,
-                    target=trial.target, loss=trial.loss, dataset=config.dataset, rank=trial.rank, seed=trial.seed,
-                    init=config.init, environment={"device": "cpu"}))
+                if (trial.rank, trial.seed) in self.fail:
+                    execution.record(_untrained(config, trial, status="failed", error="loss became nan in epoch 1"))
+                else:
+                    execution.record(_untrained(config, trial, status="ok",
+                                                test_accuracy=_logistic(trial.rank) * teacher))
                 self.recorded += 1
 
         register(ExecutorSpec(name="curve", description="answers from a logistic curve", execute=execute))
