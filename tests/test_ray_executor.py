@@ -24,14 +24,14 @@ from effrank_bench_plugins.ray_executor import DIE_ONCE, check_reachable
 def cluster():
     """One Ray for the module (it takes seconds to start); the executor joins it instead of starting its own.
 
-    Its worker imports torch and the plugins (seconds) while the local run below trains. Ray is imported
-    here, not at the top: both test processes collect this module, one runs it; without the ray extra,
-    the tests that need a cluster skip and the others still run.
+    Ray is imported here, not at the top: both test processes collect this module, one runs it; without
+    the ray extra, the tests that need a cluster skip and the others still run. No task warms its worker
+    up: the first worker dies in its first unit of work, and each worker's imports (torch, timm, the
+    plugins) cost seconds of CPU that the other test process would rather have.
     """
     ray = pytest.importorskip("ray")
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    ray.remote(num_cpus=1)(lambda: default_registry() is not None).remote()
     yield
     ray.shutdown()
 
