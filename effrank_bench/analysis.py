@@ -361,12 +361,24 @@ def read_off(ranks: np.ndarray, curves: np.ndarray, thresholds: Sequence[float],
     return ReadOff(crossings=crossings, knee=_knees(ranks, curves, fit, knee_axis), fit=fit)
 
 
-def _evaluate(fit: PchipInterpolator, x: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Curve ``columns[k]`` of a multi-curve fit at ``x[k]``, for every k at once."""
-    piece = np.clip(np.searchsorted(fit.x, x, side="right") - 1, 0, fit.x.size - 2)
-    dx = x - fit.x[piece]
-    c = fit.c[:, piece, columns]
-    return ((c[0] * dx + c[1]) * dx + c[2]) * dx + c[3]
+@dataclass(frozen=True)
+class _Pieces:
+    """A multi-curve fit's breakpoints and cubic coefficients, read from scipy once: its ``x`` and ``c``
+    properties convert on every access, which cost more than the evaluation in the read-off's loops."""
+
+    x: np.ndarray
+    c: np.ndarray
+
+    @classmethod
+    def of(cls, fit: PchipInterpolator) -> _Pieces:
+        return cls(np.asarray(fit.x), np.asarray(fit.c))
+
+    def at(self, x: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """Curve ``columns[k]`` at ``x[k]``, for every k at once."""
+        piece = np.minimum(np.maximum(self.x.searchsorted(x, side="right") - 1, 0), self.x.size - 2)
+        dx = x - self.x[piece]
+        c = self.c[:, piece, columns]
+        return ((c[0] * dx + c[1]) * dx + c[2]) * dx + c[3]
 
 
 def _crossings(
@@ -381,10 +393,11 @@ def _crossings(
     # threshold, that end is the crossing, exactly (bisection would stop an ulp of fit short of it).
     columns = np.flatnonzero((side == 0) & (curves[first, np.arange(first.size)] > threshold))
     lo, hi = ranks[first[columns] - 1], rank[columns]
+    pieces = _Pieces.of(fit)
     # Bisection keeps the smallest rank known to reach the threshold.
     for _ in range(_BISECT_STEPS):
         mid = 0.5 * (lo + hi)
-        above = _evaluate(fit, mid, columns) >= threshold
+        above = pieces.at(mid, columns) >= threshold
         lo, hi = np.where(above, lo, mid), np.where(above, mid, hi)
     rank[columns] = hi
     return rank, side
@@ -408,9 +421,10 @@ def _knees(ranks: np.ndarray, curves: np.ndarray, fit: PchipInterpolator, axis: 
     to_axis, to_rank = _axis_maps(axis, ranks[0], ranks[-1])
     x0, x1 = to_axis(ranks[0]), to_axis(ranks[-1])
     columns = np.arange(curves.shape[1])
+    pieces = _Pieces.of(fit)
 
     def deviation(x: np.ndarray) -> np.ndarray:
-        return np.abs(_evaluate(fit, to_rank(x), columns) - (curves[0] + rise * (x - x0) / (x1 - x0)))
+        return np.abs(pieces.at(to_rank(x), columns) - (curves[0] + rise * (x - x0) / (x1 - x0)))
 
     grid = np.linspace(x0, x1, _KNEE_GRID_POINTS)
     secant = curves[0] + rise * ((grid - x0) / (x1 - x0))[:, None]
@@ -438,6 +452,7 @@ def _axis_maps(
     axis: str, first_rank: float, last_rank: float
 ) -> tuple[Callable[[float], float], Callable[[np.ndarray | float], np.ndarray]]:
     """Maps rank -> horizontal coordinate and back, clipped so round-off never leaves the fit's range."""
+    # np.minimum/np.maximum, not np.clip: the same numbers without clip's wrapper, in the knee's loop.
     if axis == "log2":
-        return math.log2, lambda u: np.clip(np.exp2(u), first_rank, last_rank)
-    return float, lambda x: np.clip(np.asarray(x, dtype=float), first_rank, last_rank)
+        return math.log2, lambda u: np.minimum(np.maximum(np.exp2(u), first_rank), last_rank)
+    return float, lambda x: np.minimum(np.maximum(np.asarray(x, dtype=float), first_rank), last_rank)
