@@ -11,6 +11,7 @@ from typing import Literal, TextIO
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.interpolate import PchipInterpolator
+from scipy.optimize import isotonic_regression
 
 from effrank_bench.errors import AnalysisError, shown
 
@@ -342,10 +343,8 @@ def make_monotone(curves: np.ndarray, weights: np.ndarray, mode: str) -> np.ndar
     ``weights`` (one per rank) weigh the isotonic least squares."""
     if mode == "running-max":
         return np.maximum.accumulate(curves, axis=0)
-    from sklearn.isotonic import isotonic_regression  # scikit-learn is slow to import; only this needs it
-
     weights = np.asarray(weights, dtype=float)
-    return np.stack([isotonic_regression(column, sample_weight=weights, increasing=True) for column in curves.T],
+    return np.stack([isotonic_regression(column, weights=weights, increasing=True).x for column in curves.T],
                     axis=1)
 
 

@@ -31,6 +31,29 @@ def pytest_sessionfinish(session):
     gc.freeze()
 
 
+# Test files that import a heavy optional library run in the same process, so that one process pays
+# for the import: each of these costs one to three CPU-seconds (scikit-learn 2.0, Hugging Face datasets
+# with pandas and pyarrow 1.5, MLflow with SQLAlchemy and alembic 3), and a suite's time on two cores is
+# its CPU time over two. Every other file is a unit of its own, as `--dist loadfile` makes it.
+SHARED_IMPORTS = {
+    "test_splits.py": "scikit-learn", "test_digits_tokens.py": "scikit-learn",
+    "test_text_data.py": "datasets", "test_real_data_runs.py": "datasets",
+    "test_mlflow.py": "mlflow", "test_bad_input.py": "mlflow",  # a fuzzed --mlflow flag opens a store
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, with the files of ``SHARED_IMPORTS`` scheduled as one unit per library."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedImportScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = super()._split_scope(nodeid)
+            return SHARED_IMPORTS.get(file.rpartition("/")[2], file)
+
+    return SharedImportScheduling(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_teacher_cache(tmp_path_factory):
     """No test reads or fills the user's ~/.cache/effrank-bench; tests share one tmp cache."""

@@ -279,17 +279,6 @@ def test_cifar_missing_from_the_data_root_says_where_and_how_to_fetch_it(tmp_pat
     assert not (tmp_path / "run").exists()  # refused before the run directory is made
 
 
-def test_a_text_data_set_with_an_architecture_that_names_no_tokenizer_asks_for_one(tmp_path, run_cli):
-    pytest.importorskip("datasets")  # without it, the first error asks for the datasets package instead
-    empty = tmp_path / "data"
-    empty.mkdir()
-    code, out, err = run_cli("run", "--dataset", "sst2", "--arch", "micro_bert", "--data-root", str(empty),
-                             "--ranks", "2", "--device", "cpu", "--out", str(tmp_path / "run"))
-    assert code == 2 and out == "" and one_line_error(err)
-    # The tokenizer is checked before the data set is looked for, so the empty root is never reached.
-    assert "this architecture names no tokenizer; pass --tokenizer NAME_OR_PATH" in err
-
-
 # --- regressions: bugs a review once found, kept fixed -----------------------------------------------------
 
 

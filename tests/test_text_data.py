@@ -115,6 +115,16 @@ def test_text_needs_a_tokenizer_that_loads_and_pads_with_zero(tmp_path, tokenize
         load("sst2", root=tmp_path, tokenizer=pad_one, input_size=8)
 
 
+def test_run_with_an_architecture_that_names_no_tokenizer_asks_for_one(tmp_path, run_cli):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    code, out, err = run_cli("run", "--dataset", "sst2", "--arch", "micro_bert", "--data-root", str(empty),
+                             "--ranks", "2", "--device", "cpu", "--out", str(tmp_path / "run"))
+    # The tokenizer is checked before the data set is looked for, so the empty root is never reached.
+    assert (code, out) == (2, "")
+    assert err == "error: this architecture names no tokenizer; pass --tokenizer NAME_OR_PATH\n"
+
+
 def test_offline_hub_says_what_failed_and_how_to_use_a_local_copy(tmp_path, tokenizer, monkeypatch):
     import datasets
 

@@ -11,6 +11,7 @@ from timm.models import get_pretrained_cfg
 
 from effrank_bench.registry import default_registry
 from effrank_bench.specs import DataRequest, Preprocess
+from effrank_bench_plugins.datasets import digits as bundled_digits
 
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 HALF = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
@@ -68,8 +69,6 @@ def test_a_preprocess_that_cannot_be_is_refused():
 
 
 def test_digits_take_the_models_mean_and_std_folded_to_their_one_channel():
-    from sklearn.datasets import load_digits
-
     digits = default_registry().dataset("digits")
     own = digits.load(DataRequest())
     pixels = torch.cat([own.train[i][0] for i in range(len(own.train))])
@@ -77,6 +76,6 @@ def test_digits_take_the_models_mean_and_std_folded_to_their_one_channel():
     assert abs(pixels.mean().item()) < 1e-5 and abs(pixels.std(unbiased=False).item() - 1) < 1e-4
     # vit_b32_tv's ImageNet statistics on one channel: their averages, .449 and .226.
     tv = digits.load(DataRequest(preprocess=default_registry().architecture("vit_b32_tv").preprocess))
-    images = load_digits().images / 16
+    images = bundled_digits()[0] / 16  # load_digits' images (test_digits_tokens checks), without importing sklearn
     matches = [(tv.test[i][0][0].numpy() * 0.226 + 0.449 - images).reshape(len(images), -1) for i in range(3)]
     assert all(np.abs(m).max(axis=1).min() < 1e-5 for m in matches)
