@@ -12,7 +12,6 @@ import pytest
 
 from effrank_bench.config import load_suite
 from effrank_bench.errors import ConfigError
-from effrank_bench.registry import default_registry
 from effrank_bench.store import RunDir
 from effrank_bench.suite import run_suite
 from effrank_bench.sweep import run_sweep
