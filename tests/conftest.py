@@ -43,7 +43,10 @@ SHARED_IMPORTS = {
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """--dist loadfile, with the files of ``SHARED_IMPORTS`` scheduled as one unit per library."""
+    """--dist loadfile (pyproject's), with the files of ``SHARED_IMPORTS`` scheduled as one unit per
+    library; another --dist on the command line is left to xdist."""
+    if config.getoption("dist") != "loadfile":
+        return None
     from xdist.scheduler import LoadFileScheduling
 
     class SharedImportScheduling(LoadFileScheduling):
