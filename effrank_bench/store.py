@@ -176,9 +176,9 @@ class RunDir:
             raise ConfigError(f"{self.search_path} is not a search written by effrank-bench") from None
         return rounds
 
-    def store_search_round(self, ranks: list[int]) -> None:
-        """Add a round the search asked for, before it is trained: a resumed sweep finishes it first."""
-        atomic_write_text(self.search_path, json.dumps({"rounds": [*self.search_rounds(), list(ranks)]}))
+    def store_search_rounds(self, rounds: list[list[int]]) -> None:
+        """Keep the rounds the search asked for, the last before it is trained: a resumed sweep finishes it first."""
+        atomic_write_text(self.search_path, json.dumps({"rounds": rounds}))
 
     def teacher(self) -> TeacherRecord:
         if not self.teacher_info.is_file():

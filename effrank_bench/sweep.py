@@ -86,7 +86,8 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
             if not replayed:
                 if not trials:  # nothing (more) asked for, or only what is recorded (a teacher at 0: no curve)
                     break
-                run.store_search_round(ranks)
+                asked.append(list(ranks))
+                run.store_search_rounds(asked)
             if trials:
                 with progress.task("sweep" if config.search == "grid" else f"search round {round_}",
                                    total=len(trials)) as advance:
