@@ -53,7 +53,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the hub answers a TCP connection within ``timeout`` (or a proxy is set, which we cannot probe)."""
     from huggingface_hub import constants
 
-    if constants.is_offline_mode():
+    if constants.HF_HUB_OFFLINE:
         return False
     if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True

@@ -44,10 +44,16 @@ def test_a_group_of_one_reproduces_the_previous_engine_bit_for_bit(tmp_path, mon
     config = RunDir(tmp_path / "run").config().model_copy(update={"out": tmp_path / "run", "group": 1,
                                                                    "seeds": (0,), "spectrum_samples": 0})
     records = run_sweep(config).records()
+    # Bit for bit on the torch the fixture was recorded with (CI's); another torch's kernels may round the
+    # losses' last bits otherwise (torch 2.6: 0.12528796 against 0.12528797), the accuracies still equal.
+    recorded_torch = before[0]["environment"]["torch"].split("+")[0]
+    exact = torch.__version__.split("+")[0] == recorded_torch
     for record, old in zip(records, before[:2]):
         assert (record.rank, record.seed) == (old["rank"], old["seed"])
         assert record.test_accuracy == old["test_accuracy"] and record.val_accuracy == old["val_accuracy"]
-        assert [e.model_dump() for e in record.history] == old["history"]
+        history = [e.model_dump() for e in record.history]
+        assert history == (old["history"] if exact else [{**e, "loss": pytest.approx(e["loss"], rel=1e-6)}
+                                                          for e in old["history"]])
         assert record.group == []
 
 
