@@ -239,6 +239,7 @@ class _Unavailable(str):
 @pytest.fixture
 def unavailable_server():
     """An http:// tracking URI whose server answers every request with 503 Service Unavailable."""
+    pytest.importorskip("mlflow")
     import http.server
     import threading
 
@@ -322,6 +323,7 @@ def test_a_uri_mlflow_cannot_open_exits_2_before_training(fake_sweep, tmp_path, 
 @pytest.mark.parametrize("server", ["http://127.0.0.1:1", "https://127.0.0.1:1/mlflow", "http://host:99999"])
 def test_a_tracking_server_that_does_not_answer_exits_2_before_training(fake_sweep, tmp_path, run_cli, server):
     # MLflow's client would retry for minutes after the sweep; the server is asked once, now.
+    pytest.importorskip("mlflow")
     code, _, err = run_cli("run", "--out", tmp_path / "run", "--mlflow", server)
     assert code == 2 and fake_sweep.prepared == 0
     (line,) = err.splitlines()
