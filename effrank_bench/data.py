@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Iterator
 
 import torch
@@ -10,6 +11,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from effrank_bench.specs import Modality, ModelRequest, Preprocess
+
+
+# Workers fork on Linux, as they did by default before Python 3.14 made it forkserver there: a forkserver
+# worker imports torch and unpickles the data set first, and workers start anew each pass (a 200-epoch fit
+# makes 400). benchmarks/worker_start.py: 6.2 s a pass against 0.9 s (2 workers, 4,500 CIFAR-100 items).
+# Elsewhere (macOS: spawn), the platform's way.
+WORKER_START = "fork" if sys.platform == "linux" else None
 
 
 def default_workers(device: torch.device, dataset: Dataset) -> int:
@@ -47,7 +55,8 @@ class Batches:
         # pass of each process, so a resumed run would shuffle and augment otherwise than an uninterrupted one).
         generator = self.generator = torch.Generator().manual_seed(seed)
         self._loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                                  drop_last=drop_last, pin_memory=device.type == "cuda", num_workers=workers)
+                                  drop_last=drop_last, pin_memory=device.type == "cuda", num_workers=workers,
+                                  multiprocessing_context=WORKER_START if workers else None)
         self.resize = modality == "image"
         self.channels_last = channels_last and modality == "image"
         self.input_size, self.device, self.preprocess, self.limit = input_size, device, preprocess, limit

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import gc
+import sys
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -58,6 +60,16 @@ def test_workers_deliver_the_same_batches_in_the_same_order_every_pass_and_after
     resumed = Batches(data, workers=1, **kwargs)
     resumed.generator.set_state(stopped.generator.get_state())
     assert same(one_pass(resumed), pooled_passes[1])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="elsewhere workers start the platform's way")
+def test_workers_fork_on_linux_whatever_the_pythons_default():
+    # Python 3.14's default there, forkserver, would import torch in every worker every pass (seconds).
+    data = TensorDataset(torch.zeros(4, 1), torch.zeros(4))
+    batches = Batches(data, batch_size=2, modality="tokens", input_size=1, device=torch.device("cpu"), workers=1)
+    assert batches._loader.multiprocessing_context.get_start_method() == "fork"
+    assert Batches(data, batch_size=2, modality="tokens", input_size=1, device=torch.device("cpu"),
+                   workers=0)._loader.multiprocessing_context is None  # no workers, no processes
 
 
 def test_outside_its_forward_a_branch_tap_records_nothing():
