@@ -89,9 +89,10 @@ class RunDir:
         return True
 
     def _is_record(self, line: bytes) -> bool:
+        init = self.config().init if self.config_path.is_file() else "svd"  # an unreadable config is its own error
         try:
-            read_trial(line.decode(), init=self.config().init if self.config_path.is_file() else "svd")
-        except (ValueError, ConfigError):  # UnicodeDecodeError and pydantic's ValidationError are ValueErrors
+            read_trial(line.decode(), init=init)
+        except ValueError:  # UnicodeDecodeError and pydantic's ValidationError are ValueErrors
             return False
         return True
 

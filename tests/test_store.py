@@ -100,6 +100,16 @@ def test_a_last_line_that_is_no_record_is_ignored_then_cut(tmp_path, tail):
     assert not RunDir.open(path, config).repair_torn_tail()  # whole records stay as they are
 
 
+def test_an_unreadable_config_is_an_error_and_cuts_no_record(tmp_path):
+    run = RunDir.open(tmp_path / "run", RunConfig())
+    run.append(record(1))
+    intact = run.records_path.read_bytes()
+    run.config_path.write_text('{"arch": ')
+    with pytest.raises(ConfigError, match="config.json"):
+        run.repair_torn_tail()
+    assert run.records_path.read_bytes() == intact
+
+
 def test_a_torn_only_line_is_cut_to_an_empty_file(tmp_path):
     path = tmp_path / "run"
     run = RunDir.open(path, RunConfig())
