@@ -245,11 +245,12 @@ def test_every_student_of_a_group_stays_compiled_for_both_batch_shapes(monkeypat
         students = [torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.ReLU(), torch.nn.Linear(width, 3))
                     for width in (1, 2, 3, 4)]
         data = TensorDataset(torch.randn(10, 4), torch.randint(0, 3, (10,)))  # batches of 4, 4 and 2
-        batches = Batches(data, batch_size=4, modality="tokens", input_size=4, device=torch.device("cpu"))
-        results = train.distill(teacher, students, lambda model: [], batches, batches.__class__(
-            TensorDataset(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)), batch_size=4, modality="tokens",
-            input_size=4, device=torch.device("cpu")), default_registry().loss("logit"), LossOptions(),
-            train.Recipe(epochs=2, lr=1e-3, amp=False, select="last"), progress=progress_stub(), compile=True)
+        shape = dict(batch_size=4, modality="tokens", input_size=4, device=torch.device("cpu"))
+        batches = Batches(data, **shape)
+        no_val = Batches(TensorDataset(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)), **shape)
+        results = train.distill(teacher, students, lambda model: [], batches, no_val, default_registry().loss("logit"),
+                                LossOptions(), train.Recipe(epochs=2, lr=1e-3, amp=False, select="last"),
+                                progress=progress_stub(), compile=True)
         assert torch._dynamo.config.cache_size_limit == 10  # 2 batch shapes × (teacher + 4 students)
     finally:
         logging.getLogger("torch._dynamo").removeHandler(handler)
