@@ -28,8 +28,9 @@ def shown(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """A pydantic error as one line: where each problem is and what it is, each echoed value cut short."""
+def format_validation_error(err: ValidationError, source: str | None) -> str:
+    """A pydantic error as one line: where each problem is and what it is, each echoed value cut short;
+    after ``source: `` (None: the problems alone, for a validator whose field pydantic names anyway)."""
     problems = []
     for e in err.errors()[:_MAX_PROBLEMS]:
         where = shown(".".join(str(p) for p in e["loc"]))
@@ -39,7 +40,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         else:
             problems.append(f"{where}: {message}" if where else message)
     more = err.error_count() - _MAX_PROBLEMS
-    return f"{source}: " + "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
+    return (f"{source}: " if source else "") + "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
 
 
 class EffrankError(Exception):

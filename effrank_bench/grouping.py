@@ -45,8 +45,8 @@ def cuda_capacity(setup: RunSetup, teacher: Teacher) -> int:
     branches = setup.parts.arch.branches
     with tapped(branches(teacher.model) if needs else None) as t_tap, tapped(branches(student) if needs else None) as tap:
         target = teacher_outputs(teacher.model, t_tap, x, config.amp)
-        student_step(student, tap, x, y, target, setup.parts.loss.compute, config.loss_options, optimizer, scheduler,
-                     config.amp)
+        student_step(student, tap, x, y, target, setup.parts.loss.compute_checked, config.loss_options, optimizer,
+                     scheduler, config.amp)
     torch.cuda.synchronize(device)
     params = sum(p.numel() * p.element_size() for p in student.parameters())
     kept = torch.cuda.memory_allocated(device) - base + (params if config.select == "best" else 0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.metadata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -10,7 +11,7 @@ import pluggy
 from pydantic import ValidationError
 
 from effrank_bench import hookspecs
-from effrank_bench.errors import RegistrationError, UnknownNameError, format_validation_error
+from effrank_bench.errors import RegistrationError, UnknownNameError, format_validation_error, one_line
 from effrank_bench.specs import ArchitectureSpec, DatasetSpec, ExecutorSpec, LossSpec, TargetSpec
 
 ENTRY_POINT_GROUP = "effrank_bench"
@@ -40,11 +41,12 @@ class Registry:
     def __init__(self, plugins: Iterable[tuple[str, object]] = (), *, entry_points: bool = True):
         pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         pm.add_hookspecs(hookspecs)
+        self._dists: dict[str, str] = {}  # plugin name -> the package that installed it
         if entry_points:
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            self._load_entry_points(pm)
         for name, plugin in plugins:
             pm.register(plugin, name=name)
-        self._dists = {pm.get_name(plugin): dist.project_name for plugin, dist in pm.list_plugin_distinfo()}
+        _check_hook_names(pm)
         self._items: dict[str, dict[str, Registered]] = {kind: {} for kind in _KINDS}
         for kind, (hook_name, spec_type) in _KINDS.items():
             for impl in getattr(pm.hook, hook_name).get_hookimpls():
@@ -56,6 +58,21 @@ class Registry:
                         + format_validation_error(err, spec_type.__name__)
                     ) from None
         self._check_architecture_targets()
+
+    def _load_entry_points(self, pm: pluggy.PluginManager) -> None:
+        """Every installed package's plugins, as pluggy's own loader takes them; a plugin that fails to
+        import or to register (a hook whose arguments are not the hook's) stops here, named with its package."""
+        for dist in importlib.metadata.distributions():
+            for entry in dist.entry_points:
+                if entry.group != ENTRY_POINT_GROUP or pm.get_plugin(entry.name) is not None:
+                    continue
+                package = dist.metadata["Name"]
+                try:
+                    pm.register(entry.load(), name=entry.name)
+                except Exception as err:  # noqa: BLE001 - whatever a third party's module raises
+                    raise RegistrationError(f"plugin '{entry.name}' of package {package} cannot be loaded: "
+                                            f"{one_line(err)}; fix it or uninstall {package}") from err
+                self._dists[entry.name] = package
 
     def _collector(self, kind: str, spec_type: type, plugin: str):
         def register(spec) -> None:
@@ -126,6 +143,16 @@ class Registry:
     def _plugin_label(self, plugin: str) -> str:
         dist = self._dists.get(plugin)
         return f"{plugin} ({dist})" if dist else plugin
+
+
+def _check_hook_names(pm: pluggy.PluginManager) -> None:
+    """A hook implementation of a name no hook has (``register_target``) would never be called: refused."""
+    hooks = [hook for hook, _ in _KINDS.values()]
+    for plugin in pm.get_plugins():
+        for caller in pm.get_hookcallers(plugin) or ():
+            if not caller.has_spec():
+                raise RegistrationError(f"plugin '{pm.get_name(plugin)}' implements {caller.name}, which is no "
+                                        f"effrank-bench hook; the hooks are {', '.join(hooks)}")
 
 
 _default: Registry | None = None

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from effrank_bench.config import RunConfig
 from effrank_bench.data import Batches, default_workers, example_input
 from effrank_bench.environment import resolve_device
+from effrank_bench.errors import RegistrationError
 from effrank_bench.factorize import QKV, check_rank, max_rank
 from effrank_bench.measure import measure
 from effrank_bench.registry import Registry, default_registry
@@ -164,6 +165,9 @@ def build_checked(arch: ArchitectureSpec, request: ModelRequest, target: str, ra
     Built untrained first: a rank no layer can take is refused before any time goes into a teacher.
     """
     model = arch.build(request)
+    if not isinstance(model, nn.Module):
+        raise RegistrationError(f"architecture '{arch.name}': build returned a {type(model).__name__}, "
+                                "not a torch.nn.Module")
     sites = arch.sites(model, target)
     for rank in ranks:
         check_rank(model, sites, rank, qkv, arch.name)

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 from torch.utils.data import Dataset
 
-from effrank_bench.errors import ConfigError, UnsupportedTargetError, format_validation_error
+from effrank_bench.errors import (ConfigError, LossError, RegistrationError, UnsupportedTargetError,
+                                  format_validation_error, shown)
 
 _NAME = r"^[a-z][a-z0-9_]*$"
 
@@ -128,12 +129,12 @@ class ArchitectureSpec(_Frozen):
 
         unknown = sorted(set(recipe) - set(RECIPE_FIELDS))
         if unknown:
-            raise ValueError(f"recipe: {', '.join(unknown)} not among the recipe's options "
+            raise ValueError(f"{', '.join(unknown)} not among the recipe's options "
                              f"({', '.join(RECIPE_FIELDS)})")
         try:
             RunConfig(**recipe)  # each value as a run would take it
         except ValidationError as err:
-            raise ValueError(format_validation_error(err, "recipe")) from None
+            raise ValueError(format_validation_error(err, None)) from None  # pydantic names the field
         return dict(recipe)
 
     @field_validator("targets")
@@ -157,9 +158,18 @@ class ArchitectureSpec(_Frozen):
             )
 
     def sites(self, model: nn.Module, target: str) -> list[Site]:
-        """The sites of ``target`` in ``model``."""
+        """The sites of ``target`` in ``model``; a target function that gives none, or gives something
+        else than Sites, is refused naming the architecture and the target."""
         self.require_target(target)
-        return self.targets[target](model)
+        sites = list(self.targets[target](model))
+        where = f"target '{target}' of architecture '{self.name}'"
+        if not sites:
+            raise RegistrationError(f"{where} selects no layers in this model")
+        wrong = next((site for site in sites if not isinstance(site, Site)), None)
+        if wrong is not None:
+            raise RegistrationError(f"{where} gave {shown(wrong)} ({type(wrong).__name__}); a target function "
+                                    "returns Site(path=...) for each layer it factorizes")
+        return sites
 
     def native_request(self) -> ModelRequest:
         """The model as published: native classes, channels, vocabulary and input size."""
@@ -192,14 +202,32 @@ class LossOptions(_Frozen):
 class LossSpec(_Frozen):
     """A distillation loss ``compute(teacher, student, labels, options) -> scalar``.
 
-    ``uses_features`` says whether the loss reads branch outputs; the trainer only
-    hooks the branches when it does.
+    ``compute`` returns a scalar floating-point tensor computed from the student's outputs (one
+    ``backward()`` can follow); it may raise LossError for inputs it cannot compare. ``uses_features``
+    says whether the loss reads branch outputs (``Outputs.features``); the trainer only hooks the
+    branches when it does, and leaves ``features`` empty otherwise.
     """
 
     name: str = Field(pattern=_NAME)
     description: str
     compute: Callable[[Outputs, Outputs, torch.Tensor, LossOptions], torch.Tensor]
     uses_features: bool = False
+
+    def compute_checked(self, teacher: Outputs, student: Outputs, labels: torch.Tensor,
+                        options: LossOptions) -> torch.Tensor:
+        """``compute``, its value checked: anything but a scalar tensor with a gradient is the plugin's
+        mistake, refused in one line naming the loss, not a trial that failed (no value is read: no sync)."""
+        value = self.compute(teacher, student, labels, options)
+        if isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point() and value.requires_grad:
+            return value
+        if not isinstance(value, torch.Tensor):
+            got = f"a {type(value).__name__}"
+        elif value.dim() != 0 or not value.is_floating_point():
+            got = f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+        else:
+            got = "a tensor no gradient flows back through (detached, or not computed from the student's outputs)"
+        raise LossError(f"loss '{self.name}' returned {got}; a loss returns a scalar floating-point tensor "
+                        "computed from the student's outputs")
 
 
 @dataclass(frozen=True)

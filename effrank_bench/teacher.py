@@ -104,8 +104,17 @@ class CachedTeacher:
         return read_teacher(read_text(self.info), str(self.info))
 
     def load(self, model: nn.Module) -> TeacherRecord:
-        """The weights into ``model``; a file that is torn, holds NaN or does not fit is a CheckpointError."""
-        model.load_state_dict(self._state())
+        """The weights into ``model``; a file that is torn, holds NaN or does not fit is a CheckpointError.
+
+        The key names the architecture, not its code: weights that do not fit were trained before its
+        plugin changed the model.
+        """
+        try:
+            model.load_state_dict(self._state())
+        except RuntimeError as err:  # torch's list of missing, unexpected and misshapen keys
+            raise CheckpointError(f"teacher weights {self.weights} do not fit the model as its architecture builds "
+                                  f"it now ({one_line(err)}); if its plugin changed the model, delete it and "
+                                  f"{self.info.name} to train the teacher again") from None
         return self.record()
 
     def _state(self) -> dict[str, torch.Tensor]:

@@ -57,6 +57,16 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x).double()
 
 
+def _check_logits(arch: ArchitectureSpec, model: nn.Module, x: torch.Tensor, request: ModelRequest) -> None:
+    """One row of logits per example, one logit per class the request asked for: a data set's classes."""
+    with torch.no_grad():
+        logits = model(x)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (len(x), request.num_classes):
+        got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
+        _fail(arch, None, f"a model built for {request.num_classes} classes gives {got} for a batch of {len(x)}; "
+                          f"expected logits of shape ({len(x)}, {request.num_classes})")
+
+
 def _check_sites(arch: ArchitectureSpec, target: str, model: nn.Module) -> list:
     sites = arch.sites(model, target)
     paths = [s.path for s in sites]
@@ -167,7 +177,8 @@ def check_architecture(arch: str | ArchitectureSpec, *, registry: Registry | Non
                        seed: int = 0) -> dict[str, TargetReport]:
     """Check every target of ``arch``; raise ConformanceError on the first broken property.
 
-    For every target: full-rank SVD students reproduce the teacher's logits;
+    The model gives one logit per class the request asks for. For every target: full-rank SVD
+    students reproduce the teacher's logits;
     parameters and MACs fall strictly with the rank; every site becomes a
     low-rank layer and ``joint`` is the union of the other targets; teacher and
     student hooks yield the same number of branch outputs with the same shapes;
@@ -178,13 +189,17 @@ def check_architecture(arch: str | ArchitectureSpec, *, registry: Registry | Non
     spec = (registry or default_registry()).architecture(arch) if isinstance(arch, str) else arch
     request = request or spec.native_request()
     torch.manual_seed(seed)
-    teacher = spec.build(request).eval()
+    teacher = spec.build(request)
+    if not isinstance(teacher, nn.Module):
+        _fail(spec, None, f"build returned a {type(teacher).__name__}, not a torch.nn.Module")
+    teacher.eval()
     with torch.no_grad():
         # Fresh models zero-init some layers (timm: the last BN of a residual block, ViT biases),
         # which would hide a dead gradient path or a dropped bias; a trained teacher has none.
         for p in teacher.parameters():
             p.add_(torch.randn_like(p), alpha=0.02)
     x = example_input(request, spec.modality, batch_size, torch.device("cpu"))
+    _check_logits(spec, teacher, x, request)
     _check_refusal(spec)
     _check_joint(spec, teacher)
     reports = {}

@@ -412,9 +412,9 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
         t_tap = stack.enter_context(tapped(branches(teacher) if needs else None))
         taps = {id(s): stack.enter_context(tapped(branches(s) if needs else None)) for s in students}
         if compilation is None:
-            t_forward, forwards, compute = teacher, {id(s): s for s in students}, loss.compute
+            t_forward, forwards, compute = teacher, {id(s): s for s in students}, loss.compute_checked
         else:
-            t_forward, compute = compilation.forward(teacher), compilation.loss(loss.compute)
+            t_forward, compute = compilation.forward(teacher), compilation.loss(loss.compute_checked)
             forwards = {id(s): compilation.forward(s) for s in students}
 
         # A student's compiled step compiles its backward at its first backward pass, and again for each new

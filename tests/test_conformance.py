@@ -71,6 +71,49 @@ def test_a_site_that_is_no_layer_fails(micro_vit):
         check_architecture(_broken(micro_vit, targets=targets))
 
 
+@pytest.mark.parametrize("build, message", [
+    (lambda request: nn.Linear(4, request.num_classes + 3),  # three logits too many: no error would ever say so
+     "broken: a model built for 10 classes gives shape (2, 13) for a batch of 2; expected logits of shape (2, 10)"),
+    (lambda request: "a model", "broken: build returned a str, not a torch.nn.Module"),
+])
+def test_a_build_that_gives_no_model_or_other_logits_than_classes_fails(micro_vit, build, message):
+    class Flat(nn.Sequential):  # an image model's input flattened, then the build's layer
+        pass
+
+    def wrapped(request):
+        made = build(request)
+        pixels = request.in_chans * request.input_size ** 2
+        return Flat(nn.Flatten(), nn.Linear(pixels, 4), made) if isinstance(made, nn.Module) else made
+
+    with pytest.raises(ConformanceError) as err:
+        check_architecture(_broken(micro_vit, build=wrapped))
+    assert str(err.value) == message
+
+
+def test_a_run_of_a_build_that_gives_no_model_is_refused_naming_it(micro_vit, tiny, tmp_path):
+    from effrank_bench import hookimpl
+    from effrank_bench.errors import RegistrationError
+    from effrank_bench.setup import prepare
+
+    class Theirs:
+        @hookimpl
+        def register_architectures(self, register):
+            register(_broken(micro_vit, build=lambda request: "a model"))
+
+    with pytest.raises(RegistrationError, match=r"^architecture 'broken': build returned a str, not a torch.nn.Module$"):
+        prepare(tiny.config(tmp_path / "run", arch="broken"), Registry(plugins=[("theirs", Theirs())]))
+
+
+def test_a_target_that_selects_nothing_or_no_sites_is_named(micro_vit):
+    from effrank_bench.errors import RegistrationError
+
+    with pytest.raises(RegistrationError, match=r"^target 'mlp' of architecture 'broken' selects no layers in "):
+        check_architecture(_broken(micro_vit, targets={"mlp": lambda model: []}))
+    with pytest.raises(RegistrationError, match=r"^target 'mlp' of architecture 'broken' gave blocks.0.mlp.fc1 "
+                                                r"\(str\); a target function returns Site\(path=...\)"):
+        check_architecture(_broken(micro_vit, targets={"mlp": lambda model: ["blocks.0.mlp.fc1"]}))
+
+
 def test_a_student_whose_factors_get_no_gradient_fails(micro_vit):
     def build(request):
         model = micro_vit.build(request)

@@ -141,3 +141,35 @@ def test_kd_of_identical_logits_with_alpha_one_is_zero():
     loss = kd(out(T_LOGITS), out(T_LOGITS), torch.tensor(LABELS), options)
     assert float(loss) == pytest.approx(0.0, abs=1e-6)
 
+
+
+# --- what any loss must return ----------------------------------------------------------------------------
+
+
+def spec(compute):
+    from effrank_bench.specs import LossSpec
+
+    return LossSpec(name="theirs", description="a third party's", compute=compute)
+
+
+@pytest.mark.parametrize("compute, got", [
+    (lambda t, s, y, o: (s.logits - t.logits) ** 2, "a torch.float32 tensor of shape (2, 3)"),
+    (lambda t, s, y, o: ((s.logits - t.logits) ** 2).mean().item(), "a float"),
+    (lambda t, s, y, o: ((s.logits - t.logits) ** 2).mean().detach(),
+     "a tensor no gradient flows back through (detached, or not computed from the student's outputs)"),
+    (lambda t, s, y, o: (s.logits.argmax(1) == y).sum(), "a torch.int64 tensor of shape ()"),
+])
+def test_a_loss_that_returns_no_differentiable_scalar_is_refused_naming_it(compute, got):
+    teacher = Outputs(logits=torch.randn(2, 3))
+    student = Outputs(logits=torch.randn(2, 3, requires_grad=True))
+    with pytest.raises(LossError) as err:
+        spec(compute).compute_checked(teacher, student, torch.zeros(2, dtype=torch.long), OPTIONS)
+    assert str(err.value) == (f"loss 'theirs' returned {got}; a loss returns a scalar floating-point tensor "
+                              "computed from the student's outputs")
+
+
+def test_a_checked_loss_returns_the_loss_itself():
+    teacher = Outputs(logits=torch.randn(2, 3))
+    student = Outputs(logits=torch.randn(2, 3, requires_grad=True))
+    value = spec(logit).compute_checked(teacher, student, NO_LABELS, OPTIONS)
+    assert torch.equal(value, logit(teacher, student, NO_LABELS, OPTIONS)) and value.requires_grad

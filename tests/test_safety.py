@@ -209,6 +209,20 @@ def test_an_unreadable_cache_entry_is_moved_aside_with_a_note_and_trained_again(
     assert len(list(cached.weights.parent.glob("k.unreadable-*"))) == 2
 
 
+def test_a_cached_teacher_that_no_longer_fits_its_architecture_is_refused_in_one_line(tmp_path):
+    # The key names the architecture, not its code: a plugin that changed its model (13 classes, then 10)
+    # finds the old teacher under the same key.
+    cached = CachedTeacher.at("k", tmp_path)
+    cached.save(nn.Linear(4, 13), record())
+    with pytest.raises(CheckpointError) as err:
+        cached.load(nn.Linear(4, 10))
+    message = str(err.value)
+    assert message.startswith(f"teacher weights {cached.weights} do not fit the model as its architecture builds it "
+                              "now (RuntimeError: Error(s) in loading state_dict for Linear: size mismatch for weight")
+    assert message.endswith("if its plugin changed the model, delete it and k.json to train the teacher again")
+    assert "\n" not in message
+
+
 def test_an_unreadable_teacher_in_a_run_directory_names_its_file(tmp_path):
     kept = CachedTeacher(tmp_path / "teacher.safetensors", tmp_path / "teacher.json")
     kept.weights.write_bytes(b"\x00" * 12)
