@@ -155,7 +155,7 @@ class RunConfig(BaseModel):
     executor: str = Field(default="local", description="how the trials run (see `effrank-bench list`)")
     group: int | Literal["auto"] = Field(
         default="auto", description="students trained together on one data stream and one teacher pass: N, or "
-                                    "auto (all of a run's on CPU; as many as fit under --memory-fraction on CUDA)")
+                                    "auto (all ranks of a seed on CPU; as many as fit under --memory-fraction on CUDA)")
     memory_fraction: float = Field(default=0.8, gt=0, le=1,
                                    description="share of free GPU memory --group auto may fill")
     compile: bool | None = Field(default=None, description="torch.compile the students (default: on CUDA only; a "

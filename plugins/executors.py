@@ -15,12 +15,21 @@ if TYPE_CHECKING:  # the sweep imports the rank search and scipy, which a cluste
 
 
 def layout(trials: tuple[Trial, ...], saved: list[tuple[Trial, ...]], size: int) -> list[tuple[Trial, ...]]:
-    """Groups of ``size`` trials in plan order; a group with a checkpoint is kept whole, first, to resume it."""
+    """Groups of up to ``size`` trials of one seed, in plan order; a group with a checkpoint is kept whole,
+    first, to resume it.
+
+    A group's students see one data order (each batch feeds them all). Seeds differ by theirs: two seeds
+    of one rank in one group would train to the same student (the SVD init draws nothing), and an
+    interval over seeds would be zero wide.
+    """
     pending = set(trials)
     groups = [group for group in saved if pending & set(group)]
     taken = {trial for group in groups for trial in group}
-    rest = [trial for trial in trials if trial not in taken]
-    return groups + [tuple(rest[i:i + size]) for i in range(0, len(rest), size)]
+    by_seed: dict[int, list[Trial]] = {}
+    for trial in trials:
+        if trial not in taken:
+            by_seed.setdefault(trial.seed, []).append(trial)
+    return groups + [tuple(same[i:i + size]) for same in by_seed.values() for i in range(0, len(same), size)]
 
 
 def run_locally(execution: Execution) -> None:

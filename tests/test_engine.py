@@ -116,6 +116,31 @@ def test_an_interrupted_group_resumes_from_its_checkpoint_to_the_same_records(gr
     assert not (out / "checkpoints").exists()
 
 
+def test_groups_hold_one_seed_each_in_plan_order_and_a_saved_group_resumes_first():
+    from effrank_bench.records import Trial
+    from effrank_bench_plugins.executors import layout
+
+    trials = tuple(Trial("joint", "geometric", rank, seed) for seed in (0, 1) for rank in (2, 4, 8))
+
+    def ranks_seeds(groups):
+        return [[(t.rank, t.seed) for t in group] for group in groups]
+
+    assert ranks_seeds(layout(trials, [], 8)) == [[(2, 0), (4, 0), (8, 0)], [(2, 1), (4, 1), (8, 1)]]
+    assert ranks_seeds(layout(trials, [], 2)) == [[(2, 0), (4, 0)], [(8, 0)], [(2, 1), (4, 1)], [(8, 1)]]
+    # A checkpointed group (an older layout's, seeds mixed) resumes whole, before the rest.
+    saved = (trials[2], trials[5])
+    assert ranks_seeds(layout(trials, [saved], 8)) == [[(8, 0), (8, 1)], [(2, 0), (4, 0)], [(2, 1), (4, 1)]]
+
+
+def test_the_seeds_of_a_rank_train_in_groups_of_their_own_and_differ(tmp_path, tiny):
+    run = run_sweep(tiny.config(tmp_path / "run", seeds=(0, 1)))  # --group auto: one group per seed
+    records = {(r.rank, r.seed): r for r in run.records()}
+    assert {key: r.group for key, r in records.items()} == {
+        (2, 0): [(2, 0), (4, 0)], (4, 0): [(2, 0), (4, 0)], (2, 1): [(2, 1), (4, 1)], (4, 1): [(2, 1), (4, 1)]}
+    for rank in (2, 4):  # each seed its own data order, as trained alone
+        assert records[rank, 0].history[0].loss != records[rank, 1].history[0].loss
+
+
 class _NanForSecond:
     """A loss that is NaN once, for the second student of the first step (a group calls its students in order)."""
 
