@@ -138,8 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     spectrum = commands.add_parser("spectrum", help="weight and feature ranks of a run's teacher (trained, "
                                                     "pretrained or cached), with no distillation")
     spectrum.add_argument("--config", type=Path, metavar="TOML", help="TOML file with the same fields as the flags")
-    spectrum.add_argument("--samples", type=int, metavar="N",  # None: teacher_spectrum.DEFAULT_SAMPLES, as runs use
-                          help="test inputs whose branch outputs are measured (default: 512, as every run does)")
+    spectrum.add_argument("--samples", type=int, metavar="N",  # None: the run options' spectrum_samples
+                          help="test inputs whose branch outputs are measured (default: --spectrum-samples, "
+                               "128 unless set, as a run measures its teacher)")
     spectrum.add_argument("--json", action="store_true", help="print one JSON object")
     spectrum.add_argument("--out", type=Path, metavar="DIR",
                           help="also write spectrum.json, spectrum.csv and plots across depth into this folder")
@@ -195,6 +196,7 @@ def _parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="re-render the table, summaries and plot of a run directory")
     report.add_argument("run_dir", type=Path)
+    report.add_argument("--json", action="store_true", help="print one JSON object (what summary.json holds)")
     report.set_defaults(handler=_report)
 
     compare = commands.add_parser("compare", help="put several run directories side by side: region, knee, "
@@ -206,15 +208,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_report(run, console: Console, plot: bool = True, write: bool = True):
+def _print_report(run, console: Console, plot: bool = True, write: bool = True, as_json: bool = False):
     """Write the run's report files (curve.png unless ``plot`` is False; none unless ``write``), print its
-    table and read-off; the report, for whoever logs it."""
+    table and read-off (or, ``as_json``, the summary as one JSON object); the report, for whoever logs it."""
     from effrank_bench.report import (build_report, region_lines, render_table, spectrum_lines, warning_lines,
                                       write_report)
 
     report = build_report(run)
     if write:
         write_report(run, report, plot)
+    if as_json:
+        print(json.dumps(report.to_dict()))
+        return report
     console.print(render_table(report))
     for line in (region_lines(report.analysis, report.note, report.uncertainty) + spectrum_lines(report)
                  + warning_lines(report)):
@@ -294,15 +299,17 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.setup import prepare
     from effrank_bench.spectrum_report import check_out, render_tables, summary_lines, write_spectrum
     from effrank_bench.teacher import obtain_teacher
-    from effrank_bench.teacher_spectrum import DEFAULT_SAMPLES, model_spectrum
+    from effrank_bench.teacher_spectrum import model_spectrum
 
-    samples = DEFAULT_SAMPLES if args.samples is None else args.samples
-    if samples < 1:
-        raise ConfigError(f"--samples must be at least 1, got {samples}")
+    if args.samples is not None and args.samples < 1:
+        raise ConfigError(f"--samples must be at least 1, got {args.samples}")
     if args.out is not None:
         check_out(args.out)
     # The teacher's options as `run` takes them, the architecture's recipe too: the same teacher, from the cache.
     setup = prepare(load_config(args.config, _overrides(args), _recipes))  # bad input fails here
+    samples = setup.config.spectrum_samples if args.samples is None else args.samples
+    if samples < 1:
+        raise ConfigError("--spectrum-samples 0 measures no spectrum; give --samples N (at least 1)")
     progress = cli_progress()
     with progress:
         teacher = obtain_teacher(setup, progress)  # trained (and cached) exactly as `run` would
@@ -412,6 +419,9 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
                       crossing(region.high, region.high_censored), region.band_text() or "–",
                       f"{analysis.knee:.2f}")
     console.print(table)
+    if args.search == "adaptive" and result.trials >= len(result.grid.ranks):
+        console.print(f"the search trained as many ranks as the grid or more: on {len(result.grid.ranks)} ranks, "
+                      "--search grid costs less", markup=False, highlight=False)
     return 0
 
 
@@ -492,10 +502,13 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     run.config()  # no run directory: said before its lock is taken (which would make the folder)
     try:
         with run_lock(run.path):  # the report's files are the run's: one writer at a time
-            _print_report(run, console)
+            _print_report(run, console, as_json=args.json)
     except LockedError as err:  # a sweep in progress: what it has so far, its files left to it
-        _print_report(run, console, write=False)
-        console.print(f"[yellow]report files not written: {err}", soft_wrap=True)
+        _print_report(run, console, write=False, as_json=args.json)
+        if args.json:  # stdout holds the JSON alone
+            print(f"report files not written: {err}", file=sys.stderr)
+        else:
+            console.print(f"[yellow]report files not written: {err}", soft_wrap=True)
     return 0
 
 

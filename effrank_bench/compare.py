@@ -87,8 +87,11 @@ class ComparedRun:
         region = None
         if a is not None:
             band = list(a.region.band) if a.region.band else None
+            # Censoring of the read-off itself ("left": met at the first rank, at or below it; "right": never
+            # reached); the estimates' own fields say how often resamples were.
             region = {"thresholds": list(a.region.thresholds), "low": self.estimate("low").to_dict(),
-                      "high": self.estimate("high").to_dict(), "band": band}
+                      "high": self.estimate("high").to_dict(), "band": band,
+                      "low_censored": a.region.low_censored, "high_censored": a.region.high_censored}
         knee = self.estimate("knee")
         at_knee = None
         if self.at_knee is not None:
@@ -298,8 +301,8 @@ def render_comparison(comparison: Comparison) -> Table:
 
 
 CSV_FIELDS = ["run", "arch", "target", "loss", "dataset", "seeds", "teacher_accuracy", "width",
-              "low", "low_ci_low", "low_ci_high", "low_unreached", "high", "high_ci_low", "high_ci_high",
-              "high_unreached", "band_low", "band_high", "knee", "knee_ci_low", "knee_ci_high", "knee_relative",
+              "low", "low_ci_low", "low_ci_high", "low_unreached", "low_censored", "high", "high_ci_low",
+              "high_ci_high", "high_unreached", "high_censored", "band_low", "band_high", "knee", "knee_ci_low", "knee_ci_high", "knee_relative",
               "weight_r95", "feature_r99", "params_at_knee", "macs_at_knee", "compression_at_knee", "resamples", "note"]
 
 
@@ -315,6 +318,7 @@ def _csv_row(run: ComparedRun) -> dict:
         if quantity != "knee":
             row[f"{quantity}_unreached"] = e.unreached
     row["band_low"], row["band_high"] = a.region.band if a is not None and a.region.band else (None, None)
+    row["low_censored"], row["high_censored"] = (a.region.low_censored, a.region.high_censored) if a else (None, None)
     e = run.spectrum
     row.update(weight_r95=e and e.weight_r95, feature_r99=e and e.feature_r99)
     row.update(params_at_knee=k and k.params, macs_at_knee=k and k.macs, compression_at_knee=k and k.compression)

@@ -17,8 +17,6 @@ if TYPE_CHECKING:
     from effrank_bench.setup import RunSetup
     from effrank_bench.teacher import Teacher
 
-#: Test inputs whose features are measured, unless asked otherwise (the `spectrum` command, every run).
-DEFAULT_SAMPLES = 512
 #: The energy fraction of feature ranks (per input and pooled).
 FEATURE_Q = 0.99
 #: The weight measure and the feature measure that stand for a model: medians over its layers.
@@ -118,7 +116,7 @@ def feature_spectra(setup: RunSetup, model: torch.nn.Module, samples: int) -> li
             for i, (b, s) in enumerate(zip(branches, spectra))]
 
 
-def model_spectrum(setup: RunSetup, teacher: Teacher, samples: int = DEFAULT_SAMPLES) -> ModelSpectrum:
+def model_spectrum(setup: RunSetup, teacher: Teacher, samples: int) -> ModelSpectrum:
     """The spectra of ``teacher`` (on the setup's device): its weights, and its features on ``samples`` test inputs."""
     if samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {samples}")

@@ -163,6 +163,14 @@ def test_ctrl_c_during_a_run_exits_130_and_says_how_to_resume(tiny, tmp_path, ru
     assert "interrupted: 0 finished trial(s)" in err and "run the same command again to resume" in err
 
 
+def test_report_json_prints_what_summary_json_holds(tiny_run, run_cli, tmp_path):
+    out_dir = shutil.copytree(tiny_run[0], tmp_path / "run")
+    code, out, err = run_cli("report", out_dir, "--json")
+    assert code == 0 and err == ""
+    assert json.loads(out) == json.loads((out_dir / "summary.json").read_text())
+    assert [row["rank"] for row in json.loads(out)["per_rank"]] == [2, 4]
+
+
 def test_report_of_a_directory_that_is_not_a_run_exits_2(tmp_path, run_cli):
     code, _, err = run_cli("report", str(tmp_path))
     assert code == 2 and "is not a run directory" in err

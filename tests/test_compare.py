@@ -86,6 +86,20 @@ def test_a_run_with_too_few_ranks_is_kept_with_a_note(make_run, two_runs, tmp_pa
     assert row[0] == "micro_vit · joint · geometric · digits (short)" and row[3:] == ["–"] * 6
 
 
+def test_json_and_csv_say_which_crossings_are_only_bounded(make_run, tmp_path):
+    # Met at the first measured rank (at or below it) and never reached: the table shows ≤2.00 and "not
+    # reached"; the files must say so too, not give 2.0 as if measured and null as if missing.
+    early = make_run(tmp_path / "early", [(2, 0, 0.9), (4, 0, 0.92), (8, 0, 0.93)], teacher_accuracy=1.0)
+    comparison = compare_runs([early.path])
+    region = comparison.to_dict()["runs"][0]["region"]
+    assert (region["low"]["mean"], region["low_censored"]) == (2.0, "left")
+    assert (region["high"]["mean"], region["high_censored"]) == (None, "right")
+    write_comparison(comparison, tmp_path / "out", plot=False)
+    with open(tmp_path / "out" / "comparison.csv") as f:
+        (row,) = csv.DictReader(f)
+    assert (row["low"], row["low_censored"], row["high"], row["high_censored"]) == ("2.0", "left", "", "right")
+
+
 def test_runs_read_at_other_thresholds_or_knee_axes_are_noted_as_not_comparable(make_run, two_runs, tmp_path):
     assert not any("thresholds or knee axes" in note for note in compare_runs(two_runs).notes)
     other = make_run(tmp_path / "other", RAMP, teacher_accuracy=1.0, thresholds=(0.8, 0.9), knee_axis="log2")

@@ -67,14 +67,17 @@ def test_out_holds_the_same_json_a_csv_row_per_matrix_and_branch_and_plots(spect
 def test_a_cached_teacher_prints_tables_and_the_estimates(spectrum_command, run_cli, tiny, tmp_path, monkeypatch):
     data, _ = spectrum_command
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli("spectrum", *tiny.args(), "--samples", SAMPLES)
+    # Without --samples, as many inputs as the run options' --spectrum-samples: what a run measures.
+    code, out, err = run_cli("spectrum", *tiny.args(spectrum_samples=SAMPLES))
     assert code == 0, err
-    assert "blocks.0.attn.qkv.q" in out and "pooled r99" in out
-    assert f"spectral estimates: weight r95 {data['estimates']['weight_r95']:g}" in out
+    assert "blocks.0.attn.qkv.q" in out and f"branch outputs, {SAMPLES} inputs)" in out
+    estimates = data["estimates"]
+    assert f"spectral estimates: weight r95 {estimates['weight_r95']:g}, feature r99 {estimates['feature_r99']:g}" in out
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--samples", "0"], "--samples must be at least 1, got 0"),
+    (["--spectrum-samples", "0"], "--spectrum-samples 0 measures no spectrum; give --samples N (at least 1)"),
     (["--samples", "many"], "invalid int value: 'many'"),
     (["--arch", "micro_vitt"], "micro_vit"),
     (["--arch", "micro_bert", "--dataset", "digits"], "digits"),
