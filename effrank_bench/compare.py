@@ -16,6 +16,7 @@ from rich.table import Table
 from effrank_bench.atomic import text_writer, write_files
 from effrank_bench.bootstrap import Estimate
 from effrank_bench.errors import ConfigError
+from effrank_bench.paths import make_folder
 from effrank_bench.plotting import log2_scale, pyplot, save_png
 from effrank_bench.records import SpectralEstimates
 from effrank_bench.report import Report, build_report, format_estimate
@@ -447,7 +448,7 @@ def write_comparison(comparison: Comparison, out_dir: Path, plot: bool = True) -
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     # Each file whole or not at all (temporary name, then rename): a reader never sees half a comparison.
     writers = {out_dir / "comparison.json": text_writer(json.dumps(comparison.to_dict(), indent=2)),
                out_dir / "comparison.csv": partial(_csv, comparison),

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from effrank_bench.errors import LockedError
+from effrank_bench.paths import make_folder
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.store import RunDir
 
@@ -38,7 +39,11 @@ class Holder:
         return self.host == socket.gethostname()
 
     def alive(self) -> bool:
-        """Whether the process lives (only meaningful on this host: pids are per host)."""
+        """Whether the process lives (only meaningful on this host: pids are per host).
+
+        A zombie has exited: killed, it stays in the process table until its parent reaps it, which a
+        container's first process or a killed ``timeout`` may take seconds to do, or never.
+        """
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -47,7 +52,7 @@ class Holder:
             return True
         except (OSError, OverflowError):
             return False
-        return True
+        return not _zombie(self.pid)
 
 
 class FileLock:
@@ -127,6 +132,15 @@ class FileLock:
         return False
 
 
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` is a zombie, where /proc tells (Linux); elsewhere a process that answers is taken as live."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]  # the state follows the command name in parentheses
+
+
 def _parse(raw: bytes) -> Holder | None:
     try:
         data = json.loads(raw)
@@ -160,7 +174,7 @@ def run_lock(path: Path, progress: Progress = NullProgress()) -> Iterator[None]:
     """
     path = Path(path)
     created = [p for p in (path, *path.parents) if not p.exists()]
-    path.mkdir(parents=True, exist_ok=True)
+    make_folder(path)
     lock = FileLock(path / RUN_LOCK)
     holder = lock.try_acquire(progress)
     if holder is not None:

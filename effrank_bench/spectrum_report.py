@@ -10,6 +10,7 @@ from rich.table import Table
 
 from effrank_bench.atomic import text_writer, write_files
 from effrank_bench.errors import ConfigError
+from effrank_bench.paths import make_folder
 from effrank_bench.plotting import pyplot, save_png
 from effrank_bench.teacher_spectrum import FEATURE_Q, ModelSpectrum
 
@@ -145,7 +146,7 @@ def write_spectrum(spectrum: ModelSpectrum, out: Path) -> list[Path]:
     """spectrum.json, spectrum.csv, spectrum-depth.png and (with branches) spectrum-energy.png, each written whole."""
     out = Path(out)
     check_out(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     writers = {out / "spectrum.json": text_writer(json.dumps(spectrum.to_dict(), indent=2)),
                out / "spectrum.csv": partial(_csv, spectrum),
                out / "spectrum-depth.png": partial(plot_depth, spectrum)}

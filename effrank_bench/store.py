@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from effrank_bench.atomic import atomic_path, atomic_write_text
 from effrank_bench.config import RunConfig, flag_args
 from effrank_bench.errors import ConfigError, format_validation_error, shown
+from effrank_bench.paths import make_folder
 from effrank_bench.records import (SpectralEstimates, TargetInfo, TeacherRecord, TrialRecord, read_teacher,
                                    read_trial)
 
@@ -66,7 +67,7 @@ class RunDir:
                 "ranks": tuple(sorted(set(previous.ranks) | set(config.ranks))),
                 "seeds": tuple(dict.fromkeys(previous.seeds + config.seeds)),
             })
-        run.path.mkdir(parents=True, exist_ok=True)
+        make_folder(run.path)
         atomic_write_text(run.config_path, config.model_dump_json(indent=2))
         run.repair_torn_tail()
         return run

@@ -8,6 +8,7 @@ from pathlib import Path
 from effrank_bench.atomic import atomic_write_text
 from effrank_bench.compare import Comparison, compare_runs, write_comparison
 from effrank_bench.config import SuiteConfig
+from effrank_bench.paths import make_folder
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.report import build_report, write_report
@@ -51,7 +52,7 @@ def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Pr
     by side; the local executor's are obtained run by run, so that one teacher at a time is in memory.
     """
     setups = prepare_suite(suite, registry or default_registry())
-    suite.out.mkdir(parents=True, exist_ok=True)
+    make_folder(suite.out)
     atomic_write_text(suite.out / "suite.json", json.dumps(suite.model_dump(mode="json"), indent=2))
     first = [i for i, setup in enumerate(setups) if setup.parts.executor.obtain_teachers is not None]
     teachers = dict(zip(first, obtain_teachers([setups[i] for i in first], progress)))

@@ -18,7 +18,7 @@ from effrank_bench.environment import environment
 from effrank_bench.errors import CheckpointError, EffrankError, one_line
 from effrank_bench.lock import FileLock
 from effrank_bench.factorize import TeacherSVD, classifier_of
-from effrank_bench.paths import cache_dir
+from effrank_bench.paths import cache_dir, make_folder
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import TeacherRecord, read_teacher
 from effrank_bench.store import read_text
@@ -131,7 +131,7 @@ class CachedTeacher:
 
     def save(self, model: nn.Module, record: TeacherRecord) -> None:
         """Weights, then the record, each written whole and renamed: ``exists()`` only sees complete entries."""
-        self.weights.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.weights.parent, "; set EFFRANK_BENCH_CACHE to a folder you can write to")
         with atomic_path(self.weights) as tmp:
             save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp)
         atomic_write_text(self.info, record.model_copy(update={"cost": None}).model_dump_json(indent=2))
@@ -144,7 +144,7 @@ class CachedTeacher:
         it saved. An entry that cannot be read (torn, NaN weights, damaged record) is moved aside, with
         a note, so that it is trained again instead of failing every later run.
         """
-        self.weights.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.weights.parent, "; set EFFRANK_BENCH_CACHE to a folder you can write to")
         lock = FileLock(self.lock)
         noted = False
         while (holder := lock.try_acquire(progress)) is not None:

@@ -260,6 +260,7 @@ def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, s
         first_epoch, step_seconds = saved.epoch + 1, saved.step_seconds
         start -= saved.seconds  # the record's train_seconds counts the fit's earlier processes too
         _set_random_state(train, saved.rng)
+        progress.note(f"{label}: resumed from its checkpoint after epoch {saved.epoch} of {recipe.epochs}")
     for fitting in fittings:
         fitting.model.train()
     with progress.task(label, total=recipe.epochs * len(train)) as advance:

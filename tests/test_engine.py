@@ -110,8 +110,10 @@ def test_an_interrupted_group_resumes_from_its_checkpoint_to_the_same_records(gr
     with pytest.raises(CheckpointError, match=r"saved with 2 training batches per epoch, this run has 1 .*resume "
                                               r"with the --compile and --device it was saved with, or delete"):
         run_sweep(config.model_copy(update={"out": other}))
-    resumed = run_sweep(config.model_copy(update={"out": out}))
+    notes = progress_stub()
+    resumed = run_sweep(config.model_copy(update={"out": out}), progress=notes)
     assert [_result(r) for r in resumed.records()] == [_result(r) for r in run.records()]
+    assert "2 students (rank 2, …): resumed from its checkpoint after epoch 1 of 2" in notes.notes
     assert all(r.train_seconds > state["seconds"] for r in resumed.records())  # the first process's time counts
     assert not (out / "checkpoints").exists()
 

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,6 +72,30 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_note(tmp_path, dead_
         assert held["pid"] == os.getpid()
     assert any("took over" in n and f"pid {dead_pid}" in n for n in notes.notes), notes.notes
     assert not (tmp_path / RUN_LOCK).exists()
+
+
+@pytest.fixture
+def zombie_pid():
+    """The pid of a process that has exited but is not reaped yet, as a killed run whose parent is slow to."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = Path(f"/proc/{proc.pid}/stat")
+    if not stat.exists():
+        proc.wait()
+        pytest.skip("no /proc to tell a zombie by")
+    deadline = time.monotonic() + 30
+    while stat.read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.01)
+    yield proc.pid
+    proc.wait()
+
+
+def test_a_lock_left_by_a_killed_process_not_yet_reaped_is_taken_over(tmp_path, zombie_pid, progress_stub):
+    write_lock(tmp_path / RUN_LOCK, zombie_pid)
+    notes = progress_stub()
+    with run_lock(tmp_path, notes):  # what `report` right after a kill -9 takes, as `run` does
+        assert json.loads((tmp_path / RUN_LOCK).read_text())["pid"] == os.getpid()
+    assert any("took over" in n and f"pid {zombie_pid}" in n for n in notes.notes), notes.notes
 
 
 def test_a_lock_from_another_host_is_respected_and_says_so(tmp_path, dead_pid):
@@ -234,6 +260,17 @@ def test_an_unreadable_teacher_in_a_run_directory_names_its_file(tmp_path):
 
 
 # --- the user's folders -------------------------------------------------------------------------------
+
+def test_a_teacher_cache_that_cannot_be_made_is_one_line_saying_how_to_move_it(tmp_path, tiny, monkeypatch, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("EFFRANK_BENCH_CACHE", str(tmp_path / "file"))
+    code = main(["run", *tiny.args(), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == (f"error: cannot create the folder {tmp_path / 'file' / 'teachers'}: Not a directory; "
+                                 "set EFFRANK_BENCH_CACHE to a folder you can write to\n")
+    assert not (tmp_path / "run").exists()  # the run directory it had made is taken back
+
+
 
 def test_an_out_folder_of_someone_elses_files_is_refused_and_left_as_it_was(tmp_path, capsys):
     (tmp_path / "thesis.tex").write_text("mine")
