@@ -421,7 +421,7 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     if args.search == "adaptive" and result.trials >= len(result.grid.ranks):
         console.print(f"the search trained as many ranks as the grid or more: on {len(result.grid.ranks)} ranks, "
-                      "--search grid costs less", markup=False, highlight=False)
+                      "--search grid costs no more", markup=False, highlight=False)
     return 0
 
 

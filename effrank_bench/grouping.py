@@ -12,8 +12,9 @@ from effrank_bench.train import Recipe, make_optimizer, student_step, tapped, te
 
 
 def group_size(setup: RunSetup, teacher: Teacher, trials: int) -> int:
-    """``--group N`` as given; ``auto``: every trial of the run on CPU (host memory holds many small
-    students and the cores are the limit), on CUDA as many as :func:`cuda_capacity` measures."""
+    """``--group N`` as given; ``auto``: all ``trials`` on CPU (host memory holds many small students and
+    the cores are the limit), on CUDA as many as :func:`cuda_capacity` measures. (A group holds one seed's
+    trials: the layout splits the rest.)"""
     group = setup.config.group
     if group != "auto":
         return group
@@ -45,8 +46,9 @@ def cuda_capacity(setup: RunSetup, teacher: Teacher) -> int:
     branches = setup.parts.arch.branches
     with tapped(branches(teacher.model) if needs else None) as t_tap, tapped(branches(student) if needs else None) as tap:
         target = teacher_outputs(teacher.model, t_tap, x, config.amp)
-        student_step(student, tap, x, y, target, setup.parts.loss.compute_checked, config.loss_options, optimizer,
-                     scheduler, config.amp)
+        loss = setup.parts.loss
+        student_step(student, tap, x, y, target, lambda *args: loss.checked(loss.compute(*args)), config.loss_options,
+                     optimizer, scheduler, config.amp)
     torch.cuda.synchronize(device)
     params = sum(p.numel() * p.element_size() for p in student.parameters())
     kept = torch.cuda.memory_allocated(device) - base + (params if config.select == "best" else 0)

@@ -135,10 +135,10 @@ class FileLock:
 def _zombie(pid: int) -> bool:
     """Whether ``pid`` is a zombie, where /proc tells (Linux); elsewhere a process that answers is taken as live."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_bytes()  # the command name may be any bytes, cut mid-character
     except OSError:
         return False
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]  # the state follows the command name in parentheses
+    return stat.rpartition(b")")[2].split()[:1] == [b"Z"]  # the state follows the command name in parentheses
 
 
 def _parse(raw: bytes) -> Holder | None:

@@ -45,7 +45,7 @@ class Registry:
         if entry_points:
             self._load_entry_points(pm)
         for name, plugin in plugins:
-            pm.register(plugin, name=name)
+            _register(pm, plugin, name, f"plugin '{name}'")
         _check_hook_names(pm)
         self._items: dict[str, dict[str, Registered]] = {kind: {} for kind in _KINDS}
         for kind, (hook_name, spec_type) in _KINDS.items():
@@ -67,11 +67,13 @@ class Registry:
                 if entry.group != ENTRY_POINT_GROUP or pm.get_plugin(entry.name) is not None:
                     continue
                 package = dist.metadata["Name"]
+                where = f"plugin '{entry.name}' of package {package}"
                 try:
-                    pm.register(entry.load(), name=entry.name)
+                    plugin = entry.load()
                 except Exception as err:  # noqa: BLE001 - whatever a third party's module raises
-                    raise RegistrationError(f"plugin '{entry.name}' of package {package} cannot be loaded: "
-                                            f"{one_line(err)}; fix it or uninstall {package}") from err
+                    raise RegistrationError(f"{where} cannot be loaded: {one_line(err)}; fix it or uninstall "
+                                            f"{package}") from err
+                _register(pm, plugin, entry.name, where, f"; fix it or uninstall {package}")
                 self._dists[entry.name] = package
 
     def _collector(self, kind: str, spec_type: type, plugin: str):
@@ -145,12 +147,22 @@ class Registry:
         return f"{plugin} ({dist})" if dist else plugin
 
 
+def _register(pm: pluggy.PluginManager, plugin: object, name: str, where: str, fix: str = "") -> None:
+    """``plugin`` registered; a hook whose arguments are not the hook's is refused naming ``where``."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as err:
+        raise RegistrationError(f"{where} cannot be loaded: {one_line(err)}{fix}") from err
+
+
 def _check_hook_names(pm: pluggy.PluginManager) -> None:
-    """A hook implementation of a name no hook has (``register_target``) would never be called: refused."""
+    """A hook implementation of a name no hook has (``register_target``) would never be called: refused,
+    as pluggy's ``check_pending`` refuses it (an ``optionalhook=True`` implementation excepted)."""
     hooks = [hook for hook, _ in _KINDS.values()]
     for plugin in pm.get_plugins():
         for caller in pm.get_hookcallers(plugin) or ():
-            if not caller.has_spec():
+            if not caller.has_spec() and any(not impl.optionalhook for impl in caller.get_hookimpls()
+                                             if impl.plugin is plugin):
                 raise RegistrationError(f"plugin '{pm.get_name(plugin)}' implements {caller.name}, which is no "
                                         f"effrank-bench hook; the hooks are {', '.join(hooks)}")
 

@@ -213,16 +213,16 @@ class LossSpec(_Frozen):
     compute: Callable[[Outputs, Outputs, torch.Tensor, LossOptions], torch.Tensor]
     uses_features: bool = False
 
-    def compute_checked(self, teacher: Outputs, student: Outputs, labels: torch.Tensor,
-                        options: LossOptions) -> torch.Tensor:
-        """``compute``, its value checked: anything but a scalar tensor with a gradient is the plugin's
-        mistake, refused in one line naming the loss, not a trial that failed (no value is read: no sync)."""
-        value = self.compute(teacher, student, labels, options)
-        if isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point() and value.requires_grad:
-            return value
+    def checked(self, value: Any) -> torch.Tensor:
+        """``value``, as ``compute`` (or it compiled) returned it, checked: anything but a one-element
+        floating-point tensor with a gradient is the plugin's mistake, refused in one line naming the loss,
+        not a trial that failed. Only metadata is read (no sync); a shape-(1,) loss comes back as a scalar."""
+        if (isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point()
+                and value.requires_grad):
+            return value if value.dim() == 0 else value.reshape(())
         if not isinstance(value, torch.Tensor):
             got = f"a {type(value).__name__}"
-        elif value.dim() != 0 or not value.is_floating_point():
+        elif value.numel() != 1 or not value.is_floating_point():
             got = f"a {value.dtype} tensor of shape {tuple(value.shape)}"
         else:
             got = "a tensor no gradient flows back through (detached, or not computed from the student's outputs)"

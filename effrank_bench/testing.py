@@ -18,7 +18,7 @@ from torch import nn
 
 from effrank_bench.data import example_input
 from effrank_bench.distances import geometric_distance
-from effrank_bench.errors import UnsupportedTargetError
+from effrank_bench.errors import RegistrationError, UnsupportedTargetError
 from effrank_bench.factorize import LowRank, factorize, full_rank, resolve_sites
 from effrank_bench.measure import count_macs, count_params
 from effrank_bench.registry import Registry, default_registry
@@ -68,7 +68,10 @@ def _check_logits(arch: ArchitectureSpec, model: nn.Module, x: torch.Tensor, req
 
 
 def _check_sites(arch: ArchitectureSpec, target: str, model: nn.Module) -> list:
-    sites = arch.sites(model, target)
+    try:
+        sites = arch.sites(model, target)
+    except RegistrationError as err:  # no sites, or no Sites: its message names architecture and target
+        raise ConformanceError(str(err)) from None
     paths = [s.path for s in sites]
     if len(set(paths)) != len(paths):
         _fail(arch, target, f"lists a site twice: {sorted({p for p in paths if paths.count(p) > 1})}")

@@ -413,10 +413,14 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
         t_tap = stack.enter_context(tapped(branches(teacher) if needs else None))
         taps = {id(s): stack.enter_context(tapped(branches(s) if needs else None)) for s in students}
         if compilation is None:
-            t_forward, forwards, compute = teacher, {id(s): s for s in students}, loss.compute_checked
+            t_forward, forwards, computed = teacher, {id(s): s for s in students}, loss.compute
         else:
-            t_forward, compute = compilation.forward(teacher), compilation.loss(loss.compute_checked)
+            # The plugin's own function compiled (a dynamo cache of its own), its value checked eagerly.
+            t_forward, computed = compilation.forward(teacher), compilation.loss(loss.compute)
             forwards = {id(s): compilation.forward(s) for s in students}
+
+        def compute(*args) -> torch.Tensor:
+            return loss.checked(computed(*args))
 
         # A student's compiled step compiles its backward at its first backward pass, and again for each new
         # batch shape (a partial last batch, where it is kept): its first step of each shape is watched.

@@ -6,6 +6,7 @@ import copy
 import functools
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -151,9 +152,11 @@ def _reserve(ray: Any, config: RunConfig) -> tuple[dict[str, Any], int]:
 
 
 def _unit_size(execution: Execution, slots: int, gpus: float) -> int:
-    """``--group N`` as given; ``auto``: the trials spread evenly over the cluster's slots, and on a driver
-    with a GPU (like its workers'), no more than fit in a unit's share of one."""
-    setup, share = execution.setup, -(-len(execution.trials) // slots)
+    """``--group N`` as given; ``auto``: the trials spread evenly over the cluster's slots (each seed's over
+    its share of them: a unit holds one seed's trials), and on a driver with a GPU (like its workers'), no
+    more than fit in a unit's share of one."""
+    per_seed = Counter(trial.seed for trial in execution.trials)
+    setup, share = execution.setup, -(-max(per_seed.values()) // max(1, slots // len(per_seed)))
     if 0 < gpus < 1:  # two or more units share a GPU: each fills its part of what --group auto may fill
         config = setup.config
         setup = replace(setup, config=config.model_copy(update={"memory_fraction": config.memory_fraction * gpus}))

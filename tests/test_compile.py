@@ -257,3 +257,24 @@ def test_every_student_of_a_group_stays_compiled_for_both_batch_shapes(monkeypat
         torch._dynamo.reset()
     assert all(not isinstance(r, Exception) for r in results)
     assert limits == []
+
+
+def test_a_loss_value_no_loss_may_have_is_refused_compiled_too(eager, tmp_path, monkeypatch, progress_stub):
+    from effrank_bench import hookimpl
+    from effrank_bench.errors import LossError
+    from effrank_bench.registry import Registry
+    from effrank_bench.specs import LossSpec
+
+    class PerExample:
+        @hookimpl
+        def register_losses(self, register):
+            register(LossSpec(name="per_example", description="one value per example",
+                              compute=lambda t, s, y, o: ((s.logits - t.logits) ** 2).mean(1)))
+
+    monkeypatch.setattr(train.torch, "compile", lambda fn, **kw: fn)  # compiled, it returns what eager does
+    config, _ = eager
+    notes = progress_stub()
+    with pytest.raises(LossError, match=r"^loss 'per_example' returned a torch.float32 tensor of shape \(32,\); "):
+        run_sweep(config.model_copy(update={"compile": True, "loss": "per_example", "out": tmp_path / "x"}),
+                  registry=Registry(plugins=[("theirs", PerExample())]), progress=notes)
+    assert not any("torch.compile failed" in n for n in notes.notes)  # the plugin's mistake, not the compiler's

@@ -105,11 +105,9 @@ def test_a_run_of_a_build_that_gives_no_model_is_refused_naming_it(micro_vit, ti
 
 
 def test_a_target_that_selects_nothing_or_no_sites_is_named(micro_vit):
-    from effrank_bench.errors import RegistrationError
-
-    with pytest.raises(RegistrationError, match=r"^target 'mlp' of architecture 'broken' selects no layers in "):
+    with pytest.raises(ConformanceError, match=r"^target 'mlp' of architecture 'broken' selects no layers in "):
         check_architecture(_broken(micro_vit, targets={"mlp": lambda model: []}))
-    with pytest.raises(RegistrationError, match=r"^target 'mlp' of architecture 'broken' gave blocks.0.mlp.fc1 "
+    with pytest.raises(ConformanceError, match=r"^target 'mlp' of architecture 'broken' gave blocks.0.mlp.fc1 "
                                                 r"\(str\); a target function returns Site\(path=...\)"):
         check_architecture(_broken(micro_vit, targets={"mlp": lambda model: ["blocks.0.mlp.fc1"]}))
 

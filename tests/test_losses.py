@@ -162,14 +162,17 @@ def spec(compute):
 def test_a_loss_that_returns_no_differentiable_scalar_is_refused_naming_it(compute, got):
     teacher = Outputs(logits=torch.randn(2, 3))
     student = Outputs(logits=torch.randn(2, 3, requires_grad=True))
+    loss = spec(compute)
     with pytest.raises(LossError) as err:
-        spec(compute).compute_checked(teacher, student, torch.zeros(2, dtype=torch.long), OPTIONS)
+        loss.checked(loss.compute(teacher, student, torch.zeros(2, dtype=torch.long), OPTIONS))
     assert str(err.value) == (f"loss 'theirs' returned {got}; a loss returns a scalar floating-point tensor "
                               "computed from the student's outputs")
 
 
-def test_a_checked_loss_returns_the_loss_itself():
+def test_a_checked_loss_is_the_loss_itself_a_one_element_one_as_a_scalar():
     teacher = Outputs(logits=torch.randn(2, 3))
     student = Outputs(logits=torch.randn(2, 3, requires_grad=True))
-    value = spec(logit).compute_checked(teacher, student, NO_LABELS, OPTIONS)
-    assert torch.equal(value, logit(teacher, student, NO_LABELS, OPTIONS)) and value.requires_grad
+    value = logit(teacher, student, NO_LABELS, OPTIONS)
+    assert spec(logit).checked(value) is value
+    one = spec(logit).checked(value.reshape(1))  # backward() takes a shape-(1,) loss too
+    assert one.shape == () and one.requires_grad and torch.equal(one, value)

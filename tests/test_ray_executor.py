@@ -9,6 +9,7 @@ import logging
 import sys
 
 import pytest
+import torch
 
 from effrank_bench.config import load_suite
 from effrank_bench.errors import ConfigError
@@ -162,3 +163,24 @@ def test_an_address_nothing_answers_at_is_refused_at_once(address, message):
     with pytest.raises(ConfigError, match=message):
         check_reachable(address, timeout=1.0)
     check_reachable("auto")  # Ray's own lookup, left to Ray
+
+
+@pytest.mark.parametrize("seeds, ranks, slots, size", [
+    ((0,), (1, 2, 4, 8, 16, 32), 3, 2),  # one seed: its six trials over the three slots
+    ((0, 1), (2, 4, 8, 16), 3, 4),  # a unit holds one seed's trials: one unit per seed, in one wave
+    ((0, 1), (2, 4, 8, 16), 4, 2),  # two slots per seed
+    ((0, 1, 2), (2, 4), 1, 2),  # one slot: each seed's trials in one unit
+])
+def test_auto_units_fill_the_slots_with_one_seed_each(seeds, ranks, slots, size, tiny, tmp_path):
+    from types import SimpleNamespace
+
+    from effrank_bench.records import Trial
+    from effrank_bench_plugins.executors import layout
+    from effrank_bench_plugins.ray_executor import _unit_size
+
+    setup = SimpleNamespace(config=tiny.config(tmp_path), device=torch.device("cpu"))
+    trials = tuple(Trial("joint", "geometric", rank, seed) for seed in seeds for rank in ranks)
+    assert _unit_size(SimpleNamespace(setup=setup, teacher=None, trials=trials), slots, 0.0) == size
+    units = layout(trials, [], size)
+    assert all(len({t.seed for t in unit}) == 1 for unit in units)
+    assert len(units) <= max(slots, len(seeds))  # one wave where the cluster has a slot per seed

@@ -234,6 +234,25 @@ def test_a_hook_with_other_arguments_than_the_hooks_is_named_with_its_package(mo
         Registry()
 
 
+def test_a_plugin_passed_in_with_other_arguments_than_the_hooks_is_named():
+    class OtherArguments:
+        @hookimpl
+        def register_targets(self, reg):
+            pass
+
+    with pytest.raises(RegistrationError, match=r"^plugin 'mine' cannot be loaded: PluginValidationError: .*\breg\b"):
+        Registry(plugins=[("mine", OtherArguments())], entry_points=False)
+
+
+def test_an_optional_hook_of_another_name_is_left_alone_as_pluggy_leaves_it():
+    class Optional:
+        @hookimpl(optionalhook=True)
+        def register_metrics(self, register):  # a hook some later version may have
+            pass
+
+    assert Registry(plugins=[("mine", Optional())], entry_points=False).names("target") == []
+
+
 def test_a_hook_of_a_name_no_hook_has_is_refused_instead_of_never_called():
     class Misspelled:
         @hookimpl

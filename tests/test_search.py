@@ -199,14 +199,14 @@ def test_replay_prints_rounds_and_a_table(logistic_csv, run_cli):
     assert code == 0
     assert "round 2: 21, 33, 45" in out and "trials: 11 (full grid: 16)" in out
     assert out.count("[22, 38]") == 2
-    assert "--search grid costs less" not in out
+    assert "--search grid costs no more" not in out
 
 
 def test_replay_says_when_the_search_cost_more_than_a_small_grid(logistic_csv, run_cli):
     code, out, _ = run_cli("replay", logistic_csv, "--teacher-acc", 90, "--ranks", "8,16,32,64")
     assert code == 0 and "(full grid: 4)" in out
     assert out.rstrip().endswith("the search trained as many ranks as the grid or more: on 4 ranks, --search grid "
-                                 "costs less")
+                                 "costs no more")
 
 
 @pytest.mark.parametrize("extra, message", [
