@@ -227,7 +227,7 @@ def test_every_student_of_a_group_stays_compiled_for_both_batch_shapes(monkeypat
     from effrank_bench.specs import LossOptions
 
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._dynamo.config, "cache_size_limit", 8)
+    before = torch._dynamo.config.cache_size_limit
     compile_ = torch.compile
     monkeypatch.setattr(train.torch, "compile", lambda fn, **kw: compile_(fn, backend="eager", dynamic=False))
     limits = []
@@ -240,21 +240,27 @@ def test_every_student_of_a_group_stays_compiled_for_both_batch_shapes(monkeypat
     handler = Limits()
     logging.getLogger("torch._dynamo").addHandler(handler)
     try:
-        torch.manual_seed(0)
-        teacher = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-        students = [torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.ReLU(), torch.nn.Linear(width, 3))
-                    for width in (1, 2, 3, 4)]
-        data = TensorDataset(torch.randn(10, 4), torch.randint(0, 3, (10,)))  # batches of 4, 4 and 2
-        shape = dict(batch_size=4, modality="tokens", input_size=4, device=torch.device("cpu"))
-        batches = Batches(data, **shape)
-        no_val = Batches(TensorDataset(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)), **shape)
-        results = train.distill(teacher, students, lambda model: [], batches, no_val, default_registry().loss("logit"),
-                                LossOptions(), train.Recipe(epochs=2, lr=1e-3, amp=False, select="last"),
-                                progress=progress_stub(), compile=True)
-        assert torch._dynamo.config.cache_size_limit == 10  # 2 batch shapes × (teacher + 4 students)
+        # Dynamo's default, whatever ran before; torch's own patch, not monkeypatch's: pytest 9.2 undoes a
+        # setattr on an object whose value is not in its __dict__ by deleting it, and torch's config then
+        # hides the name for good (this process's later compiled runs would fail reading it).
+        with torch._dynamo.config.patch(cache_size_limit=8):
+            torch.manual_seed(0)
+            teacher = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+            students = [torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.ReLU(), torch.nn.Linear(width, 3))
+                        for width in (1, 2, 3, 4)]
+            data = TensorDataset(torch.randn(10, 4), torch.randint(0, 3, (10,)))  # batches of 4, 4 and 2
+            shape = dict(batch_size=4, modality="tokens", input_size=4, device=torch.device("cpu"))
+            batches = Batches(data, **shape)
+            no_val = Batches(TensorDataset(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)), **shape)
+            results = train.distill(teacher, students, lambda model: [], batches, no_val,
+                                    default_registry().loss("logit"), LossOptions(),
+                                    train.Recipe(epochs=2, lr=1e-3, amp=False, select="last"),
+                                    progress=progress_stub(), compile=True)
+            assert torch._dynamo.config.cache_size_limit == 10  # 2 batch shapes × (teacher + 4 students)
     finally:
         logging.getLogger("torch._dynamo").removeHandler(handler)
         torch._dynamo.reset()
+    assert torch._dynamo.config.cache_size_limit == before  # restored, and still readable
     assert all(not isinstance(r, Exception) for r in results)
     assert limits == []
 
