@@ -104,6 +104,14 @@ def test_measure_json_gives_teacher_and_students(run_cli):
     assert all(s["latency_ms"] > 0 for s in result["students"])
 
 
+def test_measure_prints_a_micro_models_macs_in_millions(run_cli):
+    code, out, _ = run_cli("measure", "--arch", "micro_vit", "--target", "joint", "--ranks", "2",
+                           "--repeats", "1", "--warmup", "0", "--device", "cpu")
+    assert code == 0 and "MMACs" in out and "GMACs" not in out
+    teacher = next(line for line in out.splitlines() if "teacher" in line)
+    assert "│ 2.381 │" in teacher  # micro_vit: 2,380,928 MACs per 8×8 image
+
+
 def test_measure_vit_b32_matches_timms_published_macs(measure_json):
     teacher, (student,) = measure_json("vit_b32", "joint", "32")
     assert teacher["macs"] == pytest.approx(4.41e9, rel=0.01)
