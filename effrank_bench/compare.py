@@ -302,8 +302,9 @@ def render_comparison(comparison: Comparison) -> Table:
 
 
 CSV_FIELDS = ["run", "arch", "target", "loss", "dataset", "seeds", "teacher_accuracy", "width",
-              "low", "low_ci_low", "low_ci_high", "low_unreached", "low_censored", "high", "high_ci_low",
-              "high_ci_high", "high_unreached", "high_censored", "band_low", "band_high", "knee", "knee_ci_low", "knee_ci_high", "knee_relative",
+              "low", "low_ci_low", "low_ci_high", "low_unreached", "low_censored",
+              "high", "high_ci_low", "high_ci_high", "high_unreached", "high_censored",
+              "band_low", "band_high", "knee", "knee_ci_low", "knee_ci_high", "knee_relative",
               "weight_r95", "feature_r99", "params_at_knee", "macs_at_knee", "compression_at_knee", "resamples", "note"]
 
 
