@@ -195,14 +195,18 @@ class Comparison:
 def compare_runs(paths: Sequence[Path]) -> Comparison:
     """Read every run directory (nothing is written into them) and put their read-offs side by side.
 
-    A suite's directory stands for its runs, in the suite's order. A path that does not exist or
-    is not a run directory is a ConfigError; a run with fewer than two finished ranks is kept,
-    with no region or knee and a note.
+    A suite's directory stands for its runs, in the suite's order; a run given twice (itself and
+    through its suite, or by two spellings of its path) is compared once, where it first comes. A path
+    that does not exist or is not a run directory is a ConfigError; a run with fewer than two finished
+    ranks is kept, with no region or knee and a note.
     """
     if not paths:
         raise ConfigError("give at least one run directory to compare")
+    given: dict[Path, Path] = {}
+    for run in (run for path in map(Path, paths) for run in _runs_of(path)):
+        given.setdefault(run.resolve(), run)
     runs = []
-    for path in [run for path in map(Path, paths) for run in _runs_of(path)]:
+    for path in given.values():
         if not path.exists():
             raise ConfigError(f"{path}: no such run directory")
         if not path.is_dir():

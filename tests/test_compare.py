@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,6 +85,13 @@ def test_a_run_with_too_few_ranks_is_kept_with_a_note(make_run, two_runs, tmp_pa
     assert any(note.startswith("short: 1 finished rank(s)") for note in comparison.notes)
     row = [column._cells[2] for column in render_comparison(comparison).columns]
     assert row[0] == "micro_vit · joint · geometric · digits (short)" and row[3:] == ["–"] * 6
+
+
+def test_a_run_given_twice_is_compared_once_where_it_first_comes(two_runs, tmp_path, monkeypatch):
+    ramp, seeds = two_runs
+    monkeypatch.chdir(ramp.parent)
+    comparison = compare_runs([seeds, ramp, Path(ramp.name), seeds])  # the same runs, one by another spelling
+    assert [run.path for run in comparison.runs] == [seeds, ramp]
 
 
 def test_json_and_csv_say_which_crossings_are_only_bounded(make_run, tmp_path):
