@@ -8,7 +8,7 @@ import torch
 from effrank_bench.factorize import factorize
 from effrank_bench.setup import RunSetup
 from effrank_bench.teacher import Teacher
-from effrank_bench.train import Recipe, make_optimizer, student_step, tapped, teacher_outputs
+from effrank_bench.train import Recipe, checked_loss, make_optimizer, student_step, tapped, teacher_outputs
 
 
 def group_size(setup: RunSetup, teacher: Teacher, trials: int) -> int:
@@ -46,9 +46,8 @@ def cuda_capacity(setup: RunSetup, teacher: Teacher) -> int:
     branches = setup.parts.arch.branches
     with tapped(branches(teacher.model) if needs else None) as t_tap, tapped(branches(student) if needs else None) as tap:
         target = teacher_outputs(teacher.model, t_tap, x, config.amp)
-        loss = setup.parts.loss
-        student_step(student, tap, x, y, target, lambda *args: loss.checked(loss.compute(*args)), config.loss_options,
-                     optimizer, scheduler, config.amp)
+        student_step(student, tap, x, y, target, checked_loss(setup.parts.loss), config.loss_options, optimizer,
+                     scheduler, config.amp)
     torch.cuda.synchronize(device)
     params = sum(p.numel() * p.element_size() for p in student.parameters())
     kept = torch.cuda.memory_allocated(device) - base + (params if config.select == "best" else 0)

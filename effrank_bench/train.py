@@ -153,6 +153,12 @@ def teacher_outputs(teacher: nn.Module, tap: BranchTap | None, x: torch.Tensor, 
 LossFn = Callable[[Outputs, Outputs, torch.Tensor, LossOptions], torch.Tensor]
 
 
+def checked_loss(loss: LossSpec, compute: LossFn | None = None) -> LossFn:
+    """``compute`` (the loss's own function, or it compiled), each value it returns checked by ``loss.checked``."""
+    compute = compute or loss.compute
+    return lambda *args: loss.checked(compute(*args))
+
+
 def student_step(student: nn.Module, tap: BranchTap | None, x: torch.Tensor, y: torch.Tensor,
                  teacher: Outputs, loss: LossFn, options: LossOptions, optimizer, scheduler,
                  amp: bool = True) -> torch.Tensor:
@@ -413,14 +419,11 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
         t_tap = stack.enter_context(tapped(branches(teacher) if needs else None))
         taps = {id(s): stack.enter_context(tapped(branches(s) if needs else None)) for s in students}
         if compilation is None:
-            t_forward, forwards, computed = teacher, {id(s): s for s in students}, loss.compute
+            t_forward, forwards, compute = teacher, {id(s): s for s in students}, checked_loss(loss)
         else:
             # The plugin's own function compiled (a dynamo cache of its own), its value checked eagerly.
-            t_forward, computed = compilation.forward(teacher), compilation.loss(loss.compute)
+            t_forward, compute = compilation.forward(teacher), checked_loss(loss, compilation.loss(loss.compute))
             forwards = {id(s): compilation.forward(s) for s in students}
-
-        def compute(*args) -> torch.Tensor:
-            return loss.checked(computed(*args))
 
         # A student's compiled step compiles its backward at its first backward pass, and again for each new
         # batch shape (a partial last batch, where it is kept): its first step of each shape is watched.
