@@ -95,10 +95,13 @@ class Batches:
         return x[..., top:top + size, left:left + size]
 
 
-def example_input(request: ModelRequest, modality: Modality, batch_size: int, device: torch.device) -> torch.Tensor:
-    """A batch shaped like real input, for counting MACs and timing: cost does not depend on values."""
+def example_input(request: ModelRequest, modality: Modality, batch_size: int, device: torch.device,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """A batch shaped like real input, for counting MACs and timing: cost does not depend on values.
+    ``generator`` draws it (on ``device``) instead of the global random state."""
     if modality == "tokens":
         # Ids from 1: 0 is padding, and a padded example would skip work a real one does.
-        return torch.randint(1, request.vocab_size, (batch_size, request.input_size), device=device)
+        return torch.randint(1, request.vocab_size, (batch_size, request.input_size), device=device,
+                             generator=generator)
     size = request.input_size
-    return torch.randn(batch_size, request.in_chans, size, size, device=device)
+    return torch.randn(batch_size, request.in_chans, size, size, device=device, generator=generator)

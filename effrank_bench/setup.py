@@ -158,9 +158,25 @@ class RunSetup:
         return measure(model, example, factorized=factorized, repeats=self.config.latency_repeats)
 
 
+def logits_mismatch(model: nn.Module, x: torch.Tensor, num_classes: int) -> str | None:
+    """What is wrong with ``model``'s logits for the batch ``x`` (None: one row per example, one logit per
+    class). Computed in eval mode without gradients: nothing drawn from the random state, no statistics
+    updated; the model is left in the mode it was in."""
+    training = model.training
+    with torch.no_grad():
+        logits = model.eval()(x)
+    model.train(training)
+    if isinstance(logits, torch.Tensor) and tuple(logits.shape) == (len(x), num_classes):
+        return None
+    got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
+    return (f"a model built for {num_classes} classes gives {got} for a batch of {len(x)}; "
+            f"expected logits of shape ({len(x)}, {num_classes})")
+
+
 def build_checked(arch: ArchitectureSpec, request: ModelRequest, target: str, ranks: Iterable[int],
                   qkv: QKV) -> tuple[nn.Module, list[Site]]:
-    """The untrained model and its target's sites, every rank checked against them.
+    """The untrained model and its target's sites, every rank checked against them, its logits checked
+    to be one per class the data set has (a head of another width would train and report wrong numbers).
 
     Built untrained first: a rank no layer can take is refused before any time goes into a teacher.
     """
@@ -168,6 +184,12 @@ def build_checked(arch: ArchitectureSpec, request: ModelRequest, target: str, ra
     if not isinstance(model, nn.Module):
         raise RegistrationError(f"architecture '{arch.name}': build returned a {type(model).__name__}, "
                                 "not a torch.nn.Module")
+    weight = next(model.parameters(), None)
+    device = weight.device if weight is not None else torch.device("cpu")
+    x = example_input(request, arch.modality, 2, device, torch.Generator(device).manual_seed(0))
+    problem = logits_mismatch(model, x, request.num_classes)
+    if problem:
+        raise RegistrationError(f"architecture '{arch.name}': {problem}")
     sites = arch.sites(model, target)
     for rank in ranks:
         check_rank(model, sites, rank, qkv, arch.name)

@@ -22,6 +22,7 @@ from effrank_bench.errors import RegistrationError, UnsupportedTargetError
 from effrank_bench.factorize import LowRank, factorize, full_rank, resolve_sites
 from effrank_bench.measure import count_macs, count_params
 from effrank_bench.registry import Registry, default_registry
+from effrank_bench.setup import logits_mismatch
 from effrank_bench.specs import ArchitectureSpec, ModelRequest
 from effrank_bench.taps import BranchTap
 
@@ -59,12 +60,9 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _check_logits(arch: ArchitectureSpec, model: nn.Module, x: torch.Tensor, request: ModelRequest) -> None:
     """One row of logits per example, one logit per class the request asked for: a data set's classes."""
-    with torch.no_grad():
-        logits = model(x)
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (len(x), request.num_classes):
-        got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
-        _fail(arch, None, f"a model built for {request.num_classes} classes gives {got} for a batch of {len(x)}; "
-                          f"expected logits of shape ({len(x)}, {request.num_classes})")
+    problem = logits_mismatch(model, x, request.num_classes)
+    if problem:
+        _fail(arch, None, problem)
 
 
 def _check_sites(arch: ArchitectureSpec, target: str, model: nn.Module) -> list:

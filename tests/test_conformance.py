@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 from effrank_bench.registry import Registry, default_registry
@@ -90,7 +91,15 @@ def test_a_build_that_gives_no_model_or_other_logits_than_classes_fails(micro_vi
     assert str(err.value) == message
 
 
-def test_a_run_of_a_build_that_gives_no_model_is_refused_naming_it(micro_vit, tiny, tmp_path):
+@pytest.mark.parametrize("build, message", [
+    (lambda request: "a model", "build returned a str, not a torch.nn.Module"),
+    (lambda request: nn.Sequential(nn.Flatten(), nn.Linear(request.in_chans * request.input_size ** 2,
+                                                            request.num_classes + 3)),
+     "a model built for 10 classes gives shape (2, 13) for a batch of 2; expected logits of shape (2, 10)"),
+])
+def test_a_run_of_a_build_that_gives_no_model_or_other_logits_is_refused_naming_it(micro_vit, tiny, tmp_path,
+                                                                                    build, message):
+    # Three logits too many would train, and report accuracies over classes the data set lacks.
     from effrank_bench import hookimpl
     from effrank_bench.errors import RegistrationError
     from effrank_bench.setup import prepare
@@ -98,10 +107,22 @@ def test_a_run_of_a_build_that_gives_no_model_is_refused_naming_it(micro_vit, ti
     class Theirs:
         @hookimpl
         def register_architectures(self, register):
-            register(_broken(micro_vit, build=lambda request: "a model"))
+            register(_broken(micro_vit, build=build))
 
-    with pytest.raises(RegistrationError, match=r"^architecture 'broken': build returned a str, not a torch.nn.Module$"):
+    with pytest.raises(RegistrationError) as err:
         prepare(tiny.config(tmp_path / "run", arch="broken"), Registry(plugins=[("theirs", Theirs())]))
+    assert str(err.value) == f"architecture 'broken': {message}"
+
+
+def test_checking_the_logits_draws_no_random_numbers_and_keeps_the_models_mode(micro_vit):
+    from effrank_bench.setup import logits_mismatch
+
+    model = micro_vit.build(micro_vit.native_request())
+    x = torch.randn(2, 1, 8, 8)
+    state = torch.random.get_rng_state()
+    assert logits_mismatch(model.train(), x, 10) is None and model.training
+    assert logits_mismatch(model.eval(), x, 11) is not None and not model.training
+    assert torch.equal(torch.random.get_rng_state(), state)
 
 
 def test_a_target_that_selects_nothing_or_no_sites_is_named(micro_vit):
