@@ -1,9 +1,12 @@
 """The grouped engine: a group of one is a lone trial, groups are deterministic, a NaN student leaves its
-group, and an interrupted group resumes from its checkpoint to the same records."""
+group, and a group killed mid-epoch resumes from its checkpoint to the same records."""
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,12 +118,53 @@ def test_a_group_gives_the_same_records_every_time(grouped, tmp_path):
     assert [_result(r) for r in again.records()] == [_result(r) for r in run.records()]
 
 
-def test_an_interrupted_group_resumes_from_its_checkpoint_to_the_same_records(grouped, tmp_path, progress_stub):
+# A run in a process of its own that hangs once it is into epoch 2 (one batch per epoch), after epoch 1's
+# checkpoint, and says so by creating the file argv[2]: the test then kills it with SIGKILL there. argv[3]: the
+# test process's intra-op threads.
+_HANGING_RUN = """
+import contextlib, sys, time
+from pathlib import Path
+import torch
+from effrank_bench.config import RunConfig
+from effrank_bench.progress import NullProgress
+from effrank_bench.sweep import run_sweep
+
+torch.set_num_threads(int(sys.argv[3]))  # the test's own: float sums depend on it
+
+
+class HangInEpoch2(NullProgress):
+    steps = 0
+
+    @contextlib.contextmanager
+    def task(self, description, total):
+        def advance(n):
+            HangInEpoch2.steps += n
+            if HangInEpoch2.steps > 1:
+                Path(sys.argv[2]).touch()
+                time.sleep(600)
+        yield advance
+
+
+run_sweep(RunConfig.model_validate_json(sys.argv[1]), progress=HangInEpoch2())
+"""
+
+
+def test_a_group_killed_mid_epoch_resumes_from_its_checkpoint_to_the_same_records(grouped, tmp_path,
+                                                                                   progress_stub):
     config, run = grouped
-    out = tmp_path / "killed"
-    with pytest.raises(KeyboardInterrupt):
-        # One batch per epoch: interrupted during epoch 2, after the checkpoint of epoch 1.
-        run_sweep(config.model_copy(update={"out": out}), progress=progress_stub(stop_after=1))
+    out, hanging = tmp_path / "killed", tmp_path / "hanging"
+    child = subprocess.Popen([sys.executable, "-c", _HANGING_RUN,
+                              config.model_copy(update={"out": out}).model_dump_json(), str(hanging),
+                              str(torch.get_num_threads())])
+    try:
+        deadline = time.monotonic() + 120
+        while not hanging.exists():
+            assert child.poll() is None, "the run ended before its second epoch"
+            assert time.monotonic() < deadline, "the run never reached its second epoch"
+            time.sleep(0.05)
+    finally:
+        child.kill()  # SIGKILL: no exception, no cleanup, the lock left behind
+        child.wait()
     assert RunDir(out).records() == []
     saved = list((out / "checkpoints").iterdir())
     assert len(saved) == 1 and (saved[0] / "model-0.safetensors").is_file()
@@ -138,6 +182,7 @@ def test_an_interrupted_group_resumes_from_its_checkpoint_to_the_same_records(gr
     resumed = run_sweep(config.model_copy(update={"out": out}), progress=notes)
     assert [_result(r) for r in resumed.records()] == [_result(r) for r in run.records()]
     assert "2 students (rank 2, …): resumed from its checkpoint after epoch 1 of 2" in notes.notes
+    assert not (out / "checkpoints").exists()
     assert all(r.train_seconds > state["seconds"] for r in resumed.records())  # the first process's time counts
     assert not (out / "checkpoints").exists()
 
