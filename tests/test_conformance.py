@@ -95,7 +95,10 @@ def test_a_build_that_gives_no_model_or_other_logits_than_classes_fails(micro_vi
     (lambda request: "a model", "build returned a str, not a torch.nn.Module"),
     (lambda request: nn.Sequential(nn.Flatten(), nn.Linear(request.in_chans * request.input_size ** 2,
                                                             request.num_classes + 3)),
-     "a model built for 10 classes gives shape (2, 13) for a batch of 2; expected logits of shape (2, 10)"),
+     "a model built for 10 classes gives shape (1, 13) for a batch of 1; expected logits of shape (1, 10)"),
+    (lambda request: nn.Sequential(nn.Flatten(), nn.Linear(3, request.num_classes)),  # the wrong input width
+     "its model failed on a batch of shape (1, 1, 8, 8): RuntimeError: mat1 and mat2 shapes cannot be "
+     "multiplied (1x64 and 3x10)"),
 ])
 def test_a_run_of_a_build_that_gives_no_model_or_other_logits_is_refused_naming_it(micro_vit, tiny, tmp_path,
                                                                                     build, message):
