@@ -1,10 +1,11 @@
-"""The trials of a sweep, minus those the run directory already holds."""
+"""The trials of a sweep, minus those the run directory already holds; what a rerun would still train."""
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from effrank_bench.config import RunConfig
-from effrank_bench.records import Trial
+from effrank_bench.records import Trial, TrialRecord
+from effrank_bench.search import make_search
 
 
 def plan_trials(config: RunConfig, done: set[Trial], ranks: Iterable[int] | None = None) -> list[Trial]:
@@ -15,3 +16,39 @@ def plan_trials(config: RunConfig, done: set[Trial], ranks: Iterable[int] | None
     ranks = sorted(ranks) if ranks is not None else config.ranks
     trials = [Trial(config.target, config.loss, rank, seed) for seed in config.seeds for rank in ranks]
     return [t for t in trials if t not in done]
+
+
+def measured_curve(records: list[TrialRecord], seeds: tuple[int, ...], teacher_accuracy: float) -> dict[int, float]:
+    """Rank -> mean normalized test accuracy, for the ranks where every seed finished (none for a teacher at 0)."""
+    if teacher_accuracy <= 0:
+        return {}
+    ok: dict[int, list[float]] = {}
+    for r in records:
+        if r.status == "ok" and r.seed in seeds:
+            ok.setdefault(r.rank, []).append(r.test_accuracy)
+    return {rank: sum(accs) / len(accs) / teacher_accuracy for rank, accs in ok.items() if len(accs) == len(seeds)}
+
+
+def failed_ranks(records: list[TrialRecord], seeds: tuple[int, ...]) -> set[int]:
+    """Ranks that failed under a seed and have every other seed recorded: done, never asked for again. A rank
+    with seeds still to train is not among them, so a search asks for it and its other seeds train."""
+    tried: dict[int, set[int]] = {}
+    for r in records:
+        tried.setdefault(r.rank, set()).add(r.seed)
+    failed = {r.rank for r in records if r.status == "failed" and r.seed in seeds}
+    return {rank for rank in failed if tried[rank] >= set(seeds)}
+
+
+def unfinished_trials(config: RunConfig, records: list[TrialRecord], asked: list[list[int]],
+                      teacher_accuracy: float) -> list[Trial]:
+    """The trials the same command would still train in this run directory (none: the sweep is finished).
+
+    Those of the rounds its search asked for (``search.json``) and of the round it would ask for next, given
+    what is recorded, minus what is recorded: the sweep's own loop, without training.
+    """
+    search = make_search(config.search, config.ranks, thresholds=config.thresholds, knee_axis=config.knee_axis,
+                         tolerance=config.tolerance, monotone=config.monotone, rounds=len(asked))
+    more = search.next_ranks(measured_curve(records, config.seeds, teacher_accuracy),
+                             failed_ranks(records, config.seeds))
+    ranks = {rank for round_ in asked for rank in round_} | set(more)
+    return plan_trials(config, {r.trial for r in records}, ranks)

@@ -16,7 +16,8 @@ from effrank_bench.atomic import text_writer, write_files
 from effrank_bench.bootstrap import ONE_SEED_NOTE, Estimate, Uncertainty, bootstrap_curve
 from effrank_bench.config import RunConfig
 from effrank_bench.plotting import fixed_margins, log2_scale, pyplot, save_png
-from effrank_bench.records import SCHEMA_VERSION, SpectralEstimates, TeacherRecord
+from effrank_bench.plan import unfinished_trials
+from effrank_bench.records import SCHEMA_VERSION, SpectralEstimates, TeacherRecord, Trial
 from effrank_bench.store import RunDir
 
 # The bootstrap of a report is reproducible: the same run directory always gives the same intervals.
@@ -155,17 +156,23 @@ def build_report(run: RunDir) -> Report:
             u_note = ONE_SEED_NOTE
     return Report(config=config, teacher=teacher, rows=rows, analysis=analysis, note=note,
                   per_rank=per_rank, uncertainty=uncertainty, uncertainty_note=u_note,
-                  warnings=tuple(_warnings(config, teacher, ok)), spectrum=run.spectrum())
+                  warnings=tuple(_warnings(config, teacher, ok, unfinished_trials(config, records, run.search_rounds(),
+                                                                                  t_acc))),
+                  spectrum=run.spectrum())
 
 
 # A student this much better than its teacher (normalized accuracy above it) means the teacher is weak.
 BEATS_TEACHER = 1.05
 
 
-def _warnings(config: RunConfig, teacher: TeacherRecord, ok: list) -> list[str]:
-    """What makes a run's numbers doubtful: data cut to a few batches, a teacher near chance, students
-    beating it, a teacher used as loaded with a head that was not."""
+def _warnings(config: RunConfig, teacher: TeacherRecord, ok: list, unfinished: list[Trial]) -> list[str]:
+    """What makes a run's numbers doubtful: a sweep not finished (stopped, or still training), data cut to a
+    few batches, a teacher near chance, students beating it, a teacher used as loaded with a head that was not."""
     warnings = []
+    if unfinished:
+        shown = ", ".join(t.label(len(config.seeds)) for t in unfinished[:4]) + (", ..." if len(unfinished) > 4 else "")
+        warnings.append(f"the sweep is not finished: {len(unfinished)} trial(s) still to train ({shown}); the region "
+                        "and knee are read off what is recorded: run the same command again to finish it")
     if config.limit_batches is not None:
         warnings.append(f"every split was cut to {config.limit_batches} batch(es) per pass (--limit-batches): "
                         "this run checks that the setup works end to end, its numbers measure nothing")

@@ -11,7 +11,7 @@ from rich.markup import escape
 from effrank_bench.config import RunConfig
 from effrank_bench.errors import RegistrationError
 from effrank_bench.lock import run_lock
-from effrank_bench.plan import plan_trials
+from effrank_bench.plan import failed_ranks, measured_curve, plan_trials
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import Trial, TrialRecord
 from effrank_bench.registry import Registry
@@ -110,27 +110,6 @@ def obtain_teachers(setups: Sequence[RunSetup], progress: Progress = NullProgres
         else:
             teachers |= dict(zip(mine, executor.obtain_teachers([setups[i] for i in mine], progress)))
     return [teachers[i] for i in range(len(setups))]
-
-
-def measured_curve(records: list[TrialRecord], seeds: tuple[int, ...], teacher_accuracy: float) -> dict[int, float]:
-    """Rank -> mean normalized test accuracy, for the ranks where every seed finished (none for a teacher at 0)."""
-    if teacher_accuracy <= 0:
-        return {}
-    ok: dict[int, list[float]] = {}
-    for r in records:
-        if r.status == "ok" and r.seed in seeds:
-            ok.setdefault(r.rank, []).append(r.test_accuracy)
-    return {rank: sum(accs) / len(accs) / teacher_accuracy for rank, accs in ok.items() if len(accs) == len(seeds)}
-
-
-def failed_ranks(records: list[TrialRecord], seeds: tuple[int, ...]) -> set[int]:
-    """Ranks that failed under a seed and have every other seed recorded: done, never asked for again. A rank
-    with seeds still to train is not among them, so a search asks for it and its other seeds train."""
-    tried: dict[int, set[int]] = {}
-    for r in records:
-        tried.setdefault(r.rank, set()).add(r.seed)
-    failed = {r.rank for r in records if r.status == "failed" and r.seed in seeds}
-    return {rank for rank in failed if tried[rank] >= set(seeds)}
 
 
 def run_sweep(config: RunConfig, registry: Registry | None = None, progress: Progress = NullProgress()) -> RunDir:

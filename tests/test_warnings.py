@@ -1,4 +1,4 @@
-"""Warnings after a report: data cut to a few batches, a teacher near chance, a student beating its teacher, a loaded teacher's new head."""
+"""Warnings after a report: a sweep not finished, data cut to a few batches, a teacher near chance, a student beating its teacher, a loaded teacher's new head."""
 from __future__ import annotations
 
 import json
@@ -12,9 +12,10 @@ from effrank_bench.store import RunDir
 COST = {"params": 1000, "factorized_params": 800, "macs": 10_000, "latency_ms": 1.0, "peak_memory_mb": None}
 
 
-def _run(path, teacher_accuracy, students, *, num_classes=10, skipped=(), **config):
-    """A run directory with a teacher of ``teacher_accuracy`` and one student per (rank, test accuracy)."""
-    run = RunDir.open(path, RunConfig(ranks=[r for r, _ in students], **config))
+def _run(path, teacher_accuracy, students, *, num_classes=10, skipped=(), ranks=None, **config):
+    """A run directory with a teacher of ``teacher_accuracy`` and one student (seed 0) per (rank, test accuracy);
+    its config asks for ``ranks`` (default: the students')."""
+    run = RunDir.open(path, RunConfig(ranks=ranks or [r for r, _ in students], **config))
     run.teacher_info.write_text(TeacherRecord(
         key="k", source="pretrained", skipped_keys=list(skipped), recipe={}, val_accuracy=teacher_accuracy,
         test_accuracy=teacher_accuracy, num_classes=num_classes, environment={"device": "cpu"}, cost=COST,
@@ -55,6 +56,23 @@ def test_a_teacher_used_as_loaded_with_a_new_head_is_flagged(tmp_path):
     assert "head.weight" in flagged.warnings[0]
     fine_tuned = _run(tmp_path / "tuned", 0.9, [(2, 0.5), (4, 0.8)], skipped=head, pretrained=True, teacher_epochs=3)
     assert build_report(fine_tuned).warnings == ()  # the new head was trained
+
+
+def test_a_sweep_not_finished_is_flagged_naming_what_it_lacks(tmp_path):
+    # Stopped (or still training) after ranks 2 and 4 of 2, 4, 8, 16: its read-off would pass for a whole one.
+    partial = build_report(_run(tmp_path / "grid", 0.9, [(2, 0.5), (4, 0.8)], ranks=[2, 4, 8, 16]))
+    assert partial.warnings == ("the sweep is not finished: 2 trial(s) still to train (rank 8, rank 16); the region "
+                                "and knee are read off what is recorded: run the same command again to finish it",)
+    seeds = build_report(_run(tmp_path / "seeds", 0.9, [(2, 0.5), (4, 0.8)], seeds=[0, 1]))
+    assert "2 trial(s) still to train (rank 2 seed 1, rank 4 seed 1)" in seeds.warnings[0]
+    # An adaptive search asks for its coarse round first (2, 7, 23, 76, 256), then where the fit needs ranks.
+    adaptive = build_report(_run(tmp_path / "adaptive", 0.9, [(2, 0.5), (256, 0.9)], search="adaptive"))
+    assert "3 trial(s) still to train (rank 7, rank 23, rank 76)" in adaptive.warnings[0]
+    coarse = [(2, 0.3), (7, 0.6), (23, 0.8), (76, 0.88), (256, 0.9)]  # 85% of 0.9 = 0.765: crossed in (7, 23)
+    refined = build_report(_run(tmp_path / "coarse", 0.9, coarse, search="adaptive"))
+    assert "3 trial(s) still to train (rank 17, rank 34, rank 47)" in refined.warnings[0]
+    finished = _run(tmp_path / "finished", 0.9, [(2, 0.5), (4, 0.8)], ranks=[2, 4])
+    assert build_report(finished).warnings == ()
 
 
 def test_a_run_on_data_cut_to_a_few_batches_is_flagged(tmp_path):
