@@ -366,6 +366,8 @@ def _print_comparison(comparison, console: Console) -> None:
     from effrank_bench.compare import render_comparison
 
     console.print(render_comparison(comparison))
+    for correlation in comparison.correlations():  # as comparison.md gives them
+        console.print(correlation.text(), markup=False, highlight=False, soft_wrap=True)
     for note in comparison.notes:
         console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 

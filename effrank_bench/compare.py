@@ -116,6 +116,7 @@ class ComparedRun:
             "resamples": r.uncertainty.resamples if r.uncertainty else 0,
             "curve": self.curve(),
             "note": self.note,
+            "warnings": list(r.warnings),
         }
 
 
@@ -146,7 +147,8 @@ class SpectralCorrelation:
 
 
 def spectral_correlation(runs: Sequence[ComparedRun], estimate: str) -> SpectralCorrelation:
-    """How well ``estimate`` orders the runs as their distilled high crossing does (scipy's spearmanr)."""
+    """How well ``estimate`` orders the runs as their distilled high crossing does (Spearman's ρ, its p-value by
+    :func:`spearman_p`)."""
     from scipy.stats import spearmanr
 
     points = tuple((run.name, SPECTRAL_ESTIMATES[estimate](run.spectrum), run.distilled_high) for run in runs
@@ -155,8 +157,30 @@ def spectral_correlation(runs: Sequence[ComparedRun], estimate: str) -> Spectral
     x, y = [p[1] for p in points], [p[2] for p in points]
     if len(points) < MIN_CORRELATED or len(set(x)) == 1 or len(set(y)) == 1:  # a constant side has no ranking
         return SpectralCorrelation(estimate, len(points), None, None, points)
-    rho, p_value = spearmanr(x, y)
-    return SpectralCorrelation(estimate, len(points), float(rho), float(p_value), points)
+    return SpectralCorrelation(estimate, len(points), float(spearmanr(x, y).statistic), spearman_p(x, y), points)
+
+
+# Up to this many runs the p-value counts every pairing (8! = 40,320); past it, scipy's t approximation.
+EXACT_P_UP_TO = 8
+
+
+def spearman_p(x: Sequence[float], y: Sequence[float]) -> float:
+    """The two-sided p-value of Spearman's ρ between ``x`` and ``y``: exact, over every pairing of them, up to
+    EXACT_P_UP_TO points (scipy's t approximation, meant for hundreds, gives p = 0 for three points in order,
+    where the truth is 1/3); the t approximation past it."""
+    from scipy.stats import permutation_test, rankdata, spearmanr
+
+    if len(x) > EXACT_P_UP_TO:
+        return float(spearmanr(x, y).pvalue)
+    ry = rankdata(y) - (len(y) + 1) / 2
+
+    def rho(xs: np.ndarray, axis: int) -> np.ndarray:  # Pearson's r of the ranks, for a batch of pairings
+        rx = rankdata(np.moveaxis(xs, axis, -1), axis=-1) - (len(y) + 1) / 2
+        return (rx * ry).sum(-1) / np.sqrt((rx ** 2).sum(-1) * (ry ** 2).sum())
+
+    test = permutation_test((np.asarray(x, dtype=float),), rho, permutation_type="pairings", vectorized=True,
+                            n_resamples=np.inf, alternative="two-sided")
+    return float(test.pvalue)
 
 
 @dataclass(frozen=True)
@@ -173,8 +197,10 @@ class Comparison:
 
     @property
     def notes(self) -> list[str]:
-        """What the table and plot leave out, and why, one line per run."""
+        """What the table and plot leave out, and why, and what makes a run's numbers doubtful (its report's
+        warnings: a sweep not finished, a teacher near chance, ...), one line each."""
         notes = [f"{run.name}: {run.note}" for run in self.runs if run.note]
+        notes += [f"{run.name}: warning: {warning}" for run in self.runs for warning in run.report.warnings]
         notes += [f"{run.name}: no target.json (width unknown), left out of the rank / width panel"
                   for run in self.runs if run.width is None]
         notes += [f"{c.estimate} against the distilled rank: {c.n} run(s) have both, a rank correlation needs "

@@ -87,6 +87,19 @@ def test_a_run_with_too_few_ranks_is_kept_with_a_note(make_run, two_runs, tmp_pa
     assert row[0] == "micro_vit · joint · geometric · digits (short)" and row[3:] == ["–"] * 6
 
 
+def test_a_runs_warnings_are_notes_of_the_comparison_and_in_its_json(make_run, two_runs, tmp_path):
+    # A sweep asked for ranks 2-16 and stopped after 4 reads like a finished one in the table: its warning says not.
+    partial = make_run(tmp_path / "partial", [(2, 0, 0.5), (4, 0, 0.8)], teacher_accuracy=0.9, width=64)
+    config = json.loads((partial.path / "config.json").read_text())
+    (partial.path / "config.json").write_text(json.dumps({**config, "ranks": [2, 4, 8, 16]}))
+    comparison = compare_runs([*two_runs, partial.path])
+    assert [note for note in comparison.notes if "warning" in note] == [
+        "partial: warning: the sweep is not finished: 2 trial(s) still to train (rank 8, rank 16); the region and "
+        "knee are read off what is recorded: run the same command again to finish it"]
+    runs = comparison.to_dict()["runs"]
+    assert runs[0]["warnings"] == [] and runs[2]["warnings"] == [comparison.notes[-1].split(": warning: ")[1]]
+
+
 def test_a_run_given_twice_is_compared_once_where_it_first_comes(two_runs, tmp_path, monkeypatch):
     ramp, seeds = two_runs
     monkeypatch.chdir(ramp.parent)

@@ -141,18 +141,34 @@ def three_runs(make_run, tmp_path):
             for name, saturation, w, f in (("a", 20, 10, 30), ("b", 40, 20, 10), ("c", 60, 30, 20))]
 
 
-def test_the_spearman_correlation_of_three_runs(three_runs, tmp_path):
+def test_the_spearman_correlation_of_three_runs(three_runs, tmp_path, run_cli):
+    code, out, _ = run_cli("compare", *three_runs)
+    assert code == 0 and "weight r95: Spearman ρ = 1.00 (n = 3, p = 0.33)" in out
     comparison = compare_runs(three_runs)
     assert [run.distilled_high for run in comparison.runs] == pytest.approx([19, 38, 57])
     weight, feature = comparison.to_dict()["spectral_correlation"]
     assert weight["estimate"] == "weight r95" and weight["n"] == 3 and weight["rho"] == pytest.approx(1.0)
     # Feature ranks (3, 1, 2) against (1, 2, 3): Σd² = 6, ρ = 1 − 6·6 / (3·(9 − 1)) = −0.5.
     assert feature["n"] == 3 and feature["rho"] == pytest.approx(-0.5)
+    # Exact over the 3! pairings: |ρ| = 1 for 2 of 6 (scipy's t approximation said 0), |ρ| ≥ 0.5 for all 6.
+    assert (weight["p_value"], feature["p_value"]) == (pytest.approx(1 / 3), pytest.approx(1.0))
     assert not comparison.notes
     paths = write_comparison(comparison, tmp_path / "out")
     assert paths[-1].name == "comparison-spectra.png" and paths[-1].read_bytes()[:8] == PNG
     markdown = paths[2].read_text()
-    assert "| knee | weight r95 | feature r99 |" in markdown and "Spearman ρ = 1.00 (n = 3" in markdown
+    assert "| knee | weight r95 | feature r99 |" in markdown and "Spearman ρ = 1.00 (n = 3, p = 0.33)" in markdown
+
+
+def test_the_p_value_is_exact_up_to_8_runs_and_scipys_approximation_past_it():
+    from scipy.stats import spearmanr
+
+    from effrank_bench.compare import EXACT_P_UP_TO, spearman_p
+
+    # 4 points in order: |ρ| = 1 for 2 of the 24 pairings; 8 in order: 2 of 40,320.
+    assert spearman_p([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(2 / 24)
+    assert spearman_p(range(8), range(8)) == pytest.approx(2 / 40320)
+    x, y = list(range(EXACT_P_UP_TO + 1)), [0, 2, 1, 3, 5, 4, 6, 8, 7]
+    assert spearman_p(x, y) == spearmanr(x, y).pvalue
 
 
 def test_report_and_compare_carry_the_spectral_columns(three_runs, tmp_path):
