@@ -306,7 +306,8 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
     if args.out is not None:
         check_out(args.out)
     # The teacher's options as `run` takes them, the architecture's recipe too: the same teacher, from the cache.
-    setup = prepare(load_config(args.config, _overrides(args), _recipes))  # bad input fails here
+    # Bad input fails here; a run's sweep options (ranks, epochs, ...) are taken and unused.
+    setup = prepare(load_config(args.config, _overrides(args), _recipes), sweep=False)
     samples = setup.config.spectrum_samples if args.samples is None else args.samples
     if samples < 1:
         raise ConfigError("--spectrum-samples 0 measures no spectrum; give --samples N (at least 1)")
@@ -314,7 +315,7 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
     with progress:
         teacher = obtain_teacher(setup, progress)  # trained (and cached) exactly as `run` would
         spectrum = model_spectrum(setup, teacher, samples)
-    paths = write_spectrum(spectrum, args.out) if args.out is not None else []
+    paths = write_spectrum(spectrum, args.out, plot=setup.config.plot) if args.out is not None else []
     if args.json:
         print(json.dumps(spectrum.to_dict()))
         return 0

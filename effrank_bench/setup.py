@@ -210,23 +210,26 @@ def build_checked(arch: ArchitectureSpec, request: ModelRequest, target: str, ra
     return model, sites
 
 
-def prepare(config: RunConfig, registry: Registry | None = None, shared: SuiteCache | None = None) -> RunSetup:
+def prepare(config: RunConfig, registry: Registry | None = None, shared: SuiteCache | None = None, *,
+            sweep: bool = True) -> RunSetup:
     """Resolve ``config`` into a :class:`RunSetup`: names, data, device, model and ranks, run directory.
 
     Every check a run needs happens here, before any training: unknown names, a data set of the
     wrong kind or missing, a rank no targeted layer can take, a run directory that holds another sweep.
+    ``sweep=False``: only the teacher is wanted (``spectrum``), so ranks and run directory go unchecked.
     """
     parts = resolve_components(config, registry or default_registry())
     out = config.out or config.default_out()
     check_out_dir(out)
     run = RunDir(out)
-    run.check_resumable(config)
+    if sweep:
+        run.check_resumable(config)
     device = torch.device(resolve_device(config.device))
     shared = shared or SuiteCache()
     splits = shared.load(parts.dataset, data_request(config, parts.arch))
     request = splits.model_request(parts.arch)
     torch.manual_seed(config.teacher_seed)  # the teacher trained from scratch starts from this init
-    model, sites = build_checked(parts.arch, request, config.target, config.ranks, config.qkv)
+    model, sites = build_checked(parts.arch, request, config.target, config.ranks if sweep else (), config.qkv)
     workers = config.workers if config.workers is not None else default_workers(device, splits.train)
     return RunSetup(config=config, parts=parts, device=device, splits=splits, request=request, workers=workers,
                     channels_last=device.type == "cuda" and splits.modality == "image", model=model,

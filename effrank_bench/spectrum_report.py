@@ -142,14 +142,23 @@ def check_out(out: Path) -> None:
         raise ConfigError(f"--out {out} exists and is not a directory")
 
 
-def write_spectrum(spectrum: ModelSpectrum, out: Path) -> list[Path]:
-    """spectrum.json, spectrum.csv, spectrum-depth.png and (with branches) spectrum-energy.png, each written whole."""
+PLOTS = ("spectrum-depth.png", "spectrum-energy.png")
+
+
+def write_spectrum(spectrum: ModelSpectrum, out: Path, plot: bool = True) -> list[Path]:
+    """spectrum.json, spectrum.csv and, with ``plot``, spectrum-depth.png and (with branches)
+    spectrum-energy.png, each written whole. A plot of an earlier spectrum that this one does not redraw
+    is removed: it would show another teacher than the files beside it."""
     out = Path(out)
     check_out(out)
     make_folder(out)
     writers = {out / "spectrum.json": text_writer(json.dumps(spectrum.to_dict(), indent=2)),
-               out / "spectrum.csv": partial(_csv, spectrum),
-               out / "spectrum-depth.png": partial(plot_depth, spectrum)}
-    if spectrum.features:
-        writers[out / "spectrum-energy.png"] = partial(plot_energy, spectrum)
+               out / "spectrum.csv": partial(_csv, spectrum)}
+    if plot:
+        writers[out / PLOTS[0]] = partial(plot_depth, spectrum)
+        if spectrum.features:
+            writers[out / PLOTS[1]] = partial(plot_energy, spectrum)
+    for name in PLOTS:
+        if out / name not in writers:
+            (out / name).unlink(missing_ok=True)
     return write_files(writers)

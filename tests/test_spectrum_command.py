@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 
 import pytest
@@ -20,11 +21,13 @@ SAMPLES = 16
 
 @pytest.fixture(scope="module")
 def spectrum_command(run_cli, tiny, tmp_path_factory):
-    """`spectrum --json --out DIR` on the tiny teacher (trained once here, then cached), from an empty folder."""
+    """`spectrum --json --out DIR` on the tiny teacher (trained once here, then cached), from an empty folder,
+    with plots, and a rank no layer of micro_vit has: a run's sweep options are taken and unused."""
     folder = tmp_path_factory.mktemp("spectrum")
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)  # the default run directory the setup checks lies under it, and is never written
-        code, out, err = run_cli("spectrum", *tiny.args(), "--samples", SAMPLES, "--json", "--out", folder / "out")
+        mp.chdir(folder)  # the default run directory lies under it, and is never written
+        code, out, err = run_cli("spectrum", *tiny.args(plot=True, ranks=(1000,)), "--samples", SAMPLES, "--json",
+                                 "--out", folder / "out")
     assert code == 0, err
     return json.loads(out), folder / "out"
 
@@ -62,6 +65,15 @@ def test_out_holds_the_same_json_a_csv_row_per_matrix_and_branch_and_plots(spect
     assert rows[0]["r95"] == str(data["weights"][0]["energy_ranks"]["0.95"])
     for name in ("spectrum-depth.png", "spectrum-energy.png"):
         assert (out / name).read_bytes()[:8] == PNG
+
+
+def test_no_plot_writes_none_and_removes_an_earlier_spectrums(spectrum_command, run_cli, tiny, tmp_path):
+    _, first = spectrum_command
+    out = tmp_path / "out"
+    shutil.copytree(first, out)
+    code, _, err = run_cli("spectrum", *tiny.args(), "--samples", SAMPLES, "--out", out)  # tiny: --no-plot
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["spectrum.csv", "spectrum.json"]
 
 
 def test_a_cached_teacher_prints_tables_and_the_estimates(spectrum_command, run_cli, tiny, tmp_path, monkeypatch):
