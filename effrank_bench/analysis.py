@@ -180,11 +180,14 @@ def check_same_units(teacher_accuracy: float, accuracies: ArrayLike) -> None:
                             f"(a percentage); give both in the same units")
 
 
-def read_curve_csv(path: str | os.PathLike[str]) -> tuple[list[float], list[float]]:
-    """Read the ``rank`` and ``accuracy`` columns of a CSV file with a header row.
+def read_curve_csv(path: str | os.PathLike[str]) -> tuple[list[float], list[float], float | None]:
+    """Read the ``rank`` and ``accuracy`` columns of a CSV file with a header row, and the teacher's accuracy
+    where the file has one (None where not).
 
     Other columns are ignored, whitespace around names and values is tolerated, blank lines are
-    skipped. Every problem raises AnalysisError naming the file (and the line for bad values).
+    skipped. A ``status`` column (a run's ``summary.csv``) marks the teacher's row ("teacher", whose
+    accuracy is returned) and failed students' ("failed", skipped). Every problem raises AnalysisError
+    naming the file (and the line for bad values).
     """
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -225,16 +228,25 @@ def _read_curve_rows(handle: TextIO, path: str) -> tuple[list[float], list[float
             raise AnalysisError(f"{path}: missing column {wanted!r} (header has: {shown(', '.join(names))})")
         columns[wanted] = names.index(wanted)
 
+    status = names.index("status") if "status" in names else None
     ranks: list[float] = []
     accuracies: list[float] = []
+    teacher = None
     for row in reader:
         if not any(cell.strip() for cell in row):
             continue
+        kind = row[status].strip() if status is not None and status < len(row) else None
+        if kind == "failed":
+            continue
+        accuracy = _cell_value(row, columns["accuracy"], "accuracy", path, reader.line_num)
+        if kind == "teacher":
+            teacher = accuracy
+            continue
         ranks.append(_cell_value(row, columns["rank"], "rank", path, reader.line_num))
-        accuracies.append(_cell_value(row, columns["accuracy"], "accuracy", path, reader.line_num))
+        accuracies.append(accuracy)
     if len(ranks) < 2:
         raise AnalysisError(f"{path}: has {len(ranks)} data row(s), a curve needs at least 2")
-    return ranks, accuracies
+    return ranks, accuracies, teacher
 
 
 def _cell_value(row: list[str], index: int, column: str, path: str, line: int) -> float:

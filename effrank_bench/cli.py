@@ -151,7 +151,8 @@ def _parser() -> argparse.ArgumentParser:
 
     analyze = commands.add_parser("analyze", help="region and knee of an accuracy-vs-rank CSV (rank,accuracy)")
     analyze.add_argument("csv", type=Path)
-    analyze.add_argument("--teacher-acc", type=float, required=True, help="teacher accuracy, same units as the CSV")
+    analyze.add_argument("--teacher-acc", type=float, help="teacher accuracy, same units as the CSV (default: the "
+                                                            "CSV's teacher row, as a run's summary.csv has)")
     analyze.add_argument("--thresholds", default="0.85,0.95")
     analyze.add_argument("--knee-axis", choices=["linear", "log2"], default="linear")
     analyze.add_argument("--monotone", choices=["running-max", "isotonic"], default="running-max",
@@ -162,7 +163,8 @@ def _parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="replay a rank search against an accuracy-vs-rank CSV: the ranks "
                                                 "it would train and its read-off against the full grid's")
     replay.add_argument("csv", type=Path)
-    replay.add_argument("--teacher-acc", type=float, required=True, help="teacher accuracy, same units as the CSV")
+    replay.add_argument("--teacher-acc", type=float, help="teacher accuracy, same units as the CSV (default: the "
+                                                            "CSV's teacher row, as a run's summary.csv has)")
     replay.add_argument("--search", choices=["adaptive", "grid"], default="adaptive")
     replay.add_argument("--ranks", metavar="2,4,8", help="the full grid (default: the CSV's ranks); its ends "
                                                          "bound the adaptive search")
@@ -373,13 +375,25 @@ def _print_comparison(comparison, console: Console) -> None:
         console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
+def _curve(args: argparse.Namespace) -> tuple[list[float], list[float], float]:
+    """The CSV's ranks and accuracies, and the teacher's accuracy: --teacher-acc, else the CSV's teacher row."""
+    from effrank_bench.analysis import check_same_units, read_curve_csv
+
+    ranks, accuracies, teacher = read_curve_csv(args.csv)
+    teacher = args.teacher_acc if args.teacher_acc is not None else teacher
+    if teacher is None:
+        raise ConfigError(f"{args.csv} has no teacher row (a 'status' column marking it 'teacher', as a run's "
+                          "summary.csv has): give --teacher-acc X")
+    check_same_units(teacher, accuracies)
+    return ranks, accuracies, teacher
+
+
 def _analyze(args: argparse.Namespace, console: Console) -> int:
-    from effrank_bench.analysis import analyze_curve, check_same_units, parse_thresholds, read_curve_csv
+    from effrank_bench.analysis import analyze_curve, parse_thresholds
     from effrank_bench.report import region_lines
 
-    ranks, accuracies = read_curve_csv(args.csv)
-    check_same_units(args.teacher_acc, accuracies)
-    analysis = analyze_curve(ranks, accuracies, args.teacher_acc, thresholds=parse_thresholds(args.thresholds),
+    ranks, accuracies, teacher = _curve(args)
+    analysis = analyze_curve(ranks, accuracies, teacher, thresholds=parse_thresholds(args.thresholds),
                              knee_axis=args.knee_axis, monotone=args.monotone)
     if args.json:
         print(json.dumps(analysis.to_dict()))
@@ -390,13 +404,12 @@ def _analyze(args: argparse.Namespace, console: Console) -> int:
 
 
 def _replay(args: argparse.Namespace, console: Console) -> int:
-    from effrank_bench.analysis import analyze_curve, check_same_units, parse_thresholds, read_curve_csv
+    from effrank_bench.analysis import analyze_curve, parse_thresholds
     from effrank_bench.config import load_config
     from effrank_bench.search import replay
 
-    ranks, accuracies = read_curve_csv(args.csv)
-    check_same_units(args.teacher_acc, accuracies)
-    curve = analyze_curve(ranks, accuracies, args.teacher_acc, thresholds=parse_thresholds(args.thresholds),
+    ranks, accuracies, teacher = _curve(args)
+    curve = analyze_curve(ranks, accuracies, teacher, thresholds=parse_thresholds(args.thresholds),
                           knee_axis=args.knee_axis, monotone=args.monotone)
     grid = load_config(overrides={"ranks": args.ranks}).ranks if args.ranks else None
     result = replay(curve, args.search, grid, args.tolerance)

@@ -300,7 +300,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_read_curve_csv_good_file(tmp_path):
     text = " seed , rank ,accuracy , loss\n0, 4, 0.61 ,1.2\n\n0,8,0.75,0.9\n1, 16 , 0.8, 0.7\n"
     path = write(tmp_path, text)
-    assert read_curve_csv(path) == ([4.0, 8.0, 16.0], [0.61, 0.75, 0.8])
+    assert read_curve_csv(path) == ([4.0, 8.0, 16.0], [0.61, 0.75, 0.8], None)  # no teacher row
 
 
 def test_read_curve_csv_missing_file(tmp_path):

@@ -140,6 +140,22 @@ def tiny_run(tmp_path_factory, run_cli, tiny):
     return out_dir, out
 
 
+def test_analyze_reads_a_runs_summary_csv_with_its_teacher_and_skips_failed_rows(tiny_run, run_cli, tmp_path):
+    finished, _ = tiny_run
+    summary = json.loads((finished / "summary.json").read_text())
+    code, out, err = run_cli("analyze", str(finished / "summary.csv"), "--json")  # no --teacher-acc: its row
+    assert code == 0, err
+    analysis = json.loads(out)
+    assert analysis["teacher_accuracy"] == summary["teacher"]["test_accuracy"]
+    assert (analysis["region"], analysis["knee"]) == (summary["analysis"]["region"], summary["analysis"]["knee"])
+    with_failed = tmp_path / "summary.csv"
+    with_failed.write_text((finished / "summary.csv").read_text() + "16,0,failed,,,,,,,nan loss,,\n")
+    assert json.loads(run_cli("analyze", str(with_failed), "--json")[1]) == analysis
+    code, _, err = run_cli("analyze", str(write_curve(tmp_path / "c.csv", [(1, 0.5), (2, 0.6)])))
+    assert code == 2 and err == ("error: " + str(tmp_path / "c.csv") + " has no teacher row (a 'status' column marking "
+                                 "it 'teacher', as a run's summary.csv has): give --teacher-acc X\n")
+
+
 def test_run_then_report_rerenders_the_same_table_and_draws_the_plot(tiny_run, run_cli, tmp_path):
     finished, out = tiny_run
     out_dir = shutil.copytree(finished, tmp_path / "run")
