@@ -153,7 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("csv", type=Path)
     analyze.add_argument("--teacher-acc", type=float, help="teacher accuracy, same units as the CSV (default: the "
                                                             "CSV's teacher row, as a run's summary.csv has)")
-    analyze.add_argument("--thresholds", default="0.85,0.95")
+    analyze.add_argument("--thresholds", default="0.85,0.95", metavar="LOW,HIGH",
+                         help="the region's accuracy thresholds, fractions of the teacher's (default: 0.85,0.95)")
     analyze.add_argument("--knee-axis", choices=["linear", "log2"], default="linear")
     analyze.add_argument("--monotone", choices=["running-max", "isotonic"], default="running-max",
                          help="make the curve non-decreasing by running max (the paper's) or isotonic regression")
@@ -165,15 +166,18 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("csv", type=Path)
     replay.add_argument("--teacher-acc", type=float, help="teacher accuracy, same units as the CSV (default: the "
                                                             "CSV's teacher row, as a run's summary.csv has)")
-    replay.add_argument("--search", choices=["adaptive", "grid"], default="adaptive")
+    replay.add_argument("--search", choices=["adaptive", "grid"], default="adaptive",
+                        help="the search to replay (default: adaptive, the one worth replaying; run's default is grid)")
     replay.add_argument("--ranks", metavar="2,4,8", help="the full grid (default: the CSV's ranks); its ends "
                                                          "bound the adaptive search")
     replay.add_argument("--tolerance", metavar="T", help="adaptive: how far apart the measured ranks around each "
                                                          "crossing and the knee may be, 10%% of the rank (at least "
                                                          "1) or a number of ranks (default: 10%%)")
-    replay.add_argument("--thresholds", default="0.85,0.95")
+    replay.add_argument("--thresholds", default="0.85,0.95", metavar="LOW,HIGH",
+                        help="the region's accuracy thresholds, fractions of the teacher's (default: 0.85,0.95)")
     replay.add_argument("--knee-axis", choices=["linear", "log2"], default="linear")
-    replay.add_argument("--monotone", choices=["running-max", "isotonic"], default="running-max")
+    replay.add_argument("--monotone", choices=["running-max", "isotonic"], default="running-max",
+                        help="make the curve non-decreasing by running max (the paper's) or isotonic regression")
     replay.add_argument("--json", action="store_true", help="print one JSON object")
     replay.set_defaults(handler=_replay)
 
