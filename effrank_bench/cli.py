@@ -117,6 +117,19 @@ def _add_run_flags(run: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) 
                                    help="one seed for teacher and students (same as --seeds N)")
 
 
+def _add_curve_options(parser: argparse.ArgumentParser) -> None:
+    """An accuracy-vs-rank CSV and how to read it off: analyze's and replay's."""
+    parser.add_argument("csv", type=Path)
+    parser.add_argument("--teacher-acc", type=float, help="teacher accuracy, same units as the CSV (default: the "
+                                                           "CSV's teacher row, as a run's summary.csv has)")
+    parser.add_argument("--thresholds", default="0.85,0.95", metavar="LOW,HIGH",
+                        help="the region's accuracy thresholds, fractions of the teacher's (default: 0.85,0.95)")
+    parser.add_argument("--knee-axis", choices=["linear", "log2"], default="linear")
+    parser.add_argument("--monotone", choices=["running-max", "isotonic"], default="running-max",
+                        help="make the curve non-decreasing by running max (the paper's) or isotonic regression")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 @functools.cache  # parsing leaves a parser as it was: one per process serves every main() (a notebook's, tests')
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
@@ -150,22 +163,12 @@ def _parser() -> argparse.ArgumentParser:
     spectrum.set_defaults(handler=_spectrum, run_flags=tuple(name for name in _run_fields() if name != "out"))
 
     analyze = commands.add_parser("analyze", help="region and knee of an accuracy-vs-rank CSV (rank,accuracy)")
-    analyze.add_argument("csv", type=Path)
-    analyze.add_argument("--teacher-acc", type=float, help="teacher accuracy, same units as the CSV (default: the "
-                                                            "CSV's teacher row, as a run's summary.csv has)")
-    analyze.add_argument("--thresholds", default="0.85,0.95", metavar="LOW,HIGH",
-                         help="the region's accuracy thresholds, fractions of the teacher's (default: 0.85,0.95)")
-    analyze.add_argument("--knee-axis", choices=["linear", "log2"], default="linear")
-    analyze.add_argument("--monotone", choices=["running-max", "isotonic"], default="running-max",
-                         help="make the curve non-decreasing by running max (the paper's) or isotonic regression")
-    analyze.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_curve_options(analyze)
     analyze.set_defaults(handler=_analyze)
 
     replay = commands.add_parser("replay", help="replay a rank search against an accuracy-vs-rank CSV: the ranks "
                                                 "it would train and its read-off against the full grid's")
-    replay.add_argument("csv", type=Path)
-    replay.add_argument("--teacher-acc", type=float, help="teacher accuracy, same units as the CSV (default: the "
-                                                            "CSV's teacher row, as a run's summary.csv has)")
+    _add_curve_options(replay)
     replay.add_argument("--search", choices=["adaptive", "grid"], default="adaptive",
                         help="the search to replay (default: adaptive, the one worth replaying; run's default is grid)")
     replay.add_argument("--ranks", metavar="2,4,8", help="the full grid (default: the CSV's ranks); its ends "
@@ -173,12 +176,6 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--tolerance", metavar="T", help="adaptive: how far apart the measured ranks around each "
                                                          "crossing and the knee may be, 10%% of the rank (at least "
                                                          "1) or a number of ranks (default: 10%%)")
-    replay.add_argument("--thresholds", default="0.85,0.95", metavar="LOW,HIGH",
-                        help="the region's accuracy thresholds, fractions of the teacher's (default: 0.85,0.95)")
-    replay.add_argument("--knee-axis", choices=["linear", "log2"], default="linear")
-    replay.add_argument("--monotone", choices=["running-max", "isotonic"], default="running-max",
-                        help="make the curve non-decreasing by running max (the paper's) or isotonic regression")
-    replay.add_argument("--json", action="store_true", help="print one JSON object")
     replay.set_defaults(handler=_replay)
 
     measure = commands.add_parser("measure", help="parameters, MACs, latency and memory of teacher and students")
