@@ -365,9 +365,11 @@ def _region_csv(report: Report, path: Path) -> None:
         writer.writerow(REGION_FIELDS)
         for name, threshold, value, censored in quantities:
             e = getattr(u, name) if u is not None else Estimate(value, None, None)
+            interval = e.ci_low is not None  # the interval's censoring is empty where there is no interval
             writer.writerow([name, threshold, value, e.ci_low, e.ci_high, e.unreached,
                              u.resamples if u else 0, len(report.seeds), censored,
-                             e.ci_low_censored, e.ci_high_censored, e.met_at_first])
+                             e.ci_low_censored if interval else None, e.ci_high_censored if interval else None,
+                             e.met_at_first])
 
 
 def plot_curve(report: Report, path: Path) -> None:

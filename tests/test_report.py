@@ -127,6 +127,7 @@ def test_a_single_seed_region_csv_has_no_interval(make_run, tmp_path):
     with open(run.path / "region.csv") as f:
         region = {r["quantity"]: r for r in csv.DictReader(f)}
     assert region["low"]["ci_low"] == "" and region["low"]["resamples"] == "0" and region["low"]["seeds"] == "1"
+    assert region["low"]["ci_low_censored"] == region["knee"]["ci_high_censored"] == ""  # no interval to censor
     assert float(region["knee"]["estimate"]) == pytest.approx(build_report(run).analysis.knee)
 
 
