@@ -195,6 +195,9 @@ def _parser() -> argparse.ArgumentParser:
     measure.set_defaults(handler=_measure)
 
     listing = commands.add_parser("list", help="registered architectures, targets, losses and data sets")
+    listing.add_argument("--json", action="store_true", help="print one JSON object: kind (architecture, target, "
+                                                             "loss, dataset, executor) -> [{name, description, plugin}]"
+                                                             ", architectures with their targets")
     listing.set_defaults(handler=_list)
 
     report = commands.add_parser("report", help="re-render the table, summaries and plot of a run directory")
@@ -498,6 +501,12 @@ def _list(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.registry import default_registry
 
     registry = default_registry()
+    if args.json:
+        print(json.dumps({kind: [
+            {"name": name, "description": description, "plugin": plugin}
+            | ({"targets": list(registry.architecture(name).targets)} if kind == "architecture" else {})
+            for name, description, plugin in items] for kind, items in registry.listing().items()}))
+        return 0
     for kind, items in registry.listing().items():
         table = Table(title=_PLURALS[kind], title_justify="left")
         table.add_column("name", style="bold")

@@ -126,6 +126,13 @@ def test_list_shows_every_kind_with_its_plugin(run_cli):
     for name in ("micro_vit", "vit_b32", "attention", "mlp", "joint", "geometric", "logit", "kd", "digits"):
         assert name in out
     assert "vit (effrank-bench)" in out and "losses (effrank-bench)" in out
+    code, out, _ = run_cli("list", "--json")
+    listed = json.loads(out)
+    assert code == 0 and list(listed) == ["architecture", "target", "loss", "dataset", "executor"]
+    micro_vit = next(a for a in listed["architecture"] if a["name"] == "micro_vit")
+    assert micro_vit["plugin"] == "vit (effrank-bench)" and micro_vit["targets"] == ["attention", "mlp", "joint"]
+    digits = next(d for d in listed["dataset"] if d["name"] == "digits")
+    assert digits["plugin"] == "datasets (effrank-bench)" and "targets" not in digits
 
 
 @pytest.fixture(scope="module")
