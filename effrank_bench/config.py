@@ -410,7 +410,7 @@ def _run_config(values: dict[str, Any], source: str, recipes: Recipes | None = N
         if recipe:  # below all the user gave: file, suite defaults and blocks, flags
             config = RunConfig(**{**recipe, **values})
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source, RunConfig.model_fields)) from None
     # Checked here, at the edge, not in the model: a finished run's config stays readable
     # after its checkpoint is moved.
     if config.teacher_checkpoint is not None and not config.teacher_checkpoint.is_file():

@@ -1,7 +1,9 @@
 """The one family of errors the library raises; only the CLI turns them into exit codes."""
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,15 +30,17 @@ def shown(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def format_validation_error(err: ValidationError, source: str | None) -> str:
+def format_validation_error(err: ValidationError, source: str | None, known: Iterable[str] = ()) -> str:
     """A pydantic error as one line: where each problem is and what it is, each echoed value cut short;
-    after ``source: `` (None: the problems alone, for a validator whose field pydantic names anyway)."""
+    after ``source: `` (None: the problems alone, for a validator whose field pydantic names anyway).
+    An unknown key close to one of ``known`` (the model's fields) gets a "did you mean"."""
     problems = []
     for e in err.errors()[:_MAX_PROBLEMS]:
         where = shown(".".join(str(p) for p in e["loc"]))
         message = shown(e["msg"].removeprefix("Value error, "), 300)
         if e["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{where}'")
+            close = difflib.get_close_matches(where, list(known), n=1)
+            problems.append(f"unknown key '{where}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
         else:
             problems.append(f"{where}: {message}" if where else message)
     more = err.error_count() - _MAX_PROBLEMS

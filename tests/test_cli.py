@@ -79,7 +79,7 @@ def test_a_malformed_or_unknown_config_file_exits_2(tmp_path, run_cli):
     unknown = tmp_path / "unknown.toml"
     unknown.write_text('arch = "micro_vit"\nepoch = 3\n')
     code, _, err = run_cli("run", "--config", str(unknown))
-    assert code == 2 and f"{unknown}: unknown key 'epoch'" in err
+    assert code == 2 and err == f"error: {unknown}: unknown key 'epoch' (did you mean 'epochs'?)\n"
 
 
 def test_pretrained_weights_that_cannot_be_fetched_say_how_to_pass_a_file(tmp_path, run_cli):
