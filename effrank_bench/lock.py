@@ -20,8 +20,10 @@ RUN_LOCK = "run.lock"
 # A lock file is created empty and then written: for an instant it reads as nothing. One that still
 # reads as nothing after this long was left by a process killed in that instant.
 _UNREADABLE_GRACE_S = 30.0
-# The files a run writes before its first trial record; a run that fails before then takes them back.
-_BEFORE_FIRST_TRIAL = ("config.json", "target.json", "teacher.json", "teacher.safetensors", "spectrum.json")
+# The files a run writes before its first trial record; a run that fails before then takes them back
+# (unless it saved a checkpoint: then the directory resumes it).
+_BEFORE_FIRST_TRIAL = ("config.json", "target.json", "teacher.json", "teacher.safetensors", "spectrum.json",
+                       "search.json")
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,8 @@ def run_lock(path: Path, progress: Progress = NullProgress()) -> Iterator[None]:
 
     Released at the end, also on an error or Ctrl-C. While held this process is the directory's
     only writer, so a last line of trials.jsonl torn by a killed writer is repaired here, with a note.
-    A run that fails before its first trial record leaves no directory it created behind.
+    A run that fails before its first trial record leaves no directory it created behind, unless it saved a
+    checkpoint (hours of a first group's training, which the same command resumes).
     """
     path = Path(path)
     created = [p for p in (path, *path.parents) if not p.exists()]
@@ -186,7 +189,8 @@ def run_lock(path: Path, progress: Progress = NullProgress()) -> Iterator[None]:
         yield
     except Exception:
         lock.release()
-        if created and not (path / "trials.jsonl").exists():
+        run = RunDir(path)
+        if created and not run.records_path.exists() and not run.checkpoints_path.exists():
             _take_back(path, created)
         raise
     finally:

@@ -40,6 +40,7 @@ class RunDir:
     target_path = property(lambda self: self.path / "target.json")
     spectrum_path = property(lambda self: self.path / "spectrum.json")
     search_path = property(lambda self: self.path / "search.json")
+    checkpoints_path = property(lambda self: self.path / "checkpoints")  # one folder per unfinished group
 
     def check_resumable(self, config: RunConfig) -> RunConfig | None:
         """The config this directory holds, if any, after checking that ``config`` may resume it."""

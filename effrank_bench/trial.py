@@ -16,8 +16,6 @@ from effrank_bench.setup import RunSetup
 from effrank_bench.teacher import Teacher
 from effrank_bench.train import Recipe, distill, evaluate_calibrated
 
-CHECKPOINTS = "checkpoints"
-
 
 def trial_seed(trial: Trial) -> int:
     """The seed of a student's init and data order: one per (seed, rank), the same in every executor."""
@@ -56,7 +54,7 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
     # CUDA graphs replay one batch shape: a compiled CUDA step drops the last partial batch.
     train = setup.batches(setup.splits.train, shuffle=True, seed=trial_seed(trials[0]),
                           drop_last=setup.compile and setup.device.type == "cuda")
-    checkpoints = Checkpoints(setup.run.path / CHECKPOINTS / Checkpoints.name(trials), trials,
+    checkpoints = Checkpoints(setup.run.checkpoints_path / Checkpoints.name(trials), trials,
                               config.checkpoint_every)
 
     def failed(i: int, err: TrialFailed) -> None:

@@ -8,7 +8,7 @@ from effrank_bench.checkpoint import saved_groups
 from effrank_bench.grouping import group_size
 from effrank_bench.records import Trial
 from effrank_bench.specs import ExecutorSpec
-from effrank_bench.trial import CHECKPOINTS, run_group
+from effrank_bench.trial import run_group
 
 if TYPE_CHECKING:  # the sweep imports the rank search and scipy, which a cluster's workers never use
     from effrank_bench.sweep import Execution
@@ -34,7 +34,7 @@ def layout(trials: tuple[Trial, ...], saved: list[tuple[Trial, ...]], size: int)
 
 def run_locally(execution: Execution) -> None:
     setup = execution.setup
-    saved = saved_groups(setup.run.path / CHECKPOINTS)
+    saved = saved_groups(setup.run.checkpoints_path)
     size = group_size(setup, execution.teacher, len(execution.trials))
     for group in layout(execution.trials, saved, size):
         run_group(setup, execution.teacher, group, execution.record, execution.progress)

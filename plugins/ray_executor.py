@@ -26,7 +26,7 @@ from effrank_bench.records import TeacherRecord, Trial, TrialRecord
 from effrank_bench.setup import RunSetup, prepare
 from effrank_bench.specs import ExecutorSpec
 from effrank_bench.teacher import Teacher, obtain_teacher
-from effrank_bench.trial import CHECKPOINTS, run_group
+from effrank_bench.trial import run_group
 from effrank_bench_plugins.executors import layout
 
 if TYPE_CHECKING:  # the sweep imports the rank search and scipy, which a cluster's workers never use
@@ -223,7 +223,7 @@ def run_on_ray(execution: Execution) -> None:
     ray = connect(setup.config)
     options, slots = _reserve(ray, setup.config)
     size = _unit_size(execution, slots, options["num_gpus"])
-    units = layout(execution.trials, saved_groups(setup.run.path / CHECKPOINTS), size)
+    units = layout(execution.trials, saved_groups(setup.run.checkpoints_path), size)
     resources = ray.cluster_resources()
     nodes = sum(node["Alive"] for node in ray.nodes())
     progress.note(f"ray: {nodes} node(s), {resources.get('CPU', 0):g} CPU(s), {resources.get('GPU', 0):g} GPU(s); "

@@ -119,6 +119,36 @@ def test_a_run_that_fails_before_its_first_trial_takes_back_the_directory_it_mad
         (out / "config.json").write_text("{}")
         raise CheckpointError("refused")
     assert not (tmp_path / "new").exists()
+    # Unless a checkpoint was saved: the same command resumes it, so the directory stays whole.
+    with pytest.raises(CheckpointError), run_lock(out):
+        (out / "config.json").write_text("{}")
+        (out / "checkpoints" / "group").mkdir(parents=True)
+        raise CheckpointError("failed in its first group's epoch 3")
+    assert (out / "config.json").is_file() and (out / "checkpoints" / "group").is_dir()
+
+
+def test_a_run_whose_loss_fails_at_its_first_step_leaves_nothing_and_runs_again_once_fixed(tiny, tmp_path):
+    # Everything a run writes before training (search.json included) is taken back: else the same command,
+    # once the plugin is fixed, met a folder that "holds files but is not a run directory".
+    from effrank_bench import hookimpl
+    from effrank_bench.errors import LossError
+    from effrank_bench.registry import Registry
+    from effrank_bench.specs import LossSpec
+    from effrank_bench.sweep import run_sweep
+
+    def theirs(compute):
+        class Plugin:
+            @hookimpl
+            def register_losses(self, register):
+                register(LossSpec(name="theirs", description="a third party's loss", compute=compute))
+        return Registry(plugins=[("theirs", Plugin())])
+
+    config = tiny.config(tmp_path / "run", loss="theirs")
+    with pytest.raises(LossError, match="^loss 'theirs' returned a float"):
+        run_sweep(config, theirs(lambda t, s, y, o: 0.5))
+    assert not (tmp_path / "run").exists()
+    fixed = run_sweep(config, theirs(lambda t, s, y, o: ((s.logits - t.logits) ** 2).mean()))
+    assert [r.status for r in fixed.records()] == ["ok", "ok"]
 
 
 def test_a_refused_checkpoint_leaves_no_half_made_run_directory(tmp_path, capsys):
