@@ -6,7 +6,9 @@ import functools
 import json
 import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, NoReturn, Union, get_args, get_origin
@@ -20,7 +22,8 @@ from effrank_bench.config import MLFLOW_DEFAULT_URI, RunConfig, flag_value
 from effrank_bench.errors import ConfigError, EffrankError, one_line
 
 BAD_INPUT = 2
-INTERRUPTED = 130
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+TERMINATED = 143  # 128 + SIGTERM
 _MAX_ERROR = 600
 # Latency batches beyond this are a typo: the example input alone would need gigabytes.
 MAX_MEASURE_BATCH = 65_536
@@ -48,6 +51,20 @@ _METAVARS = {"ranks": "2,4,8", "seeds": "0,1,2", "thresholds": "LOW,HIGH", "data
 _TYPE_METAVARS = {int: "N", float: "X", str: "NAME", Path: "PATH"}
 # Flags whose value may be left out: given alone, they take this value.
 _BARE_VALUES = {"mlflow": MLFLOW_DEFAULT_URI}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's, `timeout`'s, Kubernetes'), raised where the process is so that a run stops
+    as Ctrl-C stops it: finished trials kept and said, the lock released, MLflow told, exit 143."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> NoReturn:
+    raise Terminated
+
+
+def _stopped(stop: KeyboardInterrupt) -> int:
+    """The exit code of a run stopped by Ctrl-C or SIGTERM."""
+    return TERMINATED if isinstance(stop, Terminated) else INTERRUPTED
 
 
 class _Parser(argparse.ArgumentParser):
@@ -259,13 +276,13 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     with progress:
         try:
             run = execute(setup, progress)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             progress.note(f"interrupted: {len(setup.run.records())} finished trial(s) are in {setup.run.path}; "
                           "run the same command again to resume")
             if config.mlflow is not None:  # what was finished is browsable too
                 _log_mlflow(config.mlflow, setup.run.path, console,
                             lambda log: log.log_run(setup.run, config.mlflow, interrupted=True))
-            return INTERRUPTED
+            return _stopped(stop)
     report = _print_report(run, console, config.plot)
     if config.mlflow is not None:
         _log_mlflow(config.mlflow, run.path, console, lambda log: log.log_run(run, config.mlflow, report))
@@ -346,11 +363,11 @@ def _run_suite(path: Path, overrides: dict, console: Console) -> int:
     with progress:
         try:
             result = run_suite(suite, progress=progress)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             progress.note(f"interrupted: finished trials are kept under {suite.out}; "
                           "run the same command again to resume")
             _log_suite_mlflow(suite, uris, console, interrupted=True)
-            return INTERRUPTED
+            return _stopped(stop)
     _print_comparison(result.comparison, console)
     console.print(f"{len(result.runs)} runs in {result.out}; suite summary in {result.out}/comparison.*",
                   soft_wrap=True)
@@ -555,6 +572,17 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; SIGTERM stops it as Ctrl-C does while it runs (its own handler is restored after)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = None
     try:
@@ -571,9 +599,9 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-    except KeyboardInterrupt:  # before any work was done (loading data, a download): nothing to resume
+    except KeyboardInterrupt as stop:  # before any work was done (loading data, a download): nothing to resume
         print("interrupted", file=sys.stderr)
-        return INTERRUPTED
+        return _stopped(stop)
     except EffrankError as err:
         if args is not None and args.debug:
             raise

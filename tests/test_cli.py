@@ -194,6 +194,27 @@ def test_ctrl_c_during_a_run_exits_130_and_says_how_to_resume(tiny, tmp_path, ru
     assert "interrupted: 0 finished trial(s)" in err and "run the same command again to resume" in err
 
 
+def test_sigterm_during_a_run_stops_it_as_ctrl_c_does_and_exits_143(tiny, tmp_path, run_cli, monkeypatch):
+    # What a batch scheduler, `timeout` or Kubernetes sends: it used to kill the run silently, lock left behind.
+    import os
+    import signal
+    import time
+
+    import effrank_bench_plugins.executors as executors
+
+    def terminated(setup, teacher, trials, record, progress):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises long before this ends
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(executors, "run_group", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, err = run_cli("run", *tiny.args(ranks=(2,)), "--out", str(tmp_path / "run"))
+    assert code == 143 and "interrupted: 0 finished trial(s)" in err
+    assert not (tmp_path / "run" / "run.lock").exists()
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
+
+
 def test_report_json_prints_what_summary_json_holds(tiny_run, run_cli, tmp_path):
     out_dir = shutil.copytree(tiny_run[0], tmp_path / "run")
     code, out, err = run_cli("report", out_dir, "--json")
