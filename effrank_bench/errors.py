@@ -14,10 +14,13 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MAX_PROBLEMS = 5
 
 
-def one_line(err: BaseException) -> str:
-    """An exception underneath ours as one short line (torch's and the hub's run to many, with colours)."""
+def one_line(err: BaseException, limit: int = 200) -> str:
+    """An exception underneath ours as one short line (torch's and the hub's run to many, with colours), its
+    text cut to ``limit`` characters with an ellipsis."""
     text = " ".join(_ANSI.sub("", str(err)).split())
-    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
+    if len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def shown(value: object, limit: int = 80) -> str:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from effrank_bench.store import RunDir
 
 INSTALL = "pip install -e '.[mlflow]'"
+# MLflow ends its errors with the way out (a setting to set, the schemes it takes): kept in the line.
+MLFLOW_ERROR = 500
 # One experiment for every sweep: params and tags tell arch, target, loss and data set apart in the
 # UI. MLFLOW_EXPERIMENT_NAME picks another, as it does for MLflow's own API.
 EXPERIMENT = "effrank-bench"
@@ -59,14 +61,14 @@ def connect(uri: str) -> MlflowClient:
         try:
             port = server.port or (443 if server.scheme == "https" else 80)
         except ValueError as err:  # a port that is not a number, or past 65535
-            raise ConfigError(f"--mlflow {shown(uri)}: {one_line(err)}") from None
+            raise ConfigError(f"--mlflow {shown(uri)}: {one_line(err, MLFLOW_ERROR)}") from None
         check_answers(server.hostname or "", port, f"--mlflow {shown(uri)}",
                       "start the tracking server (`mlflow server`), or check the URI")
     with quiet():
         try:
             return MlflowClient(tracking_uri=_absolute(uri))
         except Exception as err:  # MLflow's own errors, sqlalchemy's, a bad scheme: all mean "cannot open"
-            raise ConfigError(f"--mlflow {shown(uri)}: {one_line(err)}") from None
+            raise ConfigError(f"--mlflow {shown(uri)}: {one_line(err, MLFLOW_ERROR)}") from None
 
 
 def _absolute(uri: str) -> str:

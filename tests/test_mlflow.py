@@ -318,6 +318,7 @@ def test_a_uri_mlflow_cannot_open_exits_2_before_training(fake_sweep, tmp_path, 
     assert code == 2 and fake_sweep.prepared == 0
     (line,) = err.splitlines()
     assert line.startswith("error: --mlflow nosuchscheme://host:")
+    assert "Supported URI schemes are: [" in line and "sqlite" in line  # MLflow's way out, not cut off at 200
 
 
 @pytest.mark.parametrize("server", ["http://127.0.0.1:1", "https://127.0.0.1:1/mlflow", "http://host:99999"])
