@@ -23,6 +23,12 @@ def one_line(err: BaseException, limit: int = 200) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+def a_type(value: object) -> str:
+    """``value``'s type with its article, for a message: "a float", "an int"."""
+    name = type(value).__name__
+    return ("an " if name[:1].lower() in "aeiou" else "a ") + name
+
+
 def shown(value: object, limit: int = 80) -> str:
     """A value a user gave, for an error message: its repr, printable, cut to about ``limit`` characters."""
     try:

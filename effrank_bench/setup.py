@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from effrank_bench.config import RunConfig
 from effrank_bench.data import Batches, default_workers, example_input
 from effrank_bench.environment import resolve_device
-from effrank_bench.errors import RegistrationError, one_line
+from effrank_bench.errors import RegistrationError, a_type, one_line
 from effrank_bench.factorize import QKV, check_rank, max_rank
 from effrank_bench.measure import measure
 from effrank_bench.registry import Registry, default_registry
@@ -171,7 +171,7 @@ def logits_mismatch(model: nn.Module, x: torch.Tensor, num_classes: int) -> str 
         model.train(training)
     if isinstance(logits, torch.Tensor) and tuple(logits.shape) == (len(x), num_classes):
         return None
-    got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
+    got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else a_type(logits)
     return (f"a model built for {num_classes} classes gives {got} for a batch of {len(x)}; "
             f"expected logits of shape ({len(x)}, {num_classes})")
 
@@ -201,7 +201,7 @@ def build_checked(arch: ArchitectureSpec, request: ModelRequest, target: str, ra
     """
     model = arch.build(request)
     if not isinstance(model, nn.Module):
-        raise RegistrationError(f"architecture '{arch.name}': build returned a {type(model).__name__}, "
+        raise RegistrationError(f"architecture '{arch.name}': build returned {a_type(model)}, "
                                 "not a torch.nn.Module")
     _check_logits(arch, model, request)  # first: the target's functions may assume a model that works
     sites = arch.sites(model, target)

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from effrank_bench.errors import (ConfigError, LossError, RegistrationError, UnsupportedTargetError,
-                                  format_validation_error, shown)
+                                  a_type, format_validation_error, shown)
 
 _NAME = r"^[a-z][a-z0-9_]*$"
 
@@ -221,7 +221,7 @@ class LossSpec(_Frozen):
                 and value.requires_grad):
             return value if value.dim() == 0 else value.reshape(())
         if not isinstance(value, torch.Tensor):
-            got = f"a {type(value).__name__}"
+            got = a_type(value)
         elif value.numel() != 1 or not value.is_floating_point():
             got = f"a {value.dtype} tensor of shape {tuple(value.shape)}"
         else:

@@ -155,6 +155,7 @@ def spec(compute):
 @pytest.mark.parametrize("compute, got", [
     (lambda t, s, y, o: (s.logits - t.logits) ** 2, "a torch.float32 tensor of shape (2, 3)"),
     (lambda t, s, y, o: ((s.logits - t.logits) ** 2).mean().item(), "a float"),
+    (lambda t, s, y, o: sum(s.features), "an int"),  # no features: a loss registered without uses_features
     (lambda t, s, y, o: ((s.logits - t.logits) ** 2).mean().detach(),
      "a tensor no gradient flows back through (detached, or not computed from the student's outputs)"),
     (lambda t, s, y, o: (s.logits.argmax(1) == y).sum(), "a torch.int64 tensor of shape ()"),
