@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from effrank_bench.errors import ConfigError, format_validation_error, shown
+from effrank_bench.errors import ConfigError, format_validation_error, shown, unknown_key
 
 if TYPE_CHECKING:
     from effrank_bench.specs import LossOptions
@@ -455,6 +455,10 @@ def _run_options(table: Any, where: str, path: Path) -> dict[str, Any]:
     if "out" in table:
         raise ConfigError(f"{where}: 'out' is the suite's own (a top-level key or --out); each run goes in "
                           "OUT/<arch>-<target>-<loss>-<dataset>[-<tag>]")
+    known = {*RunConfig.model_fields, "seed"}
+    unknown = [unknown_key(name, known) for name in table if name not in known]
+    if unknown:  # said where it is: merged into each run's options, it would be blamed on a block
+        raise ConfigError(f"{where}: " + "; ".join(unknown))
     return _relative_to(path, dict(table))
 
 

@@ -39,6 +39,12 @@ def shown(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def unknown_key(name: str, known: Iterable[str]) -> str:
+    """``unknown key 'name'``, with a "did you mean" where one of ``known`` is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"unknown key '{name}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+
+
 def format_validation_error(err: ValidationError, source: str | None, known: Iterable[str] = ()) -> str:
     """A pydantic error as one line: where each problem is and what it is, each echoed value cut short;
     after ``source: `` (None: the problems alone, for a validator whose field pydantic names anyway).
@@ -48,8 +54,7 @@ def format_validation_error(err: ValidationError, source: str | None, known: Ite
         where = shown(".".join(str(p) for p in e["loc"]))
         message = shown(e["msg"].removeprefix("Value error, "), 300)
         if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(where, list(known), n=1)
-            problems.append(f"unknown key '{where}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            problems.append(unknown_key(where, known))
         else:
             problems.append(f"{where}: {message}" if where else message)
     more = err.error_count() - _MAX_PROBLEMS

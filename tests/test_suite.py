@@ -81,6 +81,11 @@ def test_flags_override_every_run_of_a_suite(tmp_path):
      "tag must be letters, digits"),
     ('defaults = 3\n[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "kd"\ndataset = "digits"\n',
      "[defaults]: expected a table of run options, got 3"),
+    # An unknown key is blamed on the table it is in, not on the first block it was merged into.
+    ('[defaults]\nepoch = 1\n[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "kd"\ndataset = "digits"\n',
+     "s.toml [defaults]: unknown key 'epoch' (did you mean 'epochs'?)"),
+    ('[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "kd"\ndataset = "digits"\nrnaks = [2]\n',
+     "s.toml [[matrix]] block 1: unknown key 'rnaks' (did you mean 'ranks'?)"),
 ])
 def test_a_bad_suite_is_refused_with_a_message_that_says_where(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
