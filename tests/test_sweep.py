@@ -298,3 +298,15 @@ def test_a_tolerance_on_a_grid_sweep_is_noted_as_unused(tiny_run, tmp_path, prog
     run_sweep(tiny_run[0].model_copy(update={"executor": "curve", "tolerance": "5", "out": tmp_path / "r"}),
               registry=Registry(plugins=[("curve", _Curve())]), progress=notes)
     assert "[yellow]--tolerance applies to --search adaptive: this grid sweep trains every rank" in notes.notes
+
+
+def test_ray_options_given_to_another_executor_are_noted_as_unused(tiny_run, tmp_path, progress_stub):
+    notes = progress_stub()
+    run_sweep(tiny_run[0].model_copy(update={"executor": "curve", "gpus_per_trial": 1.0, "max_retries": 0,
+                                             "out": tmp_path / "r"}),
+              registry=Registry(plugins=[("curve", _Curve())]), progress=notes)
+    assert "[yellow]--gpus-per-trial, --max-retries: for --executor ray; the curve executor ignores them" in notes.notes
+    quiet = progress_stub()
+    run_sweep(tiny_run[0].model_copy(update={"executor": "curve", "out": tmp_path / "q"}),
+              registry=Registry(plugins=[("curve", _Curve())]), progress=quiet)
+    assert not any("--executor ray" in note for note in quiet.notes)
