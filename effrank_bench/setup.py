@@ -159,6 +159,11 @@ class RunSetup:
         return measure(model, example, factorized=factorized, repeats=self.config.latency_repeats)
 
 
+def module_mismatch(built: Any) -> str | None:
+    """What is wrong with what an architecture's ``build`` returned (None: a torch.nn.Module)."""
+    return None if isinstance(built, nn.Module) else f"build returned {a_type(built)}, not a torch.nn.Module"
+
+
 def logits_mismatch(model: nn.Module, x: torch.Tensor, num_classes: int) -> str | None:
     """What is wrong with ``model``'s logits for the batch ``x`` (None: one row per example, one logit per
     class). Computed in eval mode without gradients: nothing drawn from the random state, no statistics
@@ -200,9 +205,9 @@ def build_checked(arch: ArchitectureSpec, request: ModelRequest, target: str, ra
     Built untrained first: a rank no layer can take is refused before any time goes into a teacher.
     """
     model = arch.build(request)
-    if not isinstance(model, nn.Module):
-        raise RegistrationError(f"architecture '{arch.name}': build returned {a_type(model)}, "
-                                "not a torch.nn.Module")
+    problem = module_mismatch(model)
+    if problem:
+        raise RegistrationError(f"architecture '{arch.name}': {problem}")
     _check_logits(arch, model, request)  # first: the target's functions may assume a model that works
     sites = arch.sites(model, target)
     for rank in ranks:

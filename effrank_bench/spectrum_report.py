@@ -142,7 +142,7 @@ def check_out(out: Path) -> None:
         raise ConfigError(f"--out {out} exists and is not a directory")
 
 
-PLOTS = ("spectrum-depth.png", "spectrum-energy.png")
+DEPTH_PLOT, ENERGY_PLOT = "spectrum-depth.png", "spectrum-energy.png"
 
 
 def write_spectrum(spectrum: ModelSpectrum, out: Path, plot: bool = True) -> list[Path]:
@@ -155,10 +155,10 @@ def write_spectrum(spectrum: ModelSpectrum, out: Path, plot: bool = True) -> lis
     writers = {out / "spectrum.json": text_writer(json.dumps(spectrum.to_dict(), indent=2)),
                out / "spectrum.csv": partial(_csv, spectrum)}
     if plot:
-        writers[out / PLOTS[0]] = partial(plot_depth, spectrum)
+        writers[out / DEPTH_PLOT] = partial(plot_depth, spectrum)
         if spectrum.features:
-            writers[out / PLOTS[1]] = partial(plot_energy, spectrum)
-    for name in PLOTS:
+            writers[out / ENERGY_PLOT] = partial(plot_energy, spectrum)
+    for name in (DEPTH_PLOT, ENERGY_PLOT):
         if out / name not in writers:
             (out / name).unlink(missing_ok=True)
     return write_files(writers)

@@ -81,6 +81,10 @@ def apply_checkpoint(model: nn.Module, state: dict[str, torch.Tensor], source: P
     return skipped
 
 
+# What to do about a cache folder that cannot be made (no permission, a read-only file system).
+CACHE_HINT = "; set EFFRANK_BENCH_CACHE to a folder you can write to"
+
+
 @dataclass(frozen=True)
 class CachedTeacher:
     """A teacher's weights and its record, stored under its key."""
@@ -131,7 +135,7 @@ class CachedTeacher:
 
     def save(self, model: nn.Module, record: TeacherRecord) -> None:
         """Weights, then the record, each written whole and renamed: ``exists()`` only sees complete entries."""
-        make_folder(self.weights.parent, "; set EFFRANK_BENCH_CACHE to a folder you can write to")
+        make_folder(self.weights.parent, CACHE_HINT)
         with atomic_path(self.weights) as tmp:
             save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp)
         atomic_write_text(self.info, record.model_copy(update={"cost": None}).model_dump_json(indent=2))
@@ -144,7 +148,7 @@ class CachedTeacher:
         it saved. An entry that cannot be read (torn, NaN weights, damaged record) is moved aside, with
         a note, so that it is trained again instead of failing every later run.
         """
-        make_folder(self.weights.parent, "; set EFFRANK_BENCH_CACHE to a folder you can write to")
+        make_folder(self.weights.parent, CACHE_HINT)
         lock = FileLock(self.lock)
         noted = False
         while (holder := lock.try_acquire(progress)) is not None:

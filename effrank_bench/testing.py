@@ -18,11 +18,11 @@ from torch import nn
 
 from effrank_bench.data import example_input
 from effrank_bench.distances import geometric_distance
-from effrank_bench.errors import RegistrationError, UnsupportedTargetError, a_type
+from effrank_bench.errors import RegistrationError, UnsupportedTargetError
 from effrank_bench.factorize import LowRank, factorize, full_rank, resolve_sites
 from effrank_bench.measure import count_macs, count_params
 from effrank_bench.registry import Registry, default_registry
-from effrank_bench.setup import logits_mismatch
+from effrank_bench.setup import logits_mismatch, module_mismatch
 from effrank_bench.specs import ArchitectureSpec, ModelRequest
 from effrank_bench.taps import BranchTap
 
@@ -191,8 +191,9 @@ def check_architecture(arch: str | ArchitectureSpec, *, registry: Registry | Non
     request = request or spec.native_request()
     torch.manual_seed(seed)
     teacher = spec.build(request)
-    if not isinstance(teacher, nn.Module):
-        _fail(spec, None, f"build returned {a_type(teacher)}, not a torch.nn.Module")
+    problem = module_mismatch(teacher)
+    if problem:
+        _fail(spec, None, problem)
     teacher.eval()
     with torch.no_grad():
         # Fresh models zero-init some layers (timm: the last BN of a residual block, ViT biases),
