@@ -14,7 +14,7 @@ from effrank_bench.registry import Registry, default_registry
 from effrank_bench.report import build_report, write_report
 from effrank_bench.setup import RunSetup, SuiteCache, prepare, resolve_components
 from effrank_bench.store import RunDir
-from effrank_bench.sweep import execute, obtain_teachers
+from effrank_bench.sweep import execute, finished_teacher, obtain_teachers
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Pr
     setups = prepare_suite(suite, registry or default_registry())
     make_folder(suite.out)
     atomic_write_text(suite.out / "suite.json", json.dumps(suite.model_dump(mode="json"), indent=2))
-    first = [i for i, setup in enumerate(setups) if setup.parts.executor.obtain_teachers is not None]
+    first = [i for i, setup in enumerate(setups)
+             if setup.parts.executor.obtain_teachers is not None and finished_teacher(setup) is None]
     teachers = dict(zip(first, obtain_teachers([setups[i] for i in first], progress)))
     paths = []
     with progress.task("suite", total=len(setups)) as advance:

@@ -11,9 +11,9 @@ from rich.markup import escape
 from effrank_bench.config import RAY_OPTIONS, RunConfig
 from effrank_bench.errors import RegistrationError
 from effrank_bench.lock import run_lock
-from effrank_bench.plan import failed_ranks, measured_curve, plan_trials
+from effrank_bench.plan import failed_ranks, measured_curve, plan_trials, unfinished_trials
 from effrank_bench.progress import NullProgress, Progress
-from effrank_bench.records import Trial, TrialRecord
+from effrank_bench.records import TeacherRecord, Trial, TrialRecord
 from effrank_bench.registry import Registry
 from effrank_bench.search import make_search
 from effrank_bench.setup import RunSetup, prepare
@@ -44,6 +44,10 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         config = setup.config
         run = RunDir.open(setup.run.path, config)
         run.store_target(setup.target_info())
+        if teacher is None and (recorded := finished_teacher(setup)) is not None:
+            progress.note(f"teacher: test accuracy {recorded.test_accuracy:.4f} ({recorded.source})")
+            progress.note(f"{run.path}: every trial of this sweep is recorded, nothing to train")
+            return run
         if teacher is None:
             (teacher,) = obtain_teachers([setup], progress)
         run.store_teacher(teacher.weights, teacher.record)
@@ -101,6 +105,27 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
                     raise RegistrationError(f"executor '{config.executor}' returned without recording any of the "
                                             f"{len(trials)} trial(s) it was handed")
         return run
+
+
+def finished_teacher(setup: RunSetup) -> TeacherRecord | None:
+    """The teacher record a finished sweep keeps, or None where the sweep still needs its teacher.
+
+    Finished: the run directory holds this run's teacher (same key) and, where asked for, its spectrum, and
+    the same command would train no trial (:func:`~effrank_bench.plan.unfinished_trials`). Run again, such a
+    sweep only reports: its teacher is neither loaded nor measured again (its latency cell stays as the
+    sweep measured it) and no executor starts (a cluster).
+    """
+    run, config = RunDir(setup.run.path), setup.config
+    if run.check_resumable(config) is None or not run.teacher_info.is_file():
+        return None
+    record = run.teacher()
+    if record.key != setup.teacher_key:
+        return None
+    if config.spectrum_samples and ((stored := run.spectrum()) is None or stored.key != record.key):
+        return None
+    if unfinished_trials(config, run.records(), run.search_rounds(), record.test_accuracy):
+        return None
+    return record
 
 
 def obtain_teachers(setups: Sequence[RunSetup], progress: Progress = NullProgress()) -> list[Teacher]:

@@ -331,6 +331,28 @@ def test_an_interrupted_suite_resumes_losing_nothing_finished(smoke, tiny, run_c
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_finished_suite_run_again_on_ray_only_reports_and_starts_no_ray(smoke, smoke_options, tmp_path,
+                                                                          monkeypatch):
+    from effrank_bench.suite import run_suite
+    from effrank_bench_plugins import ray_executor
+
+    text = (BENCHMARKS / "smoke.toml").read_text()
+    pair = write(tmp_path / "pair.toml", text[:text.index("[[matrix]]")] + SMOKE_PAIR)
+    out = tmp_path / "suite"
+    names = ("micro_vit-joint-kd-digits", "micro_mixer-mlp-kd-digits")
+    for name in names:
+        shutil.copytree(smoke.out / name, out / name)
+    kept = {(name, file): (out / name / file).read_bytes() for name in names for file in ("teacher.json", "trials.jsonl")}
+
+    def connect(config):
+        raise AssertionError("Ray was started for a suite with nothing to train")
+
+    monkeypatch.setattr(ray_executor, "connect", connect)
+    result = run_suite(load_suite(pair, {**smoke_options, "out": out, "executor": "ray"}))
+    assert [path.name for path in result.runs] == list(names)
+    assert {key: (out / key[0] / key[1]).read_bytes() for key in kept} == kept
+
+
 def test_a_rank_beyond_a_later_runs_model_is_refused_before_the_first_run_trains(tmp_path):
     from effrank_bench.errors import RankError
     from effrank_bench.suite import run_suite

@@ -68,6 +68,35 @@ def test_rerunning_resumes_and_only_trains_missing_ranks(tiny_run, tmp_path, pro
     assert any("2 trial(s) already recorded" in n for n in notes.notes)
 
 
+def test_a_finished_sweep_run_again_only_reports_with_its_teacher_record_untouched(tiny_run, tmp_path,
+                                                                                    progress_stub, monkeypatch):
+    config, finished = tiny_run
+    shutil.copytree(finished.path, tmp_path / "run")
+    kept = {name: (tmp_path / "run" / name).read_bytes() for name in ("teacher.json", "trials.jsonl")}
+
+    def obtain(*args):
+        raise AssertionError("a finished sweep loaded its teacher (and measured its latency) again")
+
+    monkeypatch.setattr(sweep, "obtain_teachers", obtain)
+    notes = progress_stub()
+    run = run_sweep(config.model_copy(update={"out": tmp_path / "run"}), progress=notes)
+    assert {name: (run.path / name).read_bytes() for name in kept} == kept
+    assert f"{run.path}: every trial of this sweep is recorded, nothing to train" in notes.notes
+
+
+def test_a_finished_sweep_still_lacking_its_spectrum_obtains_its_teacher_for_it(tiny_run, tmp_path, progress_stub):
+    config, finished = tiny_run
+    shutil.copytree(finished.path, tmp_path / "run")
+    assert not (tmp_path / "run" / "spectrum.json").exists()  # the tiny recipe measures no spectrum
+    config = config.model_copy(update={"out": tmp_path / "run", "spectrum_samples": 16})
+    assert sweep.finished_teacher(prepare(config)) is None
+    notes = progress_stub()
+    run = run_sweep(config, progress=notes)
+    assert run.spectrum().key == run.teacher().key
+    assert any("loaded from cache" in n for n in notes.notes)
+    assert sweep.finished_teacher(prepare(config)) == run.teacher()
+
+
 def test_an_interrupted_sweep_keeps_finished_trials_and_resumes(tiny, tmp_path, progress_stub):
     config = tiny.config(tmp_path / "run", group=1)  # one student per data pass: rank 2 finishes first
     with pytest.raises(KeyboardInterrupt):
