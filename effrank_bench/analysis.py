@@ -99,6 +99,20 @@ class CurveAnalysis:
         """
         return fit_curves(np.asarray(self.ranks), np.asarray(self.monotone))(np.asarray(ranks, dtype=float))
 
+    @property
+    def knee_bends_up(self) -> bool:
+        """Whether the fit lies below its secant at the knee: the curve bends upward there (it rises late, as
+        one cut off before it levels does), so its knee marks where more rank starts to pay off, not where
+        it stops paying off."""
+        ranks, values = self.ranks, self.monotone
+        rise = values[-1] - values[0]
+        to_axis, _ = _axis_maps(self.knee_axis, ranks[0], ranks[-1])
+        x0, x1 = to_axis(ranks[0]), to_axis(ranks[-1])
+        if x1 == x0:
+            return False
+        secant = values[0] + rise * (to_axis(self.knee) - x0) / (x1 - x0)
+        return bool(self.fit(self.knee) < secant - _STRAIGHT_RTOL * abs(rise))
+
     def to_dict(self) -> dict:
         """A JSON-ready summary: teacher accuracy, region, knee and the measured points."""
         return {

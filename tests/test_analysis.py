@@ -246,6 +246,16 @@ def test_knee_without_a_bend_is_the_first_rank_at_the_maximum():
     assert analyze_curve([4, 8], [0.9, 0.5], 1.0).knee == 4.0  # running max makes it flat
 
 
+def test_a_knee_where_the_curve_bends_upward_is_told_apart():
+    rises_late = analyze_curve([1, 2, 4, 8, 16, 32], [0.1, 0.1, 0.12, 0.15, 0.3, 0.8], 1.0)
+    assert rises_late.fit(rises_late.knee) < 0.1 + 0.7 * (rises_late.knee - 1) / 31  # below the secant
+    assert rises_late.knee_bends_up
+    assert not analyze_curve([1, 2, 4, 8, 16, 32], [0.3, 0.6, 0.85, 0.95, 0.98, 0.99], 1.0).knee_bends_up
+    assert not linear_curve().knee_bends_up and not analyze_curve([4, 8], [0.5, 0.9], 1.0).knee_bends_up
+    # A straight line in rank bends upward on the log2 axis.
+    assert analyze_curve(RANKS_1_TO_100, RANKS_1_TO_100 / 100, 1.0, knee_axis="log2").knee_bends_up
+
+
 # --- validation -----------------------------------------------------------------------------
 
 

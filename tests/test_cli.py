@@ -42,6 +42,16 @@ def test_analyze_options_change_thresholds_and_knee_axis(tmp_path, run_cli):
     assert result["knee"] == pytest.approx(99 / 4.605170185988092, rel=1e-4)
 
 
+def test_analyze_notes_a_knee_where_the_curve_bends_upward(tmp_path, run_cli):
+    csv = write_curve(tmp_path / "c.csv", [(1, 0.1), (2, 0.1), (4, 0.12), (8, 0.15), (16, 0.3), (32, 0.8)])
+    code, out, _ = run_cli("analyze", str(csv), "--teacher-acc", "1")
+    assert code == 0
+    assert "note: the curve bends upward at its knee" in out and "larger ranks would show" in out
+    code, out, _ = run_cli("analyze", str(write_curve(tmp_path / "d.csv", [(1, 0.3), (4, 0.85), (32, 0.99)])),
+                           "--teacher-acc", "1")
+    assert code == 0 and "bends upward" not in out
+
+
 @pytest.mark.parametrize("content, message", [
     ("rank,acc\n1,0.5\n2,0.6\n", "accuracy"),
     ("rank,accuracy\n1,0.5\n2,high\n", "line 3"),
