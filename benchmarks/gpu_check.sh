@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One lease of a GPU machine, start to end: install, the throughput benchmark (the engine compiled, a profile of
-# its step; then ranks 16, 64 and 256 together), the patch-embedding kernels, the students' shared SVD init, the
-# CUDA tests, and an end-to-end ViT-B/32 run on synthetic CIFAR-100 files. About 7 minutes (5 on 2026-11-26
-# before the ranks step, which took under 2). Full logs under $OUT, a summary on stdout.
+# its step; then ranks 16, 64 and 256 together, at batch 256 and at the paper's batch of 24), the
+# patch-embedding kernels, the students' shared SVD init, the CUDA tests, and an end-to-end ViT-B/32 run on
+# synthetic CIFAR-100 files. About 7 minutes on 2026-11-26 (5 before the ranks step, which took under 2),
+# before the batch-24 step was added (not yet measured). Full logs under $OUT, a summary on stdout.
 # Carry pydantic's wheels in .whl where the machine lacks them (README, "Measured on a GPU").
 set -u
 OUT=${OUT:-/tmp/gpu_check}
@@ -17,7 +18,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)" | tee -a "$OUT/gpu.txt"
 python3 benchmarks/synthetic_cifar.py "$EFFRANK_BENCH_DATA" --train 5120 --test 1024
 
-STEPS=${STEPS:-throughput throughput_ranks patch_embed svd_init cuda_tests run}  # which steps to run, e.g. STEPS=throughput
+STEPS=${STEPS:-throughput throughput_ranks throughput_paper_batch patch_embed svd_init cuda_tests run}  # which steps to run, e.g. STEPS=throughput
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
     local name=$1 limit=$2 start=$SECONDS
     shift 2
@@ -32,6 +33,8 @@ TORCH_LOGS=perf_hints TAIL=40 step throughput 240 python3 benchmarks/throughput.
 grep -ih "cudagraph" "$OUT/throughput.log" 2>/dev/null | cut -c1-200 | sort | uniq -c | sort -rn | head -n 8
 # A real sweep's group: one student of each of three ranks, as the paper grid's groups hold (one seed each).
 TAIL=4 step throughput_ranks 200 python3 benchmarks/throughput.py --ranks 16,64,256 --steps 10
+# The same group at the paper's student batch (paper_vit_b32_cifar100.toml: 24), what its sweep really costs.
+TAIL=4 step throughput_paper_batch 200 python3 benchmarks/throughput.py --ranks 16,64,256 --batch-size 24 --steps 40
 TAIL=6 step patch_embed 60 python3 benchmarks/patch_embed.py
 TAIL=2 step svd_init 60 python3 benchmarks/svd_init.py --ranks 8,16,32,64
 TAIL=15 step cuda_tests 120 python3 -m pytest -q -n 0 -rs tests/test_cuda.py tests/test_sweep.py tests/test_measure.py tests/test_patch_embed.py -k cuda
