@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from effrank_bench.errors import CheckpointError, one_line
@@ -46,6 +47,11 @@ class FitState:
     batches: int | None = None
 
 
+class CheckpointNotWritten(Exception):
+    """A checkpoint could not be written (a full disk, say): the previous one, if any, is still whole, and the
+    training it would have saved goes on."""
+
+
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
@@ -77,7 +83,25 @@ class Checkpoints:
         return time.perf_counter() - self._last_save >= DEFAULT_INTERVAL_SECONDS
 
     def save(self, state: FitState) -> None:
+        """Write ``state`` beside the previous checkpoint and swap it in; CheckpointNotWritten where the file
+        system refuses (the half-written one is removed, the previous one kept)."""
+        self._last_save = time.perf_counter()  # a failed save is tried again after another interval, not at once
         tmp = self.folder.with_name(self.folder.name + ".tmp")
+        try:
+            self._write(state, tmp)
+        except (OSError, RuntimeError, SafetensorError) as err:  # torch.save reports a full disk as RuntimeError
+            shutil.rmtree(tmp, ignore_errors=True)
+            kept = "its previous checkpoint" if (self.folder / "state.pt").is_file() else "the start"
+            raise CheckpointNotWritten(f"the checkpoint after epoch {state.epoch} was not written ({one_line(err)}); "
+                                       f"training goes on, and a kill before the next one resumes from {kept}") \
+                from None
+        old = self.folder.with_name(self.folder.name + ".old")
+        if self.folder.exists():
+            self.folder.replace(old)
+        tmp.replace(self.folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _write(self, state: FitState, tmp: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         rest: dict[str, Any] = {"epoch": state.epoch, "step_seconds": state.step_seconds, "rng": state.rng,
@@ -91,12 +115,6 @@ class Checkpoints:
                                  "has_best": model.best_weights is not None}
         torch.save(rest, tmp / "state.pt")
         (tmp / "trials.json").write_text(json.dumps([list(vars(t).values()) for t in self.trials]))
-        old = self.folder.with_name(self.folder.name + ".old")
-        if self.folder.exists():
-            self.folder.replace(old)
-        tmp.replace(self.folder)
-        shutil.rmtree(old, ignore_errors=True)
-        self._last_save = time.perf_counter()
 
     def load(self) -> FitState | None:
         """The saved state, or None when there is none; a damaged checkpoint is an error naming it."""

@@ -11,10 +11,11 @@ from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
+from rich.markup import escape
 from torch import nn
 
 from effrank_bench.calibration import Calibration, CalibrationMeter
-from effrank_bench.checkpoint import Checkpoints, FitState, ModelState
+from effrank_bench.checkpoint import CheckpointNotWritten, Checkpoints, FitState, ModelState
 from effrank_bench.data import Batches
 from effrank_bench.errors import CheckpointError, ConfigError, EffrankError, TrialFailed, one_line
 from effrank_bench.progress import NullProgress, Progress
@@ -292,9 +293,12 @@ def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, s
             if not active:
                 break
             if checkpoints is not None and checkpoints.due(epoch, recipe.epochs):
-                checkpoints.save(FitState(epoch, step_seconds, _random_state(train),
-                                          {i: fittings[i].state() for i in active},
-                                          seconds=time.perf_counter() - start, batches=len(train)))
+                try:
+                    checkpoints.save(FitState(epoch, step_seconds, _random_state(train),
+                                              {i: fittings[i].state() for i in active},
+                                              seconds=time.perf_counter() - start, batches=len(train)))
+                except CheckpointNotWritten as err:  # hours of training are not given up for a full disk
+                    progress.note(f"[yellow]{label}: {escape(str(err))}")
     seconds = time.perf_counter() - start
     for i in active:
         fittings[i].selection.restore(fittings[i].model)

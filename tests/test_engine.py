@@ -2,6 +2,7 @@
 group, and a group killed mid-epoch resumes from its checkpoint to the same records."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from effrank_bench import hookimpl
+from effrank_bench import checkpoint, hookimpl
+from effrank_bench.checkpoint import CheckpointNotWritten, Checkpoints, FitState, ModelState
 from effrank_bench.errors import CheckpointError
+from effrank_bench.records import Trial
 from effrank_bench.registry import Registry
 from effrank_bench.specs import LossSpec
 from effrank_bench.store import RunDir
@@ -116,6 +119,37 @@ def test_a_group_gives_the_same_records_every_time(grouped, tmp_path):
     config, run = grouped
     again = run_sweep(config.model_copy(update={"out": tmp_path / "again"}))
     assert [_result(r) for r in again.records()] == [_result(r) for r in run.records()]
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def test_a_checkpoint_the_disk_refuses_is_noted_and_the_group_trains_on_to_the_same_records(
+        grouped, tmp_path, progress_stub, monkeypatch):
+    config, run = grouped
+    monkeypatch.setattr(checkpoint, "save_file", _disk_full)
+    notes = progress_stub()
+    again = run_sweep(config.model_copy(update={"out": tmp_path / "full"}), progress=notes)
+    assert [_result(r) for r in again.records()] == [_result(r) for r in run.records()]
+    refused = [n for n in notes.notes if "the checkpoint after epoch 1 was not written" in n]
+    assert len(refused) == 1
+    assert refused[0].endswith("No space left on device); training goes on, and a kill before the next one "
+                               "resumes from the start")
+    assert not (again.path / "checkpoints").exists()  # nor a half-written one
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    folder = tmp_path / "checkpoints" / "group"
+    checkpoints = Checkpoints(folder, (Trial("joint", "geometric", 2, 0),))
+    state = FitState(1, 0.5, {"torch": torch.arange(3)}, {0: ModelState({"w": torch.ones(2)}, {}, {}, [], None, None)},
+                     batches=4)
+    checkpoints.save(state)
+    monkeypatch.setattr(checkpoint, "save_file", _disk_full)
+    with pytest.raises(CheckpointNotWritten, match="after epoch 2 .* resumes from its previous checkpoint$"):
+        checkpoints.save(dataclasses.replace(state, epoch=2))
+    assert checkpoints.load().epoch == 1
+    assert [p.name for p in folder.parent.iterdir()] == ["group"]
 
 
 # A run in a process of its own that hangs once its students are into epoch 2 (one batch per epoch), after
