@@ -8,7 +8,7 @@ import torch
 
 from effrank_bench.checkpoint import Checkpoints
 from effrank_bench.environment import environment
-from effrank_bench.errors import TrialFailed
+from effrank_bench.errors import ConfigError, TrialFailed, one_line
 from effrank_bench.factorize import factorize
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import Trial, TrialRecord
@@ -60,14 +60,17 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
     def failed(i: int, err: TrialFailed) -> None:
         record(TrialRecord(status="failed", error=str(err), **common(trials[i])))
 
-    results = distill(teacher.model, students, setup.parts.arch.branches, train, setup.batches(setup.splits.val),
-                      setup.parts.loss, config.loss_options,
-                      Recipe(config.epochs, config.lr, config.weight_decay, amp=config.amp,
-                             schedule=config.schedule, select=config.select),
-                      label=group_label(trials, len(config.seeds)), progress=progress, checkpoints=checkpoints,
-                      on_failure=failed, compile=setup.compile)
-    done = [i for i, result in enumerate(results) if not isinstance(result, TrialFailed) and result is not None]
-    tests = evaluate_calibrated([students[i] for i in done], setup.batches(setup.splits.test), config.amp)
+    try:
+        results = distill(teacher.model, students, setup.parts.arch.branches, train, setup.batches(setup.splits.val),
+                          setup.parts.loss, config.loss_options,
+                          Recipe(config.epochs, config.lr, config.weight_decay, amp=config.amp,
+                                 schedule=config.schedule, select=config.select),
+                          label=group_label(trials, len(config.seeds)), progress=progress, checkpoints=checkpoints,
+                          on_failure=failed, compile=setup.compile)
+        done = [i for i, result in enumerate(results) if not isinstance(result, TrialFailed) and result is not None]
+        tests = evaluate_calibrated([students[i] for i in done], setup.batches(setup.splits.test), config.amp)
+    except torch.cuda.OutOfMemoryError as err:
+        raise ConfigError(out_of_memory(setup, trials, checkpoints, err)) from None
     for i, test in zip(done, tests):
         fit = results[i]
         record(TrialRecord(
@@ -77,6 +80,21 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
             cost=setup.student_cost(students[i], trials[i].rank, replaced[i].values()), **common(trials[i]),
         ))
     checkpoints.clear()
+
+
+def out_of_memory(setup: RunSetup, trials: Sequence[Trial], checkpoints: Checkpoints, err: Exception) -> str:
+    """What to do when a group ran out of GPU memory: a smaller group, or for a lone student a smaller batch."""
+    config = setup.config
+    if len(trials) == 1:
+        way = "lower --batch-size" + ("" if config.amp else ", or train in bf16 (--amp)")
+    else:
+        way = f"run again with --group {len(trials) // 2}"
+        if config.group == "auto":
+            way += f" or a lower --memory-fraction than {config.memory_fraction:g}"
+        if checkpoints.folder.exists():
+            way += (f"; the checkpoint {checkpoints.folder} resumes its group whole: delete it to regroup "
+                    "(its students start again)")
+    return f"out of GPU memory training {group_label(trials, len(config.seeds))} ({one_line(err)}): {way}"
 
 
 def run_trial(setup: RunSetup, teacher: Teacher, trial: Trial, progress: Progress = NullProgress()) -> TrialRecord:

@@ -15,7 +15,7 @@ import torch
 
 from effrank_bench import checkpoint, hookimpl
 from effrank_bench.checkpoint import CheckpointNotWritten, Checkpoints, FitState, ModelState
-from effrank_bench.errors import CheckpointError
+from effrank_bench.errors import CheckpointError, ConfigError
 from effrank_bench.records import Trial
 from effrank_bench.registry import Registry
 from effrank_bench.specs import LossSpec
@@ -150,6 +150,33 @@ def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_whole(tmp_p
         checkpoints.save(dataclasses.replace(state, epoch=2))
     assert checkpoints.load().epoch == 1
     assert [p.name for p in folder.parent.iterdir()] == ["group"]
+
+
+def _out_of_memory(*args, checkpoints, **kwargs):
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def _out_of_memory_after_a_checkpoint(*args, checkpoints, **kwargs):
+    checkpoints.save(FitState(1, 0.1, {}, batches=1))
+    _out_of_memory(checkpoints=checkpoints)
+
+
+def test_a_group_out_of_gpu_memory_says_which_smaller_group_to_run(tiny, tmp_path, monkeypatch):
+    from effrank_bench import trial
+
+    monkeypatch.setattr(trial, "distill", _out_of_memory)
+    config = tiny.config(tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"^out of GPU memory training 2 students \(rank 2, …\) "
+                       r"\(OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\): run again with "
+                       r"--group 1 or a lower --memory-fraction than 0.8$"):
+        run_sweep(config)
+    with pytest.raises(ConfigError, match=r"training rank 2 \(.*\): lower --batch-size$"):
+        run_sweep(config.model_copy(update={"group": 1}))
+    # With a checkpoint, the group resumes whole whatever --group says: the message says how to regroup.
+    monkeypatch.setattr(trial, "distill", _out_of_memory_after_a_checkpoint)
+    with pytest.raises(ConfigError, match=r"run again with --group 1; the checkpoint .*/checkpoints/[^ ]+ resumes its group "
+                                          r"whole: delete it to regroup \(its students start again\)$"):
+        run_sweep(config.model_copy(update={"group": 2}))
 
 
 # A run in a process of its own that hangs once its students are into epoch 2 (one batch per epoch), after
