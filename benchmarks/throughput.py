@@ -4,7 +4,8 @@ Not a test. Both train the same students on the same batches from the same teach
   - paper-style: one student per teacher pass, forward hooks, plain (unfused) AdamW, loss.item()
     every step, eager;
   - engine: the whole group per batch (one teacher pass for all), fused AdamW on CUDA, forwards and loss
-    compiled where the run would compile (CUDA by default; --compile/--no-compile to force), one sync per epoch.
+    compiled where the run would compile (CUDA by default; --compile/--no-compile to force), one sync per epoch;
+    on CPU eager, its students stepped side by side in threads of one core each, as a run steps them.
 Usage:
     python benchmarks/throughput.py                      # CPU default: micro_vit, ranks 1-32, batch 64
     python benchmarks/throughput.py --arch vit_b32 --ranks 32,32,32,32 --batch-size 256   # CUDA default
@@ -21,6 +22,7 @@ import itertools
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -31,8 +33,8 @@ from effrank_bench.factorize import factorize
 from effrank_bench.measure import count_macs
 from effrank_bench.setup import prepare
 from effrank_bench.teacher import obtain_teacher
-from effrank_bench.train import (Compilation, Recipe, allow_recompiles, autocast, make_optimizer, student_step,
-                                 tapped, teacher_outputs)
+from effrank_bench.train import (Compilation, Recipe, allow_recompiles, autocast, draws_random_numbers, make_optimizer,
+                                 student_step, student_threads, tapped, teacher_outputs)
 
 
 def _students(setup, teacher, ranks):
@@ -83,7 +85,7 @@ def _logits(model, x):
     return Outputs(logits=model(x))
 
 
-def engine(setup, teacher, ranks, batches, steps, compile_, profile=0) -> float:
+def engine(setup, teacher, ranks, batches, steps, compile_, profile=0, threads=True) -> float:
     """Seconds for ``steps`` batches of the group as a run steps it, after 3 warm-up ones: one teacher pass per
     batch, then :func:`student_step` for each student; with ``compile_``, the teacher's and each student's
     forward and the loss through one :class:`Compilation`. With ``profile``, that many more batches then run
@@ -102,13 +104,23 @@ def engine(setup, teacher, ranks, batches, steps, compile_, profile=0) -> float:
         t_tap = stack.enter_context(tapped(branches(teacher.model) if loss.uses_features else None))
         taps = [stack.enter_context(tapped(branches(s) if loss.uses_features else None)) for s in students]
         total = torch.zeros((), device=setup.device)
+        workers = student_threads(len(students), setup.device, compilation is not None) if threads else 1
+        if workers > 1 and not draws_random_numbers(students[0], batches[0][0]):
+            pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
+            stack.callback(pool.shutdown)
+        else:
+            pool = None
 
         def step(x, y):
             nonlocal total
             target = teacher_outputs(t_forward, t_tap, x, config.amp)
-            for f, tap, (optimizer, scheduler) in zip(forwards, taps, fitted):
-                total += student_step(f, tap, x, y, target, compute, config.loss_options, optimizer, scheduler,
-                                      config.amp)
+
+            def one(i):
+                return student_step(forwards[i], taps[i], x, y, target, compute, config.loss_options, *fitted[i],
+                                    config.amp)
+
+            for value in (pool.map(one, range(len(students))) if pool else map(one, range(len(students)))):
+                total += value
 
         for i, (x, y) in enumerate(itertools.islice(itertools.cycle(batches), steps + 3)):
             if i == 3:
@@ -165,6 +177,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed batches per student (after 3 warm-up)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compile the engine's forwards and loss (default: as a run would, on CUDA only)")
+    parser.add_argument("--student-threads", action=argparse.BooleanOptionalAction, default=True,
+                        help="step the engine's students side by side in threads, as a CPU run does (default)")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="then profile this many engine steps (torch.profiler) and print where the time goes")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the device's dense bf16 peak")
@@ -192,8 +206,10 @@ def main() -> None:
         print(f"{arch} {args.target} {args.loss}, ranks {ranks}, batch {batch_size}, {args.steps} steps, on {device}")
         paper = paper_style(setup, teacher, ranks, batches, args.steps)
         print(f"paper-style loop: {samples / paper:,.0f} student-samples/s")
-        fast = engine(setup, teacher, ranks, batches, args.steps, setup.compile, args.profile)
-        print(f"engine (group of {len(ranks)}, {'compiled' if setup.compile else 'eager'}): "
+        fast = engine(setup, teacher, ranks, batches, args.steps, setup.compile, args.profile, args.student_threads)
+        workers = student_threads(len(ranks), setup.device, setup.compile) if args.student_threads else 1
+        print(f"engine (group of {len(ranks)}, {'compiled' if setup.compile else 'eager'}"
+              f"{f', {workers} student threads' if workers > 1 else ''}): "
               f"{samples / fast:,.0f} student-samples/s")
         print(f"engine / paper-style: {paper / fast:.2f}x")
         if cuda:

@@ -6,6 +6,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -399,6 +400,38 @@ def allow_recompiles(students: int) -> None:
     dynamo.cache_size_limit = max(dynamo.cache_size_limit, 2 * (students + 1))
 
 
+def student_threads(students: int, device: torch.device, compiled: bool) -> int:
+    """Threads to step a group's students on, side by side, each computing on one core: on CPU, one per core
+    of this process's torch (``torch.get_num_threads()``), at most one per student.
+
+    The micro presets' small operators split poorly across cores: six students stepped by two threads of one
+    core each ran 1.21-1.24x as fast as one after another on two cores (``benchmarks/throughput.py
+    --no-student-threads`` against the default, 2026-11-26), with the same numbers as on one thread. Eager
+    only (torch.compile is not thread-safe); on CUDA the kernels queue on one stream: 1 there, and for a
+    lone student, who keeps every core (a group of one trains exactly as the paper-style engine did).
+    """
+    if compiled or device.type != "cpu":
+        return 1
+    return max(1, min(students, torch.get_num_threads()))
+
+
+def draws_random_numbers(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether a training forward of ``model`` on ``x`` draws from torch's global generator (dropout, stochastic
+    depth): students stepped in threads would take their draws in no fixed order. The generator, the
+    model's buffers (batch-norm statistics) and its mode are left as they were."""
+    buffers = [buffer.clone() for buffer in model.buffers()]
+    mode = model.training
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        before = torch.get_rng_state()
+        model.train()(x)
+        drew = not torch.equal(before, torch.get_rng_state())
+    model.train(mode)
+    with torch.no_grad():
+        for buffer, kept in zip(model.buffers(), buffers):
+            buffer.copy_(kept)
+    return drew
+
+
 def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[nn.Module], list[Branch]],
             train: Batches, val: Batches, loss: LossSpec, options: LossOptions, recipe: Recipe,
             label: str = "student", progress: Progress = NullProgress(), checkpoints: Checkpoints | None = None,
@@ -432,8 +465,17 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
         # A student's compiled step compiles its backward at its first backward pass, and again for each new
         # batch shape (a partial last batch, where it is kept): its first step of each shape is watched.
         tried: set[tuple[int, tuple[int, ...]]] = set()
+        workers = student_threads(len(students), train.device, compilation is not None)
+        pool: ThreadPoolExecutor | None = None
 
         def step(x, y, fittings):
+            nonlocal pool, workers
+            if workers > 1 and pool is None:  # decided at the fit's first step, the same after a resume
+                if draws_random_numbers(fittings[0].model, x):
+                    workers = 1
+                else:
+                    pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
+                    stack.callback(pool.shutdown, cancel_futures=True)
             target = teacher_outputs(t_forward, t_tap, x, recipe.amp)
 
             def one(f: _Fitting) -> torch.Tensor:
@@ -448,6 +490,8 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
                 target = teacher_outputs(t_forward, t_tap, x, recipe.amp)
                 return one(f)
 
+            if pool is not None:
+                return list(pool.map(one, fittings))
             values = []
             for f in fittings:
                 key = (id(f.model), tuple(x.shape))

@@ -121,6 +121,23 @@ def test_a_group_gives_the_same_records_every_time(grouped, tmp_path):
     assert [_result(r) for r in again.records()] == [_result(r) for r in run.records()]
 
 
+def test_a_group_on_two_cores_steps_its_students_in_threads_to_the_same_records(grouped, tmp_path, monkeypatch):
+    from effrank_bench import train
+
+    config, run = grouped  # trained on this test process's one thread
+    pools = []
+    pool = train.ThreadPoolExecutor
+    monkeypatch.setattr(train, "ThreadPoolExecutor", lambda *a, **k: pools.append(a) or pool(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        threaded = run_sweep(config.model_copy(update={"out": tmp_path / "threaded"}))
+    finally:
+        torch.set_num_threads(before)
+    assert pools == [(2,)]
+    assert [_result(r) for r in threaded.records()] == [_result(r) for r in run.records()]
+
+
 def _disk_full(*args, **kwargs):
     raise OSError(28, "No space left on device")
 

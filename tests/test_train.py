@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -131,3 +132,64 @@ def test_loader_workers_only_on_cuda_and_only_for_data_that_decodes_per_item():
     assert default_workers(torch.device("cpu"), Decoded()) == 0
     assert default_workers(torch.device("cuda"), in_memory) == 0
     assert 1 <= default_workers(torch.device("cuda"), Decoded()) <= 8
+
+
+# --- students stepped side by side in threads (CPU) -----------------------------------------------------------
+
+
+def _tiny_distill(students, monkeypatch, threads: int):
+    """distill() of a small teacher into ``students`` on ``threads`` torch threads; returns the pools it made."""
+    from effrank_bench import train
+    from effrank_bench.registry import default_registry
+    from effrank_bench.specs import LossOptions
+
+    pools = []
+    monkeypatch.setattr(train, "ThreadPoolExecutor", lambda *a, **k: pools.append(k) or ThreadPoolExecutor(*a, **k))
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    data = TensorDataset(torch.randn(12, 4), torch.randint(0, 3, (12,)))
+    shape = dict(batch_size=4, modality="tokens", input_size=4, device=torch.device("cpu"))
+    no_val = Batches(TensorDataset(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)), **shape)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        results = train.distill(teacher, students, lambda model: [], Batches(data, shuffle=True, **shape), no_val,
+                                default_registry().loss("logit"), LossOptions(),
+                                Recipe(epochs=2, lr=1e-2, amp=False, select="last"))
+    finally:
+        torch.set_num_threads(before)
+    assert all(r.history[-1]["loss"] > 0 for r in results)
+    return pools
+
+
+def _students(dropout: float = 0.0):
+    torch.manual_seed(1)
+    return [nn.Sequential(nn.Linear(4, width), nn.Dropout(dropout), nn.ReLU(), nn.Linear(width, 3))
+            for width in (1, 2, 3)]
+
+
+def test_students_step_in_threads_of_one_core_each_to_the_numbers_of_one_thread(monkeypatch):
+    alone, side_by_side = _students(), _students()
+    assert _tiny_distill(alone, monkeypatch, threads=1) == []
+    assert _tiny_distill(side_by_side, monkeypatch, threads=2) == [{"initializer": torch.set_num_threads,
+                                                                    "initargs": (1,)}]
+    for a, b in zip(alone, side_by_side):
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_students_that_draw_random_numbers_step_one_after_another(monkeypatch):
+    assert _tiny_distill(_students(dropout=0.5), monkeypatch, threads=2) == []
+
+
+def test_the_random_draw_probe_leaves_generator_buffers_and_mode_as_they_were():
+    from effrank_bench.train import draws_random_numbers
+
+    x = torch.randn(5, 4)
+    normed = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).eval()
+    dropping = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))
+    buffers = [b.clone() for b in normed.buffers()]
+    state = torch.get_rng_state()
+    assert not draws_random_numbers(normed, x)
+    assert not normed.training and all(torch.equal(a, b) for a, b in zip(buffers, normed.buffers()))
+    assert draws_random_numbers(dropping, x)
+    assert torch.equal(state, torch.get_rng_state())
