@@ -92,7 +92,8 @@ class ArchitectureSpec(_Frozen):
     """An architecture: how to build it, what each target factorizes, where its branches are.
 
     ``targets`` maps a registered target name to a function returning the
-    sites of that target in a built model. ``branches`` returns, in a fixed
+    sites of that target in a built model; with two targets or more and no ``joint``, ``joint`` is added:
+    the sites of all the others, in their order. ``branches`` returns, in a fixed
     order, the branch outputs the geometric loss compares (attention-like and
     MLP-like branch of every block, before the residual add).
     ``input_size``, ``in_chans``, ``vocab_size`` and ``num_classes`` describe the
@@ -142,7 +143,14 @@ class ArchitectureSpec(_Frozen):
     def _some_targets(cls, targets: Mapping[str, Callable]) -> Mapping[str, Callable]:
         if not targets:
             raise ValueError("an architecture needs at least one target")
-        return dict(targets)
+        others = [sites for name, sites in targets.items() if name != "joint"]
+        if "joint" in targets or len(others) < 2:
+            return dict(targets)
+
+        def joint(model: nn.Module) -> list[Site]:  # every site of the other targets, in their order
+            return [site for target_sites in others for site in target_sites(model)]
+
+        return {**targets, "joint": joint}
 
     @model_validator(mode="after")
     def _tokens_need_a_vocabulary(self) -> ArchitectureSpec:

@@ -73,15 +73,21 @@ def _check_sites(arch: ArchitectureSpec, target: str, model: nn.Module) -> list:
     paths = [s.path for s in sites]
     if len(set(paths)) != len(paths):
         _fail(arch, target, f"lists a site twice: {sorted({p for p in paths if paths.count(p) > 1})}")
-    return resolve_sites(model, sites, "split")
+    try:
+        return resolve_sites(model, sites, "split")
+    except RegistrationError as err:  # a path to no layer, or to one that does not factorize
+        _fail(arch, target, str(err))
 
 
 def _check_joint(arch: ArchitectureSpec, model: nn.Module) -> None:
     """``joint`` must be exactly the union of the other targets: nothing left out silently."""
     if "joint" not in arch.targets:
         return
-    joint = {s.path for s in arch.sites(model, "joint")}
-    others = {s.path for t in arch.targets if t != "joint" for s in arch.sites(model, t)}
+    try:
+        joint = {s.path for s in arch.sites(model, "joint")}
+        others = {s.path for t in arch.targets if t != "joint" for s in arch.sites(model, t)}
+    except RegistrationError as err:  # no sites, or no Sites: its message names architecture and target
+        raise ConformanceError(str(err)) from None
     if joint != others:
         _fail(arch, "joint", f"is not the union of the other targets: missing {sorted(others - joint)[:5]}, "
                              f"extra {sorted(joint - others)[:5]}")

@@ -60,10 +60,6 @@ def _mlp(model: nn.Module) -> list[Site]:
     return [Site(path=f"{_layer(i)}.{name}") for i in _layers(model) for name in ("intermediate.dense", "output.dense")]
 
 
-def _joint(model: nn.Module) -> list[Site]:
-    return _attention(model) + _mlp(model)
-
-
 def _branches(model: nn.Module) -> list[Branch]:
     # The two dense layers that end each branch, before dropout and the residual add + LayerNorm.
     # Looked up by path now, not at build time: in a student they are the low-rank replacements.
@@ -71,7 +67,7 @@ def _branches(model: nn.Module) -> list[Branch]:
             for name in ("attention.output.dense", "output.dense")]
 
 
-_TARGETS = {"attention": _attention, "mlp": _mlp, "joint": _joint}
+_TARGETS = {"attention": _attention, "mlp": _mlp}  # joint: the two together (ArchitectureSpec adds it)
 
 
 def _build_micro(request: ModelRequest) -> nn.Module:

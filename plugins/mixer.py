@@ -23,10 +23,6 @@ def _channel_mixing(model: nn.Module) -> list[Site]:
     return [Site(path=f"blocks.{i}.mlp_channels.{fc}") for i in range(len(model.blocks)) for fc in ("fc1", "fc2")]
 
 
-def _joint(model: nn.Module) -> list[Site]:
-    return _token_mixing(model) + _channel_mixing(model)
-
-
 def _branches(model: nn.Module) -> list[Branch]:
     # Both MLP outputs come before the residual add (drop_path is an identity without stochastic
     # depth). The token-mixing MLP runs on the transposed (B, C, N) input, so its channels are dim 1.
@@ -34,7 +30,7 @@ def _branches(model: nn.Module) -> list[Branch]:
             for branch in (Branch(block.mlp_tokens, channel_dim=1), Branch(block.mlp_channels, channel_dim=-1))]
 
 
-_TARGETS = {"attention": _token_mixing, "mlp": _channel_mixing, "joint": _joint}
+_TARGETS = {"attention": _token_mixing, "mlp": _channel_mixing}  # joint: the two together (ArchitectureSpec adds it)
 
 
 def _build_micro(request: ModelRequest) -> nn.Module:

@@ -22,16 +22,12 @@ def _mlp(model: nn.Module) -> list[Site]:
     return [Site(path=f"blocks.{i}.mlp.{fc}") for i in range(len(model.blocks)) for fc in ("fc1", "fc2")]
 
 
-def _joint(model: nn.Module) -> list[Site]:
-    return _attention(model) + _mlp(model)
-
-
 def _branches(model: nn.Module) -> list[Branch]:
     # Attention and MLP outputs before the residual add (timm's ls/drop_path are identities here).
     return [Branch(branch) for block in model.blocks for branch in (block.attn, block.mlp)]
 
 
-_TARGETS = {"attention": _attention, "mlp": _mlp, "joint": _joint}
+_TARGETS = {"attention": _attention, "mlp": _mlp}  # joint: the two together (ArchitectureSpec adds it)
 
 
 def _build_micro(request: ModelRequest) -> nn.Module:

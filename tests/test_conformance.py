@@ -66,10 +66,25 @@ def test_a_joint_target_that_leaves_layers_out_fails(micro_vit):
         check_architecture(_broken(micro_vit, targets=targets))
 
 
-def test_a_site_that_is_no_layer_fails(micro_vit):
-    targets = {"mlp": lambda model: [Site(path="blocks.0.norm1")]}
-    with pytest.raises(Exception, match="blocks.0.norm1' is a LayerNorm, not a Linear or Conv2d"):
-        check_architecture(_broken(micro_vit, targets=targets))
+@pytest.mark.parametrize("path, problem", [("blocks.0.norm1", "is a LayerNorm, not a Linear or Conv2d"),
+                                           ("blocks.0.mlp.fc5", "does not exist in the model")])
+def test_a_site_that_is_no_layer_fails_naming_the_architecture_and_target(micro_vit, tiny, tmp_path, path, problem):
+    from effrank_bench import hookimpl
+    from effrank_bench.errors import RegistrationError
+    from effrank_bench.setup import prepare
+
+    broken = _broken(micro_vit, targets={"mlp": lambda model: [Site(path=path)]})
+    with pytest.raises(ConformanceError, match=rf"^broken, target 'mlp': target site '{path}' {problem}$"):
+        check_architecture(broken)
+
+    class Theirs:
+        @hookimpl
+        def register_architectures(self, register):
+            register(broken)
+
+    with pytest.raises(RegistrationError, match=rf"^target 'mlp' of architecture 'broken': target site '{path}' "
+                                                rf"{problem}$"):  # a run says so before building a teacher
+        prepare(tiny.config(tmp_path / "run", arch="broken", target="mlp"), Registry(plugins=[("theirs", Theirs())]))
 
 
 @pytest.mark.parametrize("build, message", [

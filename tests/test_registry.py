@@ -175,6 +175,24 @@ def test_architecture_needs_a_target():
         tiny_arch(targets=())
 
 
+def test_an_architecture_with_two_targets_and_no_joint_gets_their_union_as_joint():
+    from effrank_bench.specs import Site
+
+    def sites(*paths):
+        return lambda model: [Site(path=path) for path in paths]
+
+    spec = ArchitectureSpec(name="two", description="two targets", build=lambda request: nn.Linear(4, 4),
+                            targets={"attention": sites("a.0", "a.1"), "mlp": sites("m.0")},
+                            branches=lambda model: [], input_size=4)
+    assert list(spec.targets) == ["attention", "mlp", "joint"]
+    assert [site.path for site in spec.sites(nn.Linear(4, 4), "joint")] == ["a.0", "a.1", "m.0"]
+    assert list(tiny_arch(targets=("mlp",)).targets) == ["mlp"]  # one target: nothing to join
+    own = ArchitectureSpec(name="own", description="its own joint", build=lambda request: nn.Linear(4, 4),
+                           targets={"attention": sites("a.0"), "mlp": sites("m.0"), "joint": sites("m.0")},
+                           branches=lambda model: [], input_size=4)
+    assert [site.path for site in own.sites(nn.Linear(4, 4), "joint")] == ["m.0"]  # kept, for the kit to judge
+
+
 @pytest.mark.parametrize("recipe, message", [
     ({"learning_rate": 1e-4}, "recipe: learning_rate not among the recipe's options (epochs, teacher_epochs, "),
     ({"arch": "vit_b32"}, "recipe: arch not among the recipe's options"),  # a run option, not a recipe's
