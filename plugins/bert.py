@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from effrank_bench import hookimpl
-from effrank_bench.errors import CheckpointError, ConfigError
+from effrank_bench.errors import CheckpointError, ConfigError, one_line
 from effrank_bench.specs import ArchitectureSpec, Branch, ModelRequest, Site
 from effrank_bench_plugins.builders import refuse_pretrained
+from effrank_bench_plugins.hub import cache_only_when_offline
 
 if TYPE_CHECKING:
     from transformers import BertForSequenceClassification
@@ -104,11 +105,12 @@ def _build_bert_base(request: ModelRequest) -> nn.Module:
         raise ConfigError(f"{_BERT_BASE} has {_BASE_VOCAB} token ids and {_BASE_POSITIONS} positions; this data set "
                           f"needs {vocab} ids and {positions} positions: train bert_base from scratch instead")
     try:
-        hf = BertForSequenceClassification.from_pretrained(_BERT_BASE, num_labels=request.num_classes,
-                                                           attn_implementation="sdpa")
+        with cache_only_when_offline() as offline:
+            hf = BertForSequenceClassification.from_pretrained(_BERT_BASE, num_labels=request.num_classes,
+                                                               attn_implementation="sdpa")
     except OSError as err:
         raise CheckpointError(
-            f"cannot fetch the pretrained weights of {_BERT_BASE} ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            f"cannot fetch the pretrained weights of {_BERT_BASE} ({offline or one_line(err)}); "
             "where you have network access, save the state_dict of effrank_bench_plugins.bert.BertClassifier "
             f"wrapping BertForSequenceClassification.from_pretrained('{_BERT_BASE}') and pass that file with "
             "--teacher-checkpoint PATH"

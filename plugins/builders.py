@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import socket
-from collections.abc import Callable, Iterator
-from urllib.parse import urlsplit
+from collections.abc import Callable
 
 import timm
 from timm.models import get_pretrained_cfg
@@ -15,6 +12,7 @@ from torch import nn
 
 from effrank_bench.errors import CheckpointError, one_line
 from effrank_bench.specs import ModelRequest, Preprocess
+from effrank_bench_plugins.hub import cache_only_when_offline
 
 
 # The recipe of a paper-size image model (ViT-B/32, Mixer-B/16), this project's fast recipe for ViT-B/32
@@ -30,16 +28,15 @@ def timm_builder(model_name: str, *, fixed_size: bool) -> Callable[[ModelRequest
 
     def build(request: ModelRequest) -> nn.Module:
         size = {"img_size": request.input_size} if fixed_size else {}
-        offline = request.pretrained and not _hub_reachable()
         try:
             # Offline, the hub is asked for its local cache only: it would otherwise retry for a minute.
-            with _hub_offline() if offline else contextlib.nullcontext():
+            with cache_only_when_offline() if request.pretrained else contextlib.nullcontext() as offline:
                 return timm.create_model(model_name, pretrained=request.pretrained,
                                          num_classes=request.num_classes, in_chans=request.in_chans, **size)
         except (OSError, RuntimeError, ValueError) as err:
             if not request.pretrained:
                 raise
-            why = "no network: the Hugging Face hub cannot be reached" if offline else one_line(err)
+            why = offline or one_line(err)
             raise CheckpointError(
                 f"cannot fetch timm's pretrained weights for {model_name} ({why}); download them where you have "
                 "network access and pass the file with --teacher-checkpoint PATH (safetensors, or a .pt/.pth "
@@ -47,35 +44,6 @@ def timm_builder(model_name: str, *, fixed_size: bool) -> Callable[[ModelRequest
             ) from None
 
     return build
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the hub answers a TCP connection within ``timeout`` (or a proxy is set, which we cannot probe)."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    url = urlsplit(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    """huggingface_hub's offline mode for a moment: it reads ``constants.HF_HUB_OFFLINE`` at each call."""
-    from huggingface_hub import constants
-
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = before
 
 
 def refuse_pretrained(name: str, request: ModelRequest) -> None:

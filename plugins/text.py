@@ -11,6 +11,7 @@ from torch.utils.data import TensorDataset
 from effrank_bench import hookimpl
 from effrank_bench.errors import DataError, one_line
 from effrank_bench.specs import DataRequest, DatasetSpec, DataSplits
+from effrank_bench_plugins.hub import cache_only_when_offline
 from effrank_bench_plugins.splits import held_out_val
 
 _FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -51,10 +52,16 @@ def load_tokenizer(name: str | None):
     if (path.is_absolute() or name.startswith((".", "~"))) and not path.is_dir():
         raise DataError(f"tokenizer folder {path} does not exist; pass --tokenizer with a folder written by "
                         "save_pretrained or a Hugging Face name")
+    offline = None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path) if path.is_dir() else name)
+        if path.is_dir():
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        else:
+            with cache_only_when_offline() as offline:
+                tokenizer = AutoTokenizer.from_pretrained(name)
     except Exception as err:  # hub, network and file-format failures all end the same way for the user
-        raise DataError(f"cannot load tokenizer '{name}' ({one_line(err)}); where the hub is unreachable, run "
+        raise DataError(f"cannot load tokenizer '{name}' ({offline or one_line(err)}); where the hub "
+                        "is unreachable, run "
                         f"AutoTokenizer.from_pretrained('{name}').save_pretrained(DIR) elsewhere "
                         "and pass --tokenizer DIR") from err
     if tokenizer.pad_token_id != 0:
@@ -99,12 +106,14 @@ def _fetch(spec: _TextSet, root: Path | None):
     datasets = _require_datasets()
     cache = str(root / "huggingface") if root is not None else None
     try:
-        return datasets.load_dataset(spec.hub, spec.config, cache_dir=cache)
+        with cache_only_when_offline() as offline:
+            return datasets.load_dataset(spec.hub, spec.config, cache_dir=cache)
     except Exception as err:  # offline, missing, rate-limited: the fix is the same local copy
         source = f"{spec.hub} ({spec.config})" if spec.config else spec.hub
         args = ", ".join(repr(a) for a in (spec.hub, spec.config) if a)
         raise DataError(
-            f"could not fetch {spec.name} from the Hugging Face hub: {source} ({one_line(err)}); where you have "
+            f"could not fetch {spec.name} from the Hugging Face hub: {source} "
+            f"({offline or one_line(err)}); where you have "
             f"network access run datasets.load_dataset({args}).save_to_disk(DIR), copy DIR here "
             "and pass --data-root DIR") from err
 

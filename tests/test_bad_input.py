@@ -149,9 +149,10 @@ def test_json_output_into_a_closed_pipe_exits_quietly(tmp_path, monkeypatch):
 
 def test_offline_pretrained_weights_fail_in_one_line_within_seconds():
     from effrank_bench.specs import ModelRequest
-    from effrank_bench_plugins.builders import _hub_reachable, timm_builder
+    from effrank_bench_plugins.builders import timm_builder
+    from effrank_bench_plugins.hub import why_offline
 
-    assert not _hub_reachable()  # the tests run offline (conftest)
+    assert why_offline() == "the hub's offline mode is on (HF_HUB_OFFLINE)"  # the tests run offline (conftest)
     start = time.perf_counter()
     with pytest.raises(CheckpointError) as err:
         timm_builder("resnet18", fixed_size=False)(ModelRequest(num_classes=10, in_chans=3, input_size=32,

@@ -125,6 +125,7 @@ def test_unreachable_pretrained_weights_point_to_teacher_checkpoint(architecture
     monkeypatch.setattr(timm, "create_model", offline)
     spec = architecture(name)
     request = spec.native_request().model_copy(update={"pretrained": True})
-    # Tests run with HF_HUB_OFFLINE=1 (conftest): the message names the hub as unreachable.
-    with pytest.raises(CheckpointError, match=weights + r" \(no network.*--teacher-checkpoint PATH"):
+    # Tests run with HF_HUB_OFFLINE=1 (conftest): the message says so.
+    with pytest.raises(CheckpointError, match=weights + r" \(the hub's offline mode is on \(HF_HUB_OFFLINE\)\); "
+                                                        r".*--teacher-checkpoint PATH"):
         spec.build(request)

@@ -139,6 +139,34 @@ def test_offline_hub_says_what_failed_and_how_to_use_a_local_copy(tmp_path, toke
         load("ag_news", root=tmp_path / "empty", tokenizer=tokenizer, input_size=8)
 
 
+def test_an_unreachable_hub_fails_at_once_instead_of_retrying_for_a_minute(tmp_path, tokenizer, monkeypatch):
+    import datasets
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    from effrank_bench_plugins import hub
+    from effrank_bench_plugins.text import load_tokenizer
+
+    def unreachable(address, timeout):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the tests' offline mode off: a network that is down
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub.socket, "create_connection", unreachable)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=r"^cannot load tokenizer 'bert-base-uncased' \(no network: the Hugging Face "
+                                        r"hub cannot be reached\); where the hub is unreachable, run "):
+        load_tokenizer("bert-base-uncased")
+    with pytest.raises(DataError, match=r"^could not fetch sst2 from the Hugging Face hub: nyu-mll/glue \(sst2\) "
+                                        r"\(no network: the Hugging Face hub cannot be reached\); "):
+        load("sst2", tokenizer=tokenizer, input_size=8)
+    assert time.perf_counter() - start < 5
+    assert not constants.HF_HUB_OFFLINE and not datasets.config.HF_HUB_OFFLINE  # offline only for the moment
+
+
 def test_local_copies_are_checked(tmp_path, tokenizer):
     import datasets
 

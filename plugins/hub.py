@@ -1,0 +1,53 @@
+"""The Hugging Face hub, asked only when it answers: unreachable, its clients (huggingface_hub, transformers,
+datasets) retry for half a minute to a minute per file before they fail."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+
+def why_offline(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be asked now; None where it answers a TCP connection within ``timeout`` (or a proxy
+    is set, which we cannot probe)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "the hub's offline mode is on (HF_HUB_OFFLINE)"
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except (OSError, ValueError):
+        return "no network: the Hugging Face hub cannot be reached"
+    return None
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[None]:
+    """The hub's offline mode for a moment (its local cache only): huggingface_hub's, which transformers reads
+    at each call, and datasets' own where it is loaded."""
+    from huggingface_hub import constants
+
+    flags = [constants] + ([sys.modules["datasets"].config] if "datasets" in sys.modules else [])
+    before = [flag.HF_HUB_OFFLINE for flag in flags]
+    for flag in flags:
+        flag.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        for flag, value in zip(flags, before):
+            flag.HF_HUB_OFFLINE = value
+
+
+@contextlib.contextmanager
+def cache_only_when_offline() -> Iterator[str | None]:
+    """Yields :func:`why_offline`; where the hub cannot be asked, the block runs in its offline mode, so that a
+    file in the local cache still loads and a missing one fails at once."""
+    offline = why_offline()
+    with hub_offline() if offline else contextlib.nullcontext():
+        yield offline
