@@ -46,7 +46,8 @@ def resolve_components(config: RunConfig, registry: Registry) -> Components:
     """Look up every name of ``config`` and check that they fit together, before anything loads."""
     arch = resolve_architecture(registry, config.arch, config.target)
     dataset = registry.dataset(config.dataset)
-    dataset.check_architecture(arch)
+    dataset.check_architecture(arch, [name for name in registry.names("dataset")
+                                      if registry.dataset(name).modality == arch.modality])
     return Components(arch=arch, loss=registry.loss(config.loss), dataset=dataset,
                       executor=registry.executor(config.executor))
 

@@ -1,7 +1,7 @@
 """The small frozen objects plugins register, and the values the core hands to their callables."""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -302,10 +302,13 @@ class DatasetSpec(_Frozen):
     load: Callable[[DataRequest], DataSplits]
     modality: Modality = "image"
 
-    def check_architecture(self, arch: ArchitectureSpec) -> None:
+    def check_architecture(self, arch: ArchitectureSpec, fitting: Sequence[str] = ()) -> None:
+        """Refuse an architecture of the other modality; ``fitting``: the data sets that would do, to name."""
         if arch.modality != self.modality:
-            raise ConfigError(f"{arch.name} takes {arch.modality} inputs but data set '{self.name}' gives "
-                              f"{self.modality}; pick a data set that gives {arch.modality}")
+            kind = {"image": "images", "tokens": "token sequences"}
+            hint = f" ({', '.join(fitting)})" if fitting else ""
+            raise ConfigError(f"{arch.name} takes {kind[arch.modality]} but data set '{self.name}' gives "
+                              f"{kind[self.modality]}; pick a data set of {kind[arch.modality]}{hint}")
 
 
 class ExecutorSpec(_Frozen):

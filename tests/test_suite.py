@@ -369,5 +369,5 @@ def test_a_rank_beyond_a_later_runs_model_is_refused_before_the_first_run_trains
 def test_a_data_set_of_the_other_modality_is_refused_before_loading(tmp_path):
     text = '[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "logit"\ndataset = "sst2"\n'
     suite = load_suite(write(tmp_path / "s.toml", text))
-    with pytest.raises(ConfigError, match="micro_vit takes image inputs but data set 'sst2' gives tokens"):
+    with pytest.raises(ConfigError, match="micro_vit takes images but data set 'sst2' gives token sequences"):
         check_suite(suite, default_registry())
