@@ -136,7 +136,8 @@ def _add_run_flags(run: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) 
 
 def _add_curve_options(parser: argparse.ArgumentParser) -> None:
     """An accuracy-vs-rank CSV and how to read it off: analyze's and replay's."""
-    parser.add_argument("csv", type=Path)
+    parser.add_argument("csv", type=Path, metavar="CURVE", help="a CSV with rank and accuracy columns, or a run "
+                                                                "directory (its summary.csv)")
     parser.add_argument("--teacher-acc", type=float, help="teacher accuracy, same units as the CSV (default: the "
                                                            "CSV's teacher row, as a run's summary.csv has)")
     parser.add_argument("--thresholds", default="0.85,0.95", metavar="LOW,HIGH",
@@ -400,6 +401,12 @@ def _curve(args: argparse.Namespace) -> tuple[list[float], list[float], float]:
     """The CSV's ranks and accuracies, and the teacher's accuracy: --teacher-acc, else the CSV's teacher row."""
     from effrank_bench.analysis import check_same_units, read_curve_csv
 
+    if args.csv.is_dir():  # a run directory: its report's curve
+        if not (args.csv / "summary.csv").is_file():
+            raise ConfigError(f"{args.csv} has no report yet: write it with effrank-bench report {args.csv}"
+                              if (args.csv / "config.json").is_file() else
+                              f"{args.csv} is a folder, neither a curve CSV nor a run directory")
+        args.csv = args.csv / "summary.csv"
     ranks, accuracies, teacher = read_curve_csv(args.csv)
     teacher = args.teacher_acc if args.teacher_acc is not None else teacher
     if teacher is None:

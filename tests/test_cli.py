@@ -171,6 +171,17 @@ def test_analyze_reads_a_runs_summary_csv_with_its_teacher_and_skips_failed_rows
     code, _, err = run_cli("analyze", str(write_curve(tmp_path / "c.csv", [(1, 0.5), (2, 0.6)])))
     assert code == 2 and err == ("error: " + str(tmp_path / "c.csv") + " has no teacher row (a 'status' column marking "
                                  "it 'teacher', as a run's summary.csv has): give --teacher-acc X\n")
+    # The run directory itself stands for its summary.csv; a folder that is none is named as such.
+    assert json.loads(run_cli("analyze", str(finished), "--json")[1]) == analysis
+    unreported = tmp_path / "unreported"
+    unreported.mkdir()
+    (unreported / "config.json").write_text((finished / "config.json").read_text())
+    assert run_cli("analyze", str(unreported))[::2] == (
+        2, f"error: {unreported} has no report yet: write it with effrank-bench report {unreported}\n")
+    assert run_cli("replay", str(tmp_path), "--teacher-acc", "1")[::2] == (0, "")  # the summary.csv written above
+    (tmp_path / "empty").mkdir()
+    assert run_cli("replay", str(tmp_path / "empty"), "--teacher-acc", "1")[::2] == (
+        2, f"error: {tmp_path / 'empty'} is a folder, neither a curve CSV nor a run directory\n")
 
 
 def test_run_then_report_rerenders_the_same_table_and_draws_the_plot(tiny_run, run_cli, tmp_path):
