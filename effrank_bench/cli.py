@@ -551,6 +551,9 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.store import RunDir
 
     run = RunDir(args.run_dir)
+    if (run.path / "suite.json").is_file() and not run.config_path.is_file():
+        raise ConfigError(f"{run.path} is a suite's directory: effrank-bench compare {run.path} shows its runs side by "
+                          "side; report takes one of its runs")
     run.config()  # no run directory: said before its lock is taken (which would make the folder)
     try:
         with run_lock(run.path):  # the report's files are the run's: one writer at a time

@@ -171,8 +171,9 @@ def _warnings(config: RunConfig, teacher: TeacherRecord, ok: list, unfinished: l
     warnings = []
     if unfinished:
         shown = ", ".join(t.label(len(config.seeds)) for t in unfinished[:4]) + (", ..." if len(unfinished) > 4 else "")
-        warnings.append(f"the sweep is not finished: {len(unfinished)} trial(s) still to train ({shown}); the region "
-                        "and knee are read off what is recorded: run the same command again to finish it")
+        read = "the region and knee are read off what is recorded" if ok else "no trial is recorded yet"
+        warnings.append(f"the sweep is not finished: {len(unfinished)} trial(s) still to train ({shown}); {read} (a "
+                        "sweep that was stopped finishes when its command runs again)")
     if config.limit_batches is not None:
         warnings.append(f"every split was cut to {config.limit_batches} batch(es) per pass (--limit-batches): "
                         "this run checks that the setup works end to end, its numbers measure nothing")

@@ -95,7 +95,7 @@ def test_a_runs_warnings_are_notes_of_the_comparison_and_in_its_json(make_run, t
     comparison = compare_runs([*two_runs, partial.path])
     assert [note for note in comparison.notes if "warning" in note] == [
         "partial: warning: the sweep is not finished: 2 trial(s) still to train (rank 8, rank 16); the region and "
-        "knee are read off what is recorded: run the same command again to finish it"]
+        "knee are read off what is recorded (a sweep that was stopped finishes when its command runs again)"]
     runs = comparison.to_dict()["runs"]
     assert runs[0]["warnings"] == [] and runs[2]["warnings"] == [comparison.notes[-1].split(": warning: ")[1]]
 

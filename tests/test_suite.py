@@ -249,6 +249,12 @@ def test_the_smoke_suite_runs_every_combination_to_a_report(smoke):
     assert (smoke.out / "comparison.png").is_file() == SLOW  # --no-plot holds for the suite's plot too
 
 
+def test_report_on_a_suite_directory_points_to_compare(smoke, run_cli):
+    assert run_cli("report", str(smoke.out))[::2] == (
+        2, f"error: {smoke.out} is a suite's directory: effrank-bench compare {smoke.out} shows its runs side by side; "
+           "report takes one of its runs\n")
+
+
 def test_compare_takes_a_suite_directory_for_its_runs_in_suite_order(smoke):
     from effrank_bench.compare import compare_runs
 

@@ -62,7 +62,11 @@ def test_a_sweep_not_finished_is_flagged_naming_what_it_lacks(tmp_path):
     # Stopped (or still training) after ranks 2 and 4 of 2, 4, 8, 16: its read-off would pass for a whole one.
     partial = build_report(_run(tmp_path / "grid", 0.9, [(2, 0.5), (4, 0.8)], ranks=[2, 4, 8, 16]))
     assert partial.warnings == ("the sweep is not finished: 2 trial(s) still to train (rank 8, rank 16); the region "
-                                "and knee are read off what is recorded: run the same command again to finish it",)
+                                "and knee are read off what is recorded (a sweep that was stopped finishes when its "
+                                "command runs again)",)
+    nothing = build_report(_run(tmp_path / "none", 0.9, [], ranks=[2, 4]))
+    assert nothing.warnings[0].startswith("the sweep is not finished: 2 trial(s) still to train (rank 2, rank 4); "
+                                          "no trial is recorded yet (")
     seeds = build_report(_run(tmp_path / "seeds", 0.9, [(2, 0.5), (4, 0.8)], seeds=[0, 1]))
     assert "2 trial(s) still to train (rank 2 seed 1, rank 4 seed 1)" in seeds.warnings[0]
     # An adaptive search asks for its coarse round first (2, 7, 23, 76, 256), then where the fit needs ranks.
