@@ -160,8 +160,9 @@ class RunConfig(BaseModel):
                                     "auto (all ranks of a seed on CPU; as many as fit under --memory-fraction on CUDA)")
     memory_fraction: float = Field(default=0.8, gt=0, le=1,
                                    description="share of free GPU memory --group auto may fill")
-    compile: bool | None = Field(default=None, description="torch.compile the students (default: on CUDA only; a "
-                                                           "compile failure falls back to eager with a warning)")
+    compile: bool | None = Field(default=None, description="torch.compile the teacher's and students' forwards and "
+                                                           "the loss (default: on CUDA only; a compile failure falls "
+                                                           "back to eager with a warning)")
     checkpoint_every: int | None = Field(default=None, ge=1,
                                          description="save unfinished students every N epochs (default: after "
                                                      "about 10 minutes of work)")

@@ -102,6 +102,13 @@ class TeacherRecord(_Record):
     environment: dict[str, Any]
     cost: Cost | None = None
 
+    @property
+    def origin(self) -> str:
+        """Where its weights began, in words (``source``: scratch, pretrained, or checkpoint PATH)."""
+        if self.source == "scratch":
+            return "trained from scratch"
+        return "from pretrained weights" if self.source == "pretrained" else f"from {self.source}"
+
 
 class TrialRecord(_Record):
     """One finished (or failed) trial, as one line of ``trials.jsonl``.

@@ -82,6 +82,10 @@ def test_a_finished_sweep_run_again_only_reports_with_its_teacher_record_untouch
     run = run_sweep(config.model_copy(update={"out": tmp_path / "run"}), progress=notes)
     assert {name: (run.path / name).read_bytes() for name in kept} == kept
     assert f"{run.path}: every trial of this sweep is recorded, nothing to train" in notes.notes
+    teacher = run.teacher()
+    assert f"teacher: test accuracy {teacher.test_accuracy:.4f} (trained from scratch)" in notes.notes
+    assert [teacher.model_copy(update={"source": source}).origin for source in ("pretrained", "checkpoint t.pt")] == [
+        "from pretrained weights", "from checkpoint t.pt"]
 
 
 def test_a_finished_sweep_still_lacking_its_spectrum_obtains_its_teacher_for_it(tiny_run, tmp_path, progress_stub):
