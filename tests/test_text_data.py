@@ -141,7 +141,6 @@ def test_offline_hub_says_what_failed_and_how_to_use_a_local_copy(tmp_path, toke
 
 def test_an_unreachable_hub_fails_at_once_instead_of_retrying_for_a_minute(tmp_path, tokenizer, monkeypatch):
     import datasets
-    import socket
     import time
 
     from huggingface_hub import constants
