@@ -22,7 +22,6 @@ import itertools
 import os
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -34,7 +33,7 @@ from effrank_bench.measure import count_macs
 from effrank_bench.setup import prepare
 from effrank_bench.teacher import obtain_teacher
 from effrank_bench.train import (Compilation, Recipe, allow_recompiles, autocast, draws_random_numbers, make_optimizer,
-                                 student_step, student_threads, tapped, teacher_outputs)
+                                 student_pool, student_step, student_threads, tapped, teacher_outputs)
 
 
 def _students(setup, teacher, ranks):
@@ -85,7 +84,7 @@ def _logits(model, x):
     return Outputs(logits=model(x))
 
 
-def engine(setup, teacher, ranks, batches, steps, compile_, profile=0, threads=True) -> float:
+def engine(setup, teacher, ranks, batches, steps, compile_, profile=0, threads=True) -> tuple[float, int]:
     """Seconds for ``steps`` batches of the group as a run steps it, after 3 warm-up ones: one teacher pass per
     batch, then :func:`student_step` for each student; with ``compile_``, the teacher's and each student's
     forward and the loss through one :class:`Compilation`. With ``profile``, that many more batches then run
@@ -105,11 +104,11 @@ def engine(setup, teacher, ranks, batches, steps, compile_, profile=0, threads=T
         taps = [stack.enter_context(tapped(branches(s) if loss.uses_features else None)) for s in students]
         total = torch.zeros((), device=setup.device)
         workers = student_threads(len(students), setup.device, compilation is not None) if threads else 1
-        if workers > 1 and not draws_random_numbers(students[0], batches[0][0]):
-            pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
-            stack.callback(pool.shutdown)
-        else:
-            pool = None
+        x0, y0 = batches[0]
+        target0 = teacher_outputs(t_forward, t_tap, x0, config.amp)
+        pool = stack.enter_context(student_pool(workers, lambda: draws_random_numbers(
+            students[0], lambda: loss.compute(target0, taps[0].forward(students[0], x0) if taps[0] else
+                                              _logits(students[0], x0), y0, config.loss_options))))
 
         def step(x, y):
             nonlocal total
@@ -133,7 +132,7 @@ def engine(setup, teacher, ranks, batches, steps, compile_, profile=0, threads=T
             _profiled(step, batches[:profile], setup.device)
     for note in compilation.progress.notes if compilation else ():
         print(note)  # a fallback to eager: the figure is not the compiled engine's
-    return seconds
+    return seconds, workers if pool else 1
 
 
 def _profiled(step, batches, device) -> None:
@@ -206,8 +205,8 @@ def main() -> None:
         print(f"{arch} {args.target} {args.loss}, ranks {ranks}, batch {batch_size}, {args.steps} steps, on {device}")
         paper = paper_style(setup, teacher, ranks, batches, args.steps)
         print(f"paper-style loop: {samples / paper:,.0f} student-samples/s")
-        fast = engine(setup, teacher, ranks, batches, args.steps, setup.compile, args.profile, args.student_threads)
-        workers = student_threads(len(ranks), setup.device, setup.compile) if args.student_threads else 1
+        fast, workers = engine(setup, teacher, ranks, batches, args.steps, setup.compile, args.profile,
+                               args.student_threads)
         print(f"engine (group of {len(ranks)}, {'compiled' if setup.compile else 'eager'}"
               f"{f', {workers} student threads' if workers > 1 else ''}): "
               f"{samples / fast:,.0f} student-samples/s")

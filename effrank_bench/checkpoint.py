@@ -49,7 +49,8 @@ class FitState:
 
 class CheckpointNotWritten(Exception):
     """A checkpoint could not be written (a full disk, say): the previous one, if any, is still whole, and the
-    training it would have saved goes on."""
+    training it would have saved goes on. A second failure in a row is a CheckpointError instead: a disk that
+    stays full would fail the records too, after all the group's training."""
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -68,6 +69,7 @@ class Checkpoints:
     def __init__(self, folder: Path, trials: tuple[Trial, ...], every: int | None = None):
         self.folder, self.trials, self.every = Path(folder), trials, every
         self._last_save = time.perf_counter()
+        self._failed = False  # the last save failed
 
     @staticmethod
     def name(trials: tuple[Trial, ...]) -> str:
@@ -84,7 +86,8 @@ class Checkpoints:
 
     def save(self, state: FitState) -> None:
         """Write ``state`` beside the previous checkpoint and swap it in; CheckpointNotWritten where the file
-        system refuses (the half-written one is removed, the previous one kept)."""
+        system refuses (the half-written one is removed, the previous one kept), CheckpointError where it
+        refused the last one too."""
         self._last_save = time.perf_counter()  # a failed save is tried again after another interval, not at once
         tmp = self.folder.with_name(self.folder.name + ".tmp")
         try:
@@ -92,9 +95,15 @@ class Checkpoints:
         except (OSError, RuntimeError, SafetensorError) as err:  # torch.save reports a full disk as RuntimeError
             shutil.rmtree(tmp, ignore_errors=True)
             kept = "its previous checkpoint" if (self.folder / "state.pt").is_file() else "the start"
+            if self._failed:
+                raise CheckpointError(f"two checkpoints in a row were not written, the last after epoch {state.epoch} "
+                                      f"({one_line(err)}): make room on the disk of {self.folder.parent} and run "
+                                      f"the same command again; it resumes from {kept}") from None
+            self._failed = True
             raise CheckpointNotWritten(f"the checkpoint after epoch {state.epoch} was not written ({one_line(err)}); "
                                        f"training goes on, and a kill before the next one resumes from {kept}") \
                 from None
+        self._failed = False
         old = self.folder.with_name(self.folder.name + ".old")
         if self.folder.exists():
             self.folder.replace(old)

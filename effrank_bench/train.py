@@ -406,30 +406,51 @@ def student_threads(students: int, device: torch.device, compiled: bool) -> int:
 
     The micro presets' small operators split poorly across cores: six students stepped by two threads of one
     core each ran 1.21-1.24x as fast as one after another on two cores (``benchmarks/throughput.py
-    --no-student-threads`` against the default, 2026-11-26), with the same numbers as on one thread. Eager
-    only (torch.compile is not thread-safe); on CUDA the kernels queue on one stream: 1 there, and for a
-    lone student, who keeps every core (a group of one trains exactly as the paper-style engine did).
+    --no-student-threads`` against the default, 2026-11-26). Eager only (torch.compile is not thread-safe);
+    on CUDA the kernels queue on one stream: 1 there, and for a lone student, who keeps every core (a group
+    of one trains exactly as the paper-style engine did).
     """
     if compiled or device.type != "cpu":
         return 1
     return max(1, min(students, torch.get_num_threads()))
 
 
-def draws_random_numbers(model: nn.Module, x: torch.Tensor) -> bool:
-    """Whether a training forward of ``model`` on ``x`` draws from torch's global generator (dropout, stochastic
-    depth): students stepped in threads would take their draws in no fixed order. The generator, the
-    model's buffers (batch-norm statistics) and its mode are left as they were."""
+def draws_random_numbers(model: nn.Module, step: Callable[[], object]) -> bool:
+    """Whether ``step()`` (a training forward of ``model`` and its loss) draws from torch's global generator
+    (dropout, stochastic depth, a loss that samples): students stepped in threads would take their draws in
+    no fixed order. Run without gradients; the generator, the model's buffers (batch-norm statistics) and
+    every module's mode are left as they were."""
     buffers = [buffer.clone() for buffer in model.buffers()]
-    mode = model.training
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        before = torch.get_rng_state()
-        model.train()(x)
-        drew = not torch.equal(before, torch.get_rng_state())
-    model.train(mode)
-    with torch.no_grad():
-        for buffer, kept in zip(model.buffers(), buffers):
-            buffer.copy_(kept)
-    return drew
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            before = torch.get_rng_state()
+            model.train()
+            step()
+            return not torch.equal(before, torch.get_rng_state())
+    finally:
+        for module, mode in modes:
+            module.training = mode
+        with torch.no_grad():
+            for buffer, kept in zip(model.buffers(), buffers):
+                buffer.copy_(kept)
+
+
+@contextlib.contextmanager
+def student_pool(workers: int, draws: Callable[[], bool]) -> Iterator[ThreadPoolExecutor | None]:
+    """Threads of one core each to step students on (:func:`student_threads` of them), or None: for fewer than
+    two, or where ``draws()`` says the students draw random numbers. This process's torch keeps its own
+    thread count (the threads' setting of 1 would otherwise become the default of threads started later)."""
+    if workers < 2 or draws():
+        yield None
+        return
+    threads = torch.get_num_threads()
+    pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)
+        torch.set_num_threads(threads)
 
 
 def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[nn.Module], list[Branch]],
@@ -470,13 +491,12 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
 
         def step(x, y, fittings):
             nonlocal pool, workers
-            if workers > 1 and pool is None:  # decided at the fit's first step, the same after a resume
-                if draws_random_numbers(fittings[0].model, x):
-                    workers = 1
-                else:
-                    pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
-                    stack.callback(pool.shutdown, cancel_futures=True)
             target = teacher_outputs(t_forward, t_tap, x, recipe.amp)
+            if workers > 1 and pool is None:  # decided at the fit's first step, the same after a resume
+                f = fittings[0]
+                pool = stack.enter_context(student_pool(workers, lambda: draws_random_numbers(
+                    f.model, lambda: loss.compute(target, _forward(f.model, taps[id(f.model)], x), y, options))))
+                workers = 1 if pool is None else workers
 
             def one(f: _Fitting) -> torch.Tensor:
                 return student_step(forwards[id(f.model)], taps[id(f.model)], x, y, target, compute, options,

@@ -167,6 +167,18 @@ def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_whole(tmp_p
         checkpoints.save(dataclasses.replace(state, epoch=2))
     assert checkpoints.load().epoch == 1
     assert [p.name for p in folder.parent.iterdir()] == ["group"]
+    # A disk still full at the next one would refuse the records too, after all the training: the run stops.
+    with pytest.raises(CheckpointError, match=r"^two checkpoints in a row were not written, the last after epoch 3 "
+                                              r"\(OSError: \[Errno 28\] No space left on device\): make room on the "
+                                              r"disk of .*/checkpoints and run the same command again; it resumes "
+                                              r"from its previous checkpoint$"):
+        checkpoints.save(dataclasses.replace(state, epoch=3))
+    monkeypatch.undo()
+    checkpoints.save(dataclasses.replace(state, epoch=4))  # written: the count starts again
+    monkeypatch.setattr(checkpoint, "save_file", _disk_full)
+    with pytest.raises(CheckpointNotWritten):
+        checkpoints.save(dataclasses.replace(state, epoch=5))
+    assert checkpoints.load().epoch == 4
 
 
 def _out_of_memory(*args, checkpoints, **kwargs):

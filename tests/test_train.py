@@ -137,7 +137,7 @@ def test_loader_workers_only_on_cuda_and_only_for_data_that_decodes_per_item():
 # --- students stepped side by side in threads (CPU) -----------------------------------------------------------
 
 
-def _tiny_distill(students, monkeypatch, threads: int):
+def _tiny_distill(students, monkeypatch, threads: int, loss=None):
     """distill() of a small teacher into ``students`` on ``threads`` torch threads; returns the pools it made."""
     from effrank_bench import train
     from effrank_bench.registry import default_registry
@@ -154,8 +154,10 @@ def _tiny_distill(students, monkeypatch, threads: int):
     torch.set_num_threads(threads)
     try:
         results = train.distill(teacher, students, lambda model: [], Batches(data, shuffle=True, **shape), no_val,
-                                default_registry().loss("logit"), LossOptions(),
+                                loss or default_registry().loss("logit"), LossOptions(),
                                 Recipe(epochs=2, lr=1e-2, amp=False, select="last"))
+        with ThreadPoolExecutor(1) as fresh:  # a thread started later computes on the process's own count
+            assert fresh.submit(torch.get_num_threads).result() == threads
     finally:
         torch.set_num_threads(before)
     assert all(r.history[-1]["loss"] > 0 for r in results)
@@ -181,15 +183,29 @@ def test_students_that_draw_random_numbers_step_one_after_another(monkeypatch):
     assert _tiny_distill(_students(dropout=0.5), monkeypatch, threads=2) == []
 
 
-def test_the_random_draw_probe_leaves_generator_buffers_and_mode_as_they_were():
+def test_the_random_draw_probe_leaves_generator_buffers_and_modes_as_they_were():
     from effrank_bench.train import draws_random_numbers
 
     x = torch.randn(5, 4)
-    normed = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).eval()
-    dropping = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))
+    normed = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    normed[1].eval()  # a frozen norm inside a training model stays frozen
+    dropping = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1)).eval()
     buffers = [b.clone() for b in normed.buffers()]
     state = torch.get_rng_state()
-    assert not draws_random_numbers(normed, x)
-    assert not normed.training and all(torch.equal(a, b) for a, b in zip(buffers, normed.buffers()))
-    assert draws_random_numbers(dropping, x)
+    assert not draws_random_numbers(normed, lambda: normed(x))
+    assert normed.training and not normed[1].training
+    assert all(torch.equal(a, b) for a, b in zip(buffers, normed.buffers()))
+    assert draws_random_numbers(dropping, lambda: dropping(x))  # in training mode for the probe
+    assert not dropping.training
+    assert draws_random_numbers(normed, lambda: torch.rand(3) + normed(x).sum())  # a loss that samples
     assert torch.equal(state, torch.get_rng_state())
+
+
+def test_students_whose_loss_draws_random_numbers_step_one_after_another(monkeypatch):
+    from effrank_bench.registry import default_registry
+    from effrank_bench.specs import LossSpec
+
+    logit = default_registry().loss("logit")
+    sampling = LossSpec(name="sampling", description="logit MSE, drawing a random number each step",
+                        compute=lambda t, s, y, o: logit.compute(t, s, y, o) * (1 + 0 * torch.rand(())))
+    assert _tiny_distill(_students(), monkeypatch, threads=2, loss=sampling) == []
