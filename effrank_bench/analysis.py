@@ -101,8 +101,8 @@ class CurveAnalysis:
 
     @property
     def knee_bends_up(self) -> bool:
-        """Whether the fit lies below its secant at the knee: the curve bends upward there (it rises late, as
-        one cut off before it levels does), so its knee marks where more rank starts to pay off, not where
+        """Whether the fit lies below its secant at the knee: the curve bends upward there (one cut off before
+        it levels, or the lower bend of an S), so its knee marks where more rank starts to pay off, not where
         it stops paying off."""
         ranks, values = self.ranks, self.monotone
         rise = values[-1] - values[0]
@@ -120,6 +120,7 @@ class CurveAnalysis:
             "region": self.region.to_dict(),
             "knee": self.knee,
             "knee_axis": self.knee_axis,
+            "knee_bends_up": self.knee_bends_up,
             "monotone": self.monotone_mode,
             "points": [
                 {"rank": rank, "normalized": value}

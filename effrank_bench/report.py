@@ -300,9 +300,10 @@ def region_lines(analysis: CurveAnalysis | None, note: str | None,
         f"effective knee: rank {knee} ({analysis.knee_axis} axis)",
     ]
     if analysis.knee_bends_up:
+        more = ("; larger ranks would show where the curve levels off" if region.high is None else
+                " (the lower bend of an S-shaped curve)")
         lines.append("note: the curve bends upward at its knee (the fit lies below the line through its end "
-                     "points): accuracy rises late, so the knee marks where more rank starts to pay off, not where "
-                     "it stops; larger ranks would show where the curve levels off")
+                     f"points): the knee marks where more rank starts to pay off, not where it stops{more}")
     if source and uncertainty.note:
         lines.append(f"note: {uncertainty.note}")
     return lines

@@ -86,7 +86,8 @@ def out_of_memory(setup: RunSetup, trials: Sequence[Trial], checkpoints: Checkpo
     """What to do when a group ran out of GPU memory: a smaller group, or for a lone student a smaller batch."""
     config = setup.config
     if len(trials) == 1:
-        way = "lower --batch-size" + ("" if config.amp else ", or train in bf16 (--amp)")
+        way = ("lower --batch-size" + ("" if config.amp else " or train in bf16 (--amp)") +
+               ": another sweep, in a run directory of its own, its teacher trained again")
     else:
         way = f"run again with --group {len(trials) // 2}"
         if config.group == "auto":

@@ -47,9 +47,15 @@ def test_analyze_notes_a_knee_where_the_curve_bends_upward(tmp_path, run_cli):
     code, out, _ = run_cli("analyze", str(csv), "--teacher-acc", "1")
     assert code == 0
     assert "note: the curve bends upward at its knee" in out and "larger ranks would show" in out
+    assert json.loads(run_cli("analyze", str(csv), "--teacher-acc", "1", "--json")[1])["knee_bends_up"] is True
     code, out, _ = run_cli("analyze", str(write_curve(tmp_path / "d.csv", [(1, 0.3), (4, 0.85), (32, 0.99)])),
                            "--teacher-acc", "1")
     assert code == 0 and "bends upward" not in out
+    # S-shaped on the log2 axis, levelled at the teacher's accuracy: its knee is the S's lower bend.
+    s_shape = write_curve(tmp_path / "s.csv", [(1, 0.5), (2, 0.55), (4, 0.6), (8, 0.7), (16, 0.85), (32, 0.97),
+                                               (64, 1.0)])
+    code, out, _ = run_cli("analyze", str(s_shape), "--teacher-acc", "1", "--knee-axis", "log2")
+    assert code == 0 and "(the lower bend of an S-shaped curve)" in out and "larger ranks" not in out
 
 
 @pytest.mark.parametrize("content, message", [

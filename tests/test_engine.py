@@ -199,7 +199,8 @@ def test_a_group_out_of_gpu_memory_says_which_smaller_group_to_run(tiny, tmp_pat
                        r"\(OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\): run again with "
                        r"--group 1 or a lower --memory-fraction than 0.8$"):
         run_sweep(config)
-    with pytest.raises(ConfigError, match=r"training rank 2 \(.*\): lower --batch-size$"):
+    with pytest.raises(ConfigError, match=r"training rank 2 \(.*\): lower --batch-size: another sweep, in a run "
+                                          r"directory of its own, its teacher trained again$"):
         run_sweep(config.model_copy(update={"group": 1}))
     # With a checkpoint, the group resumes whole whatever --group says: the message says how to regroup.
     monkeypatch.setattr(trial, "distill", _out_of_memory_after_a_checkpoint)
