@@ -20,7 +20,7 @@ from effrank_bench.measure import measure
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.specs import (ArchitectureSpec, DataRequest, DatasetSpec, DataSplits, ExecutorSpec, LossSpec,
                                   ModelRequest, Site)
-from effrank_bench.records import Cost, TargetInfo
+from effrank_bench.records import Cost, TargetInfo, TeacherRecord
 from effrank_bench.store import RunDir, check_out_dir
 
 
@@ -141,6 +141,13 @@ class RunSetup:
     def teacher_cost(self, model: nn.Module) -> Cost:
         """The teacher's cost; measured once for all runs of a suite that share this teacher."""
         return self.shared.cost(self._cost_key(), lambda: self._measure(model))
+
+    def keep_teacher_cost(self, record: TeacherRecord) -> None:
+        """A run's recorded teacher cost, for the runs of its suite that share the teacher and measure it in
+        this process: one teacher, one latency, across a suite resumed with some of its runs finished (a cost
+        measured on another device is left to itself)."""
+        if record.cost is not None and record.environment.get("device") == str(self.device):
+            self.shared.cost(self._cost_key(), lambda: record.cost)
 
     def student_cost(self, model: nn.Module, rank: int, factorized: Iterable[nn.Module]) -> Cost:
         """A student's cost; measured once for all runs of a suite that build this student (its teacher,

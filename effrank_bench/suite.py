@@ -54,8 +54,12 @@ def run_suite(suite: SuiteConfig, registry: Registry | None = None, progress: Pr
     setups = prepare_suite(suite, registry or default_registry())
     make_folder(suite.out)
     atomic_write_text(suite.out / "suite.json", json.dumps(suite.model_dump(mode="json"), indent=2))
-    first = [i for i, setup in enumerate(setups)
-             if setup.parts.executor.obtain_teachers is not None and finished_teacher(setup) is None]
+    finished = [finished_teacher(setup) for setup in setups]
+    for setup, record in zip(setups, finished):
+        if record is not None:
+            setup.keep_teacher_cost(record)  # before any run measures it: one latency per teacher
+    first = [i for i, setup in enumerate(setups) if setup.parts.executor.obtain_teachers is not None and
+             finished[i] is None]
     teachers = dict(zip(first, obtain_teachers([setups[i] for i in first], progress)))
     paths = []
     with progress.task("suite", total=len(setups)) as advance:

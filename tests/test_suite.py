@@ -359,6 +359,26 @@ def test_a_finished_suite_run_again_on_ray_only_reports_and_starts_no_ray(smoke,
     assert {key: (out / key[0] / key[1]).read_bytes() for key in kept} == kept
 
 
+def test_a_suite_resumed_with_a_run_finished_keeps_one_latency_for_their_teacher(smoke, smoke_options, tmp_path):
+    from effrank_bench.suite import run_suite
+
+    text = (BENCHMARKS / "smoke.toml").read_text()
+    pair = write(tmp_path / "pair.toml", text[:text.index("[[matrix]]")] + "".join(
+        f'[[matrix]]\narch = "micro_vit"\ntarget = "joint"\nloss = "{loss}"\ndataset = "digits"\n'
+        for loss in ("geometric", "kd")))
+    out = tmp_path / "suite"
+    finished, cut = "micro_vit-joint-geometric-digits", "micro_vit-joint-kd-digits"  # one teacher
+    for name in (finished, cut):
+        shutil.copytree(smoke.out / name, out / name)
+    records = out / cut / "trials.jsonl"
+    records.write_text(records.read_text().splitlines()[0] + "\n")  # its rank 4 still to train
+    result = run_suite(load_suite(pair, {**smoke_options, "out": out}))
+    teachers = [json.loads((path / "teacher.json").read_text()) for path in result.runs]
+    assert len(records.read_text().splitlines()) == 2
+    assert teachers[0]["cost"] == teachers[1]["cost"] == json.loads(
+        (smoke.out / finished / "teacher.json").read_text())["cost"]
+
+
 def test_a_rank_beyond_a_later_runs_model_is_refused_before_the_first_run_trains(tmp_path):
     from effrank_bench.errors import RankError
     from effrank_bench.suite import run_suite
