@@ -121,20 +121,27 @@ def test_a_group_gives_the_same_records_every_time(grouped, tmp_path):
     assert [_result(r) for r in again.records()] == [_result(r) for r in run.records()]
 
 
-def test_a_group_on_two_cores_steps_its_students_in_threads_to_the_same_records(grouped, tmp_path, monkeypatch):
+def test_a_group_on_two_cores_steps_its_students_in_threads_and_resumes_to_the_same_records(
+        grouped, tmp_path, monkeypatch, progress_stub):
     from effrank_bench import train
 
     config, run = grouped  # trained on this test process's one thread
+    config = config.model_copy(update={"out": tmp_path / "threaded"})
     pools = []
     pool = train.ThreadPoolExecutor
     monkeypatch.setattr(train, "ThreadPoolExecutor", lambda *a, **k: pools.append(a) or pool(*a, **k))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        threaded = run_sweep(config.model_copy(update={"out": tmp_path / "threaded"}))
+        with pytest.raises(KeyboardInterrupt):  # in epoch 2, after epoch 1's checkpoint
+            run_sweep(config, progress=progress_stub(stop_after=1))
+        assert len(list(RunDir(config.out).checkpoints_path.iterdir())) == 1
+        notes = progress_stub()
+        threaded = run_sweep(config, progress=notes)
     finally:
         torch.set_num_threads(before)
-    assert pools == [(2,)]
+    assert pools == [(2,), (2,)]  # each fit, the first and the resumed one, stepped its students in two threads
+    assert any("resumed from its checkpoint after epoch 1 of 2" in note for note in notes.notes)
     assert [_result(r) for r in threaded.records()] == [_result(r) for r in run.records()]
 
 
