@@ -406,7 +406,10 @@ def _curve(args: argparse.Namespace) -> tuple[list[float], list[float], float]:
             raise ConfigError(f"{args.csv} has no report yet: write it with effrank-bench report {args.csv}"
                               if (args.csv / "config.json").is_file() else
                               f"{args.csv} is a folder, neither a curve CSV nor a run directory")
-        args.csv = args.csv / "summary.csv"
+        trials, args.csv = args.csv / "trials.jsonl", args.csv / "summary.csv"
+        if trials.is_file() and trials.stat().st_mtime > args.csv.stat().st_mtime:
+            print(f"warning: {args.csv} is older than the trials recorded since: effrank-bench report "
+                  f"{args.csv.parent} brings it up to date", file=sys.stderr)
     ranks, accuracies, teacher = read_curve_csv(args.csv)
     teacher = args.teacher_acc if args.teacher_acc is not None else teacher
     if teacher is None:

@@ -93,7 +93,7 @@ class ArchitectureSpec(_Frozen):
 
     ``targets`` maps a registered target name to a function returning the
     sites of that target in a built model; with two targets or more and no ``joint``, ``joint`` is added:
-    the sites of all the others, in their order. ``branches`` returns, in a fixed
+    the sites of all the others, in their order, each once. ``branches`` returns, in a fixed
     order, the branch outputs the geometric loss compares (attention-like and
     MLP-like branch of every block, before the residual add).
     ``input_size``, ``in_chans``, ``vocab_size`` and ``num_classes`` describe the
@@ -147,8 +147,14 @@ class ArchitectureSpec(_Frozen):
         if "joint" in targets or len(others) < 2:
             return dict(targets)
 
-        def joint(model: nn.Module) -> list[Site]:  # every site of the other targets, in their order
-            return [site for target_sites in others for site in target_sites(model)]
+        def joint(model: nn.Module) -> list[Site]:  # every site of the other targets, in their order, once
+            sites, paths = [], set()
+            for site in (site for target_sites in others for site in target_sites(model)):
+                path = getattr(site, "path", None)  # not a Site: sites() refuses it, naming the target
+                if path is None or path not in paths:
+                    sites.append(site)
+                    paths.add(path)
+            return sites
 
         return {**targets, "joint": joint}
 

@@ -21,7 +21,8 @@ def why_offline(timeout: float = 3.0) -> str | None:
         return None
     url = urlsplit(constants.ENDPOINT)
     try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)),
+                                 timeout=timeout).close()
     except (OSError, ValueError):
         return "no network: the Hugging Face hub cannot be reached"
     return None

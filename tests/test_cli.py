@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import time
 from typing import Literal, get_args, get_origin
 
 import pytest
@@ -178,7 +180,12 @@ def test_analyze_reads_a_runs_summary_csv_with_its_teacher_and_skips_failed_rows
     assert code == 2 and err == ("error: " + str(tmp_path / "c.csv") + " has no teacher row (a 'status' column marking "
                                  "it 'teacher', as a run's summary.csv has): give --teacher-acc X\n")
     # The run directory itself stands for its summary.csv; a folder that is none is named as such.
-    assert json.loads(run_cli("analyze", str(finished), "--json")[1]) == analysis
+    assert run_cli("analyze", str(finished), "--json")[1:] == (json.dumps(analysis) + "\n", "")
+    stale = shutil.copytree(finished, tmp_path / "stale")
+    os.utime(stale / "trials.jsonl", (time.time() + 5, time.time() + 5))  # a trial recorded after the report
+    code, out, err = run_cli("analyze", str(stale), "--json")
+    assert json.loads(out) == analysis and err == (f"warning: {stale / 'summary.csv'} is older than the trials "
+                                                   f"recorded since: effrank-bench report {stale} brings it up to date\n")
     unreported = tmp_path / "unreported"
     unreported.mkdir()
     (unreported / "config.json").write_text((finished / "config.json").read_text())

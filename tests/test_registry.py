@@ -182,7 +182,7 @@ def test_an_architecture_with_two_targets_and_no_joint_gets_their_union_as_joint
         return lambda model: [Site(path=path) for path in paths]
 
     spec = ArchitectureSpec(name="two", description="two targets", build=lambda request: nn.Linear(4, 4),
-                            targets={"attention": sites("a.0", "a.1"), "mlp": sites("m.0")},
+                            targets={"attention": sites("a.0", "a.1"), "mlp": sites("m.0", "a.1")},
                             branches=lambda model: [], input_size=4)
     assert list(spec.targets) == ["attention", "mlp", "joint"]
     assert [site.path for site in spec.sites(nn.Linear(4, 4), "joint")] == ["a.0", "a.1", "m.0"]

@@ -148,7 +148,10 @@ def test_an_unreachable_hub_fails_at_once_instead_of_retrying_for_a_minute(tmp_p
     from effrank_bench_plugins import hub
     from effrank_bench_plugins.text import load_tokenizer
 
+    asked = []
+
     def unreachable(address, timeout):
+        asked.append(address)
         raise OSError("Name or service not known")
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the tests' offline mode off: a network that is down
@@ -164,6 +167,10 @@ def test_an_unreachable_hub_fails_at_once_instead_of_retrying_for_a_minute(tmp_p
         load("sst2", tokenizer=tokenizer, input_size=8)
     assert time.perf_counter() - start < 5
     assert not constants.HF_HUB_OFFLINE and not datasets.config.HF_HUB_OFFLINE  # offline only for the moment
+    assert asked == [("huggingface.co", 443)] * 2
+    monkeypatch.setattr(constants, "ENDPOINT", "http://mirror.internal")  # a mirror over plain HTTP
+    assert hub.why_offline() == "no network: the Hugging Face hub cannot be reached"
+    assert asked[-1] == ("mirror.internal", 80)
 
 
 def test_local_copies_are_checked(tmp_path, tokenizer):
