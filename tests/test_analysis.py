@@ -350,13 +350,13 @@ def test_read_curve_csv_needs_two_points(tmp_path):
 
 def test_to_dict_is_json_ready_with_exact_keys():
     data = json.loads(json.dumps(linear_curve().to_dict()))
-    assert set(data) == {"teacher_accuracy", "region", "knee", "knee_axis", "monotone", "points"}
+    assert set(data) == {"teacher_accuracy", "region", "knee", "knee_axis", "knee_bends_up", "monotone", "points"}
     assert data["region"] == {"low": 85.0, "high": 95.0, "band": [85, 95], "thresholds": [0.85, 0.95],
                               "low_censored": None, "high_censored": None}
     assert data["monotone"] == "running-max"
     assert data["teacher_accuracy"] == 1.0
     assert data["knee"] == 100.0
-    assert data["knee_axis"] == "linear"
+    assert data["knee_axis"] == "linear" and data["knee_bends_up"] is False
     assert len(data["points"]) == 100
     assert data["points"][0] == {"rank": 1.0, "normalized": 0.01}
 
