@@ -405,8 +405,8 @@ def student_threads(students: int, device: torch.device, compiled: bool) -> int:
     of this process's torch (``torch.get_num_threads()``), at most one per student.
 
     The micro presets' small operators split poorly across cores: six students stepped by two threads of one
-    core each ran 1.21-1.24x as fast as one after another on two cores (``benchmarks/throughput.py
-    --no-student-threads`` against the default, 2026-11-26). Eager only (torch.compile is not thread-safe);
+    core each ran a median 1.18x as fast as one after another on two cores (``benchmarks/throughput.py``
+    against ``--no-student-threads``, eight alternated pairs, 2026-11-26). Eager only (torch.compile is not thread-safe);
     on CUDA the kernels queue on one stream: 1 there, and for a lone student, who keeps every core (a group
     of one trains exactly as the paper-style engine did).
     """
