@@ -18,7 +18,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)" | tee -a "$OUT/gpu.txt"
 python3 benchmarks/synthetic_cifar.py "$EFFRANK_BENCH_DATA" --train 5120 --test 1024
 
-STEPS=${STEPS:-throughput throughput_ranks throughput_paper_batch patch_embed svd_init cuda_tests run}  # which steps to run, e.g. STEPS=throughput
+# Which steps to run, e.g. STEPS=throughput.
+STEPS=${STEPS:-throughput throughput_ranks throughput_paper_batch patch_embed svd_init cuda_tests run}
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
     local name=$1 limit=$2 start=$SECONDS
     shift 2

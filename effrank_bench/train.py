@@ -406,9 +406,9 @@ def student_threads(students: int, device: torch.device, compiled: bool) -> int:
 
     The micro presets' small operators split poorly across cores: six students stepped by two threads of one
     core each ran a median 1.18x as fast as one after another on two cores (``benchmarks/throughput.py``
-    against ``--no-student-threads``, eight alternated pairs, 2026-11-26). Eager only (torch.compile is not thread-safe);
-    on CUDA the kernels queue on one stream: 1 there, and for a lone student, who keeps every core (a group
-    of one trains exactly as the paper-style engine did).
+    against ``--no-student-threads``, eight alternated pairs, 2026-11-26). Eager only (torch.compile is not
+    thread-safe); on CUDA the kernels queue on one stream: 1 there, and for a lone student, who keeps every
+    core (a group of one trains exactly as the paper-style engine did).
     """
     if compiled or device.type != "cpu":
         return 1

@@ -184,8 +184,9 @@ def test_analyze_reads_a_runs_summary_csv_with_its_teacher_and_skips_failed_rows
     stale = shutil.copytree(finished, tmp_path / "stale")
     os.utime(stale / "trials.jsonl", (time.time() + 5, time.time() + 5))  # a trial recorded after the report
     code, out, err = run_cli("analyze", str(stale), "--json")
-    assert json.loads(out) == analysis and err == (f"warning: {stale / 'summary.csv'} is older than the trials "
-                                                   f"recorded since: effrank-bench report {stale} brings it up to date\n")
+    assert json.loads(out) == analysis
+    assert err == (f"warning: {stale / 'summary.csv'} is older than the trials recorded since: effrank-bench report "
+                   f"{stale} brings it up to date\n")
     unreported = tmp_path / "unreported"
     unreported.mkdir()
     (unreported / "config.json").write_text((finished / "config.json").read_text())

@@ -211,8 +211,8 @@ def test_a_group_out_of_gpu_memory_says_which_smaller_group_to_run(tiny, tmp_pat
         run_sweep(config.model_copy(update={"group": 1}))
     # With a checkpoint, the group resumes whole whatever --group says: the message says how to regroup.
     monkeypatch.setattr(trial, "distill", _out_of_memory_after_a_checkpoint)
-    with pytest.raises(ConfigError, match=r"run again with --group 1; the checkpoint .*/checkpoints/[^ ]+ resumes its group "
-                                          r"whole: delete it to regroup \(its students start again\)$"):
+    with pytest.raises(ConfigError, match=r"run again with --group 1; the checkpoint .*/checkpoints/[^ ]+ resumes "
+                                          r"its group whole: delete it to regroup \(its students start again\)$"):
         run_sweep(config.model_copy(update={"group": 2}))
 
 

@@ -348,7 +348,8 @@ def test_a_finished_suite_run_again_on_ray_only_reports_and_starts_no_ray(smoke,
     names = ("micro_vit-joint-kd-digits", "micro_mixer-mlp-kd-digits")
     for name in names:
         shutil.copytree(smoke.out / name, out / name)
-    kept = {(name, file): (out / name / file).read_bytes() for name in names for file in ("teacher.json", "trials.jsonl")}
+    kept = {(name, file): (out / name / file).read_bytes()
+            for name in names for file in ("teacher.json", "trials.jsonl")}
 
     def connect(config):
         raise AssertionError("Ray was started for a suite with nothing to train")
