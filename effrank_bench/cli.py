@@ -400,20 +400,23 @@ def _print_comparison(comparison, console: Console) -> None:
 def _curve(args: argparse.Namespace) -> tuple[list[float], list[float], float]:
     """The CSV's ranks and accuracies, and the teacher's accuracy: --teacher-acc, else the CSV's teacher row."""
     from effrank_bench.analysis import check_same_units, read_curve_csv
+    from effrank_bench.store import RunDir
 
-    if args.csv.is_dir():  # a run directory: its report's curve
-        if not (args.csv / "summary.csv").is_file():
-            raise ConfigError(f"{args.csv} has no report yet: write it with effrank-bench report {args.csv}"
-                              if (args.csv / "config.json").is_file() else
-                              f"{args.csv} is a folder, neither a curve CSV nor a run directory")
-        trials, args.csv = args.csv / "trials.jsonl", args.csv / "summary.csv"
-        if trials.is_file() and trials.stat().st_mtime > args.csv.stat().st_mtime:
-            print(f"warning: {args.csv} is older than the trials recorded since: effrank-bench report "
-                  f"{args.csv.parent} brings it up to date", file=sys.stderr)
-    ranks, accuracies, teacher = read_curve_csv(args.csv)
+    path = args.csv
+    if path.is_dir():  # a run directory: its report's curve
+        run = RunDir(path)
+        if not (path / "summary.csv").is_file():
+            raise ConfigError(f"{path} has no report yet: write it with effrank-bench report {path}"
+                              if run.config_path.is_file() else f"{path} is a folder, neither a curve CSV nor a run "
+                                                                "directory")
+        path = path / "summary.csv"
+        if run.records_path.is_file() and run.records_path.stat().st_mtime > path.stat().st_mtime:
+            print(f"warning: {path} is older than the trials recorded since: effrank-bench report {run.path} "
+                  "brings it up to date", file=sys.stderr)
+    ranks, accuracies, teacher = read_curve_csv(path)
     teacher = args.teacher_acc if args.teacher_acc is not None else teacher
     if teacher is None:
-        raise ConfigError(f"{args.csv} has no teacher row (a 'status' column marking it 'teacher', as a run's "
+        raise ConfigError(f"{path} has no teacher row (a 'status' column marking it 'teacher', as a run's "
                           "summary.csv has): give --teacher-acc X")
     check_same_units(teacher, accuracies)
     return ranks, accuracies, teacher

@@ -197,11 +197,11 @@ def max_rank(model: nn.Module, sites: Sequence[Site], qkv: QKV) -> int:
     return max(full_rank(layer, site.chunks) for site, layer in resolve_sites(model, sites, qkv))
 
 
-def check_rank(model: nn.Module, sites: Sequence[Site], rank: int, qkv: QKV, arch: str) -> None:
-    """Refuse a rank that is not positive or exceeds every targeted layer's full rank."""
+def check_rank(rank: int, largest: int, arch: str) -> None:
+    """Refuse a rank that is not positive or exceeds every targeted layer's full rank (``largest``: the
+    target's :func:`max_rank`)."""
     if rank <= 0:
         raise RankError(f"rank must be positive, got {rank}")
-    largest = max_rank(model, sites, qkv)
     if rank > largest:
         raise RankError(f"rank {rank} exceeds every targeted layer of {arch} (the largest has full rank {largest})")
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from effrank_bench.config import flag_value
 from effrank_bench.errors import ConfigError, EffrankError, one_line, shown
-from effrank_bench.network import check_answers
+from effrank_bench.network import check_answers, url_port
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -59,7 +59,7 @@ def connect(uri: str) -> MlflowClient:
     if uri.startswith(("http://", "https://")):
         server = urlsplit(uri)
         try:
-            port = server.port or (443 if server.scheme == "https" else 80)
+            port = url_port(server)
         except ValueError as err:  # a port that is not a number, or past 65535
             raise ConfigError(f"--mlflow {shown(uri)}: {one_line(err, MLFLOW_ERROR)}") from None
         check_answers(server.hostname or "", port, f"--mlflow {shown(uri)}",

@@ -15,7 +15,7 @@ from effrank_bench.config import RunConfig
 from effrank_bench.data import Batches, default_workers, example_input
 from effrank_bench.environment import resolve_device
 from effrank_bench.errors import RegistrationError, a_type, one_line
-from effrank_bench.factorize import QKV, check_rank, max_rank, resolve_sites
+from effrank_bench.factorize import QKV, check_rank, max_rank
 from effrank_bench.measure import measure
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.specs import (ArchitectureSpec, DataRequest, DatasetSpec, DataSplits, ExecutorSpec, LossSpec,
@@ -219,11 +219,11 @@ def build_checked(arch: ArchitectureSpec, request: ModelRequest, target: str, ra
     _check_logits(arch, model, request)  # first: the target's functions may assume a model that works
     sites = arch.sites(model, target)
     try:
-        resolve_sites(model, sites, qkv)
+        largest = max_rank(model, sites, qkv)  # every site resolved to its layer
     except RegistrationError as err:  # a path the plugin got wrong: say whose it is
         raise RegistrationError(f"target '{target}' of architecture '{arch.name}': {err}") from None
     for rank in ranks:
-        check_rank(model, sites, rank, qkv, arch.name)
+        check_rank(rank, largest, arch.name)
     return model, sites
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from urllib.parse import urlsplit
+
+from effrank_bench.network import unanswered, url_port
 
 
 def why_offline(timeout: float = 3.0) -> str | None:
@@ -21,11 +22,10 @@ def why_offline(timeout: float = 3.0) -> str | None:
         return None
     url = urlsplit(constants.ENDPOINT)
     try:
-        socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)),
-                                 timeout=timeout).close()
-    except (OSError, ValueError):
-        return "no network: the Hugging Face hub cannot be reached"
-    return None
+        down = unanswered(url.hostname or "", url_port(url), timeout)
+    except ValueError:  # a port that is not a number
+        down = "bad port"
+    return "no network: the Hugging Face hub cannot be reached" if down else None
 
 
 @contextlib.contextmanager

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from effrank_bench.errors import RankError, RegistrationError
-from effrank_bench.factorize import LowRankLinear, TeacherSVD, check_rank, factorize, full_rank, low_rank_from
+from effrank_bench.factorize import (LowRankLinear, TeacherSVD, check_rank, factorize, full_rank, low_rank_from,
+                                     max_rank)
 from effrank_bench.registry import default_registry
 from effrank_bench.specs import ModelRequest, Site
 
@@ -250,13 +251,14 @@ def test_vit_b32_rank32_joint_parameter_count(vit_b32_arch, qkv, expected):
 @pytest.mark.parametrize("qkv", ["split", "fused"])
 def test_check_rank_bounds(micro_vit_arch, qkv):
     model = micro_vit_arch.build(ModelRequest(num_classes=10, in_chans=1, input_size=8))
-    sites = micro_vit_arch.targets["joint"](model)
-    check_rank(model, sites, 64, qkv, "micro_vit")
-    check_rank(model, sites, 1, qkv, "micro_vit")
+    largest = max_rank(model, micro_vit_arch.targets["joint"](model), qkv)
+    assert largest == 64
+    check_rank(64, largest, "micro_vit")
+    check_rank(1, largest, "micro_vit")
     with pytest.raises(RankError, match="positive"):
-        check_rank(model, sites, 0, qkv, "micro_vit")
+        check_rank(0, largest, "micro_vit")
     with pytest.raises(RankError, match=r"rank 65 .*micro_vit.*full rank 64"):
-        check_rank(model, sites, 65, qkv, "micro_vit")
+        check_rank(65, largest, "micro_vit")
 
 
 @pytest.mark.parametrize("site, message", [
@@ -271,7 +273,7 @@ def test_bad_sites_raise_registration_error(micro_vit_arch, site, message):
     with pytest.raises(RegistrationError, match=message):
         factorize(model, [site], 8)
     with pytest.raises(RegistrationError, match=message):
-        check_rank(model, [site], 8, "split", "micro_vit")
+        max_rank(model, [site], "split")
 
 
 def test_no_sites_raise_registration_error(micro_vit_arch):

@@ -145,6 +145,7 @@ def test_an_unreachable_hub_fails_at_once_instead_of_retrying_for_a_minute(tmp_p
 
     from huggingface_hub import constants
 
+    from effrank_bench import network
     from effrank_bench_plugins import hub
     from effrank_bench_plugins.text import load_tokenizer
 
@@ -156,7 +157,7 @@ def test_an_unreachable_hub_fails_at_once_instead_of_retrying_for_a_minute(tmp_p
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the tests' offline mode off: a network that is down
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hub.socket, "create_connection", unreachable)
+    monkeypatch.setattr(network.socket, "create_connection", unreachable)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
     start = time.perf_counter()
     with pytest.raises(DataError, match=r"^cannot load tokenizer 'bert-base-uncased' \(no network: the Hugging Face "
