@@ -46,7 +46,7 @@ _RUN_GROUPS = {
 }
 # Where the type's own metavar (N, X, NAME, PATH, {choices}) would not say what to type.
 _METAVARS = {"ranks": "2,4,8", "seeds": "0,1,2", "thresholds": "LOW,HIGH", "data_root": "DIR", "out": "DIR",
-             "tokenizer": "NAME_OR_PATH", "group": "N|auto", "tolerance": "P%|N",
+             "tokenizer": "NAME_OR_PATH", "group": "N|auto", "tolerance": "P%|N|grid",
              "ray_address": "auto|ADDRESS", "mlflow": "URI"}
 _TYPE_METAVARS = {int: "N", float: "X", str: "NAME", Path: "PATH"}
 # Flags whose value may be left out: given alone, they take this value.
@@ -193,7 +193,8 @@ def _parser() -> argparse.ArgumentParser:
                                                          "bound the adaptive search")
     replay.add_argument("--tolerance", metavar="T", help="adaptive: how far apart the measured ranks around each "
                                                          "crossing and the knee may be, 10%% of the rank (at least "
-                                                         "1) or a number of ranks (default: 10%%)")
+                                                         "1), a number of ranks, or grid (adjacent ranks of the "
+                                                         "grid, training none off it) (default: 10%%)")
     replay.set_defaults(handler=_replay)
 
     measure = commands.add_parser("measure", help="parameters, MACs, latency and memory of teacher and students")

@@ -146,12 +146,13 @@ class RunConfig(BaseModel):
     latency_repeats: int = Field(default=30, ge=1, le=MAX_REPEATS, description="timed repeats of latency measurements")
     bootstrap_resamples: int = Field(default=1000, ge=1, le=MAX_RESAMPLES, description="bootstrap resamples of the seed CIs")
     search: Literal["grid", "adaptive"] = Field(
-        default="grid", description="which ranks to train: every rank of --ranks, or an adaptive search over the "
-                                    "integers between its ends that brackets the crossings and the knee")
+        default="grid", description="which ranks to train: every rank of --ranks, or an adaptive search that "
+                                    "brackets the crossings and the knee, over the integers between its ends (over "
+                                    "its ranks with --tolerance grid)")
     tolerance: str | None = Field(
         default=None, description="adaptive search: how far apart the measured ranks around each crossing and the "
-                                  "knee may be: a percentage of the rank (at least 1 rank) or a number of ranks "
-                                  "(default: 10%)")
+                                  "knee may be: a percentage of the rank (at least 1 rank), a number of ranks, or "
+                                  "grid (adjacent ranks of --ranks, training none off it) (default: 10%)")
     spectrum_samples: int = Field(default=128, ge=0, le=100_000,
                                   description="test inputs the run's teacher spectrum is measured on (0: none)")
     executor: str = Field(default="local", description="how the trials run (see `effrank-bench list`)")

@@ -37,31 +37,45 @@ class Tolerance:
     """How close the measured ranks around a crossing or the knee must be: at most
     ``max(ranks, fraction * rank)`` apart. The default, 10% and at least 1 rank, asks for adjacent
     ranks below 20 (ranks are integers), and above that for finer than the paper's grid anywhere
-    (its gaps are 12.5% to 50% of the rank)."""
+    (its gaps are 12.5% to 50% of the rank).
+
+    ``on_grid`` (``--tolerance grid``): only ranks of the grid are trained, and a target is bracketed
+    once no rank of the grid lies between its measured neighbours: the grid's own read-off, from a
+    subset of its ranks."""
 
     ranks: float = 1.0
     fraction: float = 0.10
+    on_grid: bool = False
 
     def width(self, rank: float) -> float:
         return max(self.ranks, self.fraction * rank)
 
     def __str__(self) -> str:
+        if self.on_grid:
+            return "adjacent ranks of the grid"
         if self.fraction == 0:
             return f"{self.ranks:g} ranks"
         return f"{self.fraction * 100:g}% of the rank, at least {self.ranks:g}"
 
 
+#: ``--tolerance grid``: every target bracketed between adjacent ranks of the grid, nothing off it trained.
+ON_GRID = Tolerance(ranks=0.0, fraction=0.0, on_grid=True)
+
+
 def parse_tolerance(value: str | float | None) -> Tolerance:
-    """``"10%"``: 10% of the rank, at least 1 rank; ``"4"`` (or 4): 4 ranks everywhere; None: the default."""
+    """``"10%"``: 10% of the rank, at least 1 rank; ``"4"`` (or 4): 4 ranks everywhere; ``"grid"``: adjacent
+    ranks of the grid (:data:`ON_GRID`); None: the default."""
     if value is None:
         return Tolerance()
     text = str(value).strip()
+    if text.lower() == "grid":
+        return ON_GRID
     relative = text.endswith("%")
     try:
         number = float(text.removesuffix("%"))
     except ValueError:
-        raise ConfigError(f"tolerance must be a number of ranks like 4 or a percentage like 10%, got {value!r}") \
-            from None
+        raise ConfigError(f"tolerance must be a number of ranks like 4, a percentage like 10% or grid, "
+                          f"got {value!r}") from None
     if not (math.isfinite(number) and number > 0):
         raise ConfigError(f"tolerance must be positive, got {value!r}")
     return Tolerance(ranks=1.0, fraction=number / 100) if relative else Tolerance(ranks=number, fraction=0.0)
@@ -89,11 +103,14 @@ class AdaptiveSearch:
     bracketed (the boundary is all there is to know). The search stops when all three are bracketed,
     when no untried integer lies between the neighbours, or after ``max_rounds`` rounds.
 
-    The search is not restricted to the ``ranks`` grid: its point is to sample finer than a grid
-    where the curve needs it, so only the grid's ends matter (the paper's: 2 and 256). Measured
-    ranks outside the bounds are ignored. Which ranks come next depends only on ``measured`` and
-    ``failed``, so the search is deterministic; only the round budget counts this searcher's calls,
-    from ``rounds`` (those a resumed sweep already trained).
+    By default the search is not restricted to the ``ranks`` grid: its point is to sample finer than
+    a grid where the curve needs it, so only the grid's ends matter (the paper's: 2 and 256). With
+    an ``on_grid`` tolerance it trains ranks of the grid only (the coarse round snapped to the grid's
+    ranks nearest on a log scale) and refines until each target lies between adjacent grid ranks:
+    the grid's read-off from a subset of its ranks. Measured ranks outside the bounds are ignored.
+    Which ranks come next depends only on ``measured`` and ``failed``, so the search is
+    deterministic; only the round budget counts this searcher's calls, from ``rounds`` (those a
+    resumed sweep already trained).
     """
 
     ranks: Sequence[int]
@@ -112,8 +129,12 @@ class AdaptiveSearch:
         self.low, self.high = int(min(self.ranks)), int(max(self.ranks))
 
     def coarse(self) -> list[int]:
-        """The first round: the bounds and log-spaced integer ranks between them."""
+        """The first round: the bounds and log-spaced integer ranks between them (on the grid: the grid's
+        ranks nearest them on a log scale, the smaller of two as near)."""
         points = np.geomspace(self.low, self.high, COARSE_POINTS)
+        if self.tolerance.on_grid:
+            grid = sorted({int(r) for r in self.ranks})
+            return sorted({min(grid, key=lambda r: (abs(math.log(r / p)), r)) for p in points})
         return sorted({int(round(p)) for p in points} | {self.low, self.high})
 
     def next_ranks(self, measured: Mapping[int, float], failed: Collection[int] = ()) -> list[int]:
@@ -133,7 +154,8 @@ class AdaptiveSearch:
         if len(measured) < 2:
             return []
         analysis = self.fit(measured)
-        wanted = {self._candidate(lo, hi, at, tried) for lo, hi, at in self.brackets(analysis)}
+        allowed = {int(r) for r in self.ranks} if self.tolerance.on_grid else None
+        wanted = {self._candidate(lo, hi, at, tried, allowed) for lo, hi, at in self.brackets(analysis)}
         return sorted(wanted - {None})
 
     def fit(self, measured: Mapping[int, float]) -> CurveAnalysis:
@@ -161,10 +183,10 @@ class AdaptiveSearch:
         return [(lo, hi, at) for lo, hi, at in wide if hi - lo > self.tolerance.width(at)]
 
     @staticmethod
-    def _candidate(lo: int, hi: int, at: float, tried: set[int]) -> int | None:
-        """The untried integer strictly between ``lo`` and ``hi`` nearest the fitted location ``at``
-        (the smaller of two as near); None when there is none left."""
-        free = [r for r in range(lo + 1, hi) if r not in tried]
+    def _candidate(lo: int, hi: int, at: float, tried: set[int], allowed: set[int] | None) -> int | None:
+        """The untried integer strictly between ``lo`` and ``hi`` (one of ``allowed``, where given) nearest
+        the fitted location ``at`` (the smaller of two as near); None when there is none left."""
+        free = [r for r in range(lo + 1, hi) if r not in tried and (allowed is None or r in allowed)]
         return min(free, key=lambda r: (abs(r - at), r)) if free else None
 
 
@@ -202,7 +224,8 @@ class Replay:
         return {
             "search": self.search,
             "tolerance": None if self.tolerance is None else {"ranks": self.tolerance.ranks,
-                                                              "fraction": self.tolerance.fraction},
+                                                              "fraction": self.tolerance.fraction,
+                                                              "grid": self.tolerance.on_grid},
             "rounds": [list(ranks) for ranks in self.rounds],
             "trials": self.trials,
             "grid_trials": len(self.grid.ranks),

@@ -8,7 +8,8 @@ import pytest
 
 from effrank_bench.analysis import analyze_curve
 from effrank_bench.errors import ConfigError
-from effrank_bench.search import MAX_ROUNDS, AdaptiveSearch, GridSearch, Tolerance, make_search, parse_tolerance
+from effrank_bench.search import (MAX_ROUNDS, ON_GRID, AdaptiveSearch, GridSearch, Tolerance, make_search,
+                                  parse_tolerance)
 
 PAPER_GRID = (2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256)
 DENSE = range(2, 257)
@@ -97,6 +98,31 @@ def test_a_looser_tolerance_trades_precision_for_trials():
     assert band(sorted(measured), logistic) == band(PAPER_GRID, logistic) == (22, 38)
 
 
+@pytest.mark.parametrize("curve, rounds", [
+    (logistic, [[2, 8, 24, 80, 256], [16, 32, 48]]),
+    (step, [[2, 8, 24, 80, 256], [64], [48]]),
+    (slow_ramp, [[2, 8, 24, 80, 256], [64, 128, 192], [96, 112, 160]]),
+])
+def test_on_the_grid_the_search_reads_off_the_grids_band_from_a_subset_of_its_ranks(curve, rounds):
+    found, measured = search_rounds(AdaptiveSearch(PAPER_GRID, tolerance=ON_GRID), curve)
+    assert found == rounds  # the coarse round: the grid's ranks nearest 2, 6.7, 22.6, 76.1, 256 on a log scale
+    ranks = sorted(measured)
+    assert set(ranks) <= set(PAPER_GRID)
+    assert band(ranks, curve) == band(PAPER_GRID, curve)
+    # What stopped it: each crossing and the knee lie between measured ranks with no grid rank between them.
+    analysis = analyze_curve(ranks, [measured[r] for r in ranks], 1.0)
+    for target in analysis.region.low, analysis.region.high, analysis.knee:
+        below, above = max(r for r in ranks if r < target), min(r for r in ranks if r >= target)
+        assert not [r for r in PAPER_GRID if below < r < above]
+
+
+def test_on_a_small_grid_the_coarse_round_is_its_ranks_nearest_the_log_spaced_points():
+    assert AdaptiveSearch((2, 4, 8, 16, 32, 64, 128, 256, 512), tolerance=ON_GRID).coarse() == [2, 8, 32, 128, 512]
+    assert AdaptiveSearch((3, 5), tolerance=ON_GRID).coarse() == [3, 5]
+    search = AdaptiveSearch((2, 4, 8, 16), tolerance=ON_GRID)
+    assert search.next_ranks({}) == [2, 4, 8, 16] and search.next_ranks({r: logistic(r) for r in (2, 4, 8, 16)}) == []
+
+
 def test_the_search_is_deterministic_and_depends_only_on_what_was_measured():
     first, _ = search_rounds(AdaptiveSearch(PAPER_GRID), slow_ramp)
     second, _ = search_rounds(AdaptiveSearch(PAPER_GRID), slow_ramp)
@@ -138,6 +164,7 @@ def test_the_round_budget_stops_the_search():
     ("25%", Tolerance(1, 0.25), 3.0, 9.25),
     ("4", Tolerance(4, 0.0), 4, 4),
     (3, Tolerance(3, 0.0), 3, 3),
+    (" Grid", ON_GRID, 0, 0),  # any gap is too wide while a rank of the grid lies in it
 ])
 def test_tolerance_is_a_number_of_ranks_or_a_percentage_with_a_one_rank_floor(text, tolerance, width_at_12,
                                                                                 width_at_37):
@@ -175,7 +202,8 @@ def test_replay_json_reports_rounds_trials_and_both_read_offs(logistic_csv, run_
     code, out, err = run_cli("replay", logistic_csv, "--teacher-acc", 90, "--json")
     assert code == 0 and err == ""
     result = json.loads(out)
-    assert result["search"] == "adaptive" and result["tolerance"] == {"ranks": 1.0, "fraction": 0.1}
+    assert result["search"] == "adaptive" and result["tolerance"] == {"ranks": 1.0, "fraction": 0.1,
+                                                                              "grid": False}
     # The curve answers by its PCHIP fit through the 16 grid points, so the search lands as it does
     # on the logistic itself.
     assert result["rounds"] == [[2, 7, 23, 76, 256], [21, 33, 45], [32, 37], [38]]
@@ -200,6 +228,13 @@ def test_replay_prints_rounds_and_a_table(logistic_csv, run_cli):
     assert "round 2: 21, 33, 45" in out and "trials: 11 (full grid: 16)" in out
     assert out.count("[22, 38]") == 2
     assert "--search grid costs no more" not in out
+
+
+def test_replay_on_the_grid_prints_its_tolerance_and_the_grids_band_in_half_the_trials(logistic_csv, run_cli):
+    code, out, _ = run_cli("replay", logistic_csv, "--teacher-acc", 90, "--tolerance", "grid")
+    assert code == 0
+    assert out.startswith("adaptive search over ranks 2..256, tolerance adjacent ranks of the grid\n")
+    assert "round 2: 16, 32, 48" in out and "trials: 8 (full grid: 16)" in out and out.count("[22, 38]") == 2
 
 
 def test_replay_says_when_the_search_cost_more_than_a_small_grid(logistic_csv, run_cli):
