@@ -6,6 +6,7 @@ paper grid (2, 4, ..., 256) and of the adaptive search, and the band each reads 
 band of every integer rank measured (the truth). Usage:
     python benchmarks/search_trials.py                     # the default tolerance
     python benchmarks/search_trials.py --tolerance 30%     # or 4 (ranks), as --tolerance takes it
+    python benchmarks/search_trials.py --tolerance grid    # only ranks of the paper grid (half its trials)
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def searched(curve, tolerance: str | None) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tolerance", default=None, help="as run's --tolerance (default: 10%%, at least 1 rank)")
+    parser.add_argument("--tolerance", default=None, help="as run's --tolerance: P%%, N or grid (default: 10%%, at least 1 rank)")
     args = parser.parse_args()
     print(f"{'curve':18s} {'truth':>10s} {'grid':>10s} {'adaptive':>10s}  trials (grid {len(PAPER_GRID)})")
     total = near_grid = near_truth = 0
