@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from effrank_bench import hookimpl
-from effrank_bench.errors import CheckpointError, ConfigError, one_line
+from effrank_bench.errors import CheckpointError, ConfigError
 from effrank_bench.specs import ArchitectureSpec, Branch, ModelRequest, Site
 from effrank_bench_plugins.builders import refuse_pretrained
-from effrank_bench_plugins.hub import cache_only_when_offline
+from effrank_bench_plugins.hub import cache_only_when_offline, why_it_failed
 
 if TYPE_CHECKING:
     from transformers import BertForSequenceClassification
@@ -110,7 +110,7 @@ def _build_bert_base(request: ModelRequest) -> nn.Module:
                                                                attn_implementation="sdpa")
     except OSError as err:
         raise CheckpointError(
-            f"cannot fetch the pretrained weights of {_BERT_BASE} ({offline or one_line(err)}); "
+            f"cannot fetch the pretrained weights of {_BERT_BASE} ({why_it_failed(offline, err)}); "
             "where you have network access, save the state_dict of effrank_bench_plugins.bert.BertClassifier "
             f"wrapping BertForSequenceClassification.from_pretrained('{_BERT_BASE}') and pass that file with "
             "--teacher-checkpoint PATH"

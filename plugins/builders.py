@@ -10,9 +10,9 @@ import timm
 from timm.models import get_pretrained_cfg
 from torch import nn
 
-from effrank_bench.errors import CheckpointError, one_line
+from effrank_bench.errors import CheckpointError
 from effrank_bench.specs import ModelRequest, Preprocess
-from effrank_bench_plugins.hub import cache_only_when_offline
+from effrank_bench_plugins.hub import cache_only_when_offline, why_it_failed
 
 
 # The recipe of a paper-size image model (ViT-B/32, Mixer-B/16), this project's fast recipe for ViT-B/32
@@ -36,7 +36,7 @@ def timm_builder(model_name: str, *, fixed_size: bool) -> Callable[[ModelRequest
         except (OSError, RuntimeError, ValueError) as err:
             if not request.pretrained:
                 raise
-            why = offline or one_line(err)
+            why = why_it_failed(offline, err)
             raise CheckpointError(
                 f"cannot fetch timm's pretrained weights for {model_name} ({why}); download them where you have "
                 "network access and pass the file with --teacher-checkpoint PATH (safetensors, or a .pt/.pth "

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+from effrank_bench.errors import one_line
 from effrank_bench.network import unanswered, url_port
 
 
@@ -52,3 +53,25 @@ def cache_only_when_offline() -> Iterator[str | None]:
     offline = why_offline()
     with hub_offline() if offline else contextlib.nullcontext():
         yield offline
+
+
+def missed_the_cache(err: BaseException) -> bool:
+    """Whether ``err`` (or an exception it was raised from) says a file was not in the local cache and could not
+    be fetched: what the hub's clients raise in its offline mode. huggingface_hub and transformers raise
+    LocalEntryNotFoundError (transformers wraps it in an OSError); datasets raises a ConnectionError."""
+    from huggingface_hub.utils import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError)):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def why_it_failed(offline: str | None, err: BaseException) -> str:
+    """The reason a load from the hub failed, for a message: the hub being unreachable (``offline``, from
+    :func:`cache_only_when_offline`) where the file was not in the local cache, else the error itself (a
+    cached file that does not load, a bad name), which the offline reason would hide."""
+    return offline if offline and missed_the_cache(err) else one_line(err)

@@ -11,7 +11,7 @@ from torch.utils.data import TensorDataset
 from effrank_bench import hookimpl
 from effrank_bench.errors import DataError, one_line
 from effrank_bench.specs import DataRequest, DatasetSpec, DataSplits
-from effrank_bench_plugins.hub import cache_only_when_offline
+from effrank_bench_plugins.hub import cache_only_when_offline, why_it_failed
 from effrank_bench_plugins.splits import held_out_val
 
 _FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -60,7 +60,7 @@ def load_tokenizer(name: str | None):
             with cache_only_when_offline() as offline:
                 tokenizer = AutoTokenizer.from_pretrained(name)
     except Exception as err:  # hub, network and file-format failures all end the same way for the user
-        raise DataError(f"cannot load tokenizer '{name}' ({offline or one_line(err)}); where the hub "
+        raise DataError(f"cannot load tokenizer '{name}' ({why_it_failed(offline, err)}); where the hub "
                         "is unreachable, run "
                         f"AutoTokenizer.from_pretrained('{name}').save_pretrained(DIR) elsewhere "
                         "and pass --tokenizer DIR") from err
@@ -113,7 +113,7 @@ def _fetch(spec: _TextSet, root: Path | None):
         args = ", ".join(repr(a) for a in (spec.hub, spec.config) if a)
         raise DataError(
             f"could not fetch {spec.name} from the Hugging Face hub: {source} "
-            f"({offline or one_line(err)}); where you have "
+            f"({why_it_failed(offline, err)}); where you have "
             f"network access run datasets.load_dataset({args}).save_to_disk(DIR), copy DIR here "
             "and pass --data-root DIR") from err
 

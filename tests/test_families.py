@@ -119,8 +119,10 @@ def test_a_micro_preset_has_no_pretrained_weights(architecture, name):
 @pytest.mark.parametrize("name, weights", [("resnet50", r"resnet50\.a1_in1k"),
                                            ("mixer_b16", r"mixer_b16_224\.goog_in21k_ft_in1k")])
 def test_unreachable_pretrained_weights_point_to_teacher_checkpoint(architecture, monkeypatch, name, weights):
-    def offline(model_name, pretrained=False, **kwargs):
-        raise OSError("no network")
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    def offline(model_name, pretrained=False, **kwargs):  # as the hub's offline mode fails a file it has not cached
+        raise LocalEntryNotFoundError("Cannot find the requested files in the disk cache")
 
     monkeypatch.setattr(timm, "create_model", offline)
     spec = architecture(name)
@@ -128,4 +130,12 @@ def test_unreachable_pretrained_weights_point_to_teacher_checkpoint(architecture
     # Tests run with HF_HUB_OFFLINE=1 (conftest): the message says so.
     with pytest.raises(CheckpointError, match=weights + r" \(the hub's offline mode is on \(HF_HUB_OFFLINE\)\); "
                                                         r".*--teacher-checkpoint PATH"):
+        spec.build(request)
+
+    def corrupt(model_name, pretrained=False, **kwargs):  # a cached file that does not load: not the network's fault
+        raise RuntimeError("Error while deserializing header: HeaderTooLarge")
+
+    monkeypatch.setattr(timm, "create_model", corrupt)
+    with pytest.raises(CheckpointError, match=weights + r" \(RuntimeError: Error while deserializing header: "
+                                                        r"HeaderTooLarge\); .*--teacher-checkpoint PATH"):
         spec.build(request)
