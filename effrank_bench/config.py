@@ -27,8 +27,9 @@ _NOT_IN_SWEEP_KEY = {
     "memory_fraction", "search", "tolerance", "compile", "checkpoint_every", "ray_address", "gpus_per_trial",
     "cpus_per_trial", "max_retries", "mlflow", "plot",
 }
-# The options only --executor ray reads: another executor notes them as unused.
-RAY_OPTIONS = ("ray_address", "gpus_per_trial", "cpus_per_trial", "max_retries")
+# The options only some executors read (those naming them in ExecutorSpec.options: the built-in ray executor
+# reads all four); given to an executor that does not, a run notes them as ignored.
+EXECUTOR_OPTIONS = ("ray_address", "gpus_per_trial", "cpus_per_trial", "max_retries")
 # The training recipe: what an architecture's own defaults (ArchitectureSpec.recipe) may set.
 RECIPE_FIELDS = (
     "epochs", "teacher_epochs", "batch_size", "teacher_batch_size", "lr", "weight_decay", "teacher_lr",

@@ -330,9 +330,23 @@ class ExecutorSpec(_Frozen):
     (:class:`effrank_bench.setup.RunSetup`), in their order, obtained where this executor trains: on a
     cluster, in tasks, so that a driver without a GPU never trains one and a suite's teachers train side
     by side. None: in this process, one run at a time (:func:`effrank_bench.teacher.obtain_teacher`).
+
+    ``options``: the executor-specific run options it reads, of ``effrank_bench.config.EXECUTOR_OPTIONS``
+    (``"gpus_per_trial"`` for ``--gpus-per-trial``); a run given one its executor does not read says so.
     """
 
     name: str = Field(pattern=_NAME)
     description: str
     execute: Callable[[Any], None]
     obtain_teachers: Callable[[Any, Any], list[Any]] | None = None
+    options: tuple[str, ...] = ()
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, options: tuple[str, ...]) -> tuple[str, ...]:
+        from effrank_bench.config import EXECUTOR_OPTIONS
+
+        unknown = [name for name in options if name not in EXECUTOR_OPTIONS]
+        if unknown:
+            raise ValueError(f"'{unknown[0]}' is not an executor option; they are: {', '.join(EXECUTOR_OPTIONS)}")
+        return options

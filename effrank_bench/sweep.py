@@ -8,7 +8,7 @@ import itertools
 
 from rich.markup import escape
 
-from effrank_bench.config import RAY_OPTIONS, RunConfig
+from effrank_bench.config import EXECUTOR_OPTIONS, RunConfig
 from effrank_bench.errors import RegistrationError
 from effrank_bench.lock import run_lock
 from effrank_bench.plan import failed_ranks, measured_curve, plan_trials, unfinished_trials
@@ -57,11 +57,11 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         progress.note(f"teacher: test accuracy {teacher.record.test_accuracy:.4f} ({teacher.record.origin})")
         if config.search == "grid" and config.tolerance is not None:
             progress.note("[yellow]--tolerance applies to --search adaptive: this grid sweep trains every rank")
-        unused = [f"--{name.replace('_', '-')}" for name in RAY_OPTIONS
-                  if getattr(config, name) != RunConfig.model_fields[name].default]
-        if unused and config.executor != "ray":
-            progress.note(f"[yellow]{', '.join(unused)}: for --executor ray; the {config.executor} executor "
-                          "ignores them")
+        unused = [f"--{name.replace('_', '-')}" for name in EXECUTOR_OPTIONS if name not in setup.parts.executor.options
+                  and getattr(config, name) != RunConfig.model_fields[name].default]
+        if unused:
+            progress.note(f"[yellow]{', '.join(unused)}: the {config.executor} executor does not read "
+                          f"{'it' if len(unused) == 1 else 'them'}")
         done = {record.trial for record in run.records()}
         if done:
             progress.note(f"resuming {run.path}: {len(done)} trial(s) already recorded")

@@ -17,7 +17,7 @@ from torch import nn
 
 from effrank_bench import hookimpl
 from effrank_bench.checkpoint import saved_groups
-from effrank_bench.config import RunConfig
+from effrank_bench.config import EXECUTOR_OPTIONS, RunConfig
 from effrank_bench.errors import ConfigError, EffrankError, one_line, shown
 from effrank_bench.grouping import group_size
 from effrank_bench.network import check_answers
@@ -249,6 +249,6 @@ def run_on_ray(execution: Execution) -> None:
 
 @hookimpl
 def register_executors(register):
-    register(ExecutorSpec(name="ray", execute=run_on_ray, obtain_teachers=obtain_on_ray,
+    register(ExecutorSpec(name="ray", execute=run_on_ray, obtain_teachers=obtain_on_ray, options=EXECUTOR_OPTIONS,
                           description="Ray tasks across the GPUs of this machine or of a cluster "
                                       "(--ray-address); needs the ray extra"))

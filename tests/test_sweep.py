@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from effrank_bench import hookimpl
 from effrank_bench.analysis import analyze_curve
@@ -343,13 +344,34 @@ def test_a_tolerance_on_a_grid_sweep_is_noted_as_unused(tiny_run, tmp_path, prog
     assert "[yellow]--tolerance applies to --search adaptive: this grid sweep trains every rank" in notes.notes
 
 
-def test_ray_options_given_to_another_executor_are_noted_as_unused(tiny_run, tmp_path, progress_stub):
+class _Reads(_Curve):
+    """The curve executor, declaring that it reads --gpus-per-trial (as a cluster executor of a third party would)."""
+
+    @hookimpl
+    def register_executors(self, register):
+        super().register_executors(lambda spec: register(spec.model_copy(update={"name": "reads",
+                                                                                 "options": ("gpus_per_trial",)})))
+
+
+def test_executor_options_given_to_an_executor_that_does_not_read_them_are_noted(tiny_run, tmp_path, progress_stub):
     notes = progress_stub()
     run_sweep(tiny_run[0].model_copy(update={"executor": "curve", "gpus_per_trial": 1.0, "max_retries": 0,
                                              "out": tmp_path / "r"}),
               registry=Registry(plugins=[("curve", _Curve())]), progress=notes)
-    assert "[yellow]--gpus-per-trial, --max-retries: for --executor ray; the curve executor ignores them" in notes.notes
+    assert "[yellow]--gpus-per-trial, --max-retries: the curve executor does not read them" in notes.notes
+    # An executor that names an option among those it reads is not told it ignores it.
+    notes = progress_stub()
+    run_sweep(tiny_run[0].model_copy(update={"executor": "reads", "gpus_per_trial": 1.0, "max_retries": 0,
+                                             "out": tmp_path / "s"}),
+              registry=Registry(plugins=[("reads", _Reads())]), progress=notes)
+    assert "[yellow]--max-retries: the reads executor does not read it" in notes.notes
     quiet = progress_stub()
     run_sweep(tiny_run[0].model_copy(update={"executor": "curve", "out": tmp_path / "q"}),
               registry=Registry(plugins=[("curve", _Curve())]), progress=quiet)
-    assert not any("--executor ray" in note for note in quiet.notes)
+    assert not any("does not read" in note for note in quiet.notes)
+
+
+def test_an_executor_may_only_name_executor_options():
+    with pytest.raises(ValidationError, match="'epochs' is not an executor option; they are: ray_address, "
+                                              "gpus_per_trial, cpus_per_trial, max_retries"):
+        ExecutorSpec(name="x", description="x", execute=lambda execution: None, options=("epochs",))
