@@ -18,7 +18,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)" | tee -a "$OUT/gpu.txt"
 python3 benchmarks/synthetic_cifar.py "$EFFRANK_BENCH_DATA" --train 5120 --test 1024
 
-# Which steps to run, e.g. STEPS=throughput.
+# Which steps to run, e.g. STEPS=throughput. Not among the default ones (a lease of its own, minutes of compiling
+# sixteen students): throughput_paper_grid.
 STEPS=${STEPS:-throughput throughput_ranks throughput_paper_batch patch_embed svd_init cuda_tests run}
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
     local name=$1 limit=$2 start=$SECONDS
@@ -36,6 +37,10 @@ grep -ih "cudagraph" "$OUT/throughput.log" 2>/dev/null | cut -c1-200 | sort | un
 TAIL=4 step throughput_ranks 200 python3 benchmarks/throughput.py --ranks 16,64,256 --steps 10
 # The same group at the paper's student batch (paper_vit_b32_cifar100.toml: 24), what its sweep really costs.
 TAIL=4 step throughput_paper_batch 200 python3 benchmarks/throughput.py --ranks 16,64,256 --batch-size 24 --steps 40
+# The paper grid's sixteen students in one group, as --group auto lays them out on one large GPU: one teacher
+# pass feeds sixteen students instead of three (STEPS=throughput_paper_grid).
+TAIL=4 step throughput_paper_grid 480 python3 benchmarks/throughput.py \
+    --ranks 2,4,8,16,24,32,48,64,80,96,112,128,160,192,224,256 --steps 10
 TAIL=6 step patch_embed 60 python3 benchmarks/patch_embed.py
 TAIL=2 step svd_init 60 python3 benchmarks/svd_init.py --ranks 8,16,32,64
 TAIL=15 step cuda_tests 120 python3 -m pytest -q -n 0 -rs tests/test_cuda.py tests/test_sweep.py tests/test_measure.py tests/test_patch_embed.py -k cuda
