@@ -57,17 +57,23 @@ class RunDir:
             )
         return previous
 
+    def resumed(self, config: RunConfig) -> RunConfig | None:
+        """The sweep ``config`` makes of this directory's: ``config`` with the ranks and seeds the directory
+        already holds added (a sweep extended by a rank or a seed keeps what it had); None where the directory
+        holds no sweep yet. The sweep trains, and its report reads, this one."""
+        previous = self.check_resumable(config)
+        if previous is None:
+            return None
+        return config.model_copy(update={
+            "ranks": tuple(sorted(set(previous.ranks) | set(config.ranks))),
+            "seeds": tuple(dict.fromkeys(previous.seeds + config.seeds)),
+        })
+
     @classmethod
     def open(cls, path: Path, config: RunConfig) -> RunDir:
-        """Create it, or reopen it for the same sweep (other ranks and seeds may be added)."""
+        """Create it, or reopen it for the same sweep (other ranks and seeds may be added: :meth:`resumed`)."""
         run = cls(path)
-        previous = run.check_resumable(config)
-        if previous is not None:
-            # Ranks and seeds accumulate: a sweep extended by a rank or a seed keeps what it had.
-            config = config.model_copy(update={
-                "ranks": tuple(sorted(set(previous.ranks) | set(config.ranks))),
-                "seeds": tuple(dict.fromkeys(previous.seeds + config.seeds)),
-            })
+        config = run.resumed(config) or config
         make_folder(run.path)
         atomic_write_text(run.config_path, config.model_dump_json(indent=2))
         run.repair_torn_tail()
@@ -169,19 +175,30 @@ class RunDir:
     def search_rounds(self) -> list[list[int]]:
         """The ranks the sweep's search asked for, round by round; none for a run directory written before
         they were kept."""
-        if not self.search_path.is_file():
-            return []
-        try:
-            rounds = json.loads(read_text(self.search_path))["rounds"]
-            if not all(isinstance(r, list) and all(type(x) is int for x in r) for r in rounds):
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(f"{self.search_path} is not a search written by effrank-bench") from None
-        return rounds
+        return self._search_log()[0]
 
-    def store_search_rounds(self, rounds: list[list[int]]) -> None:
-        """Keep the rounds the search asked for, the last before it is trained: a resumed sweep finishes it first."""
-        atomic_write_text(self.search_path, json.dumps({"rounds": rounds}))
+    def search_settings(self) -> str | None:
+        """What the search asked its rounds with (:func:`effrank_bench.plan.search_settings`: ``"grid"``, or
+        adaptive and its tolerance); None for a run directory written before it was kept."""
+        return self._search_log()[1]
+
+    def _search_log(self) -> tuple[list[list[int]], str | None]:
+        if not self.search_path.is_file():
+            return [], None
+        try:
+            log = json.loads(read_text(self.search_path))
+            rounds, settings = log["rounds"], log.get("asked_with")
+            if not all(isinstance(r, list) and all(type(x) is int for x in r) for r in rounds) or \
+                    not isinstance(settings, str | None):
+                raise ValueError
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ConfigError(f"{self.search_path} is not a search written by effrank-bench") from None
+        return rounds, settings
+
+    def store_search_rounds(self, rounds: list[list[int]], settings: str) -> None:
+        """Keep the rounds the search asked for, the last before it is trained (a resumed sweep finishes it
+        first), and the search ``settings`` it asked them with."""
+        atomic_write_text(self.search_path, json.dumps({"rounds": rounds, "asked_with": settings}))
 
     def teacher(self) -> TeacherRecord:
         if not self.teacher_info.is_file():

@@ -11,7 +11,8 @@ from rich.markup import escape
 from effrank_bench.config import EXECUTOR_OPTIONS, RunConfig
 from effrank_bench.errors import RegistrationError
 from effrank_bench.lock import run_lock
-from effrank_bench.plan import failed_ranks, measured_curve, plan_trials, unfinished_trials
+from effrank_bench.plan import (failed_ranks, measured_curve, plan_trials, rounds_to_resume, search_settings,
+                                unfinished_trials)
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import TeacherRecord, Trial, TrialRecord
 from effrank_bench.registry import Registry
@@ -41,8 +42,8 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
     obtains its teachers first).
     """
     with run_lock(setup.run.path, progress):  # one process at a time writes a run directory
-        config = setup.config
-        run = RunDir.open(setup.run.path, config)
+        run = RunDir.open(setup.run.path, setup.config)
+        config = run.config()  # with the ranks and seeds of earlier commands: the sweep its report reads
         run.store_target(setup.target_info())
         if teacher is None and (recorded := finished_teacher(setup)) is not None:
             progress.note(f"teacher: test accuracy {recorded.test_accuracy:.4f} ({recorded.origin})")
@@ -65,6 +66,12 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         done = {record.trial for record in run.records()}
         if done:
             progress.note(f"resuming {run.path}: {len(done)} trial(s) already recorded")
+        earlier = [f"{what} {', '.join(map(str, sorted(set(mine) - set(given))))}" for what, mine, given in
+                   (("rank(s)", config.ranks, setup.config.ranks), ("seed(s)", config.seeds, setup.config.seeds))
+                   if set(mine) - set(given)]
+        if earlier:
+            progress.note(f"{run.path} holds {' and '.join(earlier)} of an earlier command: they are part of its "
+                          "sweep (another --out for a sweep without them)")
 
         def record(result: TrialRecord) -> None:
             # Once per trial, whatever hands it over twice: a resumed checkpoint's group holds students
@@ -82,7 +89,15 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
 
         # Rounds the search asked for before are trained to the end first (a round cut short and refitted
         # would ask for other ranks than an uninterrupted sweep), then the search is asked for more.
-        asked = run.search_rounds()
+        settings, asked_with, asked = search_settings(config), run.search_settings(), run.search_rounds()
+        if asked_with not in (None, settings):
+            resumed = rounds_to_resume(asked, asked_with, config, run.records())
+            dropped = sorted({r for round_ in asked for r in round_} - {r for round_ in resumed for r in round_})
+            progress.note(f"the search changed since it last asked for ranks ({asked_with} → {settings})"
+                          + (f": rank(s) {', '.join(map(str, dropped))} it asked for then will not train" if dropped
+                             else ""))
+            asked = resumed
+            run.store_search_rounds(asked, settings)
         search = make_search(config.search, config.ranks, thresholds=config.thresholds, knee_axis=config.knee_axis,
                              tolerance=config.tolerance, monotone=config.monotone, rounds=len(asked))
         for round_ in itertools.count(1):
@@ -96,7 +111,7 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
                 if not trials:  # nothing (more) asked for, or only what is recorded (a teacher at 0: no curve)
                     break
                 asked.append(list(ranks))
-                run.store_search_rounds(asked)
+                run.store_search_rounds(asked, settings)
             if trials:
                 with progress.task("sweep" if config.search == "grid" else f"search round {round_}",
                                    total=len(trials)) as advance:
@@ -115,15 +130,18 @@ def finished_teacher(setup: RunSetup) -> TeacherRecord | None:
     sweep only reports: its teacher is neither loaded nor measured again (its latency cell stays as the
     sweep measured it) and no executor starts (a cluster).
     """
-    run, config = RunDir(setup.run.path), setup.config
-    if run.check_resumable(config) is None or not run.teacher_info.is_file():
+    run = RunDir(setup.run.path)
+    config = run.resumed(setup.config)
+    if config is None or not run.teacher_info.is_file():
         return None
     record = run.teacher()
     if record.key != setup.teacher_key:
         return None
     if config.spectrum_samples and ((stored := run.spectrum()) is None or stored.key != record.key):
         return None
-    if unfinished_trials(config, run.records(), run.search_rounds(), record.test_accuracy):
+    if run.search_settings() not in (None, search_settings(config)):  # rewritten by execute, with a note
+        return None
+    if unfinished_trials(config, run.records(), run.search_rounds(), run.search_settings(), record.test_accuracy):
         return None
     return record
 

@@ -35,7 +35,7 @@ def layout(trials: tuple[Trial, ...], saved: list[tuple[Trial, ...]], size: int)
 def run_locally(execution: Execution) -> None:
     setup = execution.setup
     saved = saved_groups(setup.run.checkpoints_path)
-    size = group_size(setup, execution.teacher, len(execution.trials))
+    size = group_size(setup, execution.teacher, len(execution.trials), max(t.rank for t in execution.trials))
     for group in layout(execution.trials, saved, size):
         run_group(setup, execution.teacher, group, execution.record, execution.progress)
 

@@ -160,7 +160,7 @@ def _unit_size(execution: Execution, slots: int, gpus: float) -> int:
     if 0 < gpus < 1:  # two or more units share a GPU: each fills its part of what --group auto may fill
         config = setup.config
         setup = replace(setup, config=config.model_copy(update={"memory_fraction": config.memory_fraction * gpus}))
-    return group_size(setup, execution.teacher, share)
+    return group_size(setup, execution.teacher, share, max(trial.rank for trial in execution.trials))
 
 
 def _get(ray: Any, ref: Any) -> Any:

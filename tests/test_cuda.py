@@ -41,8 +41,9 @@ def test_the_memory_probe_scales_with_the_fraction_and_gives_its_memory_back(eag
     free = torch.cuda.mem_get_info()
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: free)
     before = torch.cuda.memory_allocated()
-    half = cuda_capacity(prepare(config.model_copy(update={"memory_fraction": 0.5})), teacher)
-    quarter = cuda_capacity(prepare(config.model_copy(update={"memory_fraction": 0.25})), teacher)
+    rank = max(config.ranks)
+    half = cuda_capacity(prepare(config.model_copy(update={"memory_fraction": 0.5})), teacher, rank)
+    quarter = cuda_capacity(prepare(config.model_copy(update={"memory_fraction": 0.25})), teacher, rank)
     assert torch.cuda.memory_allocated() == before
     # (free × f − transient) // kept: halving f more than halves the count, and micro students fit by thousands.
     assert quarter > 1000 and half >= 2 * quarter

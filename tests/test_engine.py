@@ -289,6 +289,22 @@ def test_a_group_killed_mid_epoch_resumes_from_its_checkpoint_to_the_same_record
     assert not (out / "checkpoints").exists()
 
 
+def test_a_group_is_sized_for_the_largest_rank_it_trains_not_the_grids(tmp_path, monkeypatch):
+    # A search's round of small ranks (or a run directory holding an earlier command's larger ranks): the CUDA
+    # memory probe of --group auto is of the largest rank handed over, whatever --ranks says.
+    from types import SimpleNamespace
+
+    from effrank_bench_plugins import executors
+
+    sized, trained = [], []
+    monkeypatch.setattr(executors, "group_size", lambda setup, teacher, trials, rank: sized.append((trials, rank)) or 2)
+    monkeypatch.setattr(executors, "run_group", lambda setup, teacher, group, record, progress: trained.append(group))
+    trials = tuple(Trial("joint", "geometric", rank, 0) for rank in (2, 48, 16))
+    executors.run_locally(SimpleNamespace(setup=SimpleNamespace(run=SimpleNamespace(checkpoints_path=tmp_path)),
+                                          teacher=None, trials=trials, record=None, progress=None))
+    assert sized == [(3, 48)] and trained == [trials[:2], trials[2:]]
+
+
 def test_groups_hold_one_seed_each_in_plan_order_and_a_saved_group_resumes_first():
     from effrank_bench.records import Trial
     from effrank_bench_plugins.executors import layout
@@ -329,7 +345,10 @@ class _NanForSecond:
         register(LossSpec(name="nan_second", description="NaN at the second call", compute=compute))
 
 
-def test_a_nan_student_leaves_its_group_and_the_others_finish(tmp_path, tiny):
+def test_a_nan_student_leaves_its_group_and_the_others_finish(tmp_path, tiny, monkeypatch):
+    from effrank_bench import train
+
+    monkeypatch.setattr(train, "student_threads", lambda *args: 1)  # in order, whatever cores this process has
     config = tiny.config(tmp_path / "run", loss="nan_second", epochs=2)
     run = run_sweep(config, registry=Registry(plugins=[("nan", _NanForSecond())]))
     records = {r.rank: r for r in run.records()}

@@ -316,6 +316,53 @@ def test_an_adaptive_search_on_the_grid_trains_only_ranks_of_the_grid(tiny_run, 
     assert sorted(r.rank for r in run.records()) == [2, 4, 12, 20, 24, 28, 32, 40, 64]
 
 
+_GRID = (2, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64)
+
+
+def _unfinished(report):
+    return [w for w in report.warnings if w.startswith("the sweep is not finished")]
+
+
+def test_a_sweep_rerun_with_fewer_ranks_finishes_the_ranks_its_directory_holds(tiny_run, tmp_path, progress_stub):
+    config = tiny_run[0].model_copy(update={"executor": "curve", "search": "adaptive", "tolerance": "grid",
+                                            "ranks": _GRID})
+    whole = _swept(config.model_copy(update={"out": tmp_path / "whole"}))
+    cut = config.model_copy(update={"out": tmp_path / "cut"})
+    with pytest.raises(KeyboardInterrupt):
+        _swept(cut, stop_after=2)
+    # The directory's sweep is the union of both commands' ranks: the search runs over it, as the report reads it.
+    notes = progress_stub()
+    shorter = cut.model_copy(update={"ranks": (2, 4, 8, 16, 32, 64)})
+    resumed = run_sweep(shorter, registry=Registry(plugins=[("curve", _Curve())]), progress=notes)
+    assert resumed.search_rounds() == whole.search_rounds()
+    assert sorted(r.rank for r in resumed.records()) == sorted(r.rank for r in whole.records())
+    assert resumed.config().ranks == _GRID and not _unfinished(build_report(resumed))
+    assert (f"{cut.out} holds rank(s) 12, 20, 24, 28, 40, 48, 56 of an earlier command: they are part of its sweep "
+            "(another --out for a sweep without them)") in notes.notes
+
+
+def test_a_search_resumed_with_another_tolerance_drops_the_ranks_the_other_one_asked_for(tiny_run, tmp_path,
+                                                                                        progress_stub):
+    config = tiny_run[0].model_copy(update={"executor": "curve", "search": "adaptive", "ranks": _GRID,
+                                            "out": tmp_path / "run"})
+    with pytest.raises(KeyboardInterrupt):
+        _swept(config, stop_after=2)  # ranks 2 and 5 of the 10% search's first round, 2, 5, 11, 27, 64
+    notes = progress_stub()
+    run = run_sweep(config.model_copy(update={"tolerance": "grid"}), registry=Registry(plugins=[("curve", _Curve())]),
+                    progress=notes)
+    assert ("the search changed since it last asked for ranks (adaptive, tolerance 10% of the rank, at least 1 → "
+            "adaptive, tolerance adjacent ranks of the grid): rank(s) 11, 27, 64 it asked for then will not train"
+            in notes.notes)
+    trained = {r.rank for r in run.records()}
+    assert trained - set(_GRID) == {5}  # recorded before the change: a measured point like any other
+    assert run.search_rounds()[0] == [2, 5] and run.search_settings() == "adaptive, tolerance adjacent ranks of the grid"
+    assert not _unfinished(build_report(run))
+    # Finished under its new tolerance, the same command only reports; the old one asks for its own ranks again.
+    local = config.model_copy(update={"executor": "local"})
+    assert sweep.finished_teacher(prepare(local.model_copy(update={"tolerance": "grid"}))) is not None
+    assert sweep.finished_teacher(prepare(local)) is None
+
+
 @pytest.mark.parametrize("search_log", [True, False], ids=["this-version", "no-search-log"])
 def test_the_other_seeds_of_a_rank_that_failed_train_when_the_sweep_resumes(tiny_run, tmp_path, search_log):
     config = tiny_run[0].model_copy(update={"executor": "curve", "ranks": (2, 4, 8), "seeds": (0, 1),
