@@ -191,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="the search to replay (default: adaptive, the one worth replaying; run's default is grid)")
     replay.add_argument("--ranks", metavar="2,4,8", help="the full grid (default: the CSV's ranks); its ends "
                                                          "bound the adaptive search")
-    replay.add_argument("--tolerance", metavar="T", help="adaptive: how far apart the measured ranks around each "
+    replay.add_argument("--tolerance", metavar="P%|N|grid", help="adaptive: how far apart the measured ranks around each "
                                                          "crossing and the knee may be, 10%% of the rank (at least "
                                                          "1), a number of ranks, or grid (adjacent ranks of the "
                                                          "grid, training none off it) (default: 10%%)")
@@ -236,8 +236,8 @@ def _parser() -> argparse.ArgumentParser:
 def _print_report(run, console: Console, plot: bool = True, write: bool = True, as_json: bool = False):
     """Write the run's report files (curve.png unless ``plot`` is False; none unless ``write``), print its
     table and read-off (or, ``as_json``, the summary as one JSON object); the report, for whoever logs it."""
-    from effrank_bench.report import (build_report, region_lines, render_table, spectrum_lines, warning_lines,
-                                      write_report)
+    from effrank_bench.report import (build_report, region_lines, render_table, search_lines, spectrum_lines,
+                                      warning_lines, write_report)
 
     report = build_report(run)
     if write:
@@ -246,8 +246,8 @@ def _print_report(run, console: Console, plot: bool = True, write: bool = True, 
         print(json.dumps(report.to_dict()))
         return report
     console.print(render_table(report))
-    for line in (region_lines(report.analysis, report.note, report.uncertainty) + spectrum_lines(report)
-                 + warning_lines(report)):
+    for line in (region_lines(report.analysis, report.note, report.uncertainty) + search_lines(report)
+                 + spectrum_lines(report) + warning_lines(report)):
         console.print(line, markup=False, highlight=False)  # "[95% CI …]" is text, not a rich style tag
     if write:
         console.print(f"results in {run.path}", soft_wrap=True)
@@ -414,6 +414,10 @@ def _curve(args: argparse.Namespace) -> tuple[list[float], list[float], float]:
         if run.records_path.is_file() and run.records_path.stat().st_mtime > path.stat().st_mtime:
             print(f"warning: {path} is older than the trials recorded since: effrank-bench report {run.path} "
                   "brings it up to date", file=sys.stderr)
+        if args.command == "replay" and run.config().search == "adaptive":
+            print(f"warning: {run.path} was swept by an adaptive search: its curve holds only the ranks it trained, "
+                  "so the 'full grid' here is those ranks; replay a grid sweep's curve to see what a search "
+                  "would have cost", file=sys.stderr)
     ranks, accuracies, teacher = read_curve_csv(path)
     teacher = args.teacher_acc if args.teacher_acc is not None else teacher
     if teacher is None:
@@ -448,6 +452,8 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
                           knee_axis=args.knee_axis, monotone=args.monotone)
     grid = load_config(overrides={"ranks": args.ranks}).ranks if args.ranks else None
     result = replay(curve, args.search, grid, args.tolerance)
+    if args.search == "grid" and args.tolerance is not None:
+        print("warning: --tolerance applies to --search adaptive: the grid trains every rank", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0

@@ -16,8 +16,9 @@ from effrank_bench.atomic import text_writer, write_files
 from effrank_bench.bootstrap import ONE_SEED_NOTE, Estimate, Uncertainty, bootstrap_curve
 from effrank_bench.config import RunConfig
 from effrank_bench.plotting import fixed_margins, log2_scale, pyplot, save_png
-from effrank_bench.plan import unfinished_trials
+from effrank_bench.plan import search_settings, unfinished_trials
 from effrank_bench.records import SCHEMA_VERSION, SpectralEstimates, TeacherRecord, Trial
+from effrank_bench.search import parse_tolerance
 from effrank_bench.store import RunDir
 
 # The bootstrap of a report is reproducible: the same run directory always gives the same intervals.
@@ -73,6 +74,7 @@ class Report:
     uncertainty_note: str | None = None  # why there is no interval
     warnings: tuple[str, ...] = ()  # what makes the numbers doubtful (warning_lines)
     spectrum: SpectralEstimates | None = None  # the teacher's spectral estimates (None: not stored)
+    search_rounds: tuple[tuple[int, ...], ...] = ()  # the ranks an adaptive search asked for, round by round
 
     @property
     def title(self) -> str:
@@ -113,6 +115,8 @@ class Report:
             "uncertainty_note": self.uncertainty_note,
             "warnings": list(self.warnings),
             "spectrum": self.spectrum.model_dump() if self.spectrum else None,
+            "search": None if self.config.search == "grid" else {
+                "settings": search_settings(self.config), "rounds": [list(r) for r in self.search_rounds]},
         }
 
 
@@ -158,7 +162,8 @@ def build_report(run: RunDir) -> Report:
                   per_rank=per_rank, uncertainty=uncertainty, uncertainty_note=u_note,
                   warnings=tuple(_warnings(config, teacher, ok, unfinished_trials(config, records, run.search_rounds(),
                                                                                   run.search_settings(), t_acc))),
-                  spectrum=run.spectrum())
+                  spectrum=run.spectrum(),
+                  search_rounds=() if config.search == "grid" else tuple(map(tuple, run.search_rounds())))
 
 
 # A student this much better than its teacher (normalized accuracy above it) means the teacher is weak.
@@ -172,7 +177,8 @@ def _warnings(config: RunConfig, teacher: TeacherRecord, ok: list, unfinished: l
     if unfinished:
         shown = ", ".join(t.label(len(config.seeds)) for t in unfinished[:4]) + (", ..." if len(unfinished) > 4 else "")
         read = "the region and knee are read off what is recorded" if ok else "no trial is recorded yet"
-        warnings.append(f"the sweep is not finished: {len(unfinished)} trial(s) still to train ({shown}); {read} (a "
+        count = f"{len(unfinished)}" if config.search == "grid" else f"at least {len(unfinished)}"  # more rounds may come
+        warnings.append(f"the sweep is not finished: {count} trial(s) still to train ({shown}); {read} (a "
                         "sweep that was stopped finishes when its command runs again)")
     if config.limit_batches is not None:
         warnings.append(f"every split was cut to {config.limit_batches} batch(es) per pass (--limit-batches): "
@@ -309,6 +315,19 @@ def region_lines(analysis: CurveAnalysis | None, note: str | None,
     return lines
 
 
+def search_lines(report: Report) -> list[str]:
+    """How an adaptive search chose the ranks: its tolerance, the ranks trained against the grid, its rounds;
+    none for a grid sweep."""
+    c, rounds = report.config, report.search_rounds
+    if c.search == "grid" or not rounds:
+        return []
+    trained = len({rank for round_ in rounds for rank in round_})
+    tolerance = parse_tolerance(c.tolerance)
+    among = (f"of the {len(c.ranks)} of --ranks" if tolerance.on_grid else
+             f"between {c.ranks[0]} and {c.ranks[-1]} (--ranks has {len(c.ranks)})")
+    return [f"adaptive search, tolerance {tolerance}: {trained} rank(s) {among}, in {len(rounds)} round(s)"]
+
+
 def spectrum_lines(report: Report) -> list[str]:
     """The teacher's spectral estimates in words, beside the distilled region; none when not stored."""
     e = report.spectrum
@@ -342,7 +361,7 @@ def _markdown(report: Report) -> str:
     lines += [""] + [f"- {line}" for line in region_lines(report.analysis, report.note, report.uncertainty)]
     if report.uncertainty_note and report.analysis is not None:
         lines.append(f"- {report.uncertainty_note}")
-    lines += [f"- {line}" for line in spectrum_lines(report) + warning_lines(report)]
+    lines += [f"- {line}" for line in search_lines(report) + spectrum_lines(report) + warning_lines(report)]
     return "\n".join(lines) + "\n"
 
 

@@ -77,7 +77,7 @@ def parse_tolerance(value: str | float | None) -> Tolerance:
         raise ConfigError(f"tolerance must be a number of ranks like 4, a percentage like 10% or grid, "
                           f"got {value!r}") from None
     if not (math.isfinite(number) and number > 0):
-        raise ConfigError(f"tolerance must be positive, got {value!r}")
+        raise ConfigError(f"tolerance must be a positive, finite number, got {value!r}")
     return Tolerance(ranks=1.0, fraction=number / 100) if relative else Tolerance(ranks=number, fraction=0.0)
 
 

@@ -254,3 +254,16 @@ def test_replay_bad_input_exits_2_with_one_line(logistic_csv, run_cli, extra, me
     code, out, err = run_cli("replay", logistic_csv, "--teacher-acc", 90, *extra)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_replay_of_an_adaptive_runs_directory_says_its_curve_is_the_searched_ranks(make_run, tmp_path, run_cli):
+    from effrank_bench.report import build_report, write_report
+
+    run = make_run(tmp_path / "run", [(2, 0, 0.5), (8, 0, 0.8), (32, 0, 0.88)], search="adaptive", tolerance="grid")
+    write_report(run, build_report(run), False)
+    code, out, err = run_cli("replay", run.path, "--tolerance", "grid")
+    assert code == 0 and "(full grid: 3)" in out
+    assert err.startswith(f"warning: {run.path} was swept by an adaptive search: its curve holds only the ranks it "
+                          "trained, so the 'full grid' here is those ranks")
+    code, _, err = run_cli("replay", run.path / "summary.csv", "--search", "grid", "--tolerance", "grid")
+    assert code == 0 and err == "warning: --tolerance applies to --search adaptive: the grid trains every rank\n"
