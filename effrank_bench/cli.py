@@ -476,6 +476,9 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
                       crossing(region.high, region.high_censored), region.band_text() or "–",
                       f"{analysis.knee:.2f}")
     console.print(table)
+    if result.left_open:
+        console.print(f"the search stopped after its {len(result.rounds)} rounds with {'; '.join(result.left_open)}",
+                      markup=False, highlight=False)
     if args.search == "adaptive" and result.trials >= len(result.grid.ranks):
         console.print(f"the search trained as many ranks as the grid or more: on {len(result.grid.ranks)} ranks, "
                       "--search grid costs no more", markup=False, highlight=False)

@@ -154,9 +154,19 @@ class AdaptiveSearch:
         if len(measured) < 2:
             return []
         analysis = self.fit(measured)
-        allowed = {int(r) for r in self.ranks} if self.tolerance.on_grid else None
-        wanted = {self._candidate(lo, hi, at, tried, allowed) for lo, hi, at in self.brackets(analysis)}
+        wanted = {self._candidate(lo, hi, at, tried) for _, lo, hi, at in self.brackets(analysis)}
         return sorted(wanted - {None})
+
+    def left_open(self, measured: Mapping[int, float], failed: Collection[int] = ()) -> list[str]:
+        """The targets the round budget stopped the search short of bracketing, in words ("the 95% crossing
+        (69.4) between ranks 69 and 77"); none where the search stopped of itself."""
+        measured = {int(r): float(v) for r, v in measured.items() if self.low <= r <= self.high}
+        if self.rounds < self.max_rounds or len(measured) < 2:
+            return []
+        tried = set(measured) | {int(r) for r in failed}
+        return [f"the {name} ({at:.1f}) between ranks {lo} and {hi}"
+                for name, lo, hi, at in self.brackets(self.fit(measured))
+                if self._candidate(lo, hi, at, tried) is not None]
 
     def fit(self, measured: Mapping[int, float]) -> CurveAnalysis:
         """The read-off of the measured points (normalized accuracies: teacher accuracy 1)."""
@@ -164,8 +174,8 @@ class AdaptiveSearch:
         return analyze_curve(ranks, [measured[r] for r in ranks], 1.0, thresholds=self.thresholds,
                              knee_axis=self.knee_axis, monotone=self.monotone)
 
-    def brackets(self, analysis: CurveAnalysis) -> list[tuple[int, int, float]]:
-        """``(lower neighbour, upper neighbour, fitted location)`` of each target not yet bracketed."""
+    def brackets(self, analysis: CurveAnalysis) -> list[tuple[str, int, int, float]]:
+        """``(target, lower neighbour, upper neighbour, fitted location)`` of each target not yet bracketed."""
         ranks = [int(r) for r in analysis.ranks]
         wide = []
         region = analysis.region
@@ -174,18 +184,18 @@ class AdaptiveSearch:
             # threshold; met at the first rank or never met, it is bracketed by the boundary.
             first = next((i for i, v in enumerate(analysis.monotone) if v >= threshold), None)
             if first is not None and first > 0:
-                wide.append((ranks[first - 1], ranks[first], at))
+                wide.append((f"{threshold:.0%} crossing", ranks[first - 1], ranks[first], at))
         # A knee on a measured rank is where the fit has no bend to find (a straight or flat curve's
         # fallback): lo == hi, bracketed.
         knee = analysis.knee
-        wide.append((max(r for r in ranks if r <= knee + _ON_RANK), min(r for r in ranks if r >= knee - _ON_RANK),
-                     knee))
-        return [(lo, hi, at) for lo, hi, at in wide if hi - lo > self.tolerance.width(at)]
+        wide.append(("knee", max(r for r in ranks if r <= knee + _ON_RANK),
+                     min(r for r in ranks if r >= knee - _ON_RANK), knee))
+        return [(name, lo, hi, at) for name, lo, hi, at in wide if hi - lo > self.tolerance.width(at)]
 
-    @staticmethod
-    def _candidate(lo: int, hi: int, at: float, tried: set[int], allowed: set[int] | None) -> int | None:
-        """The untried integer strictly between ``lo`` and ``hi`` (one of ``allowed``, where given) nearest
-        the fitted location ``at`` (the smaller of two as near); None when there is none left."""
+    def _candidate(self, lo: int, hi: int, at: float, tried: set[int]) -> int | None:
+        """The untried integer strictly between ``lo`` and ``hi`` (a rank of the grid, on the grid) nearest the
+        fitted location ``at`` (the smaller of two as near); None when there is none left."""
+        allowed = {int(r) for r in self.ranks} if self.tolerance.on_grid else None
         free = [r for r in range(lo + 1, hi) if r not in tried and (allowed is None or r in allowed)]
         return min(free, key=lambda r: (abs(r - at), r)) if free else None
 
@@ -215,6 +225,7 @@ class Replay:
     rounds: tuple[tuple[int, ...], ...]
     grid: CurveAnalysis
     searched: CurveAnalysis
+    left_open: tuple[str, ...] = ()  # what the round budget stopped the search short of (AdaptiveSearch.left_open)
 
     @property
     def trials(self) -> int:
@@ -231,6 +242,7 @@ class Replay:
             "grid_trials": len(self.grid.ranks),
             "grid": self.grid.to_dict(),
             "searched": self.searched.to_dict(),
+            "left_open": list(self.left_open),
         }
 
 
@@ -264,5 +276,6 @@ def replay(curve: CurveAnalysis, search: str, grid: Sequence[float] | None = Non
                              thresholds=curve.region.thresholds, knee_axis=curve.knee_axis,
                              monotone=curve.monotone_mode)
 
+    left = tuple(searcher.left_open(measured)) if isinstance(searcher, AdaptiveSearch) else ()
     return Replay(search=search, tolerance=getattr(searcher, "tolerance", None), rounds=tuple(rounds),
-                  grid=read(ranks), searched=read(sorted(measured)))
+                  grid=read(ranks), searched=read(sorted(measured)), left_open=left)

@@ -16,7 +16,7 @@ from effrank_bench.plan import (failed_ranks, measured_curve, plan_trials, round
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import TeacherRecord, Trial, TrialRecord
 from effrank_bench.registry import Registry
-from effrank_bench.search import make_search
+from effrank_bench.search import AdaptiveSearch, make_search
 from effrank_bench.setup import RunSetup, prepare
 from effrank_bench.store import RunDir
 from effrank_bench.teacher import Teacher, obtain_teacher
@@ -109,6 +109,7 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
             trials = plan_trials(config, {r.trial for r in records}, ranks)
             if not replayed:
                 if not trials:  # nothing (more) asked for, or only what is recorded (a teacher at 0: no curve)
+                    _note_left_open(search, records, config, teacher.record.test_accuracy, progress)
                     break
                 asked.append(list(ranks))
                 run.store_search_rounds(asked, settings)
@@ -120,6 +121,15 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
                     raise RegistrationError(f"executor '{config.executor}' returned without recording any of the "
                                             f"{len(trials)} trial(s) it was handed")
         return run
+
+
+def _note_left_open(search, records: list[TrialRecord], config: RunConfig, teacher_accuracy: float,
+                    progress: Progress) -> None:
+    """Say so where an adaptive search's round budget, not its tolerance, ended it."""
+    if isinstance(search, AdaptiveSearch) and (left := search.left_open(
+            measured_curve(records, config.seeds, teacher_accuracy), failed_ranks(records, config.seeds))):
+        progress.note(f"[yellow]the search stopped after its {search.max_rounds} rounds with {'; '.join(left)}: a "
+                      "looser --tolerance (or --tolerance grid) brackets it in fewer")
 
 
 def finished_teacher(setup: RunSetup) -> TeacherRecord | None:

@@ -150,10 +150,15 @@ def test_a_crossing_met_at_the_first_rank_or_never_needs_no_refinement():
     assert analysis.region.low_censored == analysis.region.high_censored == "left"
 
 
-def test_the_round_budget_stops_the_search():
+def test_the_round_budget_stops_the_search_and_says_what_it_left_open():
     search = AdaptiveSearch(PAPER_GRID, max_rounds=2)
-    rounds, _ = search_rounds(search, logistic)
+    rounds, measured = search_rounds(search, logistic)
     assert len(rounds) == 2
+    assert search.left_open(measured) == ["the 95% crossing (37.4) between ranks 33 and 45",
+                                          "the knee (32.9) between ranks 23 and 33"]
+    whole = AdaptiveSearch(PAPER_GRID)
+    _, measured = search_rounds(whole, logistic)
+    assert whole.left_open(measured) == []  # stopped of itself: everything bracketed
     # A resumed sweep's rounds count too: two trained before, none left.
     assert make_search("adaptive", PAPER_GRID, rounds=MAX_ROUNDS).next_ranks({}) == []
 

@@ -363,6 +363,19 @@ def test_a_search_resumed_with_another_tolerance_drops_the_ranks_the_other_one_a
     assert sweep.finished_teacher(prepare(local)) is None
 
 
+def test_a_search_ended_by_its_round_budget_says_what_it_left_open(tiny_run, tmp_path, progress_stub, monkeypatch):
+    from effrank_bench.search import AdaptiveSearch
+
+    monkeypatch.setattr(sweep, "make_search", lambda search, ranks, rounds=0, **kw: AdaptiveSearch(
+        ranks, max_rounds=2, rounds=rounds))
+    notes = progress_stub()
+    config = tiny_run[0].model_copy(update={"executor": "curve", "search": "adaptive", "ranks": _GRID,
+                                            "out": tmp_path / "run"})
+    run = run_sweep(config, registry=Registry(plugins=[("curve", _Curve())]), progress=notes)
+    assert len(run.search_rounds()) == 2
+    assert [n for n in notes.notes if n.startswith("[yellow]the search stopped after its 2 rounds with the ")]
+
+
 @pytest.mark.parametrize("search_log", [True, False], ids=["this-version", "no-search-log"])
 def test_the_other_seeds_of_a_rank_that_failed_train_when_the_sweep_resumes(tiny_run, tmp_path, search_log):
     config = tiny_run[0].model_copy(update={"executor": "curve", "ranks": (2, 4, 8), "seeds": (0, 1),
