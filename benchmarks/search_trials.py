@@ -73,7 +73,8 @@ def searched(curve, tolerance: str | None) -> tuple[list[int], int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tolerance", default=None, help="as run's --tolerance: P%%, N or grid (default: 10%%, at least 1 rank)")
+    parser.add_argument("--tolerance", default=None,
+                        help="as run's --tolerance: P%%, N or grid (default: 10%%, at least 1 rank)")
     args = parser.parse_args()
     print(f"{'curve':18s} {'truth':>10s} {'grid':>10s} {'adaptive':>10s}  trials (grid {len(PAPER_GRID)})  "
           "ViT-B/32 MACs")
@@ -86,8 +87,9 @@ def main() -> None:
         total, near_grid, near_truth = total + len(ranks), near_grid + grid_close, near_truth + truth_close
         macs.append(training_macs(ranks, rounds) / grid_macs)
         notes = [what for what, close in (("grid's", grid_close), ("truth", truth_close)) if not close]
+        far = f"  (more than 1 rank from the {' and the '.join(notes)})" if notes else ""
         print(f"{name:18s} {str(list(truth)):>10s} {str(list(grid)):>10s} {str(list(found)):>10s}  {len(ranks):2d}"
-              f"{'':16s}{macs[-1]:4.0%}" + (f"  (more than 1 rank from the {' and the '.join(notes)})" if notes else ""))
+              f"{'':16s}{macs[-1]:4.0%}{far}")
     print(f"adaptive: {total} trials against the grid's {len(PAPER_GRID) * len(CURVES)} "
           f"({total / (len(PAPER_GRID) * len(CURVES)):.0%}); band within 1 rank of the grid's on {near_grid} of "
           f"{len(CURVES)} curves, of the truth on {near_truth}; ViT-B/32 training MACs {min(macs):.0%} to "

@@ -191,10 +191,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="the search to replay (default: adaptive, the one worth replaying; run's default is grid)")
     replay.add_argument("--ranks", metavar="2,4,8", help="the full grid (default: the CSV's ranks); its ends "
                                                          "bound the adaptive search")
-    replay.add_argument("--tolerance", metavar="P%|N|grid", help="adaptive: how far apart the measured ranks around each "
-                                                         "crossing and the knee may be, 10%% of the rank (at least "
-                                                         "1), a number of ranks, or grid (adjacent ranks of the "
-                                                         "grid, training none off it) (default: 10%%)")
+    replay.add_argument("--tolerance", metavar="P%|N|grid",
+                        help="adaptive: how far apart the measured ranks around each crossing and the knee may be, "
+                             "10%% of the rank (at least 1), a number of ranks, or grid (adjacent ranks of the grid, "
+                             "training none off it) (default: 10%%)")
     replay.set_defaults(handler=_replay)
 
     measure = commands.add_parser("measure", help="parameters, MACs, latency and memory of teacher and students")
@@ -414,10 +414,12 @@ def _curve(args: argparse.Namespace) -> tuple[list[float], list[float], float]:
         if run.records_path.is_file() and run.records_path.stat().st_mtime > path.stat().st_mtime:
             print(f"warning: {path} is older than the trials recorded since: effrank-bench report {run.path} "
                   "brings it up to date", file=sys.stderr)
-        if args.command == "replay" and run.config().search == "adaptive":
-            print(f"warning: {run.path} was swept by an adaptive search: its curve holds only the ranks it trained, "
-                  "so the 'full grid' here is those ranks; replay a grid sweep's curve to see what a search "
-                  "would have cost", file=sys.stderr)
+    run = RunDir(path.parent)
+    if args.command == "replay" and path.name == "summary.csv" and run.config_path.is_file() and \
+            run.config().search == "adaptive":
+        grid = "" if args.ranks else ", so the 'full grid' here is those ranks"
+        print(f"warning: {run.path} was swept by an adaptive search: its curve holds only the ranks it trained"
+              f"{grid}; replay a grid sweep's curve to see what a search would have cost", file=sys.stderr)
     ranks, accuracies, teacher = read_curve_csv(path)
     teacher = args.teacher_acc if args.teacher_acc is not None else teacher
     if teacher is None:

@@ -5,7 +5,7 @@ from collections.abc import Iterable
 
 from effrank_bench.config import RunConfig
 from effrank_bench.records import Trial, TrialRecord
-from effrank_bench.search import make_search, parse_tolerance
+from effrank_bench.search import AdaptiveSearch, GridSearch, make_search
 
 
 def plan_trials(config: RunConfig, done: set[Trial], ranks: Iterable[int] | None = None) -> list[Trial]:
@@ -39,36 +39,34 @@ def failed_ranks(records: list[TrialRecord], seeds: tuple[int, ...]) -> set[int]
     return {rank for rank in failed if tried[rank] >= set(seeds)}
 
 
-def search_settings(config: RunConfig) -> str:
-    """What a sweep's choice of ranks depends on besides what it measured: ``"grid"``, or ``"adaptive,
-    tolerance ..."`` (its tolerance as parsed, so that ``10%`` and the default are the same)."""
-    return "grid" if config.search == "grid" else f"adaptive, tolerance {parse_tolerance(config.tolerance)}"
+def searcher(config: RunConfig, rounds: int = 0) -> GridSearch | AdaptiveSearch:
+    """The search a sweep of ``config`` asks for ranks, ``rounds`` of its budget spent (those asked before)."""
+    return make_search(config.search, config.ranks, thresholds=config.thresholds, knee_axis=config.knee_axis,
+                       tolerance=config.tolerance, monotone=config.monotone, rounds=rounds)
 
 
-def rounds_to_resume(asked: list[list[int]], asked_with: str | None, config: RunConfig,
+def rounds_to_resume(asked: list[list[int]], search: GridSearch | AdaptiveSearch,
                      records: list[TrialRecord]) -> list[list[int]]:
-    """The rounds a resumed sweep finishes before it asks its search for more: all of ``asked`` where they were
-    asked with ``config``'s search settings (or by a version that did not keep them); asked with others
-    (another --search or --tolerance), only their ranks with a record: the others were another search's
-    choices (an off-grid rank, under --tolerance grid), and this search asks for what it needs itself."""
-    if asked_with is None or asked_with == search_settings(config):
-        return asked
+    """The rounds a resumed sweep finishes before it asks ``search`` for more: those ``asked`` before, less the
+    ranks without a record that ``search`` may not ask for (asked under another --ranks, --search or
+    --tolerance: an off-grid rank, under --tolerance grid), and less the rounds that leaves empty."""
     recorded = {r.rank for r in records}
-    return [kept for round_ in asked if (kept := [rank for rank in round_ if rank in recorded])]
+    return [kept for round_ in asked if (kept := [rank for rank in round_ if rank in recorded or search.can_ask(rank)])]
 
 
-def unfinished_trials(config: RunConfig, records: list[TrialRecord], asked: list[list[int]], asked_with: str | None,
+def unfinished_trials(config: RunConfig, records: list[TrialRecord], asked: list[list[int]],
                       teacher_accuracy: float) -> list[Trial]:
-    """The trials the same command would still train in this run directory (none: the sweep is finished).
+    """The trials the same command would train next in this run directory (none: the sweep is finished).
 
-    Those of the rounds its search asked for (``search.json``, as :func:`rounds_to_resume` keeps them) and of
-    the round it would ask for next, given what is recorded, minus what is recorded: the sweep's own loop,
-    without training.
+    As the sweep's own loop, without training: first what the rounds it resumes (:func:`rounds_to_resume`)
+    still lack; where they lack nothing, the round its search would ask for next, given what is recorded. An
+    adaptive search may ask for more rounds after those.
     """
-    asked = rounds_to_resume(asked, asked_with, config, records)
-    search = make_search(config.search, config.ranks, thresholds=config.thresholds, knee_axis=config.knee_axis,
-                         tolerance=config.tolerance, monotone=config.monotone, rounds=len(asked))
-    more = search.next_ranks(measured_curve(records, config.seeds, teacher_accuracy),
-                             failed_ranks(records, config.seeds))
-    ranks = {rank for round_ in asked for rank in round_} | set(more)
-    return plan_trials(config, {r.trial for r in records}, ranks)
+    done = {r.trial for r in records}
+    resumed = rounds_to_resume(asked, searcher(config), records)
+    pending = plan_trials(config, done, {rank for round_ in resumed for rank in round_})
+    if pending:
+        return pending
+    more = searcher(config, len(resumed)).next_ranks(measured_curve(records, config.seeds, teacher_accuracy),
+                                                     failed_ranks(records, config.seeds))
+    return plan_trials(config, done, more)

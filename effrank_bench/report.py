@@ -16,7 +16,7 @@ from effrank_bench.atomic import text_writer, write_files
 from effrank_bench.bootstrap import ONE_SEED_NOTE, Estimate, Uncertainty, bootstrap_curve
 from effrank_bench.config import RunConfig
 from effrank_bench.plotting import fixed_margins, log2_scale, pyplot, save_png
-from effrank_bench.plan import search_settings, unfinished_trials
+from effrank_bench.plan import unfinished_trials
 from effrank_bench.records import SCHEMA_VERSION, SpectralEstimates, TeacherRecord, Trial
 from effrank_bench.search import parse_tolerance
 from effrank_bench.store import RunDir
@@ -116,7 +116,8 @@ class Report:
             "warnings": list(self.warnings),
             "spectrum": self.spectrum.model_dump() if self.spectrum else None,
             "search": None if self.config.search == "grid" else {
-                "settings": search_settings(self.config), "rounds": [list(r) for r in self.search_rounds]},
+                "tolerance": str(parse_tolerance(self.config.tolerance)),
+                "rounds": [list(r) for r in self.search_rounds]},
         }
 
 
@@ -160,8 +161,8 @@ def build_report(run: RunDir) -> Report:
             u_note = ONE_SEED_NOTE
     return Report(config=config, teacher=teacher, rows=rows, analysis=analysis, note=note,
                   per_rank=per_rank, uncertainty=uncertainty, uncertainty_note=u_note,
-                  warnings=tuple(_warnings(config, teacher, ok, unfinished_trials(config, records, run.search_rounds(),
-                                                                                  run.search_settings(), t_acc))),
+                  warnings=tuple(_warnings(config, teacher, ok,
+                                           unfinished_trials(config, records, run.search_rounds(), t_acc))),
                   spectrum=run.spectrum(),
                   search_rounds=() if config.search == "grid" else tuple(map(tuple, run.search_rounds())))
 
@@ -177,7 +178,7 @@ def _warnings(config: RunConfig, teacher: TeacherRecord, ok: list, unfinished: l
     if unfinished:
         shown = ", ".join(t.label(len(config.seeds)) for t in unfinished[:4]) + (", ..." if len(unfinished) > 4 else "")
         read = "the region and knee are read off what is recorded" if ok else "no trial is recorded yet"
-        count = f"{len(unfinished)}" if config.search == "grid" else f"at least {len(unfinished)}"  # more rounds may come
+        count = f"{len(unfinished)}" if config.search == "grid" else f"at least {len(unfinished)}"  # more rounds
         warnings.append(f"the sweep is not finished: {count} trial(s) still to train ({shown}); {read} (a "
                         "sweep that was stopped finishes when its command runs again)")
     if config.limit_batches is not None:
@@ -321,11 +322,11 @@ def search_lines(report: Report) -> list[str]:
     c, rounds = report.config, report.search_rounds
     if c.search == "grid" or not rounds:
         return []
-    trained = len({rank for round_ in rounds for rank in round_})
+    trained = len({row.rank for row in report.rows if row.rank is not None})
     tolerance = parse_tolerance(c.tolerance)
     among = (f"of the {len(c.ranks)} of --ranks" if tolerance.on_grid else
              f"between {c.ranks[0]} and {c.ranks[-1]} (--ranks has {len(c.ranks)})")
-    return [f"adaptive search, tolerance {tolerance}: {trained} rank(s) {among}, in {len(rounds)} round(s)"]
+    return [f"adaptive search, tolerance {tolerance}: {trained} rank(s) trained {among}, in {len(rounds)} round(s)"]
 
 
 def spectrum_lines(report: Report) -> list[str]:

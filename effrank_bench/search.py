@@ -31,6 +31,10 @@ class RankSearch(Protocol):
 
     def next_ranks(self, measured: Mapping[int, float], failed: Collection[int] = ()) -> list[int]: ...
 
+    def can_ask(self, rank: int) -> bool:
+        """Whether this search may ask for ``rank`` at all (the grid's ranks, an adaptive search's range)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -40,8 +44,8 @@ class Tolerance:
     (its gaps are 12.5% to 50% of the rank).
 
     ``on_grid`` (``--tolerance grid``): only ranks of the grid are trained, and a target is bracketed
-    once no rank of the grid lies between its measured neighbours: the grid's own read-off, from a
-    subset of its ranks."""
+    once no rank of the grid lies between its measured neighbours: about the grid's read-off (within a
+    rank on smooth curves: the interpolation has other neighbours), from a subset of its ranks."""
 
     ranks: float = 1.0
     fraction: float = 0.10
@@ -90,6 +94,9 @@ class GridSearch:
     def next_ranks(self, measured: Mapping[int, float], failed: Collection[int] = ()) -> list[int]:
         return sorted({int(r) for r in self.ranks} - set(measured) - set(failed))
 
+    def can_ask(self, rank: int) -> bool:
+        return rank in self.ranks
+
 
 @dataclass
 class AdaptiveSearch:
@@ -106,11 +113,10 @@ class AdaptiveSearch:
     By default the search is not restricted to the ``ranks`` grid: its point is to sample finer than
     a grid where the curve needs it, so only the grid's ends matter (the paper's: 2 and 256). With
     an ``on_grid`` tolerance it trains ranks of the grid only (the coarse round snapped to the grid's
-    ranks nearest on a log scale) and refines until each target lies between adjacent grid ranks:
-    the grid's read-off from a subset of its ranks. Measured ranks outside the bounds are ignored.
-    Which ranks come next depends only on ``measured`` and ``failed``, so the search is
-    deterministic; only the round budget counts this searcher's calls, from ``rounds`` (those a
-    resumed sweep already trained).
+    ranks nearest on a log scale) and refines until each target lies between adjacent grid ranks.
+    Measured ranks outside the bounds are ignored. Which ranks come next depends only on ``measured``
+    and ``failed``, so the search is deterministic; only the round budget counts this searcher's
+    calls, from ``rounds`` (those a resumed sweep already trained).
     """
 
     ranks: Sequence[int]
@@ -136,6 +142,9 @@ class AdaptiveSearch:
             grid = sorted({int(r) for r in self.ranks})
             return sorted({min(grid, key=lambda r: (abs(math.log(r / p)), r)) for p in points})
         return sorted({int(round(p)) for p in points} | {self.low, self.high})
+
+    def can_ask(self, rank: int) -> bool:
+        return rank in self.ranks if self.tolerance.on_grid else self.low <= rank <= self.high
 
     def next_ranks(self, measured: Mapping[int, float], failed: Collection[int] = ()) -> list[int]:
         if self.rounds >= self.max_rounds:
@@ -175,7 +184,9 @@ class AdaptiveSearch:
                              knee_axis=self.knee_axis, monotone=self.monotone)
 
     def brackets(self, analysis: CurveAnalysis) -> list[tuple[str, int, int, float]]:
-        """``(target, lower neighbour, upper neighbour, fitted location)`` of each target not yet bracketed."""
+        """``(target, lower neighbour, upper neighbour, fitted location)`` of each target whose neighbours are
+        more than the tolerance apart (on the grid: any two apart; :meth:`_candidate` then finds no rank
+        between adjacent ones)."""
         ranks = [int(r) for r in analysis.ranks]
         wide = []
         region = analysis.region
@@ -193,10 +204,9 @@ class AdaptiveSearch:
         return [(name, lo, hi, at) for name, lo, hi, at in wide if hi - lo > self.tolerance.width(at)]
 
     def _candidate(self, lo: int, hi: int, at: float, tried: set[int]) -> int | None:
-        """The untried integer strictly between ``lo`` and ``hi`` (a rank of the grid, on the grid) nearest the
-        fitted location ``at`` (the smaller of two as near); None when there is none left."""
-        allowed = {int(r) for r in self.ranks} if self.tolerance.on_grid else None
-        free = [r for r in range(lo + 1, hi) if r not in tried and (allowed is None or r in allowed)]
+        """The untried rank strictly between ``lo`` and ``hi`` that this search may ask for (:meth:`can_ask`)
+        nearest the fitted location ``at`` (the smaller of two as near); None when there is none left."""
+        free = [r for r in range(lo + 1, hi) if r not in tried and self.can_ask(r)]
         return min(free, key=lambda r: (abs(r - at), r)) if free else None
 
 
@@ -234,9 +244,7 @@ class Replay:
     def to_dict(self) -> dict:
         return {
             "search": self.search,
-            "tolerance": None if self.tolerance is None else {"ranks": self.tolerance.ranks,
-                                                              "fraction": self.tolerance.fraction,
-                                                              "grid": self.tolerance.on_grid},
+            "tolerance": None if self.tolerance is None else _tolerance_dict(self.tolerance),
             "rounds": [list(ranks) for ranks in self.rounds],
             "trials": self.trials,
             "grid_trials": len(self.grid.ranks),
@@ -244,6 +252,13 @@ class Replay:
             "searched": self.searched.to_dict(),
             "left_open": list(self.left_open),
         }
+
+
+def _tolerance_dict(tolerance: Tolerance) -> dict:
+    """As JSON: ranks and fraction, or on the grid neither (there they mean nothing)."""
+    if tolerance.on_grid:
+        return {"ranks": None, "fraction": None, "grid": True}
+    return {"ranks": tolerance.ranks, "fraction": tolerance.fraction, "grid": False}
 
 
 def replay(curve: CurveAnalysis, search: str, grid: Sequence[float] | None = None,

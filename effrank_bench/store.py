@@ -175,30 +175,19 @@ class RunDir:
     def search_rounds(self) -> list[list[int]]:
         """The ranks the sweep's search asked for, round by round; none for a run directory written before
         they were kept."""
-        return self._search_log()[0]
-
-    def search_settings(self) -> str | None:
-        """What the search asked its rounds with (:func:`effrank_bench.plan.search_settings`: ``"grid"``, or
-        adaptive and its tolerance); None for a run directory written before it was kept."""
-        return self._search_log()[1]
-
-    def _search_log(self) -> tuple[list[list[int]], str | None]:
         if not self.search_path.is_file():
-            return [], None
+            return []
         try:
-            log = json.loads(read_text(self.search_path))
-            rounds, settings = log["rounds"], log.get("asked_with")
-            if not all(isinstance(r, list) and all(type(x) is int for x in r) for r in rounds) or \
-                    not isinstance(settings, str | None):
+            rounds = json.loads(read_text(self.search_path))["rounds"]
+            if not all(isinstance(r, list) and all(type(x) is int for x in r) for r in rounds):
                 raise ValueError
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError):
             raise ConfigError(f"{self.search_path} is not a search written by effrank-bench") from None
-        return rounds, settings
+        return rounds
 
-    def store_search_rounds(self, rounds: list[list[int]], settings: str) -> None:
-        """Keep the rounds the search asked for, the last before it is trained (a resumed sweep finishes it
-        first), and the search ``settings`` it asked them with."""
-        atomic_write_text(self.search_path, json.dumps({"rounds": rounds, "asked_with": settings}))
+    def store_search_rounds(self, rounds: list[list[int]]) -> None:
+        """Keep the rounds the search asked for, the last before it is trained: a resumed sweep finishes it first."""
+        atomic_write_text(self.search_path, json.dumps({"rounds": rounds}))
 
     def teacher(self) -> TeacherRecord:
         if not self.teacher_info.is_file():

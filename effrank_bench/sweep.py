@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import itertools
@@ -11,12 +12,12 @@ from rich.markup import escape
 from effrank_bench.config import EXECUTOR_OPTIONS, RunConfig
 from effrank_bench.errors import RegistrationError
 from effrank_bench.lock import run_lock
-from effrank_bench.plan import (failed_ranks, measured_curve, plan_trials, rounds_to_resume, search_settings,
+from effrank_bench.plan import (failed_ranks, measured_curve, plan_trials, rounds_to_resume, searcher,
                                 unfinished_trials)
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import TeacherRecord, Trial, TrialRecord
 from effrank_bench.registry import Registry
-from effrank_bench.search import AdaptiveSearch, make_search
+from effrank_bench.search import AdaptiveSearch, GridSearch
 from effrank_bench.setup import RunSetup, prepare
 from effrank_bench.store import RunDir
 from effrank_bench.teacher import Teacher, obtain_teacher
@@ -42,8 +43,10 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
     obtains its teachers first).
     """
     with run_lock(setup.run.path, progress):  # one process at a time writes a run directory
-        run = RunDir.open(setup.run.path, setup.config)
+        given = setup.config
+        run = RunDir.open(setup.run.path, given)
         config = run.config()  # with the ranks and seeds of earlier commands: the sweep its report reads
+        setup = dataclasses.replace(setup, config=config)  # what the executors (and the teacher's SVD) see
         run.store_target(setup.target_info())
         if teacher is None and (recorded := finished_teacher(setup)) is not None:
             progress.note(f"teacher: test accuracy {recorded.test_accuracy:.4f} ({recorded.origin})")
@@ -67,7 +70,7 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         if done:
             progress.note(f"resuming {run.path}: {len(done)} trial(s) already recorded")
         earlier = [f"{what} {', '.join(map(str, sorted(set(mine) - set(given))))}" for what, mine, given in
-                   (("rank(s)", config.ranks, setup.config.ranks), ("seed(s)", config.seeds, setup.config.seeds))
+                   (("rank(s)", config.ranks, given.ranks), ("seed(s)", config.seeds, given.seeds))
                    if set(mine) - set(given)]
         if earlier:
             progress.note(f"{run.path} holds {' and '.join(earlier)} of an earlier command: they are part of its "
@@ -89,17 +92,8 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
 
         # Rounds the search asked for before are trained to the end first (a round cut short and refitted
         # would ask for other ranks than an uninterrupted sweep), then the search is asked for more.
-        settings, asked_with, asked = search_settings(config), run.search_settings(), run.search_rounds()
-        if asked_with not in (None, settings):
-            resumed = rounds_to_resume(asked, asked_with, config, run.records())
-            dropped = sorted({r for round_ in asked for r in round_} - {r for round_ in resumed for r in round_})
-            progress.note(f"the search changed since it last asked for ranks ({asked_with} → {settings})"
-                          + (f": rank(s) {', '.join(map(str, dropped))} it asked for then will not train" if dropped
-                             else ""))
-            asked = resumed
-            run.store_search_rounds(asked, settings)
-        search = make_search(config.search, config.ranks, thresholds=config.thresholds, knee_axis=config.knee_axis,
-                             tolerance=config.tolerance, monotone=config.monotone, rounds=len(asked))
+        asked = _resumed_rounds(run, config, progress)
+        search = searcher(config, len(asked))
         for round_ in itertools.count(1):
             records = run.records()
             replayed = round_ <= len(asked)
@@ -109,10 +103,11 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
             trials = plan_trials(config, {r.trial for r in records}, ranks)
             if not replayed:
                 if not trials:  # nothing (more) asked for, or only what is recorded (a teacher at 0: no curve)
-                    _note_left_open(search, records, config, teacher.record.test_accuracy, progress)
+                    _note_left_open(search, measured_curve(records, config.seeds, teacher.record.test_accuracy),
+                                    failed_ranks(records, config.seeds), progress)
                     break
                 asked.append(list(ranks))
-                run.store_search_rounds(asked, settings)
+                run.store_search_rounds(asked)
             if trials:
                 with progress.task("sweep" if config.search == "grid" else f"search round {round_}",
                                    total=len(trials)) as advance:
@@ -123,13 +118,27 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         return run
 
 
-def _note_left_open(search, records: list[TrialRecord], config: RunConfig, teacher_accuracy: float,
+def _resumed_rounds(run: RunDir, config: RunConfig, progress: Progress) -> list[list[int]]:
+    """The rounds asked before that this sweep finishes first (:func:`~effrank_bench.plan.rounds_to_resume`);
+    ranks dropped from them (asked under another --ranks, --search or --tolerance) are named, and the
+    search's log rewritten without them."""
+    asked, records = run.search_rounds(), run.records()
+    resumed = rounds_to_resume(asked, searcher(config), records)
+    if resumed != asked:
+        dropped = sorted({r for round_ in asked for r in round_} - {r for round_ in resumed for r in round_})
+        progress.note(f"rank(s) {', '.join(map(str, dropped))}, asked for before, are not among the ranks this "
+                      "search trains (--ranks, --search, --tolerance): they will not train")
+        run.store_search_rounds(resumed)
+    return resumed
+
+
+def _note_left_open(search: GridSearch | AdaptiveSearch, measured: dict[int, float], failed: set[int],
                     progress: Progress) -> None:
     """Say so where an adaptive search's round budget, not its tolerance, ended it."""
-    if isinstance(search, AdaptiveSearch) and (left := search.left_open(
-            measured_curve(records, config.seeds, teacher_accuracy), failed_ranks(records, config.seeds))):
-        progress.note(f"[yellow]the search stopped after its {search.max_rounds} rounds with {'; '.join(left)}: a "
-                      "looser --tolerance (or --tolerance grid) brackets it in fewer")
+    if isinstance(search, AdaptiveSearch) and (left := search.left_open(measured, failed)):
+        looser = "a looser --tolerance" + ("" if search.tolerance.on_grid else " (or --tolerance grid)")
+        progress.note(f"[yellow]the search stopped after its {search.max_rounds} rounds with {'; '.join(left)}: "
+                      f"{looser} brackets it in fewer")
 
 
 def finished_teacher(setup: RunSetup) -> TeacherRecord | None:
@@ -149,9 +158,7 @@ def finished_teacher(setup: RunSetup) -> TeacherRecord | None:
         return None
     if config.spectrum_samples and ((stored := run.spectrum()) is None or stored.key != record.key):
         return None
-    if run.search_settings() not in (None, search_settings(config)):  # rewritten by execute, with a note
-        return None
-    if unfinished_trials(config, run.records(), run.search_rounds(), run.search_settings(), record.test_accuracy):
+    if unfinished_trials(config, run.records(), run.search_rounds(), record.test_accuracy):
         return None
     return record
 

@@ -200,14 +200,13 @@ def test_an_adaptive_runs_report_says_how_its_search_chose_the_ranks(make_run, t
 
     run = make_run(tmp_path / "run", [(2, 0, 0.5), (8, 0, 0.8), (32, 0, 0.88)], search="adaptive", tolerance="grid")
     run = RunDir.open(run.path, run.config().model_copy(update={"ranks": (2, 4, 8, 16, 32)}))  # its --ranks
-    run.store_search_rounds([[2, 32], [8], [4]], "adaptive, tolerance adjacent ranks of the grid")
+    run.store_search_rounds([[2, 32], [8], [4]])
     report = build_report(run)
-    assert search_lines(report) == ["adaptive search, tolerance adjacent ranks of the grid: 4 rank(s) of the 5 of "
-                                    "--ranks, in 3 round(s)"]
-    assert report.to_dict()["search"] == {"settings": "adaptive, tolerance adjacent ranks of the grid",
-                                          "rounds": [[2, 32], [8], [4]]}
-    # Rank 4, asked for and not trained, and rank 16 the search asks for next: later rounds may ask for more.
-    assert [w for w in report.warnings if w.startswith("the sweep is not finished: at least 2 trial(s) still to "
-                                                       "train (rank 4, rank 16)")]
+    assert search_lines(report) == ["adaptive search, tolerance adjacent ranks of the grid: 3 rank(s) trained of the "
+                                    "5 of --ranks, in 3 round(s)"]
+    assert report.to_dict()["search"] == {"tolerance": "adjacent ranks of the grid", "rounds": [[2, 32], [8], [4]]}
+    # Rank 4, asked for and not trained: the search may ask for more once it is.
+    assert [w for w in report.warnings if w.startswith("the sweep is not finished: at least 1 trial(s) still to "
+                                                       "train (rank 4)")]
     grid = make_run(tmp_path / "grid", [(2, 0, 0.5), (8, 0, 0.8)])
     assert search_lines(build_report(grid)) == [] and build_report(grid).to_dict()["search"] is None

@@ -270,5 +270,29 @@ def test_replay_of_an_adaptive_runs_directory_says_its_curve_is_the_searched_ran
     assert code == 0 and "(full grid: 3)" in out
     assert err.startswith(f"warning: {run.path} was swept by an adaptive search: its curve holds only the ranks it "
                           "trained, so the 'full grid' here is those ranks")
-    code, _, err = run_cli("replay", run.path / "summary.csv", "--search", "grid", "--tolerance", "grid")
-    assert code == 0 and err == "warning: --tolerance applies to --search adaptive: the grid trains every rank\n"
+    code, _, err = run_cli("replay", run.path / "summary.csv", "--ranks", "2,8,32", "--search", "grid",
+                           "--tolerance", "grid")
+    assert code == 0 and err == (f"warning: {run.path} was swept by an adaptive search: its curve holds only the ranks "
+                                 "it trained; replay a grid sweep's curve to see what a search would have cost\n"
+                                 "warning: --tolerance applies to --search adaptive: the grid trains every rank\n")
+
+
+def test_replay_says_what_a_search_cut_short_by_its_round_budget_left_open(tmp_path, run_cli, monkeypatch):
+    from effrank_bench import search
+
+    made = search.make_search
+
+    def two_rounds(*args, **kwargs):
+        searcher = made(*args, **kwargs)
+        searcher.max_rounds = 2
+        return searcher
+
+    monkeypatch.setattr(search, "make_search", two_rounds)
+    path = tmp_path / "curve.csv"
+    path.write_text("rank,accuracy\n" + "".join(f"{r},{90 * logistic(r):.6f}\n" for r in PAPER_GRID))
+    code, out, _ = run_cli("replay", path, "--teacher-acc", 90)
+    assert code == 0 and ("the search stopped after its 2 rounds with the 95% crossing (37.5) between ranks 33 and "
+                          "45; the knee (32.9) between ranks 23 and 33") in " ".join(out.split())
+    code, out, _ = run_cli("replay", path, "--teacher-acc", 90, "--json")
+    assert json.loads(out)["left_open"] == ["the 95% crossing (37.5) between ranks 33 and 45",
+                                            "the knee (32.9) between ranks 23 and 33"]

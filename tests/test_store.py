@@ -191,17 +191,3 @@ def test_a_corrupt_config_json_is_a_config_error(tmp_path):
     (tmp_path / "config.json").write_text('{"ranks": [0]}')
     with pytest.raises(ConfigError, match="ranks must be positive"):
         RunDir(tmp_path).config()
-
-
-def test_the_search_log_keeps_its_rounds_and_the_settings_they_were_asked_with(tmp_path):
-    run = RunDir.open(tmp_path / "run", RunConfig(ranks=(2, 8)))
-    assert (run.search_rounds(), run.search_settings()) == ([], None)
-    run.store_search_rounds([[2, 8], [4]], "adaptive, tolerance adjacent ranks of the grid")
-    assert run.search_rounds() == [[2, 8], [4]]
-    assert run.search_settings() == "adaptive, tolerance adjacent ranks of the grid"
-    run.search_path.write_text('{"rounds": [[2, 8]]}')  # written before the settings were kept
-    assert (run.search_rounds(), run.search_settings()) == ([[2, 8]], None)
-    for bad in ('{"rounds": [[2, 8]], "asked_with": 3}', '{"rounds": [[2.5]]}', '[]'):
-        run.search_path.write_text(bad)
-        with pytest.raises(ConfigError, match=r"search.json is not a search written by effrank-bench"):
-            run.search_rounds()

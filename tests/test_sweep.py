@@ -341,33 +341,46 @@ def test_a_sweep_rerun_with_fewer_ranks_finishes_the_ranks_its_directory_holds(t
             "(another --out for a sweep without them)") in notes.notes
 
 
-def test_a_search_resumed_with_another_tolerance_drops_the_ranks_the_other_one_asked_for(tiny_run, tmp_path,
-                                                                                        progress_stub):
+def test_a_search_resumed_with_another_tolerance_drops_the_ranks_it_would_not_ask_for(tiny_run, tmp_path,
+                                                                                       progress_stub):
     config = tiny_run[0].model_copy(update={"executor": "curve", "search": "adaptive", "ranks": _GRID,
                                             "out": tmp_path / "run"})
     with pytest.raises(KeyboardInterrupt):
         _swept(config, stop_after=2)  # ranks 2 and 5 of the 10% search's first round, 2, 5, 11, 27, 64
     notes = progress_stub()
-    run = run_sweep(config.model_copy(update={"tolerance": "grid"}), registry=Registry(plugins=[("curve", _Curve())]),
-                    progress=notes)
-    assert ("the search changed since it last asked for ranks (adaptive, tolerance 10% of the rank, at least 1 → "
-            "adaptive, tolerance adjacent ranks of the grid): rank(s) 11, 27, 64 it asked for then will not train"
-            in notes.notes)
+    on_grid = config.model_copy(update={"tolerance": "grid"})
+    run = run_sweep(on_grid, registry=Registry(plugins=[("curve", _Curve())]), progress=notes)
+    assert ("rank(s) 11, 27, asked for before, are not among the ranks this search trains (--ranks, --search, "
+            "--tolerance): they will not train") in notes.notes
     trained = {r.rank for r in run.records()}
     assert trained - set(_GRID) == {5}  # recorded before the change: a measured point like any other
-    assert run.search_rounds()[0] == [2, 5] and run.search_settings() == "adaptive, tolerance adjacent ranks of the grid"
-    assert not _unfinished(build_report(run))
-    # Finished under its new tolerance, the same command only reports; the old one asks for its own ranks again.
-    local = config.model_copy(update={"executor": "local"})
-    assert sweep.finished_teacher(prepare(local.model_copy(update={"tolerance": "grid"}))) is not None
-    assert sweep.finished_teacher(prepare(local)) is None
+    assert run.search_rounds()[0] == [2, 5, 64] and not _unfinished(build_report(run))
+    # Finished on the grid, the same command only reports; the 10% search would ask for ranks of its own.
+    local = on_grid.model_copy(update={"executor": "local"})
+    assert sweep.finished_teacher(prepare(local)) is not None
+    assert sweep.finished_teacher(prepare(local.model_copy(update={"tolerance": None}))) is None
+
+
+@pytest.mark.parametrize("stop_after", [2, 5, 6])  # in the first round, after it, in the second
+def test_an_unfinished_reports_trials_are_those_its_rerun_trains_next(tiny_run, tmp_path, stop_after):
+    from effrank_bench.plan import unfinished_trials
+
+    config = tiny_run[0].model_copy(update={"executor": "curve", "search": "adaptive", "tolerance": "grid",
+                                            "ranks": _GRID, "out": tmp_path / "run"})
+    with pytest.raises(KeyboardInterrupt):
+        _swept(config, stop_after=stop_after)
+    run = RunDir(config.out)
+    before = {r.trial for r in run.records()}
+    listed = unfinished_trials(run.config(), run.records(), run.search_rounds(), run.teacher().test_accuracy)
+    trained = [r.trial for r in _swept(config).records() if r.trial not in before]
+    assert listed == trained[:len(listed)]  # in the order the rerun trains them, none it never trains
 
 
 def test_a_search_ended_by_its_round_budget_says_what_it_left_open(tiny_run, tmp_path, progress_stub, monkeypatch):
     from effrank_bench.search import AdaptiveSearch
 
-    monkeypatch.setattr(sweep, "make_search", lambda search, ranks, rounds=0, **kw: AdaptiveSearch(
-        ranks, max_rounds=2, rounds=rounds))
+    monkeypatch.setattr(sweep, "searcher", lambda config, rounds=0: AdaptiveSearch(config.ranks, max_rounds=2,
+                                                                                    rounds=rounds))
     notes = progress_stub()
     config = tiny_run[0].model_copy(update={"executor": "curve", "search": "adaptive", "ranks": _GRID,
                                             "out": tmp_path / "run"})
@@ -435,3 +448,8 @@ def test_an_executor_may_only_name_executor_options():
     with pytest.raises(ValidationError, match="'epochs' is not an executor option; they are: ray_address, "
                                               "gpus_per_trial, cpus_per_trial, max_retries"):
         ExecutorSpec(name="x", description="x", execute=lambda execution: None, options=("epochs",))
+    # The built-in executors: Ray reads all four, the local executor none.
+    from effrank_bench.config import EXECUTOR_OPTIONS
+
+    assert default_registry().executor("ray").options == EXECUTOR_OPTIONS
+    assert default_registry().executor("local").options == ()

@@ -188,3 +188,27 @@ def test_local_copies_are_checked(tmp_path, tokenizer):
         str(tmp_path / "validation.csv"), index=False)
     with pytest.raises(DataError, match=r"column 'label' must hold class ids 0\.\.1, found \[0, 1, 2\]"):
         load("sst2", root=tmp_path, tokenizer=tokenizer, input_size=8)
+
+
+def _raised(err, cause):
+    """``err`` as raised from ``cause`` (``raise err from cause``)."""
+    try:
+        raise err from cause
+    except type(err) as raised:
+        return raised
+
+
+def test_the_offline_reason_is_given_only_where_a_file_missed_the_local_cache():
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    from effrank_bench_plugins.hub import why_it_failed
+
+    offline = "no network: the Hugging Face hub cannot be reached"
+    # transformers wraps the hub's miss in an OSError; datasets raises a ConnectionError of its own.
+    wrapped = _raised(OSError("We couldn't connect to 'https://huggingface.co'"), LocalEntryNotFoundError("not cached"))
+    assert why_it_failed(offline, wrapped) == offline
+    assert why_it_failed(offline, ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub")) == offline
+    # A cached file that does not load is its own error, network or not; online, every error is its own.
+    corrupt = ValueError("Unable to parse tokenizer.json: EOF while parsing")
+    assert why_it_failed(offline, corrupt) == "ValueError: Unable to parse tokenizer.json: EOF while parsing"
+    assert why_it_failed(None, wrapped) == "OSError: We couldn't connect to 'https://huggingface.co'"
