@@ -414,9 +414,8 @@ def _curve(args: argparse.Namespace) -> tuple[list[float], list[float], float]:
         if run.records_path.is_file() and run.records_path.stat().st_mtime > path.stat().st_mtime:
             print(f"warning: {path} is older than the trials recorded since: effrank-bench report {run.path} "
                   "brings it up to date", file=sys.stderr)
-    run = RunDir(path.parent)
-    if args.command == "replay" and path.name == "summary.csv" and run.config_path.is_file() and \
-            run.config().search == "adaptive":
+    if args.command == "replay" and path.name == "summary.csv" and _swept_adaptively(RunDir(path.parent)):
+        run = RunDir(path.parent)
         grid = "" if args.ranks else ", so the 'full grid' here is those ranks"
         print(f"warning: {run.path} was swept by an adaptive search: its curve holds only the ranks it trained"
               f"{grid}; replay a grid sweep's curve to see what a search would have cost", file=sys.stderr)
@@ -427,6 +426,15 @@ def _curve(args: argparse.Namespace) -> tuple[list[float], list[float], float]:
                           "summary.csv has): give --teacher-acc X")
     check_same_units(teacher, accuracies)
     return ranks, accuracies, teacher
+
+
+def _swept_adaptively(run) -> bool:
+    """Whether ``run`` is a run directory whose sweep was an adaptive search (best effort: a folder holding some
+    other config.json is no run directory)."""
+    try:
+        return json.loads(run.config_path.read_text()).get("search") == "adaptive"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _analyze(args: argparse.Namespace, console: Console) -> int:

@@ -45,28 +45,34 @@ def searcher(config: RunConfig, rounds: int = 0) -> GridSearch | AdaptiveSearch:
                        tolerance=config.tolerance, monotone=config.monotone, rounds=rounds)
 
 
-def rounds_to_resume(asked: list[list[int]], search: GridSearch | AdaptiveSearch,
-                     records: list[TrialRecord]) -> list[list[int]]:
+def rounds_to_resume(asked: list[list[int]], search: GridSearch | AdaptiveSearch, records: list[TrialRecord],
+                     seeds: tuple[int, ...]) -> list[list[int]]:
     """The rounds a resumed sweep finishes before it asks ``search`` for more: those ``asked`` before, less the
-    ranks without a record that ``search`` may not ask for (asked under another --ranks, --search or
-    --tolerance: an off-grid rank, under --tolerance grid), and less the rounds that leaves empty."""
-    recorded = {r.rank for r in records}
-    return [kept for round_ in asked if (kept := [rank for rank in round_ if rank in recorded or search.can_ask(rank)])]
+    ranks not recorded under every seed that ``search`` may not ask for (asked under another --ranks, --search
+    or --tolerance: an off-grid rank, under --tolerance grid), and less the rounds that leaves empty."""
+    tried: dict[int, set[int]] = {}
+    for r in records:
+        tried.setdefault(r.rank, set()).add(r.seed)
+    return [kept for round_ in asked
+            if (kept := [rank for rank in round_ if tried.get(rank, set()) >= set(seeds) or search.can_ask(rank)])]
 
 
 def unfinished_trials(config: RunConfig, records: list[TrialRecord], asked: list[list[int]],
                       teacher_accuracy: float) -> list[Trial]:
-    """The trials the same command would train next in this run directory (none: the sweep is finished).
+    """The trials the same command would train next in this run directory, in its order (none: the sweep is
+    finished).
 
     As the sweep's own loop, without training: first what the rounds it resumes (:func:`rounds_to_resume`)
-    still lack; where they lack nothing, the round its search would ask for next, given what is recorded. An
-    adaptive search may ask for more rounds after those.
+    still lack, round by round; then the round its search asks for next. A grid's next round is known
+    before those train (its ranks not yet measured); an adaptive search's only after (it refits on them), so
+    it comes here only where they lack nothing, and more rounds may follow.
     """
     done = {r.trial for r in records}
-    resumed = rounds_to_resume(asked, searcher(config), records)
-    pending = plan_trials(config, done, {rank for round_ in resumed for rank in round_})
-    if pending:
+    resumed = rounds_to_resume(asked, searcher(config), records, config.seeds)
+    pending = list(dict.fromkeys(trial for round_ in resumed for trial in plan_trials(config, done, round_)))
+    search = searcher(config, len(resumed))
+    if pending and isinstance(search, AdaptiveSearch):
         return pending
-    more = searcher(config, len(resumed)).next_ranks(measured_curve(records, config.seeds, teacher_accuracy),
-                                                     failed_ranks(records, config.seeds))
-    return plan_trials(config, done, more)
+    more = search.next_ranks(measured_curve(records, config.seeds, teacher_accuracy),
+                             failed_ranks(records, config.seeds))
+    return pending + [trial for trial in plan_trials(config, done, more) if trial not in pending]

@@ -322,11 +322,15 @@ def search_lines(report: Report) -> list[str]:
     c, rounds = report.config, report.search_rounds
     if c.search == "grid" or not rounds:
         return []
-    trained = len({row.rank for row in report.rows if row.rank is not None})
+    measured = {stat.rank for stat in report.per_rank}
     tolerance = parse_tolerance(c.tolerance)
-    among = (f"of the {len(c.ranks)} of --ranks" if tolerance.on_grid else
-             f"between {c.ranks[0]} and {c.ranks[-1]} (--ranks has {len(c.ranks)})")
-    return [f"adaptive search, tolerance {tolerance}: {trained} rank(s) trained {among}, in {len(rounds)} round(s)"]
+    if tolerance.on_grid:
+        off = len(measured - set(c.ranks))
+        among = f"{len(measured & set(c.ranks))} of the {len(c.ranks)} of --ranks" + (
+            f" (and {off} off it, from another --tolerance or --ranks)" if off else "")
+    else:
+        among = f"{len(measured)} between {c.ranks[0]} and {c.ranks[-1]} (--ranks has {len(c.ranks)})"
+    return [f"adaptive search, tolerance {tolerance}: rank(s) measured: {among}, in {len(rounds)} round(s)"]
 
 
 def spectrum_lines(report: Report) -> list[str]:

@@ -123,11 +123,12 @@ def _resumed_rounds(run: RunDir, config: RunConfig, progress: Progress) -> list[
     ranks dropped from them (asked under another --ranks, --search or --tolerance) are named, and the
     search's log rewritten without them."""
     asked, records = run.search_rounds(), run.records()
-    resumed = rounds_to_resume(asked, searcher(config), records)
+    resumed = rounds_to_resume(asked, searcher(config), records, config.seeds)
     if resumed != asked:
         dropped = sorted({r for round_ in asked for r in round_} - {r for round_ in resumed for r in round_})
-        progress.note(f"rank(s) {', '.join(map(str, dropped))}, asked for before, are not among the ranks this "
-                      "search trains (--ranks, --search, --tolerance): they will not train")
+        if dropped:
+            progress.note(f"rank(s) {', '.join(map(str, dropped))}, asked for before, are not among the ranks "
+                          "this search trains (--ranks, --search, --tolerance): they will not train (further)")
         run.store_search_rounds(resumed)
     return resumed
 
@@ -137,8 +138,9 @@ def _note_left_open(search: GridSearch | AdaptiveSearch, measured: dict[int, flo
     """Say so where an adaptive search's round budget, not its tolerance, ended it."""
     if isinstance(search, AdaptiveSearch) and (left := search.left_open(measured, failed)):
         looser = "a looser --tolerance" + ("" if search.tolerance.on_grid else " (or --tolerance grid)")
-        progress.note(f"[yellow]the search stopped after its {search.max_rounds} rounds with {'; '.join(left)}: "
-                      f"{looser} brackets it in fewer")
+        progress.note(f"[yellow]the search stopped at its budget of {search.max_rounds} rounds (this run "
+                      f"directory's, earlier commands' included) with {'; '.join(left)}: {looser} brackets it in "
+                      "fewer")
 
 
 def finished_teacher(setup: RunSetup) -> TeacherRecord | None:

@@ -202,7 +202,7 @@ def test_an_adaptive_runs_report_says_how_its_search_chose_the_ranks(make_run, t
     run = RunDir.open(run.path, run.config().model_copy(update={"ranks": (2, 4, 8, 16, 32)}))  # its --ranks
     run.store_search_rounds([[2, 32], [8], [4]])
     report = build_report(run)
-    assert search_lines(report) == ["adaptive search, tolerance adjacent ranks of the grid: 3 rank(s) trained of the "
+    assert search_lines(report) == ["adaptive search, tolerance adjacent ranks of the grid: rank(s) measured: 3 of the "
                                     "5 of --ranks, in 3 round(s)"]
     assert report.to_dict()["search"] == {"tolerance": "adjacent ranks of the grid", "rounds": [[2, 32], [8], [4]]}
     # Rank 4, asked for and not trained: the search may ask for more once it is.

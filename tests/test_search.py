@@ -296,3 +296,10 @@ def test_replay_says_what_a_search_cut_short_by_its_round_budget_left_open(tmp_p
     code, out, _ = run_cli("replay", path, "--teacher-acc", 90, "--json")
     assert json.loads(out)["left_open"] == ["the 95% crossing (37.5) between ranks 33 and 45",
                                             "the knee (32.9) between ranks 23 and 33"]
+
+
+def test_replay_of_a_curve_beside_another_tools_config_json_replays(logistic_csv, run_cli):
+    (logistic_csv.parent / "config.json").write_text('{"name": "another tool"}')
+    summary = logistic_csv.rename(logistic_csv.parent / "summary.csv")
+    code, out, err = run_cli("replay", summary, "--teacher-acc", 90)
+    assert code == 0 and err == "" and "trials: 11 (full grid: 16)" in out

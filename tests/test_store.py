@@ -191,3 +191,15 @@ def test_a_corrupt_config_json_is_a_config_error(tmp_path):
     (tmp_path / "config.json").write_text('{"ranks": [0]}')
     with pytest.raises(ConfigError, match="ranks must be positive"):
         RunDir(tmp_path).config()
+
+
+def test_resumed_rounds_keep_what_the_search_may_ask_for_and_ranks_every_seed_recorded():
+    from effrank_bench.plan import rounds_to_resume
+    from effrank_bench.search import ON_GRID, AdaptiveSearch
+
+    on_grid = AdaptiveSearch((2, 4, 8, 16), tolerance=ON_GRID)
+    records = [record(5, seed=0), record(5, seed=1), record(11, seed=0)]  # 11: seed 1 still to train
+    # Off the grid: 5 is kept (measured under both seeds), 11 and 27 are dropped, and the round of 27 with them.
+    assert rounds_to_resume([[2, 5, 11, 16], [27]], on_grid, records, (0, 1)) == [[2, 5, 16]]
+    assert rounds_to_resume([[2, 5, 11, 16], [27]], AdaptiveSearch((2, 32)), records, (0, 1)) == [[2, 5, 11, 16],
+                                                                                                  [27]]

@@ -351,7 +351,7 @@ def test_a_search_resumed_with_another_tolerance_drops_the_ranks_it_would_not_as
     on_grid = config.model_copy(update={"tolerance": "grid"})
     run = run_sweep(on_grid, registry=Registry(plugins=[("curve", _Curve())]), progress=notes)
     assert ("rank(s) 11, 27, asked for before, are not among the ranks this search trains (--ranks, --search, "
-            "--tolerance): they will not train") in notes.notes
+            "--tolerance): they will not train (further)") in notes.notes
     trained = {r.rank for r in run.records()}
     assert trained - set(_GRID) == {5}  # recorded before the change: a measured point like any other
     assert run.search_rounds()[0] == [2, 5, 64] and not _unfinished(build_report(run))
@@ -386,7 +386,32 @@ def test_a_search_ended_by_its_round_budget_says_what_it_left_open(tiny_run, tmp
                                             "out": tmp_path / "run"})
     run = run_sweep(config, registry=Registry(plugins=[("curve", _Curve())]), progress=notes)
     assert len(run.search_rounds()) == 2
-    assert [n for n in notes.notes if n.startswith("[yellow]the search stopped after its 2 rounds with the ")]
+    assert [n for n in notes.notes if n.startswith("[yellow]the search stopped at its budget of 2 rounds (this run "
+                                                   "directory's, earlier commands' included) with the ")]
+
+
+@pytest.mark.parametrize("search", ["grid", "adaptive"])
+def test_an_unfinished_reports_trials_across_commands_are_those_its_rerun_trains_next(tiny_run, tmp_path, search):
+    # grid: ranks 2, 4, 8 stopped after rank 2, then 16 added and stopped at once: the report lists 4, 8 and 16.
+    # adaptive: a finished search given a second seed: that seed's ranks, round by round.
+    from effrank_bench.plan import unfinished_trials
+
+    config = tiny_run[0].model_copy(update={"executor": "curve", "search": search, "out": tmp_path / "run",
+                                            "ranks": (2, 4, 8) if search == "grid" else (2, 64)})
+    if search == "grid":
+        with pytest.raises(KeyboardInterrupt):
+            _swept(config, stop_after=1)
+        config = config.model_copy(update={"ranks": (16,)})
+        with pytest.raises(KeyboardInterrupt):
+            _swept(config, stop_after=0)
+    else:
+        _swept(config)
+        config = config.model_copy(update={"seeds": (1,)})
+    run = RunDir(config.out)
+    before = {r.trial for r in run.records()}
+    listed = unfinished_trials(run.resumed(config), run.records(), run.search_rounds(), run.teacher().test_accuracy)
+    trained = [r.trial for r in _swept(config).records() if r.trial not in before]
+    assert listed == trained and len(listed) == (3 if search == "grid" else 9)
 
 
 @pytest.mark.parametrize("search_log", [True, False], ids=["this-version", "no-search-log"])
