@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-import dataclasses
 from dataclasses import dataclass
 
+import dataclasses
 import itertools
 
 from rich.markup import escape
@@ -46,7 +46,8 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         given = setup.config
         run = RunDir.open(setup.run.path, given)
         config = run.config()  # with the ranks and seeds of earlier commands: the sweep its report reads
-        setup = dataclasses.replace(setup, config=config)  # what the executors (and the teacher's SVD) see
+        if config != given:  # what the executors (and the teacher's SVD) see
+            setup = dataclasses.replace(setup, config=config)
         run.store_target(setup.target_info())
         if teacher is None and (recorded := finished_teacher(setup)) is not None:
             progress.note(f"teacher: test accuracy {recorded.test_accuracy:.4f} ({recorded.origin})")
@@ -61,7 +62,8 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         progress.note(f"teacher: test accuracy {teacher.record.test_accuracy:.4f} ({teacher.record.origin})")
         if config.search == "grid" and config.tolerance is not None:
             progress.note("[yellow]--tolerance applies to --search adaptive: this grid sweep trains every rank")
-        unused = [f"--{name.replace('_', '-')}" for name in EXECUTOR_OPTIONS if name not in setup.parts.executor.options
+        unused = [f"--{name.replace('_', '-')}" for name in EXECUTOR_OPTIONS
+                  if name not in setup.parts.executor.options
                   and getattr(config, name) != RunConfig.model_fields[name].default]
         if unused:
             progress.note(f"[yellow]{', '.join(unused)}: the {config.executor} executor does not read "
@@ -69,9 +71,9 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         done = {record.trial for record in run.records()}
         if done:
             progress.note(f"resuming {run.path}: {len(done)} trial(s) already recorded")
-        earlier = [f"{what} {', '.join(map(str, sorted(set(mine) - set(given))))}" for what, mine, given in
+        earlier = [f"{what} {', '.join(map(str, sorted(set(held) - set(typed))))}" for what, held, typed in
                    (("rank(s)", config.ranks, given.ranks), ("seed(s)", config.seeds, given.seeds))
-                   if set(mine) - set(given)]
+                   if set(held) - set(typed)]
         if earlier:
             progress.note(f"{run.path} holds {' and '.join(earlier)} of an earlier command: they are part of its "
                           "sweep (another --out for a sweep without them)")
