@@ -19,7 +19,7 @@ from effrank_bench.errors import ConfigError
 from effrank_bench.paths import make_folder
 from effrank_bench.plotting import log2_scale, pyplot, save_png
 from effrank_bench.records import SpectralEstimates
-from effrank_bench.report import Report, build_report, format_estimate
+from effrank_bench.report import Report, build_report, format_estimate, search_lines
 from effrank_bench.store import RunDir
 
 
@@ -197,9 +197,11 @@ class Comparison:
 
     @property
     def notes(self) -> list[str]:
-        """What the table and plot leave out, and why, and what makes a run's numbers doubtful (its report's
-        warnings: a sweep not finished, a teacher near chance, ...), one line each."""
+        """What the table and plot leave out, and why, how an adaptive run's search chose its ranks, and what
+        makes a run's numbers doubtful (its report's warnings: a sweep not finished, a teacher near chance,
+        ...), one line each."""
         notes = [f"{run.name}: {run.note}" for run in self.runs if run.note]
+        notes += [f"{run.name}: {line}" for run in self.runs for line in search_lines(run.report)]
         notes += [f"{run.name}: warning: {warning}" for run in self.runs for warning in run.report.warnings]
         notes += [f"{run.name}: no target.json (width unknown), left out of the rank / width panel"
                   for run in self.runs if run.width is None]
