@@ -14,12 +14,15 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MAX_PROBLEMS = 5
 
 
-def one_line(err: BaseException, limit: int = 200) -> str:
+def one_line(err: BaseException, limit: int = 200, typed: bool = True) -> str:
     """An exception underneath ours as one short line (torch's and the hub's run to many, with colours), its
-    text cut to ``limit`` characters with an ellipsis."""
+    text cut to ``limit`` characters with an ellipsis, after its type unless ``typed`` is False (for a message
+    that names the failure already)."""
     text = " ".join(_ANSI.sub("", str(err)).split())
     if len(text) > limit:
         text = text[:limit - 1] + "…"
+    if not typed and text:
+        return text
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 

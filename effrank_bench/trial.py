@@ -95,7 +95,7 @@ def out_of_memory(setup: RunSetup, trials: Sequence[Trial], checkpoints: Checkpo
         if checkpoints.folder.exists():
             way += (f"; the checkpoint {checkpoints.folder} resumes its group whole: delete it to regroup "
                     "(its students start again)")
-    return f"out of GPU memory training {group_label(trials, len(config.seeds))} ({one_line(err)}): {way}"
+    return f"out of GPU memory training {group_label(trials, len(config.seeds))} ({one_line(err, typed=False)}): {way}"
 
 
 def run_trial(setup: RunSetup, teacher: Teacher, trial: Trial, progress: Progress = NullProgress()) -> TrialRecord:

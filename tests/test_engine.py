@@ -205,7 +205,7 @@ def test_a_group_out_of_gpu_memory_says_which_smaller_group_to_run(tiny, tmp_pat
     monkeypatch.setattr(trial, "distill", _out_of_memory)
     config = tiny.config(tmp_path / "run")
     with pytest.raises(ConfigError, match=r"^out of GPU memory training 2 students \(rank 2, …\) "
-                       r"\(OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\): run again with "
+                       r"\(CUDA out of memory. Tried to allocate 2.00 GiB\): run again with "
                        r"--group 1 or a lower --memory-fraction than 0.8$"):
         run_sweep(config)
     with pytest.raises(ConfigError, match=r"training rank 2 \(.*\): lower --batch-size: another sweep, in a run "
