@@ -57,7 +57,7 @@ def rounds_to_resume(asked: list[list[int]], search: GridSearch | AdaptiveSearch
             if (kept := [rank for rank in round_ if tried.get(rank, set()) >= set(seeds) or search.can_ask(rank)])]
 
 
-def unfinished_trials(config: RunConfig, records: list[TrialRecord], asked: list[list[int]],
+def unfinished_trials(config: RunConfig, records: list[TrialRecord], asked: list[list[int]], adaptive_rounds: int,
                       teacher_accuracy: float) -> list[Trial]:
     """The trials the same command would train next in this run directory, in its order (none: the sweep is
     finished).
@@ -65,12 +65,13 @@ def unfinished_trials(config: RunConfig, records: list[TrialRecord], asked: list
     As the sweep's own loop, without training: first what the rounds it resumes (:func:`rounds_to_resume`)
     still lack, round by round; then the round its search asks for next. A grid's next round is known
     before those train (its ranks not yet measured); an adaptive search's only after (it refits on them), so
-    it comes here only where they lack nothing, and more rounds may follow.
+    it comes here only where they lack nothing, and more rounds may follow. ``adaptive_rounds``: the round
+    budget an adaptive search spent on ``asked`` (``RunDir.adaptive_rounds``).
     """
     done = {r.trial for r in records}
     resumed = rounds_to_resume(asked, searcher(config), records, config.seeds)
     pending = list(dict.fromkeys(trial for round_ in resumed for trial in plan_trials(config, done, round_)))
-    search = searcher(config, len(resumed))
+    search = searcher(config, adaptive_rounds)
     if pending and isinstance(search, AdaptiveSearch):
         return pending
     more = search.next_ranks(measured_curve(records, config.seeds, teacher_accuracy),

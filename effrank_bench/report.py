@@ -162,7 +162,8 @@ def build_report(run: RunDir) -> Report:
     return Report(config=config, teacher=teacher, rows=rows, analysis=analysis, note=note,
                   per_rank=per_rank, uncertainty=uncertainty, uncertainty_note=u_note,
                   warnings=tuple(_warnings(config, teacher, ok,
-                                           unfinished_trials(config, records, run.search_rounds(), t_acc))),
+                                           unfinished_trials(config, records, run.search_rounds(),
+                                                             run.adaptive_rounds(), t_acc))),
                   spectrum=run.spectrum(),
                   search_rounds=() if config.search == "grid" else tuple(map(tuple, run.search_rounds())))
 

@@ -175,19 +175,31 @@ class RunDir:
     def search_rounds(self) -> list[list[int]]:
         """The ranks the sweep's search asked for, round by round; none for a run directory written before
         they were kept."""
-        if not self.search_path.is_file():
-            return []
-        try:
-            rounds = json.loads(read_text(self.search_path))["rounds"]
-            if not all(isinstance(r, list) and all(type(x) is int for x in r) for r in rounds):
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(f"{self.search_path} is not a search written by effrank-bench") from None
-        return rounds
+        return self._search_log()[0]
 
-    def store_search_rounds(self, rounds: list[list[int]]) -> None:
-        """Keep the rounds the search asked for, the last before it is trained: a resumed sweep finishes it first."""
-        atomic_write_text(self.search_path, json.dumps({"rounds": rounds}))
+    def adaptive_rounds(self) -> int:
+        """How many of :meth:`search_rounds` an adaptive search asked for: the round budget it has spent (a
+        grid's rounds spend none; a log written before this was kept counts every round)."""
+        return self._search_log()[1]
+
+    def _search_log(self) -> tuple[list[list[int]], int]:
+        if not self.search_path.is_file():
+            return [], 0
+        try:
+            log = json.loads(read_text(self.search_path))
+            rounds = log["rounds"]
+            adaptive = log.get("adaptive_rounds", len(rounds))
+            if not all(isinstance(r, list) and all(type(x) is int for x in r) for r in rounds) or \
+                    type(adaptive) is not int:
+                raise ValueError
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ConfigError(f"{self.search_path} is not a search written by effrank-bench") from None
+        return rounds, adaptive
+
+    def store_search_rounds(self, rounds: list[list[int]], adaptive_rounds: int) -> None:
+        """Keep the rounds the search asked for, the last before it is trained (a resumed sweep finishes it
+        first), and how many of them an adaptive search asked for (:meth:`adaptive_rounds`)."""
+        atomic_write_text(self.search_path, json.dumps({"rounds": rounds, "adaptive_rounds": adaptive_rounds}))
 
     def teacher(self) -> TeacherRecord:
         if not self.teacher_info.is_file():

@@ -94,8 +94,8 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
 
         # Rounds the search asked for before are trained to the end first (a round cut short and refitted
         # would ask for other ranks than an uninterrupted sweep), then the search is asked for more.
-        asked = _resumed_rounds(run, config, progress)
-        search = searcher(config, len(asked))
+        asked, spent = _resumed_rounds(run, config, progress), run.adaptive_rounds()
+        search = searcher(config, spent)
         for round_ in itertools.count(1):
             records = run.records()
             replayed = round_ <= len(asked)
@@ -109,7 +109,8 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
                                     failed_ranks(records, config.seeds), progress)
                     break
                 asked.append(list(ranks))
-                run.store_search_rounds(asked)
+                spent += isinstance(search, AdaptiveSearch)
+                run.store_search_rounds(asked, spent)
             if trials:
                 with progress.task("sweep" if config.search == "grid" else f"search round {round_}",
                                    total=len(trials)) as advance:
@@ -131,7 +132,7 @@ def _resumed_rounds(run: RunDir, config: RunConfig, progress: Progress) -> list[
         if dropped:
             progress.note(f"rank(s) {', '.join(map(str, dropped))}, asked for before, are not among the ranks "
                           "this search trains (--ranks, --search, --tolerance): they will not train (further)")
-        run.store_search_rounds(resumed)
+        run.store_search_rounds(resumed, run.adaptive_rounds())
     return resumed
 
 
@@ -141,8 +142,8 @@ def _note_left_open(search: GridSearch | AdaptiveSearch, measured: dict[int, flo
     if isinstance(search, AdaptiveSearch) and (left := search.left_open(measured, failed)):
         looser = "a looser --tolerance" + ("" if search.tolerance.on_grid else " (or --tolerance grid)")
         progress.note(f"[yellow]the search stopped at its budget of {search.max_rounds} rounds (this run "
-                      f"directory's, earlier commands' included) with {'; '.join(left)}: {looser} brackets it in "
-                      "fewer")
+                      f"directory's: earlier commands' adaptive rounds count) with {'; '.join(left)}: {looser} "
+                      "brackets it in fewer")
 
 
 def finished_teacher(setup: RunSetup) -> TeacherRecord | None:
@@ -162,7 +163,7 @@ def finished_teacher(setup: RunSetup) -> TeacherRecord | None:
         return None
     if config.spectrum_samples and ((stored := run.spectrum()) is None or stored.key != record.key):
         return None
-    if unfinished_trials(config, run.records(), run.search_rounds(), record.test_accuracy):
+    if unfinished_trials(config, run.records(), run.search_rounds(), run.adaptive_rounds(), record.test_accuracy):
         return None
     return record
 

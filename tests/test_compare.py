@@ -206,7 +206,7 @@ def test_relative_ranks_in_json_match_the_target(two_runs, run_cli):
 def test_an_adaptive_runs_search_is_a_note_of_the_comparison(make_run, two_runs, tmp_path):
     searched = make_run(tmp_path / "searched", [(2, 0, 0.5), (8, 0, 0.8), (32, 0, 0.88)], teacher_accuracy=0.9,
                         width=64, search="adaptive", tolerance="grid")
-    searched.store_search_rounds([[2, 8, 32]])
+    searched.store_search_rounds([[2, 8, 32]], 1)
     notes = compare_runs([*two_runs, searched.path]).notes
     assert "searched: adaptive search, tolerance adjacent ranks of the grid: rank(s) measured: 3 of the 3 of --ranks, " \
            "in 1 round(s)" in notes

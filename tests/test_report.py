@@ -200,7 +200,7 @@ def test_an_adaptive_runs_report_says_how_its_search_chose_the_ranks(make_run, t
 
     run = make_run(tmp_path / "run", [(2, 0, 0.5), (8, 0, 0.8), (32, 0, 0.88)], search="adaptive", tolerance="grid")
     run = RunDir.open(run.path, run.config().model_copy(update={"ranks": (2, 4, 8, 16, 32)}))  # its --ranks
-    run.store_search_rounds([[2, 32], [8], [4]])
+    run.store_search_rounds([[2, 32], [8], [4]], 3)
     report = build_report(run)
     assert search_lines(report) == ["adaptive search, tolerance adjacent ranks of the grid: rank(s) measured: 3 of the "
                                     "5 of --ranks, in 3 round(s)"]

@@ -371,7 +371,8 @@ def test_an_unfinished_reports_trials_are_those_its_rerun_trains_next(tiny_run, 
         _swept(config, stop_after=stop_after)
     run = RunDir(config.out)
     before = {r.trial for r in run.records()}
-    listed = unfinished_trials(run.config(), run.records(), run.search_rounds(), run.teacher().test_accuracy)
+    listed = unfinished_trials(run.config(), run.records(), run.search_rounds(), run.adaptive_rounds(),
+                               run.teacher().test_accuracy)
     trained = [r.trial for r in _swept(config).records() if r.trial not in before]
     assert listed == trained[:len(listed)]  # in the order the rerun trains them, none it never trains
 
@@ -387,7 +388,7 @@ def test_a_search_ended_by_its_round_budget_says_what_it_left_open(tiny_run, tmp
     run = run_sweep(config, registry=Registry(plugins=[("curve", _Curve())]), progress=notes)
     assert len(run.search_rounds()) == 2
     assert [n for n in notes.notes if n.startswith("[yellow]the search stopped at its budget of 2 rounds (this run "
-                                                   "directory's, earlier commands' included) with the ")]
+                                                   "directory's: earlier commands' adaptive rounds count) with the ")]
 
 
 @pytest.mark.parametrize("search", ["grid", "adaptive"])
@@ -409,9 +410,19 @@ def test_an_unfinished_reports_trials_across_commands_are_those_its_rerun_trains
         config = config.model_copy(update={"seeds": (1,)})
     run = RunDir(config.out)
     before = {r.trial for r in run.records()}
-    listed = unfinished_trials(run.resumed(config), run.records(), run.search_rounds(), run.teacher().test_accuracy)
+    listed = unfinished_trials(run.resumed(config), run.records(), run.search_rounds(), run.adaptive_rounds(),
+                               run.teacher().test_accuracy)
     trained = [r.trial for r in _swept(config).records() if r.trial not in before]
     assert listed == trained and len(listed) == (3 if search == "grid" else 9)
+
+
+def test_a_grids_rounds_spend_none_of_a_later_searchs_budget(tiny_run, tmp_path):
+    config = tiny_run[0].model_copy(update={"executor": "curve", "ranks": (2, 64), "out": tmp_path / "run"})
+    for ranks in ((2, 64), (4,), (8,)):  # a grid extended rank by rank: three rounds
+        _swept(config.model_copy(update={"ranks": ranks}))
+    run = _swept(config.model_copy(update={"search": "adaptive"}))
+    rounds = run.search_rounds()  # the adaptive budget counts only its own: the grid's rounds are no part of it
+    assert rounds[:3] == [[2, 64], [4], [8]] and run.adaptive_rounds() == len(rounds) - 3 > 0
 
 
 @pytest.mark.parametrize("search_log", [True, False], ids=["this-version", "no-search-log"])
