@@ -414,10 +414,9 @@ def _curve(args: argparse.Namespace) -> tuple[list[float], list[float], float]:
         if run.records_path.is_file() and run.records_path.stat().st_mtime > path.stat().st_mtime:
             print(f"warning: {path} is older than the trials recorded since: effrank-bench report {run.path} "
                   "brings it up to date", file=sys.stderr)
-    if args.command == "replay" and path.name == "summary.csv" and _swept_adaptively(RunDir(path.parent)):
-        run = RunDir(path.parent)
+    if args.command == "replay" and path.name == "summary.csv" and _swept_adaptively(path.parent / "config.json"):
         grid = "" if args.ranks else ", so the 'full grid' here is those ranks"
-        print(f"warning: {run.path} was swept by an adaptive search: its curve holds only the ranks it trained"
+        print(f"warning: {path.parent} was swept by an adaptive search: its curve holds only the ranks it trained"
               f"{grid}; replay a grid sweep's curve to see what a search would have cost", file=sys.stderr)
     ranks, accuracies, teacher = read_curve_csv(path)
     teacher = args.teacher_acc if args.teacher_acc is not None else teacher
@@ -428,11 +427,11 @@ def _curve(args: argparse.Namespace) -> tuple[list[float], list[float], float]:
     return ranks, accuracies, teacher
 
 
-def _swept_adaptively(run) -> bool:
-    """Whether ``run`` is a run directory whose sweep was an adaptive search (best effort: a folder holding some
-    other config.json is no run directory)."""
+def _swept_adaptively(config_path: Path) -> bool:
+    """Whether ``config_path`` is a run directory's config.json whose sweep was an adaptive search (best effort:
+    another tool's config.json beside a curve is no run directory's)."""
     try:
-        return json.loads(run.config_path.read_text()).get("search") == "adaptive"
+        return json.loads(config_path.read_text()).get("search") == "adaptive"
     except (OSError, ValueError, AttributeError):
         return False
 

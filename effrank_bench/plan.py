@@ -29,12 +29,18 @@ def measured_curve(records: list[TrialRecord], seeds: tuple[int, ...], teacher_a
     return {rank: sum(accs) / len(accs) / teacher_accuracy for rank, accs in ok.items() if len(accs) == len(seeds)}
 
 
-def failed_ranks(records: list[TrialRecord], seeds: tuple[int, ...]) -> set[int]:
-    """Ranks that failed under a seed and have every other seed recorded: done, never asked for again. A rank
-    with seeds still to train is not among them, so a search asks for it and its other seeds train."""
+def recorded_seeds(records: list[TrialRecord]) -> dict[int, set[int]]:
+    """Rank -> the seeds with a record (ok or failed) at that rank."""
     tried: dict[int, set[int]] = {}
     for r in records:
         tried.setdefault(r.rank, set()).add(r.seed)
+    return tried
+
+
+def failed_ranks(records: list[TrialRecord], seeds: tuple[int, ...]) -> set[int]:
+    """Ranks that failed under a seed and have every other seed recorded: done, never asked for again. A rank
+    with seeds still to train is not among them, so a search asks for it and its other seeds train."""
+    tried = recorded_seeds(records)
     failed = {r.rank for r in records if r.status == "failed" and r.seed in seeds}
     return {rank for rank in failed if tried[rank] >= set(seeds)}
 
@@ -50,9 +56,7 @@ def rounds_to_resume(asked: list[list[int]], search: GridSearch | AdaptiveSearch
     """The rounds a resumed sweep finishes before it asks ``search`` for more: those ``asked`` before, less the
     ranks not recorded under every seed that ``search`` may not ask for (asked under another --ranks, --search
     or --tolerance: an off-grid rank, under --tolerance grid), and less the rounds that leaves empty."""
-    tried: dict[int, set[int]] = {}
-    for r in records:
-        tried.setdefault(r.rank, set()).add(r.seed)
+    tried = recorded_seeds(records)
     return [kept for round_ in asked
             if (kept := [rank for rank in round_ if tried.get(rank, set()) >= set(seeds) or search.can_ask(rank)])]
 

@@ -127,7 +127,7 @@ def build_report(run: RunDir) -> Report:
     The region and knee are read off the mean over seeds at each rank; when some rank has more
     than one seed, a bootstrap over seeds (``config.bootstrap_resamples``) gives their 95% intervals.
     """
-    config, teacher = run.config(), run.teacher()
+    config, teacher, (asked, spent) = run.config(), run.teacher(), run.search_log()
     t_acc, t_cost = teacher.test_accuracy, teacher.cost
     rows = [Row(None, config.teacher_seed, "teacher", t_acc, 1.0, t_cost.params, 1.0, t_cost.macs,
                 t_cost.latency_ms, ece=teacher.test_ece, nll=teacher.test_nll)]
@@ -162,10 +162,9 @@ def build_report(run: RunDir) -> Report:
     return Report(config=config, teacher=teacher, rows=rows, analysis=analysis, note=note,
                   per_rank=per_rank, uncertainty=uncertainty, uncertainty_note=u_note,
                   warnings=tuple(_warnings(config, teacher, ok,
-                                           unfinished_trials(config, records, run.search_rounds(),
-                                                             run.adaptive_rounds(), t_acc))),
+                                           unfinished_trials(config, records, asked, spent, t_acc))),
                   spectrum=run.spectrum(),
-                  search_rounds=() if config.search == "grid" else tuple(map(tuple, run.search_rounds())))
+                  search_rounds=() if config.search == "grid" else tuple(map(tuple, asked)))
 
 
 # A student this much better than its teacher (normalized accuracy above it) means the teacher is weak.

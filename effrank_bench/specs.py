@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 from torch.utils.data import Dataset
 
+from effrank_bench.config import EXECUTOR_OPTIONS
 from effrank_bench.errors import (ConfigError, LossError, RegistrationError, UnsupportedTargetError,
                                   a_type, format_validation_error, shown)
 
@@ -344,8 +345,6 @@ class ExecutorSpec(_Frozen):
     @field_validator("options")
     @classmethod
     def _known_options(cls, options: tuple[str, ...]) -> tuple[str, ...]:
-        from effrank_bench.config import EXECUTOR_OPTIONS
-
         unknown = [name for name in options if name not in EXECUTOR_OPTIONS]
         if unknown:
             raise ValueError(f"'{unknown[0]}' is not an executor option; they are: {', '.join(EXECUTOR_OPTIONS)}")

@@ -175,14 +175,15 @@ class RunDir:
     def search_rounds(self) -> list[list[int]]:
         """The ranks the sweep's search asked for, round by round; none for a run directory written before
         they were kept."""
-        return self._search_log()[0]
+        return self.search_log()[0]
 
     def adaptive_rounds(self) -> int:
         """How many of :meth:`search_rounds` an adaptive search asked for: the round budget it has spent (a
         grid's rounds spend none; a log written before this was kept counts every round)."""
-        return self._search_log()[1]
+        return self.search_log()[1]
 
-    def _search_log(self) -> tuple[list[list[int]], int]:
+    def search_log(self) -> tuple[list[list[int]], int]:
+        """:meth:`search_rounds` and :meth:`adaptive_rounds`, from one read of ``search.json``."""
         if not self.search_path.is_file():
             return [], 0
         try:

@@ -94,7 +94,7 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
 
         # Rounds the search asked for before are trained to the end first (a round cut short and refitted
         # would ask for other ranks than an uninterrupted sweep), then the search is asked for more.
-        asked, spent = _resumed_rounds(run, config, progress), run.adaptive_rounds()
+        asked, spent = _resumed_rounds(run, config, progress)
         search = searcher(config, spent)
         for round_ in itertools.count(1):
             records = run.records()
@@ -121,19 +121,19 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         return run
 
 
-def _resumed_rounds(run: RunDir, config: RunConfig, progress: Progress) -> list[list[int]]:
-    """The rounds asked before that this sweep finishes first (:func:`~effrank_bench.plan.rounds_to_resume`);
-    ranks dropped from them (asked under another --ranks, --search or --tolerance) are named, and the
-    search's log rewritten without them."""
-    asked, records = run.search_rounds(), run.records()
+def _resumed_rounds(run: RunDir, config: RunConfig, progress: Progress) -> tuple[list[list[int]], int]:
+    """The rounds asked before that this sweep finishes first (:func:`~effrank_bench.plan.rounds_to_resume`),
+    and the adaptive rounds spent; ranks dropped from them (asked under another --ranks, --search or
+    --tolerance) are named, and the search's log rewritten without them."""
+    (asked, spent), records = run.search_log(), run.records()
     resumed = rounds_to_resume(asked, searcher(config), records, config.seeds)
     if resumed != asked:
         dropped = sorted({r for round_ in asked for r in round_} - {r for round_ in resumed for r in round_})
         if dropped:
             progress.note(f"rank(s) {', '.join(map(str, dropped))}, asked for before, are not among the ranks "
                           "this search trains (--ranks, --search, --tolerance): they will not train (further)")
-        run.store_search_rounds(resumed, run.adaptive_rounds())
-    return resumed
+        run.store_search_rounds(resumed, spent)
+    return resumed, spent
 
 
 def _note_left_open(search: GridSearch | AdaptiveSearch, measured: dict[int, float], failed: set[int],
@@ -163,7 +163,7 @@ def finished_teacher(setup: RunSetup) -> TeacherRecord | None:
         return None
     if config.spectrum_samples and ((stored := run.spectrum()) is None or stored.key != record.key):
         return None
-    if unfinished_trials(config, run.records(), run.search_rounds(), run.adaptive_rounds(), record.test_accuracy):
+    if unfinished_trials(config, run.records(), *run.search_log(), record.test_accuracy):
         return None
     return record
 
