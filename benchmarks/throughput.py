@@ -5,7 +5,8 @@ Not a test. Both train the same students on the same batches from the same teach
     every step, eager;
   - engine: the whole group per batch (one teacher pass for all), fused AdamW on CUDA, forwards and loss
     compiled where the run would compile (CUDA by default; --compile/--no-compile to force), one sync per epoch;
-    on CPU eager, its students stepped side by side in threads of one core each, as a run steps them.
+    on CPU eager, the teacher's passes computed ahead and each student stepped through them in a thread of one
+    core, as a run steps them.
 Usage:
     python benchmarks/throughput.py                      # CPU default: micro_vit, ranks 1-32, batch 64
     python benchmarks/throughput.py --arch vit_b32 --ranks 32,32,32,32 --batch-size 256   # CUDA default
@@ -22,6 +23,7 @@ import itertools
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,8 +34,9 @@ from effrank_bench.factorize import factorize
 from effrank_bench.measure import count_macs
 from effrank_bench.setup import prepare
 from effrank_bench.teacher import obtain_teacher
-from effrank_bench.train import (Compilation, Recipe, allow_recompiles, autocast, draws_random_numbers, make_optimizer,
-                                 student_pool, student_step, student_threads, tapped, teacher_outputs)
+from effrank_bench.train import (Compilation, Recipe, allow_recompiles, autocast, batches_ahead, draws_random_numbers,
+                                 make_optimizer, side_by_side, student_pool, student_step, student_threads, tapped,
+                                 teacher_outputs)
 
 
 def _students(setup, teacher, ranks):
@@ -110,22 +113,41 @@ def engine(setup, teacher, ranks, batches, steps, compile_, profile=0, threads=T
             students[0], lambda: loss.compute(target0, taps[0].forward(students[0], x0) if taps[0] else
                                               _logits(students[0], x0), y0, config.loss_options))))
 
-        def step(x, y):
+        def one_on(i, x, y, target):
+            return student_step(forwards[i], taps[i], x, y, target, compute, config.loss_options, *fitted[i],
+                                config.amp)
+
+        def step(x, y):  # one batch: the teacher's pass, then each student in turn (or in the pool's threads)
             nonlocal total
             target = teacher_outputs(t_forward, t_tap, x, config.amp)
 
             def one(i):
-                return student_step(forwards[i], taps[i], x, y, target, compute, config.loss_options, *fitted[i],
-                                    config.amp)
+                return one_on(i, x, y, target)
 
             for value in (pool.map(one, range(len(students))) if pool else map(one, range(len(students)))):
                 total += value
 
-        for i, (x, y) in enumerate(itertools.islice(itertools.cycle(batches), steps + 3)):
-            if i == 3:
-                _sync(x.device)
-                start = time.perf_counter()
+        timed = list(itertools.islice(itertools.cycle(batches), steps + 3))
+        for x, y in timed[:3]:
             step(x, y)
+        _sync(setup.device)
+        start = time.perf_counter()
+        if pool is None:
+            for x, y in timed[3:]:
+                step(x, y)
+        else:  # as a CPU run steps them: the teacher's passes ahead, then each student through them in a thread
+            members = [_Member(student, i) for i, student in enumerate(students)]
+            totals = [torch.zeros(()) for _ in members]
+            rest = timed[3:]
+            while rest:
+                x, y = rest[0]
+                target = teacher_outputs(t_forward, t_tap, x, config.amp)
+                n = batches_ahead(x, target, len(rest))
+                ahead = [(x, y, target)] + [(x, y, teacher_outputs(t_forward, t_tap, x, config.amp))
+                                            for x, y in rest[1:n]]
+                side_by_side(pool, ahead, members, totals, lambda m, x, y, t: one_on(m.index, x, y, t), lambda n: None)
+                rest = rest[n:]
+            total += sum(totals)
         total.item()  # one sync, as the engine does once per epoch
         seconds = time.perf_counter() - start
         if profile:
@@ -133,6 +155,14 @@ def engine(setup, teacher, ranks, batches, steps, compile_, profile=0, threads=T
     for note in compilation.progress.notes if compilation else ():
         print(note)  # a fallback to eager: the figure is not the compiled engine's
     return seconds, workers if pool else 1
+
+
+@dataclass
+class _Member:
+    """A student as :func:`side_by_side` hands it to the step (its ``model``, sized to order the threads' work)."""
+
+    model: torch.nn.Module
+    index: int
 
 
 def _profiled(step, batches, device) -> None:

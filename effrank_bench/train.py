@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -219,6 +221,23 @@ class _Fitting:
 
 #: ``step(x, y, fittings) -> losses``: one training step of every model still in the fit, on one batch.
 Step = Callable[[torch.Tensor, torch.Tensor, list[_Fitting]], list[torch.Tensor]]
+#: ``epoch(train, fittings, advance) -> losses``: one pass over ``train`` training every model still in the fit,
+#: each one's summed loss (on the device, not synced); ``advance(n)`` as n more batches are done.
+Epoch = Callable[[Batches, list[_Fitting], Callable[[int], None]], list[torch.Tensor]]
+
+
+def per_batch(step: Step) -> Epoch:
+    """The epoch that takes ``step`` on each batch in turn."""
+
+    def epoch(train: Batches, fittings: list[_Fitting], advance: Callable[[int], None]) -> list[torch.Tensor]:
+        totals = [torch.zeros((), device=train.device) for _ in fittings]
+        for x, y in train:
+            for total, value in zip(totals, step(x, y, fittings)):
+                total += value
+            advance(1)
+        return totals
+
+    return epoch
 
 
 def _random_state(train: Batches) -> dict[str, torch.Tensor]:
@@ -235,12 +254,12 @@ def _set_random_state(train: Batches, state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(state["cuda"], train.device)
 
 
-def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, step: Step, label: str,
+def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, epoch_of: Epoch, label: str,
         progress: Progress = NullProgress(), checkpoints: Checkpoints | None = None,
         on_failure: Callable[[int, TrialFailed], None] = lambda i, err: None) -> list[FitResult | TrialFailed]:
     """The one training loop, for a teacher and for a group of students fed the same batches.
 
-    Epochs of ``step`` over ``train``; after each, a NaN check (one sync per epoch per model) and,
+    Epochs of ``epoch_of`` over ``train``; after each, a NaN check (one sync per epoch per model) and,
     with a validation split, evaluation; the weights kept are those ``recipe.select`` picks. A model
     whose loss is not finite leaves the fit (``on_failure`` hears of it at once) and the others go
     on. With ``checkpoints``, the fit resumes from the saved state and saves its own as it goes.
@@ -275,11 +294,7 @@ def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, s
         advance((first_epoch - 1) * len(train))
         for epoch in range(first_epoch, recipe.epochs + 1):
             epoch_start = time.perf_counter()
-            totals = [torch.zeros((), device=train.device) for _ in active]
-            for x, y in train:
-                for j, value in enumerate(step(x, y, [fittings[i] for i in active])):
-                    totals[j] += value
-                advance(1)
+            totals = epoch_of(train, [fittings[i] for i in active], advance)
             # One sync per epoch: checking every step would stall a GPU pipeline.
             mean_losses = {i: total.item() / len(train) for i, total in zip(active, totals)}
             step_seconds += time.perf_counter() - epoch_start
@@ -323,7 +338,7 @@ def train_teacher(model: nn.Module, train: Batches, val: Batches, recipe: Recipe
         f.scheduler.step()
         return [loss.detach()]
 
-    (result,) = fit([model], train, val, recipe, step, "teacher", progress)
+    (result,) = fit([model], train, val, recipe, per_batch(step), "teacher", progress)
     if isinstance(result, TrialFailed):
         raise TrialFailed(f"the teacher's {result}; lower --teacher-lr")
     return result
@@ -453,6 +468,60 @@ def student_pool(workers: int, draws: Callable[[], bool]) -> Iterator[ThreadPool
         torch.set_num_threads(threads)
 
 
+#: The most bytes of teacher outputs (and their inputs) a CPU group computes ahead of its students: all of an
+#: epoch's on the micro presets (2.2 MB a batch for micro_vit), one batch at a time for a model that size.
+AHEAD_BYTES = 256 * 2**20
+
+
+def batches_ahead(x: torch.Tensor, target: Outputs, most: int) -> int:
+    """How many batches, of ``x``'s size and ``target``'s, a CPU group's teacher passes before its students
+    step: as many as :data:`AHEAD_BYTES` holds, between 1 and ``most``."""
+    size = sum(t.numel() * t.element_size() for t in (x, target.logits, *target.features))
+    return max(1, min(most, AHEAD_BYTES // size))
+
+
+def side_by_side(pool: ThreadPoolExecutor, batches: list[tuple[torch.Tensor, torch.Tensor, Outputs]],
+                 fittings: list[_Fitting], totals: list[torch.Tensor],
+                 step: Callable[[_Fitting, torch.Tensor, torch.Tensor, Outputs], torch.Tensor],
+                 advance: Callable[[int], None]) -> None:
+    """Each student takes ``step`` on every batch of ``batches`` (input, labels, teacher outputs) in a thread of
+    ``pool``, without waiting for the others between batches; its losses are added to its ``totals``.
+
+    A barrier after every batch left a core idle while the last student of the batch stepped (a tenth of a
+    micro group's time): here the threads meet once per ``batches``, the largest students going first so
+    that a small one ends the wait. Each student's numbers are those of stepping in turn (one thread each,
+    the same batches in the same order). ``advance`` is called from this thread, with the batches' worth of
+    steps done; where it raises (an interrupt) or a student's step does, the other students stop at their
+    next batch before it propagates.
+    """
+    done, stop = [0] * len(fittings), threading.Event()
+
+    def through(j: int) -> None:
+        for x, y, target in batches:
+            if stop.is_set():
+                return
+            totals[j] += step(fittings[j], x, y, target)
+            done[j] += 1
+
+    by_size = sorted(range(len(fittings)), key=lambda j: -sum(p.numel() for p in fittings[j].model.parameters()))
+    futures, reported = [pool.submit(through, j) for j in by_size], 0
+    try:
+        running = set(futures)
+        while running:
+            finished, running = wait(running, timeout=0.25, return_when=FIRST_EXCEPTION)
+            if any(future.exception() is not None for future in finished):
+                break
+            if (now := sum(done) // len(fittings)) > reported:
+                advance(now - reported)
+                reported = now
+    finally:
+        stop.set()
+        wait(futures)
+    for future in futures:
+        future.result()
+    advance(len(batches) - reported)
+
+
 def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[nn.Module], list[Branch]],
             train: Batches, val: Batches, loss: LossSpec, options: LossOptions, recipe: Recipe,
             label: str = "student", progress: Progress = NullProgress(), checkpoints: Checkpoints | None = None,
@@ -489,37 +558,51 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
         workers = student_threads(len(students), train.device, compilation is not None)
         pool: ThreadPoolExecutor | None = None
 
-        def step(x, y, fittings):
-            nonlocal pool, workers
-            target = teacher_outputs(t_forward, t_tap, x, recipe.amp)
-            if workers > 1 and pool is None:  # decided at the fit's first step, the same after a resume
-                f = fittings[0]
-                pool = stack.enter_context(student_pool(workers, lambda: draws_random_numbers(
-                    f.model, lambda: loss.compute(target, _forward(f.model, taps[id(f.model)], x), y, options))))
-                workers = 1 if pool is None else workers
+        def teacher_pass(x: torch.Tensor) -> Outputs:
+            return teacher_outputs(t_forward, t_tap, x, recipe.amp)
 
-            def one(f: _Fitting) -> torch.Tensor:
-                return student_step(forwards[id(f.model)], taps[id(f.model)], x, y, target, compute, options,
-                                    f.optimizer, f.scheduler, recipe.amp)
+        def one(f: _Fitting, x: torch.Tensor, y: torch.Tensor, target: Outputs) -> torch.Tensor:
+            return student_step(forwards[id(f.model)], taps[id(f.model)], x, y, target, compute, options,
+                                f.optimizer, f.scheduler, recipe.amp)
 
+        def in_turn(x: torch.Tensor, y: torch.Tensor, target: Outputs, fittings: list[_Fitting]) -> list[torch.Tensor]:
             def again_eagerly(f: _Fitting) -> torch.Tensor:
                 # The backward compiles lazily, and CUDA-graph outputs are checked where they are read: such
                 # a failure comes before this student's optimizer stepped, so its step is taken again, and the
                 # whole group trains on eagerly from the teacher's pass on.
                 nonlocal target
-                target = teacher_outputs(t_forward, t_tap, x, recipe.amp)
-                return one(f)
+                target = teacher_pass(x)
+                return one(f, x, y, target)
 
-            if pool is not None:
-                return list(pool.map(one, fittings))
             values = []
             for f in fittings:
                 key = (id(f.model), tuple(x.shape))
                 if compilation is None or not compilation.active or key in tried:
-                    values.append(one(f))
+                    values.append(one(f, x, y, target))
                 else:
                     tried.add(key)
-                    values.append(compilation.guarded(lambda: one(f), lambda: again_eagerly(f)))
+                    values.append(compilation.guarded(lambda: one(f, x, y, target), lambda: again_eagerly(f)))
             return values
 
-        return fit(students, train, val, recipe, step, label, progress, checkpoints, on_failure)
+        def epoch(train: Batches, fittings: list[_Fitting], advance: Callable[[int], None]) -> list[torch.Tensor]:
+            nonlocal pool, workers
+            totals = [torch.zeros((), device=train.device) for _ in fittings]
+            batches = iter(train)
+            for x, y in batches:
+                target = teacher_pass(x)
+                if workers > 1 and pool is None:  # decided at the fit's first step, the same after a resume
+                    f = fittings[0]
+                    pool = stack.enter_context(student_pool(workers, lambda: draws_random_numbers(
+                        f.model, lambda: loss.compute(target, _forward(f.model, taps[id(f.model)], x), y, options))))
+                    workers = 1 if pool is None else workers
+                if pool is None:
+                    for total, value in zip(totals, in_turn(x, y, target, fittings)):
+                        total += value
+                    advance(1)
+                else:  # the teacher runs ahead, then each student steps through those batches in a thread
+                    ahead = [(x, y, target)] + [(x, y, teacher_pass(x)) for x, y in
+                                                itertools.islice(batches, batches_ahead(x, target, len(train)) - 1)]
+                    side_by_side(pool, ahead, fittings, totals, one, advance)
+            return totals
+
+        return fit(students, train, val, recipe, epoch, label, progress, checkpoints, on_failure)

@@ -14,7 +14,7 @@ from effrank_bench.data import Batches
 from effrank_bench.errors import ConfigError
 from effrank_bench.report import build_report
 from effrank_bench.sweep import run_sweep
-from effrank_bench.train import Recipe, fit, make_optimizer
+from effrank_bench.train import Recipe, fit, make_optimizer, per_batch
 from effrank_bench_plugins.splits import held_out_val, stratified_split
 
 
@@ -59,7 +59,7 @@ def _two_epochs(select: str, val):
         return [torch.zeros(())]
 
     train = _batches(torch.ones(4, 2), torch.zeros(4, dtype=torch.long))
-    (result,) = fit([model], train, val, Recipe(2, 0.1, select=select), step, "t")
+    (result,) = fit([model], train, val, Recipe(2, 0.1, select=select), per_batch(step), "t")
     return model, result
 
 

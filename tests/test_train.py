@@ -170,13 +170,86 @@ def _students(dropout: float = 0.0):
             for width in (1, 2, 3)]
 
 
-def test_students_step_in_threads_of_one_core_each_to_the_numbers_of_one_thread(monkeypatch):
+@pytest.mark.parametrize("ahead_bytes", [None, 1], ids=["an epoch ahead", "a batch ahead"])
+def test_students_step_in_threads_of_one_core_each_to_the_numbers_of_one_thread(monkeypatch, ahead_bytes):
+    from effrank_bench import train
+
+    if ahead_bytes is not None:
+        monkeypatch.setattr(train, "AHEAD_BYTES", ahead_bytes)
     alone, side_by_side = _students(), _students()
     assert _tiny_distill(alone, monkeypatch, threads=1) == []
     assert _tiny_distill(side_by_side, monkeypatch, threads=2) == [{"initializer": torch.set_num_threads,
                                                                     "initargs": (1,)}]
     for a, b in zip(alone, side_by_side):
         assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_the_teacher_runs_as_many_batches_ahead_as_the_byte_budget_holds(monkeypatch):
+    from effrank_bench import train
+    from effrank_bench.specs import Outputs
+
+    x, target = torch.zeros(4, 8), Outputs(logits=torch.zeros(4, 2), features=(torch.zeros(4, 6),))
+    size = 4 * (8 + 2 + 6) * 4  # bytes of one batch's input and teacher outputs, float32
+    monkeypatch.setattr(train, "AHEAD_BYTES", 10 * size + 1)
+    assert train.batches_ahead(x, target, most=50) == 10
+    assert train.batches_ahead(x, target, most=3) == 3  # an epoch's batches at most
+    monkeypatch.setattr(train, "AHEAD_BYTES", size - 1)
+    assert train.batches_ahead(x, target, most=50) == 1  # one batch, however large
+
+
+class _Sized:
+    def __init__(self, width: int):
+        self.model = nn.Linear(width, 1)
+
+
+def _through(step, students=2, batches=40, advance=lambda n: None):
+    from effrank_bench.train import side_by_side
+
+    fittings = [_Sized(width) for width in range(1, students + 1)]
+    totals = [torch.zeros(()) for _ in fittings]
+    with ThreadPoolExecutor(2) as pool:
+        side_by_side(pool, [(torch.tensor(float(i)), None, None) for i in range(batches)], fittings, totals,
+                     step, advance)
+    return fittings, totals
+
+
+def test_students_step_through_the_batches_side_by_side_and_progress_counts_batches_from_this_thread():
+    import threading
+
+    seen, advanced = [], []
+
+    def step(f, x, y, target):
+        seen.append((f, int(x)))
+        return x
+
+    fittings, totals = _through(step, students=3, batches=5,
+                                advance=lambda n: advanced.append((n, threading.get_ident())))
+    assert [[i for g, i in seen if g is f] for f in fittings] == [list(range(5))] * 3  # each, every batch in order
+    assert [t.item() for t in totals] == [10.0] * 3
+    assert sum(n for n, _ in advanced) == 5 and {t for _, t in advanced} == {threading.get_ident()}
+
+
+@pytest.mark.parametrize("stop", ["interrupt", "error"])
+def test_students_stepping_side_by_side_stop_at_their_next_batch_on_an_interrupt_or_an_error(stop):
+    import time
+
+    steps = []
+
+    def step(f, x, y, target):
+        if stop == "error" and int(x) == 3 and f.model.in_features == 2:
+            raise ValueError("a student's step failed")
+        time.sleep(0.01)
+        steps.append(int(x))
+        return x
+
+    def advance(n):
+        if stop == "interrupt":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt if stop == "interrupt" else ValueError):
+        _through(step, batches=100, advance=advance)
+    # Stepping on, the other student would have taken all its 100 steps (200 of both, 103 with the error).
+    assert len(steps) < (150 if stop == "interrupt" else 50)
 
 
 def test_students_that_draw_random_numbers_step_one_after_another(monkeypatch):
