@@ -50,7 +50,7 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
             setup = dataclasses.replace(setup, config=config)
         run.store_target(setup.target_info())
         if teacher is None and (recorded := finished_teacher(setup)) is not None:
-            progress.note(f"teacher: test accuracy {recorded.test_accuracy:.4f} ({recorded.origin})")
+            progress.note(f"teacher, {recorded.origin}: test accuracy {recorded.test_accuracy:.4f}")
             progress.note(f"{run.path}: every trial of this sweep is recorded, nothing to train")
             return run
         if teacher is None:
@@ -59,7 +59,7 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         stored = run.spectrum()
         if config.spectrum_samples and (stored is None or stored.key != teacher.record.key):  # once per teacher
             run.store_spectrum(model_spectrum(setup, teacher, config.spectrum_samples))
-        progress.note(f"teacher: test accuracy {teacher.record.test_accuracy:.4f} ({teacher.record.origin})")
+        progress.note(f"teacher, {teacher.record.origin}: test accuracy {teacher.record.test_accuracy:.4f}")
         if config.search == "grid" and config.tolerance is not None:
             progress.note("[yellow]--tolerance applies to --search adaptive: this grid sweep trains every rank")
         unused = [f"--{name.replace('_', '-')}" for name in EXECUTOR_OPTIONS

@@ -84,7 +84,8 @@ def test_a_finished_sweep_run_again_only_reports_with_its_teacher_record_untouch
     assert {name: (run.path / name).read_bytes() for name in kept} == kept
     assert f"{run.path}: every trial of this sweep is recorded, nothing to train" in notes.notes
     teacher = run.teacher()
-    assert f"teacher: test accuracy {teacher.test_accuracy:.4f} (trained from scratch)" in notes.notes
+    # "trained from scratch" where its weights began, not in this command (it was loaded: it is recorded)
+    assert f"teacher, trained from scratch: test accuracy {teacher.test_accuracy:.4f}" in notes.notes
     assert [teacher.model_copy(update={"source": source}).origin for source in ("pretrained", "checkpoint t.pt")] == [
         "from pretrained weights", "from checkpoint t.pt"]
 
