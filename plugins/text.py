@@ -42,10 +42,11 @@ def _require_datasets():
     return datasets
 
 
-def load_tokenizer(name: str | None):
-    """The teacher's tokenizer; the core masks id 0 as padding, so the tokenizer must pad with 0."""
+def load_tokenizer(name: str | None, dataset: str = "text"):
+    """The teacher's tokenizer for ``dataset``; the core masks id 0 as padding, so the tokenizer must pad with 0."""
     if name is None:
-        raise DataError("this architecture names no tokenizer; pass --tokenizer NAME_OR_PATH")
+        raise DataError(f"{dataset} is text, and this architecture names no tokenizer (ArchitectureSpec.tokenizer) "
+                        "to encode it with; pass --tokenizer NAME_OR_PATH")
     from transformers import AutoTokenizer
 
     path = Path(name).expanduser()
@@ -167,7 +168,7 @@ def _load(spec: _TextSet, request: DataRequest) -> DataSplits:
     _require_datasets()
     if request.input_size is None:
         raise DataError(f"{spec.name} is tokenized to the architecture's sequence length, and none was given")
-    tokenizer = load_tokenizer(request.tokenizer)  # before any download: a wrong tokenizer fails fast
+    tokenizer = load_tokenizer(request.tokenizer, spec.name)  # before any download: a wrong tokenizer fails fast
     root = request.root.expanduser() if request.root is not None else None
     splits = _splits(spec, root)
     (texts, labels), (test_texts, test_labels) = splits["train"], splits[spec.reported]

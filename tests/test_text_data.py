@@ -103,7 +103,7 @@ def test_ag_news_from_split_files_in_root_slash_name(tmp_path, tokenizer, ext):
 
 def test_text_needs_a_tokenizer_that_loads_and_pads_with_zero(tmp_path, tokenizer):
     save_sst2(tmp_path)
-    with pytest.raises(DataError, match=r"names no tokenizer; pass --tokenizer NAME_OR_PATH"):
+    with pytest.raises(DataError, match=r"^sst2 is text, and this architecture names no tokenizer \(ArchitectureSpec.tokenizer\) to encode it with; pass --tokenizer NAME_OR_PATH$"):
         load("sst2", root=tmp_path, input_size=8)
     with pytest.raises(DataError, match=f"tokenizer folder {tmp_path / 'nowhere'} does not exist"):
         load("sst2", root=tmp_path, tokenizer=str(tmp_path / "nowhere"), input_size=8)
@@ -122,7 +122,8 @@ def test_run_with_an_architecture_that_names_no_tokenizer_asks_for_one(tmp_path,
                              "--ranks", "2", "--device", "cpu", "--out", str(tmp_path / "run"))
     # The tokenizer is checked before the data set is looked for, so the empty root is never reached.
     assert (code, out) == (2, "")
-    assert err == "error: this architecture names no tokenizer; pass --tokenizer NAME_OR_PATH\n"
+    assert err == ("error: sst2 is text, and this architecture names no tokenizer (ArchitectureSpec.tokenizer) to "
+                   "encode it with; pass --tokenizer NAME_OR_PATH\n")
 
 
 def test_offline_hub_says_what_failed_and_how_to_use_a_local_copy(tmp_path, tokenizer, monkeypatch):
