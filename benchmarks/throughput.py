@@ -117,41 +117,40 @@ def engine(setup, teacher, ranks, batches, steps, compile_, profile=0, threads=T
             return student_step(forwards[i], taps[i], x, y, target, compute, config.loss_options, *fitted[i],
                                 config.amp)
 
-        def step(x, y):  # one batch: the teacher's pass, then each student in turn (or in the pool's threads)
+        def step(x, y):  # one batch: the teacher's pass, then each student in turn
             nonlocal total
             target = teacher_outputs(t_forward, t_tap, x, config.amp)
+            for i in range(len(students)):
+                total += one_on(i, x, y, target)
 
-            def one(i):
-                return one_on(i, x, y, target)
+        members = [_Member(student, i) for i, student in enumerate(students)]
+        totals = [torch.zeros(()) for _ in members]
 
-            for value in (pool.map(one, range(len(students))) if pool else map(one, range(len(students)))):
-                total += value
+        def run(some):
+            """``some`` batches as a run steps them: on CPU with threads, the teacher's passes ahead, then each
+            student through them in its thread; else batch by batch."""
+            if pool is None:
+                for x, y in some:
+                    step(x, y)
+                return
+            while some:
+                x, y = some[0]
+                target = teacher_outputs(t_forward, t_tap, x, config.amp)
+                n = batches_ahead(x, target, len(some))
+                ahead = [(x, y, target)] + [(x, y, teacher_outputs(t_forward, t_tap, x, config.amp))
+                                            for x, y in some[1:n]]
+                side_by_side(pool, ahead, members, totals, lambda m, x, y, t: one_on(m.index, x, y, t), lambda n: None)
+                some = some[n:]
 
         timed = list(itertools.islice(itertools.cycle(batches), steps + 3))
-        for x, y in timed[:3]:
-            step(x, y)
+        run(timed[:3])
         _sync(setup.device)
         start = time.perf_counter()
-        if pool is None:
-            for x, y in timed[3:]:
-                step(x, y)
-        else:  # as a CPU run steps them: the teacher's passes ahead, then each student through them in a thread
-            members = [_Member(student, i) for i, student in enumerate(students)]
-            totals = [torch.zeros(()) for _ in members]
-            rest = timed[3:]
-            while rest:
-                x, y = rest[0]
-                target = teacher_outputs(t_forward, t_tap, x, config.amp)
-                n = batches_ahead(x, target, len(rest))
-                ahead = [(x, y, target)] + [(x, y, teacher_outputs(t_forward, t_tap, x, config.amp))
-                                            for x, y in rest[1:n]]
-                side_by_side(pool, ahead, members, totals, lambda m, x, y, t: one_on(m.index, x, y, t), lambda n: None)
-                rest = rest[n:]
-            total += sum(totals)
-        total.item()  # one sync, as the engine does once per epoch
+        run(timed[3:])
+        (total + sum(totals)).item()  # one sync, as the engine does once per epoch
         seconds = time.perf_counter() - start
         if profile:
-            _profiled(step, batches[:profile], setup.device)
+            _profiled(run, batches[:profile], setup.device)
     for note in compilation.progress.notes if compilation else ():
         print(note)  # a fallback to eager: the figure is not the compiled engine's
     return seconds, workers if pool else 1
@@ -165,16 +164,15 @@ class _Member:
     index: int
 
 
-def _profiled(step, batches, device) -> None:
-    """Where a step's time goes: the busiest operators by their own device (or CPU) time, and the totals."""
+def _profiled(run, batches, device) -> None:
+    """Where ``run(batches)``'s time goes: the busiest operators by their own device (or CPU) time, and the totals."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     start = time.perf_counter()
     with profile(activities=activities) as prof:
-        for x, y in batches:
-            step(x, y)
+        run(batches)
         _sync(device)
     wall = time.perf_counter() - start
     events = prof.key_averages()

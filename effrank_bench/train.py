@@ -8,7 +8,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -504,8 +504,11 @@ def side_by_side(pool: ThreadPoolExecutor, batches: list[tuple[torch.Tensor, tor
             done[j] += 1
 
     by_size = sorted(range(len(fittings)), key=lambda j: -sum(p.numel() for p in fittings[j].model.parameters()))
-    futures, reported = [pool.submit(through, j) for j in by_size], 0
+    futures: list[Future] = []
+    reported = 0
     try:
+        for j in by_size:  # within the try: an interrupt here too stops those already stepping
+            futures.append(pool.submit(through, j))
         running = set(futures)
         while running:
             finished, running = wait(running, timeout=0.25, return_when=FIRST_EXCEPTION)
@@ -519,7 +522,8 @@ def side_by_side(pool: ThreadPoolExecutor, batches: list[tuple[torch.Tensor, tor
         wait(futures)
     for future in futures:
         future.result()
-    advance(len(batches) - reported)
+    if reported < len(batches):
+        advance(len(batches) - reported)
 
 
 def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[nn.Module], list[Branch]],
@@ -584,6 +588,12 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
                     values.append(compilation.guarded(lambda: one(f, x, y, target), lambda: again_eagerly(f)))
             return values
 
+        def ahead(x: torch.Tensor, y: torch.Tensor, target: Outputs, batches: Iterator, most: int) -> list:
+            """This batch and the teacher's outputs, and as many more as :func:`batches_ahead` allows (a span
+            that only the students' stepping holds: freed before the teacher runs ahead again)."""
+            more = itertools.islice(batches, batches_ahead(x, target, most) - 1)
+            return [(x, y, target)] + [(x, y, teacher_pass(x)) for x, y in more]
+
         def epoch(train: Batches, fittings: list[_Fitting], advance: Callable[[int], None]) -> list[torch.Tensor]:
             nonlocal pool, workers
             totals = [torch.zeros((), device=train.device) for _ in fittings]
@@ -600,9 +610,7 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
                         total += value
                     advance(1)
                 else:  # the teacher runs ahead, then each student steps through those batches in a thread
-                    ahead = [(x, y, target)] + [(x, y, teacher_pass(x)) for x, y in
-                                                itertools.islice(batches, batches_ahead(x, target, len(train)) - 1)]
-                    side_by_side(pool, ahead, fittings, totals, one, advance)
+                    side_by_side(pool, ahead(x, y, target, batches, len(train)), fittings, totals, one, advance)
             return totals
 
         return fit(students, train, val, recipe, epoch, label, progress, checkpoints, on_failure)

@@ -138,7 +138,8 @@ def test_loader_workers_only_on_cuda_and_only_for_data_that_decodes_per_item():
 
 
 def _tiny_distill(students, monkeypatch, threads: int, loss=None):
-    """distill() of a small teacher into ``students`` on ``threads`` torch threads; returns the pools it made."""
+    """distill() of a small teacher into ``students`` on ``threads`` torch threads; returns the pools it made
+    and the results."""
     from effrank_bench import train
     from effrank_bench.registry import default_registry
     from effrank_bench.specs import LossOptions
@@ -160,8 +161,8 @@ def _tiny_distill(students, monkeypatch, threads: int, loss=None):
             assert fresh.submit(torch.get_num_threads).result() == threads
     finally:
         torch.set_num_threads(before)
-    assert all(r.history[-1]["loss"] > 0 for r in results)
-    return pools
+    assert all(isinstance(r, train.TrialFailed) or r.history[-1]["loss"] > 0 for r in results)
+    return pools, results
 
 
 def _students(dropout: float = 0.0):
@@ -177,8 +178,8 @@ def test_students_step_in_threads_of_one_core_each_to_the_numbers_of_one_thread(
     if ahead_bytes is not None:
         monkeypatch.setattr(train, "AHEAD_BYTES", ahead_bytes)
     alone, side_by_side = _students(), _students()
-    assert _tiny_distill(alone, monkeypatch, threads=1) == []
-    assert _tiny_distill(side_by_side, monkeypatch, threads=2) == [{"initializer": torch.set_num_threads,
+    assert _tiny_distill(alone, monkeypatch, threads=1)[0] == []
+    assert _tiny_distill(side_by_side, monkeypatch, threads=2)[0] == [{"initializer": torch.set_num_threads,
                                                                     "initargs": (1,)}]
     for a, b in zip(alone, side_by_side):
         assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
@@ -252,8 +253,30 @@ def test_students_stepping_side_by_side_stop_at_their_next_batch_on_an_interrupt
     assert len(steps) < (150 if stop == "interrupt" else 50)
 
 
+def test_a_student_turning_nan_in_threads_leaves_its_group_and_the_others_train_as_in_one_thread(monkeypatch):
+    from effrank_bench import train
+
+    monkeypatch.setattr(train, "AHEAD_BYTES", 1)  # a span of one batch: three spans an epoch
+
+    def students():
+        made = _students()
+        with torch.no_grad():
+            made[1][0].weight[0, 0] = float("nan")
+        return made
+
+    alone, side_by_side = students(), students()
+    _, expected = _tiny_distill(alone, monkeypatch, threads=1)
+    pools, got = _tiny_distill(side_by_side, monkeypatch, threads=2)
+    assert pools != []
+    assert [str(r) for r in got if isinstance(r, train.TrialFailed)] == ["loss became nan in epoch 1"]
+    assert [r.history for r in got if not isinstance(r, train.TrialFailed)] == [
+        r.history for r in expected if not isinstance(r, train.TrialFailed)]
+    for i in (0, 2):
+        assert all(torch.equal(p, q) for p, q in zip(alone[i].state_dict().values(), side_by_side[i].state_dict().values()))
+
+
 def test_students_that_draw_random_numbers_step_one_after_another(monkeypatch):
-    assert _tiny_distill(_students(dropout=0.5), monkeypatch, threads=2) == []
+    assert _tiny_distill(_students(dropout=0.5), monkeypatch, threads=2)[0] == []
 
 
 def test_the_random_draw_probe_leaves_generator_buffers_and_modes_as_they_were():
@@ -281,4 +304,4 @@ def test_students_whose_loss_draws_random_numbers_step_one_after_another(monkeyp
     logit = default_registry().loss("logit")
     sampling = LossSpec(name="sampling", description="logit MSE, drawing a random number each step",
                         compute=lambda t, s, y, o: logit.compute(t, s, y, o) * (1 + 0 * torch.rand(())))
-    assert _tiny_distill(_students(), monkeypatch, threads=2, loss=sampling) == []
+    assert _tiny_distill(_students(), monkeypatch, threads=2, loss=sampling)[0] == []
