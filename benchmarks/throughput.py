@@ -207,7 +207,9 @@ def main() -> None:
     parser.add_argument("--student-threads", action=argparse.BooleanOptionalAction, default=True,
                         help="step the engine's students side by side in threads, as a CPU run does (default)")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
-                        help="then profile this many engine steps (torch.profiler) and print where the time goes")
+                        help="then profile this many engine steps (torch.profiler) and print where the time goes "
+                             "(it records this thread's operators: on CPU, add --no-student-threads to see the "
+                             "students')")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the device's dense bf16 peak")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
