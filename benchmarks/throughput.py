@@ -124,7 +124,7 @@ def engine(setup, teacher, ranks, batches, steps, compile_, profile=0, threads=T
                 total += one_on(i, x, y, target)
 
         members = [_Member(student, i) for i, student in enumerate(students)]
-        totals = [torch.zeros(()) for _ in members]
+        totals = [torch.zeros((), device=setup.device) for _ in members]
 
         def run(some):
             """``some`` batches as a run steps them: on CPU with threads, the teacher's passes ahead, then each
