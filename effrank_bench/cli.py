@@ -532,11 +532,12 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
                       f"· latency at batch {args.batch_size} on {device}")
     # A paper-size model's MACs read in billions, a micro model's in millions (0.0024 GMACs reads as nothing).
     unit, scale = ("GMACs", 1e9) if table["teacher"]["macs"] >= 1e9 else ("MMACs", 1e6)
-    for name in ("rank", "params", "factorized", "compression", unit, "latency ms", "peak MiB"):
+    for name in ("rank", "params", "factorized", "compression", unit, "latency ms", "IQR ms", "peak MiB"):
         out.add_column(name, justify="right")
     for row in [{"rank": "teacher", "compression": 1.0, **table["teacher"]}, *table["students"]]:
         out.add_row(str(row["rank"]), f"{row['params']:,}", f"{row['factorized_params']:,}",
                     f"{row['compression']:.2f}×", f"{row['macs'] / scale:.3f}", f"{row['latency_ms']:.3f}",
+                    "–" if row["latency_iqr_ms"] is None else f"{row['latency_iqr_ms']:.3f}",
                     "–" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.1f}")
     console.print(out)
     return 0

@@ -96,13 +96,13 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_latency_ms(model: nn.Module, example: torch.Tensor, *, warmup: int = 5, repeats: int = 30) -> float:
-    """Median wall time in milliseconds of one forward pass of `example`."""
+def forward_times_ms(model: nn.Module, example: torch.Tensor, *, warmup: int = 5, repeats: int = 30) -> list[float]:
+    """Wall time in milliseconds of each of ``repeats`` forward passes of `example`, after ``warmup`` untimed."""
     if warmup < 0:
         raise ConfigError(f"warmup must be >= 0, got {warmup}")
     if repeats < 1:
         raise ConfigError(f"repeats must be >= 1, got {repeats}")
-    seconds = []
+    times = []
     with _inference(model):
         for _ in range(warmup):
             model(example)
@@ -111,8 +111,22 @@ def measure_latency_ms(model: nn.Module, example: torch.Tensor, *, warmup: int =
             start = time.perf_counter()
             model(example)
             _synchronize(example.device)
-            seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds) * 1000.0
+            times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def measure_latency_ms(model: nn.Module, example: torch.Tensor, *, warmup: int = 5, repeats: int = 30) -> float:
+    """Median wall time in milliseconds of one forward pass of `example`."""
+    return statistics.median(forward_times_ms(model, example, warmup=warmup, repeats=repeats))
+
+
+def interquartile_range(times: list[float]) -> float | None:
+    """The spread of ``times`` (p75 − p25, in their unit): how far a median of them can be trusted on a busy
+    machine. None for a single time."""
+    if len(times) < 2:
+        return None
+    low, _, high = statistics.quantiles(times, n=4, method="inclusive")
+    return high - low
 
 
 def peak_memory_mb(model: nn.Module, example: torch.Tensor) -> float | None:
@@ -143,13 +157,15 @@ def measure(
 ) -> Cost:
     """Every cost of `model` on `example`: MACs per sample (its first), latency and memory of the batch.
 
-    Latency is None when `time_it` is false.
+    Latency (the median of the timed passes, and their interquartile range) is None when `time_it` is false.
     """
     params, factorized_params = count_params(model, factorized)
+    times = forward_times_ms(model, example, warmup=warmup, repeats=repeats) if time_it else None
     return Cost(
         params=params,
         factorized_params=factorized_params,
         macs=count_macs(model, example[:1]),
-        latency_ms=measure_latency_ms(model, example, warmup=warmup, repeats=repeats) if time_it else None,
+        latency_ms=statistics.median(times) if times else None,
         peak_memory_mb=peak_memory_mb(model, example),
+        latency_iqr_ms=interquartile_range(times) if times else None,
     )

@@ -143,7 +143,7 @@ def log_run(run: RunDir, uri: str, report: Report | None = None, *, interrupted:
     ``config.<field>`` with the current one). Metrics, step = rank: ``test_accuracy/seed_<s>``,
     ``val_accuracy/seed_<s>``, ``test_ece/seed_<s>``, ``test_nll/seed_<s>``, ``train_seconds/seed_<s>``,
     ``test_accuracy/mean``, ``normalized_accuracy/mean`` and ``cost/<params|macs|compression|
-    latency_ms|peak_memory_mb>``; step = epoch: ``train_loss/r<rank>_s<seed>`` and
+    latency_ms|latency_iqr_ms>``; step = epoch: ``train_loss/r<rank>_s<seed>`` and
     ``epoch_val_accuracy/r<rank>_s<seed>`` (the teacher's as ``.../teacher``); step = trials
     finished: ``effective_rank/<low|high|band_low|band_high|knee|knee_params|knee_macs>`` (with
     ``_ci_low``/``_ci_high`` where seeds give intervals), ``trials/ok``, ``trials/failed`` and
@@ -279,7 +279,7 @@ def _rank_metrics(report: Report, timestamp: int) -> list[Metric]:
             continue
         measured.add(row.rank)
         for name, value in (("params", row.params), ("macs", row.macs), ("compression", row.compression),
-                            ("latency_ms", row.latency_ms)):
+                            ("latency_ms", row.latency_ms), ("latency_iqr_ms", row.latency_iqr_ms)):
             metrics += _metric(f"cost/{name}", value, timestamp, row.rank)
     return metrics
 

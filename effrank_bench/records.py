@@ -15,7 +15,11 @@ SCHEMA_VERSION = 2
 
 
 class Cost(BaseModel):
-    """What one forward pass of a model on an example input costs (MACs per sample)."""
+    """What one forward pass of a model on an example input costs (MACs per sample).
+
+    ``latency_ms`` is the median of the timed passes of the batch, ``latency_iqr_ms`` their interquartile
+    range (None where not timed, or in a record from before it was kept).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -24,6 +28,7 @@ class Cost(BaseModel):
     macs: int
     latency_ms: float | None
     peak_memory_mb: float | None
+    latency_iqr_ms: float | None = None
 
 
 class SpectralEstimates(BaseModel):

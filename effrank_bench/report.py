@@ -41,6 +41,7 @@ class Row:
     error: str | None = None
     ece: float | None = None  # expected calibration error on the test split (None: not recorded)
     nll: float | None = None  # mean cross-entropy in nats on the test split
+    latency_iqr_ms: float | None = None  # the interquartile range of the timed passes (None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -130,14 +131,15 @@ def build_report(run: RunDir) -> Report:
     config, teacher, (asked, spent) = run.config(), run.teacher(), run.search_log()
     t_acc, t_cost = teacher.test_accuracy, teacher.cost
     rows = [Row(None, config.teacher_seed, "teacher", t_acc, 1.0, t_cost.params, 1.0, t_cost.macs,
-                t_cost.latency_ms, ece=teacher.test_ece, nll=teacher.test_nll)]
+                t_cost.latency_ms, ece=teacher.test_ece, nll=teacher.test_nll, latency_iqr_ms=t_cost.latency_iqr_ms)]
     records = sorted(run.records(), key=lambda r: (r.rank, r.seed))
     for r in records:
         if r.status == "ok":
             cost = r.cost
             rows.append(Row(r.rank, r.seed, "ok", r.test_accuracy, r.test_accuracy / t_acc if t_acc > 0 else None,
                             cost and cost.params, cost and t_cost.params / cost.params, cost and cost.macs,
-                            cost and cost.latency_ms, ece=r.test_ece, nll=r.test_nll))
+                            cost and cost.latency_ms, ece=r.test_ece, nll=r.test_nll,
+                            latency_iqr_ms=cost and cost.latency_iqr_ms))
         else:
             rows.append(Row(r.rank, r.seed, "failed", None, None, None, None, None, None, error=r.error))
     ok = [r for r in records if r.status == "ok"]
@@ -261,18 +263,18 @@ def _show_seed(report: Report) -> bool:
 def _cells(row: Row, with_seed: bool) -> list[str]:
     seed = [_fmt(row.seed, "d")] if with_seed else []
     if row.status == "failed":
-        return [str(row.rank), *seed, f"failed: {row.error}", "", "", "", "", ""]
+        return [str(row.rank), *seed, f"failed: {row.error}", "", "", "", "", "", ""]
     return [
         "teacher" if row.rank is None else str(row.rank), *seed,
         _fmt(row.accuracy, ".4f"), _fmt(row.normalized, ".3f"), _fmt(row.params, ","),
         _fmt(row.compression, ".2f") + "×", _fmt(row.macs / 1e6 if row.macs is not None else None, ",.2f"),
-        _fmt(row.latency_ms, ".3f"),
+        _fmt(row.latency_ms, ".3f"), _fmt(row.latency_iqr_ms, ".3f"),
     ]
 
 
 def _header(with_seed: bool) -> list[str]:
     return ["rank", *(["seed"] if with_seed else []), "accuracy", "normalized", "params", "compression", "MMACs",
-            "latency ms"]
+            "latency ms", "IQR ms"]
 
 
 def _ci(estimate: Estimate, spec: str = ".2f") -> str:

@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from effrank_bench.errors import ConfigError
-from effrank_bench.measure import count_macs, count_params, measure, measure_latency_ms, peak_memory_mb
+from effrank_bench.measure import (count_macs, count_params, interquartile_range, measure, measure_latency_ms,
+                                   peak_memory_mb)
 from effrank_bench.records import Cost
 
 
@@ -145,6 +146,22 @@ def test_latency_rejects_bad_counts(warmup: int, repeats: int) -> None:
         measure_latency_ms(CallCounter(), torch.randn(1, 4), warmup=warmup, repeats=repeats)
 
 
+def test_latency_is_the_median_of_the_timed_passes_and_their_interquartile_range(monkeypatch) -> None:
+    from effrank_bench import measure as measuring
+
+    times = [1.0, 9.0, 2.0, 3.0, 4.0]  # a slow outlier moves the spread, not the median
+    monkeypatch.setattr(measuring, "forward_times_ms", lambda *args, **kwargs: list(times))
+    cost = measure(nn.Linear(4, 2), torch.randn(1, 4))
+    assert cost.latency_ms == 3.0 and cost.latency_iqr_ms == 2.0  # quartiles 2 and 4
+    assert interquartile_range([5.0]) is None  # one pass has no spread
+    assert measuring.measure_latency_ms(nn.Linear(4, 2), torch.randn(1, 4)) == 3.0
+
+
+def test_a_cost_recorded_before_the_spread_was_kept_reads_without_it() -> None:
+    old = {"params": 1, "factorized_params": 0, "macs": 2, "latency_ms": 0.5, "peak_memory_mb": None}
+    assert Cost.model_validate(old).latency_iqr_ms is None
+
+
 def test_peak_memory_is_none_on_cpu() -> None:
     assert peak_memory_mb(nn.Linear(4, 4), torch.randn(1, 4)) is None
 
@@ -163,7 +180,9 @@ def test_measure_bundles_every_cost() -> None:
         "macs": cost.macs,
         "latency_ms": cost.latency_ms,
         "peak_memory_mb": None,
+        "latency_iqr_ms": cost.latency_iqr_ms,
     }
+    assert cost.latency_iqr_ms is not None and cost.latency_iqr_ms >= 0
     untimed = measure(model, torch.randn(SMALL_VIT_INPUT), time_it=False)
     assert untimed == Cost(
         params=cost.params, factorized_params=0, macs=cost.macs, latency_ms=None, peak_memory_mb=None

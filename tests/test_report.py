@@ -121,6 +121,21 @@ def test_summary_files_carry_the_interval_and_the_teacher_curve(make_run, tmp_pa
     assert (run.path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_latency_comes_with_its_spread_in_every_summary(make_run, tmp_path):
+    run = make_run(tmp_path / "run", SINGLE)  # students recorded before the spread was kept: none
+    teacher = run.teacher()
+    run.teacher_info.write_text(teacher.model_copy(update={"cost": teacher.cost.model_copy(
+        update={"latency_iqr_ms": 0.25})}).model_dump_json())
+    write_report(run, build_report(run))
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert [t["latency_iqr_ms"] for t in summary["trials"]] == [0.25] + [None] * len(SINGLE)
+    with open(run.path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["latency_iqr_ms"] for r in rows] == ["0.25"] + [""] * len(SINGLE)
+    markdown = (run.path / "summary.md").read_text()
+    assert "| latency ms | IQR ms |" in markdown and "| 1.000 | 0.250 |" in markdown and "| 0.500 | – |" in markdown
+
+
 def test_a_single_seed_region_csv_has_no_interval(make_run, tmp_path):
     run = make_run(tmp_path / "run", SINGLE)
     write_report(run, build_report(run))
