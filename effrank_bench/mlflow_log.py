@@ -147,7 +147,7 @@ def log_run(run: RunDir, uri: str, report: Report | None = None, *, interrupted:
     ``epoch_val_accuracy/r<rank>_s<seed>`` (the teacher's as ``.../teacher``); step = trials
     finished: ``effective_rank/<low|high|band_low|band_high|knee|knee_params|knee_macs>`` (with
     ``_ci_low``/``_ci_high`` where seeds give intervals), ``trials/ok``, ``trials/failed`` and
-    ``teacher/<test_accuracy|params|macs|latency_ms>``. Artifacts: :data:`RUN_FILES` that exist.
+    ``teacher/<test_accuracy|params|macs|latency_ms|latency_iqr_ms>``. Artifacts: :data:`RUN_FILES` that exist.
     """
     client = connect(uri)
     with quiet(), fail_fast():
@@ -292,7 +292,8 @@ def _summary_metrics(report: Report, latest: dict[str, float], timestamp: int) -
     values: dict[str, float | None] = {"trials/ok": ok, "trials/failed": failed}
     teacher = report.teacher
     values |= {"teacher/test_accuracy": teacher.test_accuracy, "teacher/params": teacher.cost.params,
-               "teacher/macs": teacher.cost.macs, "teacher/latency_ms": teacher.cost.latency_ms}
+               "teacher/macs": teacher.cost.macs, "teacher/latency_ms": teacher.cost.latency_ms,
+               "teacher/latency_iqr_ms": teacher.cost.latency_iqr_ms}
     if report.analysis is not None:
         region, knee = report.analysis.region, report.analysis.knee
         band = region.band or (None, None)

@@ -18,7 +18,7 @@ class Cost(BaseModel):
     """What one forward pass of a model on an example input costs (MACs per sample).
 
     ``latency_ms`` is the median of the timed passes of the batch, ``latency_iqr_ms`` their interquartile
-    range (None where not timed, or in a record from before it was kept).
+    range (None where not timed or timed once, or in a record from before it was kept).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

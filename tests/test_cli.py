@@ -174,7 +174,7 @@ def test_analyze_reads_a_runs_summary_csv_with_its_teacher_and_skips_failed_rows
     assert analysis["teacher_accuracy"] == summary["teacher"]["test_accuracy"]
     assert (analysis["region"], analysis["knee"]) == (summary["analysis"]["region"], summary["analysis"]["knee"])
     with_failed = tmp_path / "summary.csv"
-    with_failed.write_text((finished / "summary.csv").read_text() + "16,0,failed,,,,,,,nan loss,,\n")
+    with_failed.write_text((finished / "summary.csv").read_text() + "16,0,failed,,,,,,,nan loss,,,\n")
     assert json.loads(run_cli("analyze", str(with_failed), "--json")[1]) == analysis
     code, _, err = run_cli("analyze", str(write_curve(tmp_path / "c.csv", [(1, 0.5), (2, 0.6)])))
     assert code == 2 and err == ("error: " + str(tmp_path / "c.csv") + " has no teacher row (a 'status' column marking "

@@ -29,7 +29,7 @@ HISTORIES = Path(__file__).parent / "fixtures" / "run_v1_histories.json"  # the 
 def _result(record) -> dict:
     """What a trial computed (not how long it took, nor where)."""
     return record.model_dump(include={"status", "rank", "seed", "val_accuracy", "test_accuracy", "history",
-                                      "cost", "error", "group"}, exclude={"cost": {"latency_ms"}})
+                                      "cost", "error", "group"}, exclude={"cost": {"latency_ms", "latency_iqr_ms"}})
 
 
 @pytest.fixture

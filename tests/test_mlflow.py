@@ -58,6 +58,19 @@ def history(client, run_id, key):
     return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
 
 
+def test_a_latency_spread_is_logged_where_it_was_measured(make_run, tmp_path, uri, client):
+    from effrank_bench.mlflow_log import log_run
+    from effrank_bench.report import build_report
+
+    run = make_run(tmp_path / "spread", POINTS)  # students recorded before the spread was kept: none
+    teacher = run.teacher()
+    run.teacher_info.write_text(teacher.model_copy(update={"cost": teacher.cost.model_copy(
+        update={"latency_iqr_ms": 0.25})}).model_dump_json())
+    metrics = client.get_run(log_run(run, uri, build_report(run))).data.metrics
+    assert metrics["teacher/latency_iqr_ms"] == 0.25 and metrics["teacher/latency_ms"] == 1.0
+    assert "cost/latency_iqr_ms" not in metrics and "cost/latency_ms" in metrics
+
+
 def test_a_run_is_logged_as_params_metrics_and_artifacts(make_run, tmp_path, uri, client):
     from effrank_bench.mlflow_log import log_run
 
