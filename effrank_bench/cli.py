@@ -414,6 +414,8 @@ def _curve(args: argparse.Namespace) -> tuple[list[float], list[float], float]:
         if run.records_path.is_file() and run.records_path.stat().st_mtime > path.stat().st_mtime:
             print(f"warning: {path} is older than the trials recorded since: effrank-bench report {run.path} "
                   "brings it up to date", file=sys.stderr)
+    for warning in _report_warnings(path):
+        print(f"warning: {path.parent}: {warning}", file=sys.stderr)
     if args.command == "replay" and path.name == "summary.csv" and _swept_adaptively(path.parent / "config.json"):
         grid = "" if args.ranks else ", so the 'full grid' here is those ranks"
         print(f"warning: {path.parent} was swept by an adaptive search: its curve holds only the ranks it trained"
@@ -425,6 +427,18 @@ def _curve(args: argparse.Namespace) -> tuple[list[float], list[float], float]:
                           "summary.csv has): give --teacher-acc X")
     check_same_units(teacher, accuracies)
     return ranks, accuracies, teacher
+
+
+def _report_warnings(curve: Path) -> list[str]:
+    """The warnings of the report a run directory's summary.csv belongs to (its summary.json beside it: a sweep
+    not finished, a teacher near chance, ...), which hold for the curve read from it too; none for another CSV."""
+    if curve.name != "summary.csv":
+        return []
+    try:
+        warnings = json.loads((curve.parent / "summary.json").read_text()).get("warnings", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [w for w in warnings if isinstance(w, str)] if isinstance(warnings, list) else []
 
 
 def _swept_adaptively(config_path: Path) -> bool:

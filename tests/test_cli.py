@@ -165,6 +165,23 @@ def tiny_run(tmp_path_factory, run_cli, tiny):
     return out_dir, out
 
 
+def test_analyze_and_replay_of_a_runs_curve_give_its_reports_warnings(tiny_run, run_cli, tmp_path):
+    finished, _ = tiny_run
+    run = shutil.copytree(finished, tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(config | {"ranks": [*config["ranks"], 64]}))  # one rank more
+    assert run_cli("report", str(run))[0] == 0
+    warnings = [f"warning: {run}: {w}" for w in json.loads((run / "summary.json").read_text())["warnings"]]
+    assert warnings[0] == (f"warning: {run}: the sweep is not finished: 1 trial(s) still to train (rank 64); the "
+                           "region and knee are read off what is recorded (a sweep that was stopped finishes when "
+                           "its command runs again)")
+    for command in (["analyze", str(run)], ["replay", str(run / "summary.csv")]):
+        code, _, err = run_cli(*command)
+        assert code == 0 and err.splitlines() == warnings  # the tiny recipe's cut batches and weak teacher too
+    code, _, err = run_cli("analyze", str(finished))
+    assert code == 0 and err.splitlines() == [w.replace(str(run), str(finished)) for w in warnings[1:]]  # finished
+
+
 def test_analyze_reads_a_runs_summary_csv_with_its_teacher_and_skips_failed_rows(tiny_run, run_cli, tmp_path):
     finished, _ = tiny_run
     summary = json.loads((finished / "summary.json").read_text())
@@ -180,13 +197,14 @@ def test_analyze_reads_a_runs_summary_csv_with_its_teacher_and_skips_failed_rows
     assert code == 2 and err == ("error: " + str(tmp_path / "c.csv") + " has no teacher row (a 'status' column marking "
                                  "it 'teacher', as a run's summary.csv has): give --teacher-acc X\n")
     # The run directory itself stands for its summary.csv; a folder that is none is named as such.
-    assert run_cli("analyze", str(finished), "--json")[1:] == (json.dumps(analysis) + "\n", "")
+    code, out, err = run_cli("analyze", str(finished), "--json")
+    assert out == json.dumps(analysis) + "\n" and all(line.startswith("warning: ") for line in err.splitlines())
     stale = shutil.copytree(finished, tmp_path / "stale")
     os.utime(stale / "trials.jsonl", (time.time() + 5, time.time() + 5))  # a trial recorded after the report
     code, out, err = run_cli("analyze", str(stale), "--json")
     assert json.loads(out) == analysis
-    assert err == (f"warning: {stale / 'summary.csv'} is older than the trials recorded since: effrank-bench report "
-                   f"{stale} brings it up to date\n")
+    assert err.startswith(f"warning: {stale / 'summary.csv'} is older than the trials recorded since: effrank-bench "
+                          f"report {stale} brings it up to date\nwarning: {stale}: ")  # then the report's warnings
     unreported = tmp_path / "unreported"
     unreported.mkdir()
     (unreported / "config.json").write_text((finished / "config.json").read_text())
