@@ -57,6 +57,10 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
+#: What a save leaves beside a checkpoint while it runs: the new one being written, the previous one.
+_UNFINISHED = (".tmp", ".old")
+
+
 class Checkpoints:
     """The checkpoint of one group of trials in ``folder``, written every ``every`` epochs.
 
@@ -107,7 +111,7 @@ class Checkpoints:
         old = self.folder.with_name(self.folder.name + ".old")
         if self.folder.exists():
             self.folder.replace(old)
-        tmp.replace(self.folder)
+        tmp.replace(self.folder)  # a kill before this leaves the previous checkpoint as .old: load() takes it
         shutil.rmtree(old, ignore_errors=True)
 
     def _write(self, state: FitState, tmp: Path) -> None:
@@ -126,7 +130,14 @@ class Checkpoints:
         (tmp / "trials.json").write_text(json.dumps([list(vars(t).values()) for t in self.trials]))
 
     def load(self) -> FitState | None:
-        """The saved state, or None when there is none; a damaged checkpoint is an error naming it."""
+        """The saved state, or None when there is none; a damaged checkpoint is an error naming it.
+
+        A save killed between its two renames left the previous checkpoint, whole, as ``.old``: it is
+        put back and loaded."""
+        old = self.folder.with_name(self.folder.name + ".old")
+        if not (self.folder / "state.pt").is_file() and (old / "state.pt").is_file():
+            shutil.rmtree(self.folder, ignore_errors=True)
+            old.replace(self.folder)
         if not (self.folder / "state.pt").is_file():
             return None
         try:
@@ -143,7 +154,8 @@ class Checkpoints:
                         seconds=rest.get("seconds", rest["step_seconds"]), batches=rest.get("batches"))
 
     def clear(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        for folder in (self.folder, *(self.folder.with_name(self.folder.name + end) for end in _UNFINISHED)):
+            shutil.rmtree(folder, ignore_errors=True)  # with what a killed save left beside it
         with contextlib.suppress(OSError):  # the last group's: no empty checkpoints/ is left behind
             self.folder.parent.rmdir()
 
@@ -152,8 +164,9 @@ def saved_groups(folder: Path) -> list[tuple[Trial, ...]]:
     """The groups of trials that have a checkpoint under ``folder``, each in its training order."""
     if not folder.is_dir():
         return []
-    groups = []
-    for path in sorted(folder.glob("*/trials.json")):
-        groups.append(tuple(Trial(target, loss, int(rank), int(seed))
-                            for target, loss, rank, seed in json.loads(path.read_text())))
-    return groups
+    # A save killed while it ran left the previous checkpoint as .old (load() takes it back) and the new one as
+    # .tmp (never loaded): one group each, the .tmp's not counted.
+    kept = {path.parent.name.removesuffix(".old"): path for path in sorted(folder.glob("*/trials.json"))
+            if not path.parent.name.endswith(".tmp")}
+    return [tuple(Trial(target, loss, int(rank), int(seed)) for target, loss, rank, seed in
+                  json.loads(path.read_text())) for _, path in sorted(kept.items())]

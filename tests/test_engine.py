@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from effrank_bench import checkpoint, hookimpl
-from effrank_bench.checkpoint import CheckpointNotWritten, Checkpoints, FitState, ModelState
+from effrank_bench.checkpoint import CheckpointNotWritten, Checkpoints, FitState, ModelState, saved_groups
 from effrank_bench.errors import CheckpointError, ConfigError
 from effrank_bench.records import Trial
 from effrank_bench.registry import Registry
@@ -188,6 +188,23 @@ def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_whole(tmp_p
     with pytest.raises(CheckpointNotWritten):
         checkpoints.save(dataclasses.replace(state, epoch=5))
     assert checkpoints.load().epoch == 4
+
+
+def test_a_save_killed_between_its_renames_resumes_from_the_previous_checkpoint(tmp_path):
+    folder = tmp_path / "checkpoints" / "group"
+    trials = (Trial("joint", "geometric", 2, 0),)
+    checkpoints = Checkpoints(folder, trials)
+    state = FitState(1, 0.5, {"torch": torch.arange(3)}, {0: ModelState({"w": torch.ones(2)}, {}, {}, [], None, None)},
+                     batches=4)
+    checkpoints.save(state)
+    checkpoints.save(dataclasses.replace(state, epoch=2))
+    shutil.copytree(folder, folder.with_name("group.tmp"))  # the next one written, not swapped in
+    folder.replace(folder.with_name("group.old"))  # killed after the first rename: no checkpoint under its name
+    assert saved_groups(folder.parent) == [trials]  # its group, once
+    assert Checkpoints(folder, trials).load().epoch == 2
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["group", "group.tmp"]
+    Checkpoints(folder, trials).clear()
+    assert not folder.parent.exists()  # with what the killed save left beside it
 
 
 def _out_of_memory(*args, checkpoints, **kwargs):
