@@ -57,8 +57,8 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
-#: What a save leaves beside a checkpoint while it runs: the new one being written, the previous one.
-_UNFINISHED = (".tmp", ".old")
+#: The folders a save keeps beside a checkpoint while it runs: the new one being written, the previous one.
+_BESIDE = (".tmp", ".old")
 
 
 class Checkpoints:
@@ -109,6 +109,8 @@ class Checkpoints:
                 from None
         self._failed = False
         old = self.folder.with_name(self.folder.name + ".old")
+        # A kill while the last save removed .old left some of it: the checkpoint in use is whole.
+        shutil.rmtree(old, ignore_errors=True)
         if self.folder.exists():
             self.folder.replace(old)
         tmp.replace(self.folder)  # a kill before this leaves the previous checkpoint as .old: load() takes it
@@ -154,7 +156,7 @@ class Checkpoints:
                         seconds=rest.get("seconds", rest["step_seconds"]), batches=rest.get("batches"))
 
     def clear(self) -> None:
-        for folder in (self.folder, *(self.folder.with_name(self.folder.name + end) for end in _UNFINISHED)):
+        for folder in (self.folder, *(self.folder.with_name(self.folder.name + end) for end in _BESIDE)):
             shutil.rmtree(folder, ignore_errors=True)  # with what a killed save left beside it
         with contextlib.suppress(OSError):  # the last group's: no empty checkpoints/ is left behind
             self.folder.parent.rmdir()

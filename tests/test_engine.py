@@ -196,15 +196,29 @@ def test_a_save_killed_between_its_renames_resumes_from_the_previous_checkpoint(
     checkpoints = Checkpoints(folder, trials)
     state = FitState(1, 0.5, {"torch": torch.arange(3)}, {0: ModelState({"w": torch.ones(2)}, {}, {}, [], None, None)},
                      batches=4)
-    checkpoints.save(state)
     checkpoints.save(dataclasses.replace(state, epoch=2))
-    shutil.copytree(folder, folder.with_name("group.tmp"))  # the next one written, not swapped in
-    folder.replace(folder.with_name("group.old"))  # killed after the first rename: no checkpoint under its name
+    previous = shutil.copytree(folder, tmp_path / "epoch2")
+    checkpoints.save(dataclasses.replace(state, epoch=3))
+    folder.replace(folder.with_name("group.tmp"))  # epoch 3 written, not swapped in
+    previous.replace(folder.with_name("group.old"))  # killed after the first rename: no checkpoint under its name
     assert saved_groups(folder.parent) == [trials]  # its group, once
-    assert Checkpoints(folder, trials).load().epoch == 2
+    resumed = Checkpoints(folder, trials)
+    assert resumed.load().epoch == 2  # the whole previous one, not the unswapped one
     assert sorted(p.name for p in folder.parent.iterdir()) == ["group", "group.tmp"]
-    Checkpoints(folder, trials).clear()
+    resumed.clear()
     assert not folder.parent.exists()  # with what the killed save left beside it
+
+
+def test_a_save_killed_while_it_removed_the_previous_checkpoint_saves_again(tmp_path):
+    folder = tmp_path / "checkpoints" / "group"
+    checkpoints = Checkpoints(folder, (Trial("joint", "geometric", 2, 0),))
+    state = FitState(1, 0.5, {"torch": torch.arange(3)}, {0: ModelState({"w": torch.ones(2)}, {}, {}, [], None, None)},
+                     batches=4)
+    checkpoints.save(state)
+    shutil.copytree(folder, folder.with_name("group.old"))  # the last save's .old, not yet removed
+    (folder.with_name("group.old") / "state.pt").unlink()  # half removed
+    checkpoints.save(dataclasses.replace(state, epoch=2))  # Errno 39 (directory not empty) before
+    assert checkpoints.load().epoch == 2 and [p.name for p in folder.parent.iterdir()] == ["group"]
 
 
 def _out_of_memory(*args, checkpoints, **kwargs):
