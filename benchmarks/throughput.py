@@ -34,8 +34,8 @@ from effrank_bench.factorize import factorize
 from effrank_bench.measure import count_macs
 from effrank_bench.setup import prepare
 from effrank_bench.teacher import obtain_teacher
-from effrank_bench.train import (Compilation, Recipe, allow_recompiles, autocast, batches_ahead, draws_random_numbers,
-                                 make_optimizer, side_by_side, student_pool, student_step, student_threads, tapped,
+from effrank_bench.train import (Compilation, Recipe, allow_recompiles, autocast, draws_random_numbers, make_optimizer,
+                                 read_ahead, side_by_side, student_pool, student_step, student_threads, tapped,
                                  teacher_outputs)
 
 
@@ -117,9 +117,12 @@ def engine(setup, teacher, ranks, batches, steps, compile_, profile=0, threads=T
             return student_step(forwards[i], taps[i], x, y, target, compute, config.loss_options, *fitted[i],
                                 config.amp)
 
+        def teacher_pass(x):
+            return teacher_outputs(t_forward, t_tap, x, config.amp)
+
         def step(x, y):  # one batch: the teacher's pass, then each student in turn
             nonlocal total
-            target = teacher_outputs(t_forward, t_tap, x, config.amp)
+            target = teacher_pass(x)
             for i in range(len(students)):
                 total += one_on(i, x, y, target)
 
@@ -133,14 +136,10 @@ def engine(setup, teacher, ranks, batches, steps, compile_, profile=0, threads=T
                 for x, y in some:
                     step(x, y)
                 return
-            while some:
-                x, y = some[0]
-                target = teacher_outputs(t_forward, t_tap, x, config.amp)
-                n = batches_ahead(x, target, len(some))
-                ahead = [(x, y, target)] + [(x, y, teacher_outputs(t_forward, t_tap, x, config.amp))
-                                            for x, y in some[1:n]]
-                side_by_side(pool, ahead, members, totals, lambda m, x, y, t: one_on(m.index, x, y, t), lambda n: None)
-                some = some[n:]
+            rest = iter(some)
+            for x, y in rest:  # spans of at most an epoch's batches (the distinct ones here), as a run reads them
+                span = read_ahead(x, y, teacher_pass(x), rest, teacher_pass, len(batches))
+                side_by_side(pool, span, members, totals, lambda m, x, y, t: one_on(m.index, x, y, t), lambda n: None)
 
         timed = list(itertools.islice(itertools.cycle(batches), steps + 3))
         run(timed[:3])

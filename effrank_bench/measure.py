@@ -115,11 +115,6 @@ def forward_times_ms(model: nn.Module, example: torch.Tensor, *, warmup: int = 5
     return times
 
 
-def measure_latency_ms(model: nn.Module, example: torch.Tensor, *, warmup: int = 5, repeats: int = 30) -> float:
-    """Median wall time in milliseconds of one forward pass of `example`."""
-    return statistics.median(forward_times_ms(model, example, warmup=warmup, repeats=repeats))
-
-
 def interquartile_range(times: list[float]) -> float | None:
     """The spread of ``times`` (p75 − p25, in their unit): how far a median of them can be trusted on a busy
     machine. None for a single time."""

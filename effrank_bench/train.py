@@ -223,10 +223,10 @@ class _Fitting:
 Step = Callable[[torch.Tensor, torch.Tensor, list[_Fitting]], list[torch.Tensor]]
 #: ``epoch(train, fittings, advance) -> losses``: one pass over ``train`` training every model still in the fit,
 #: each one's summed loss (on the device, not synced); ``advance(n)`` as n more batches are done.
-Epoch = Callable[[Batches, list[_Fitting], Callable[[int], None]], list[torch.Tensor]]
+TrainEpoch = Callable[[Batches, list[_Fitting], Callable[[int], None]], list[torch.Tensor]]
 
 
-def per_batch(step: Step) -> Epoch:
+def per_batch(step: Step) -> TrainEpoch:
     """The epoch that takes ``step`` on each batch in turn."""
 
     def epoch(train: Batches, fittings: list[_Fitting], advance: Callable[[int], None]) -> list[torch.Tensor]:
@@ -254,7 +254,7 @@ def _set_random_state(train: Batches, state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(state["cuda"], train.device)
 
 
-def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, epoch_of: Epoch, label: str,
+def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, epoch_of: TrainEpoch, label: str,
         progress: Progress = NullProgress(), checkpoints: Checkpoints | None = None,
         on_failure: Callable[[int, TrialFailed], None] = lambda i, err: None) -> list[FitResult | TrialFailed]:
     """The one training loop, for a teacher and for a group of students fed the same batches.
@@ -480,6 +480,14 @@ def batches_ahead(x: torch.Tensor, target: Outputs, most: int) -> int:
     return max(1, min(most, AHEAD_BYTES // size))
 
 
+def read_ahead(x: torch.Tensor, y: torch.Tensor, target: Outputs, batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+               teacher_pass: Callable[[torch.Tensor], Outputs], most: int) -> list[tuple[torch.Tensor, torch.Tensor, Outputs]]:
+    """A span for :func:`side_by_side`: this batch (``x``, ``y``, the teacher's ``target``) and as many more of
+    ``batches`` as :func:`batches_ahead` allows (``most``: the epoch's batches), each with its teacher pass."""
+    more = itertools.islice(batches, batches_ahead(x, target, most) - 1)
+    return [(x, y, target)] + [(x, y, teacher_pass(x)) for x, y in more]
+
+
 def side_by_side(pool: ThreadPoolExecutor, batches: list[tuple[torch.Tensor, torch.Tensor, Outputs]],
                  fittings: list[_Fitting], totals: list[torch.Tensor],
                  step: Callable[[_Fitting, torch.Tensor, torch.Tensor, Outputs], torch.Tensor],
@@ -487,8 +495,8 @@ def side_by_side(pool: ThreadPoolExecutor, batches: list[tuple[torch.Tensor, tor
     """Each student takes ``step`` on every batch of ``batches`` (input, labels, teacher outputs) in a thread of
     ``pool``, without waiting for the others between batches; its losses are added to its ``totals``.
 
-    A barrier after every batch left a core idle while the last student of the batch stepped (a tenth of a
-    micro group's time): here the threads meet once per ``batches``, the largest students going first so
+    A barrier after every batch left a core idle while the last student of the batch stepped: here the
+    threads meet once per ``batches``, the largest students going first so
     that a small one ends the wait. Each student's numbers are those of stepping in turn (one thread each,
     the same batches in the same order). ``advance`` is called from this thread, with the batches' worth of
     steps done; where it raises (an interrupt) or a student's step does, the other students stop at their
@@ -588,16 +596,10 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
                     values.append(compilation.guarded(lambda: one(f, x, y, target), lambda: again_eagerly(f)))
             return values
 
-        def ahead(x: torch.Tensor, y: torch.Tensor, target: Outputs, batches: Iterator, most: int) -> list:
-            """This batch and the teacher's outputs, and as many more as :func:`batches_ahead` allows (a span
-            that only the students' stepping holds: freed before the teacher runs ahead again)."""
-            more = itertools.islice(batches, batches_ahead(x, target, most) - 1)
-            return [(x, y, target)] + [(x, y, teacher_pass(x)) for x, y in more]
-
-        def epoch(train: Batches, fittings: list[_Fitting], advance: Callable[[int], None]) -> list[torch.Tensor]:
+        def epoch(data: Batches, fittings: list[_Fitting], advance: Callable[[int], None]) -> list[torch.Tensor]:
             nonlocal pool, workers
-            totals = [torch.zeros((), device=train.device) for _ in fittings]
-            batches = iter(train)
+            totals = [torch.zeros((), device=data.device) for _ in fittings]
+            batches = iter(data)
             for x, y in batches:
                 target = teacher_pass(x)
                 if workers > 1 and pool is None:  # decided at the fit's first step, the same after a resume
@@ -610,7 +612,9 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
                         total += value
                     advance(1)
                 else:  # the teacher runs ahead, then each student steps through those batches in a thread
-                    side_by_side(pool, ahead(x, y, target, batches, len(train)), fittings, totals, one, advance)
+                    # (the span is passed, not named: freed before the teacher runs ahead again)
+                    side_by_side(pool, read_ahead(x, y, target, batches, teacher_pass, len(data)), fittings, totals,
+                                 one, advance)
             return totals
 
         return fit(students, train, val, recipe, epoch, label, progress, checkpoints, on_failure)

@@ -42,7 +42,7 @@ def _require_datasets():
     return datasets
 
 
-def load_tokenizer(name: str | None, dataset: str = "text"):
+def load_tokenizer(name: str | None, dataset: str):
     """The teacher's tokenizer for ``dataset``; the core masks id 0 as padding, so the tokenizer must pad with 0."""
     if name is None:
         raise DataError(f"{dataset} is text, and this architecture names no tokenizer (ArchitectureSpec.tokenizer) "

@@ -119,15 +119,16 @@ def test_measure_json_gives_teacher_and_students(run_cli):
     assert (r2["rank"], r2["params"], r2["factorized_params"]) == (2, 12_234, 8_960)
     assert r2["compression"] == pytest.approx(136_138 / 12_234)
     assert r2["macs"] < r64["macs"] and r64["params"] > teacher["params"]  # full-rank factors cost more
-    assert all(s["latency_ms"] > 0 for s in result["students"])
+    assert all(s["latency_ms"] > 0 and s["latency_iqr_ms"] >= 0 for s in result["students"])  # two timed passes
 
 
 def test_measure_prints_a_micro_models_macs_in_millions(run_cli):
     code, out, _ = run_cli("measure", "--arch", "micro_vit", "--target", "joint", "--ranks", "2",
                            "--repeats", "1", "--warmup", "0", "--device", "cpu")
-    assert code == 0 and "MMACs" in out and "GMACs" not in out
+    assert code == 0 and "MMACs" in out and "GMACs" not in out and "┃ IQR ms ┃" in out
     teacher = next(line for line in out.splitlines() if "teacher" in line)
     assert "│ 2.381 │" in teacher  # micro_vit: 2,380,928 MACs per 8×8 image
+    assert teacher.split("│")[-3].strip() == "–"  # one timed pass: no spread
 
 
 def test_measure_vit_b32_matches_timms_published_macs(measure_json):

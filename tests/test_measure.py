@@ -11,8 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from effrank_bench.errors import ConfigError
-from effrank_bench.measure import (count_macs, count_params, interquartile_range, measure, measure_latency_ms,
-                                   peak_memory_mb)
+from effrank_bench.measure import count_macs, count_params, forward_times_ms, interquartile_range, measure, peak_memory_mb
 from effrank_bench.records import Cost
 
 
@@ -135,15 +134,15 @@ def test_shared_params_counted_once() -> None:
 
 def test_latency_runs_warmup_plus_repeats() -> None:
     model = CallCounter()
-    latency = measure_latency_ms(model, torch.randn(2, 4), warmup=3, repeats=7)
-    assert model.calls == 10
-    assert 0 < latency < math.inf
+    times = forward_times_ms(model, torch.randn(2, 4), warmup=3, repeats=7)
+    assert model.calls == 10 and len(times) == 7
+    assert all(0 < t < math.inf for t in times)
 
 
 @pytest.mark.parametrize(("warmup", "repeats"), [(-1, 5), (0, 0)])
 def test_latency_rejects_bad_counts(warmup: int, repeats: int) -> None:
     with pytest.raises(ConfigError):
-        measure_latency_ms(CallCounter(), torch.randn(1, 4), warmup=warmup, repeats=repeats)
+        forward_times_ms(CallCounter(), torch.randn(1, 4), warmup=warmup, repeats=repeats)
 
 
 def test_latency_is_the_median_of_the_timed_passes_and_their_interquartile_range(monkeypatch) -> None:
@@ -154,7 +153,6 @@ def test_latency_is_the_median_of_the_timed_passes_and_their_interquartile_range
     cost = measure(nn.Linear(4, 2), torch.randn(1, 4))
     assert cost.latency_ms == 3.0 and cost.latency_iqr_ms == 2.0  # quartiles 2 and 4
     assert interquartile_range([5.0]) is None  # one pass has no spread
-    assert measuring.measure_latency_ms(nn.Linear(4, 2), torch.randn(1, 4)) == 3.0
 
 
 def test_a_cost_recorded_before_the_spread_was_kept_reads_without_it() -> None:

@@ -1,6 +1,7 @@
 """--mlflow: a run's config as params, its trials as metrics, its report as artifacts, one MLflow run per directory."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -62,13 +63,17 @@ def test_a_latency_spread_is_logged_where_it_was_measured(make_run, tmp_path, ur
     from effrank_bench.mlflow_log import log_run
     from effrank_bench.report import build_report
 
-    run = make_run(tmp_path / "spread", POINTS)  # students recorded before the spread was kept: none
+    run = make_run(tmp_path / "spread", POINTS)
     teacher = run.teacher()
     run.teacher_info.write_text(teacher.model_copy(update={"cost": teacher.cost.model_copy(
         update={"latency_iqr_ms": 0.25})}).model_dump_json())
-    metrics = client.get_run(log_run(run, uri, build_report(run))).data.metrics
-    assert metrics["teacher/latency_iqr_ms"] == 0.25 and metrics["teacher/latency_ms"] == 1.0
-    assert "cost/latency_iqr_ms" not in metrics and "cost/latency_ms" in metrics
+    records = [json.loads(line) for line in run.records_path.read_text().splitlines()]
+    for record in records:  # a spread of rank / 100 ms for each student
+        record["cost"]["latency_iqr_ms"] = record["rank"] / 100
+    run.records_path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    logged = client.get_run(log_run(run, uri, build_report(run)))
+    assert logged.data.metrics["teacher/latency_iqr_ms"] == 0.25 and logged.data.metrics["teacher/latency_ms"] == 1.0
+    assert history(client, logged.info.run_id, "cost/latency_iqr_ms") == [(2, 0.02), (4, 0.04), (8, 0.08)]
 
 
 def test_a_run_is_logged_as_params_metrics_and_artifacts(make_run, tmp_path, uri, client):

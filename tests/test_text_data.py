@@ -163,7 +163,7 @@ def test_an_unreachable_hub_fails_at_once_instead_of_retrying_for_a_minute(tmp_p
     start = time.perf_counter()
     with pytest.raises(DataError, match=r"^cannot load tokenizer 'bert-base-uncased' \(no network: the Hugging Face "
                                         r"hub cannot be reached\); where the hub is unreachable, run "):
-        load_tokenizer("bert-base-uncased")
+        load_tokenizer("bert-base-uncased", "sst2")
     with pytest.raises(DataError, match=r"^could not fetch sst2 from the Hugging Face hub: nyu-mll/glue \(sst2\) "
                                         r"\(no network: the Hugging Face hub cannot be reached\); "):
         load("sst2", tokenizer=tokenizer, input_size=8)

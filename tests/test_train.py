@@ -203,12 +203,12 @@ class _Sized:
         self.model = nn.Linear(width, 1)
 
 
-def _through(step, students=2, batches=40, advance=lambda n: None):
+def _through(step, students=2, batches=40, advance=lambda n: None, workers=2):
     from effrank_bench.train import side_by_side
 
     fittings = [_Sized(width) for width in range(1, students + 1)]
     totals = [torch.zeros(()) for _ in fittings]
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         side_by_side(pool, [(torch.tensor(float(i)), None, None) for i in range(batches)], fittings, totals,
                      step, advance)
     return fittings, totals
@@ -228,6 +228,23 @@ def test_students_step_through_the_batches_side_by_side_and_progress_counts_batc
     assert [[i for g, i in seen if g is f] for f in fittings] == [list(range(5))] * 3  # each, every batch in order
     assert [t.item() for t in totals] == [10.0] * 3
     assert sum(n for n, _ in advanced) == 5 and {t for _, t in advanced} == {threading.get_ident()}
+
+
+def test_progress_advances_while_the_students_step_and_the_largest_student_goes_first():
+    import time
+
+    seen, advanced = [], []
+
+    def step(f, x, y, target):
+        time.sleep(0.01)
+        seen.append(f.model.in_features)
+        return x
+
+    _through(step, students=2, batches=40, advance=advanced.append)  # 0.4 s of steps, progress polled every 0.25
+    assert sum(advanced) == 40 and len(advanced) >= 2  # not all at the end
+    seen.clear()
+    _through(lambda f, x, y, t: seen.append(f.model.in_features) or x, students=3, batches=2, workers=1)
+    assert seen == [3, 3, 2, 2, 1, 1]  # one thread: the students by size, largest first
 
 
 @pytest.mark.parametrize("stop", ["interrupt", "error"])
