@@ -2,36 +2,76 @@
 
 Not a test: times `sweep.execute` alone (the trials, their evaluation and costs; imports, data loading and
 the report left out, which both pay alike) in pairs, one of each per pair, and prints each pair's ratio
-and the median. Usage:
-    python benchmarks/group_vs_one.py [--pairs 4]
+and the median. With --breakdown, each timing also says where its time went: the students' fit, their
+test evaluation, the latency and MAC measurements, the teacher's spectrum, the rest. Usage:
+    python benchmarks/group_vs_one.py [--pairs 4] [--breakdown]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from effrank_bench import measure, sweep, trial
 from effrank_bench.config import load_config
 from effrank_bench.registry import default_registry
 from effrank_bench.setup import prepare
-from effrank_bench.sweep import execute
 from effrank_bench.teacher import obtain_teacher
 
 
-def timed(group: str, out: Path) -> float:
+#: The phases --breakdown times: (module, function) pairs, each wrapped with a clock for the timing's length.
+PHASES = {"fit": (trial, "distill"), "test evaluation": (trial, "evaluate_calibrated"),
+          "latency": (measure, "forward_times_ms"), "MACs": (measure, "count_macs"),
+          "spectrum": (sweep, "model_spectrum")}
+
+
+@contextlib.contextmanager
+def clocked() -> Iterator[dict[str, float]]:
+    """Seconds spent in each of :data:`PHASES` while the context runs (the functions put back after)."""
+    spent = dict.fromkeys(PHASES, 0.0)
+
+    def clock(name, function):
+        @functools.wraps(function)
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - start
+        return timed
+
+    originals = {name: getattr(module, attr) for name, (module, attr) in PHASES.items()}
+    for name, (module, attr) in PHASES.items():
+        setattr(module, attr, clock(name, originals[name]))
+    try:
+        yield spent
+    finally:
+        for name, (module, attr) in PHASES.items():
+            setattr(module, attr, originals[name])
+
+
+def timed(group: str, out: Path, breakdown: bool = False) -> tuple[float, str]:
     config = load_config(overrides={"out": out, "group": group}, recipes=default_registry().recipe)
     setup = prepare(config)
-    start = time.perf_counter()
-    execute(setup)
-    return time.perf_counter() - start
+    with clocked() if breakdown else contextlib.nullcontext({}) as spent:
+        start = time.perf_counter()
+        sweep.execute(setup)
+        seconds = time.perf_counter() - start
+    parts = [f"{name} {spent[name]:.2f}" for name in PHASES if name in spent]
+    rest = f", rest {seconds - sum(spent.values()):.2f}" if spent else ""
+    return seconds, f" ({', '.join(parts)}{rest})" if spent else ""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument("--breakdown", action="store_true", help="say where each timing's seconds went")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("EFFRANK_BENCH_CACHE", str(Path(tmp) / "cache"))
@@ -39,9 +79,11 @@ def main() -> None:
         obtain_teacher(prepare(config))  # cached before the first timing
         ratios = []
         for i in range(args.pairs):
-            grouped, alone = timed("auto", Path(tmp) / f"grouped{i}"), timed("1", Path(tmp) / f"alone{i}")
+            (grouped, g_parts), (alone, a_parts) = (timed("auto", Path(tmp) / f"grouped{i}", args.breakdown),
+                                                    timed("1", Path(tmp) / f"alone{i}", args.breakdown))
             ratios.append(alone / grouped)
-            print(f"pair {i + 1}: grouped {grouped:.2f} s, --group 1 {alone:.2f} s, {ratios[-1]:.2f}x", flush=True)
+            print(f"pair {i + 1}: grouped {grouped:.2f} s{g_parts}, --group 1 {alone:.2f} s{a_parts}, "
+                  f"{ratios[-1]:.2f}x", flush=True)
         print(f"median --group 1 / grouped: {statistics.median(ratios):.2f}x over {args.pairs} pairs")
 
 
