@@ -398,8 +398,9 @@ def _print_comparison(comparison, console: Console) -> None:
         console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _curve(args: argparse.Namespace) -> tuple[list[float], list[float], float]:
-    """The CSV's ranks and accuracies, and the teacher's accuracy: --teacher-acc, else the CSV's teacher row."""
+def _curve(args: argparse.Namespace) -> tuple[Path, list[float], list[float], float]:
+    """The CSV read (a run directory's summary.csv for the directory), its ranks and accuracies, and the
+    teacher's accuracy: --teacher-acc, else the CSV's teacher row."""
     from effrank_bench.analysis import check_same_units, read_curve_csv
     from effrank_bench.store import RunDir
 
@@ -414,47 +415,33 @@ def _curve(args: argparse.Namespace) -> tuple[list[float], list[float], float]:
         if run.records_path.is_file() and run.records_path.stat().st_mtime > path.stat().st_mtime:
             print(f"warning: {path} is older than the trials recorded since: effrank-bench report {run.path} "
                   "brings it up to date", file=sys.stderr)
-    for warning in _report_warnings(path):
-        print(f"warning: {path.parent}: {warning}", file=sys.stderr)
-    if args.command == "replay" and path.name == "summary.csv" and _swept_adaptively(path.parent / "config.json"):
-        grid = "" if args.ranks else ", so the 'full grid' here is those ranks"
-        print(f"warning: {path.parent} was swept by an adaptive search: its curve holds only the ranks it trained"
-              f"{grid}; replay a grid sweep's curve to see what a search would have cost", file=sys.stderr)
+    if path.name == "summary.csv":  # a run's: its report's warnings hold for the curve too
+        for warning in _beside(path, "summary.json").get("warnings", []):
+            print(f"warning: {path.parent}: {warning}", file=sys.stderr)
     ranks, accuracies, teacher = read_curve_csv(path)
     teacher = args.teacher_acc if args.teacher_acc is not None else teacher
     if teacher is None:
         raise ConfigError(f"{path} has no teacher row (a 'status' column marking it 'teacher', as a run's "
                           "summary.csv has): give --teacher-acc X")
     check_same_units(teacher, accuracies)
-    return ranks, accuracies, teacher
+    return path, ranks, accuracies, teacher
 
 
-def _report_warnings(curve: Path) -> list[str]:
-    """The warnings of the report a run directory's summary.csv belongs to (its summary.json beside it: a sweep
-    not finished, a teacher near chance, ...), which hold for the curve read from it too; none for another CSV."""
-    if curve.name != "summary.csv":
-        return []
+def _beside(curve: Path, name: str) -> dict:
+    """The JSON object in the file ``name`` beside ``curve`` (a run directory's summary.json or config.json), or
+    {} where there is none to read (best effort: another tool's file of that name is no run directory's)."""
     try:
-        warnings = json.loads((curve.parent / "summary.json").read_text()).get("warnings", [])
-    except (OSError, ValueError, AttributeError):
-        return []
-    return [w for w in warnings if isinstance(w, str)] if isinstance(warnings, list) else []
-
-
-def _swept_adaptively(config_path: Path) -> bool:
-    """Whether ``config_path`` is a run directory's config.json whose sweep was an adaptive search (best effort:
-    another tool's config.json beside a curve is no run directory's)."""
-    try:
-        return json.loads(config_path.read_text()).get("search") == "adaptive"
-    except (OSError, ValueError, AttributeError):
-        return False
+        read = json.loads((curve.parent / name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return read if isinstance(read, dict) else {}
 
 
 def _analyze(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.analysis import analyze_curve, parse_thresholds
     from effrank_bench.report import region_lines
 
-    ranks, accuracies, teacher = _curve(args)
+    _, ranks, accuracies, teacher = _curve(args)
     analysis = analyze_curve(ranks, accuracies, teacher, thresholds=parse_thresholds(args.thresholds),
                              knee_axis=args.knee_axis, monotone=args.monotone)
     if args.json:
@@ -470,7 +457,11 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.config import load_config
     from effrank_bench.search import replay
 
-    ranks, accuracies, teacher = _curve(args)
+    path, ranks, accuracies, teacher = _curve(args)
+    if path.name == "summary.csv" and _beside(path, "config.json").get("search") == "adaptive":
+        grid = "" if args.ranks else ", so the 'full grid' here is those ranks"
+        print(f"warning: {path.parent} was swept by an adaptive search: its curve holds only the ranks it trained"
+              f"{grid}; replay a grid sweep's curve to see what a search would have cost", file=sys.stderr)
     curve = analyze_curve(ranks, accuracies, teacher, thresholds=parse_thresholds(args.thresholds),
                           knee_axis=args.knee_axis, monotone=args.monotone)
     grid = load_config(overrides={"ranks": args.ranks}).ranks if args.ranks else None

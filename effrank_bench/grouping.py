@@ -11,17 +11,17 @@ from effrank_bench.teacher import Teacher
 from effrank_bench.train import Recipe, checked_loss, make_optimizer, student_step, tapped, teacher_outputs
 
 
-def group_size(setup: RunSetup, teacher: Teacher, trials: int, rank: int | None = None) -> int:
+def group_size(setup: RunSetup, teacher: Teacher, trials: int, rank: int) -> int:
     """``--group N`` as given; ``auto``: all ``trials`` on CPU (host memory holds many small students and
     the cores are the limit), on CUDA as many as :func:`cuda_capacity` measures for students of ``rank``, the
-    largest of those to train (default: of the run's ranks). (A group holds one seed's trials: the layout
+    largest of those to train. (A group holds one seed's trials: the layout
     splits the rest.)"""
     group = setup.config.group
     if group != "auto":
         return group
     if setup.device.type != "cuda" or trials <= 1:
         return max(1, trials)
-    return max(1, min(trials, cuda_capacity(setup, teacher, rank or max(setup.config.ranks))))
+    return max(1, min(trials, cuda_capacity(setup, teacher, rank)))
 
 
 def cuda_capacity(setup: RunSetup, teacher: Teacher, rank: int) -> int:

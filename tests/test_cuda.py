@@ -42,11 +42,14 @@ def test_the_memory_probe_scales_with_the_fraction_and_gives_its_memory_back(eag
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: free)
     before = torch.cuda.memory_allocated()
     rank = max(config.ranks)
-    half = cuda_capacity(prepare(config.model_copy(update={"memory_fraction": 0.5})), teacher, rank)
+    half_setup = prepare(config.model_copy(update={"memory_fraction": 0.5}))
+    half = cuda_capacity(half_setup, teacher, rank)
     quarter = cuda_capacity(prepare(config.model_copy(update={"memory_fraction": 0.25})), teacher, rank)
+    smallest = cuda_capacity(half_setup, teacher, min(config.ranks))  # a round of small ranks
     assert torch.cuda.memory_allocated() == before
     # (free × f − transient) // kept: halving f more than halves the count, and micro students fit by thousands.
     assert quarter > 1000 and half >= 2 * quarter
+    assert smallest > half  # fewer parameters to keep per student: the probe is of the rank handed over
 
 
 def test_compiled_cuda_students_train_like_eager_ones_without_falling_back(eager, tmp_path, progress_stub):
