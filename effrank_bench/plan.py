@@ -45,7 +45,7 @@ def failed_ranks(records: list[TrialRecord], seeds: tuple[int, ...]) -> set[int]
     return {rank for rank in failed if tried[rank] >= set(seeds)}
 
 
-def searcher(config: RunConfig, rounds: int = 0) -> GridSearch | AdaptiveSearch:
+def searcher(config: RunConfig, rounds: int) -> GridSearch | AdaptiveSearch:
     """The search a sweep of ``config`` asks for ranks, ``rounds`` of its budget spent (those asked before)."""
     return make_search(config.search, config.ranks, thresholds=config.thresholds, knee_axis=config.knee_axis,
                        tolerance=config.tolerance, monotone=config.monotone, rounds=rounds)
@@ -70,12 +70,11 @@ def unfinished_trials(config: RunConfig, records: list[TrialRecord], asked: list
     still lack, round by round; then the round its search asks for next. A grid's next round is known
     before those train (its ranks not yet measured); an adaptive search's only after (it refits on them), so
     it comes here only where they lack nothing, and more rounds may follow. ``adaptive_rounds``: the round
-    budget an adaptive search spent on ``asked`` (``RunDir.adaptive_rounds``).
+    budget an adaptive search spent on ``asked`` (``RunDir.search_log``).
     """
-    done = {r.trial for r in records}
-    resumed = rounds_to_resume(asked, searcher(config), records, config.seeds)
+    done, search = {r.trial for r in records}, searcher(config, adaptive_rounds)
+    resumed = rounds_to_resume(asked, search, records, config.seeds)
     pending = list(dict.fromkeys(trial for round_ in resumed for trial in plan_trials(config, done, round_)))
-    search = searcher(config, adaptive_rounds)
     if pending and isinstance(search, AdaptiveSearch):
         return pending
     more = search.next_ranks(measured_curve(records, config.seeds, teacher_accuracy),

@@ -172,18 +172,10 @@ class RunDir:
         except (ValueError, KeyError):
             raise ConfigError(f"{self.spectrum_path} is not a spectrum written by effrank-bench") from None
 
-    def search_rounds(self) -> list[list[int]]:
-        """The ranks the sweep's search asked for, round by round; none for a run directory written before
-        they were kept."""
-        return self.search_log()[0]
-
-    def adaptive_rounds(self) -> int:
-        """How many of :meth:`search_rounds` an adaptive search asked for: the round budget it has spent (a
-        grid's rounds spend none; a log written before this was kept counts every round)."""
-        return self.search_log()[1]
-
     def search_log(self) -> tuple[list[list[int]], int]:
-        """:meth:`search_rounds` and :meth:`adaptive_rounds`, from one read of ``search.json``."""
+        """The ranks the sweep's search asked for, round by round, and how many of those rounds an adaptive
+        search asked for: the round budget it has spent (a grid's rounds spend none; a log written before this
+        was kept counts every round). None and 0 for a run directory written before rounds were kept."""
         if not self.search_path.is_file():
             return [], 0
         try:
@@ -199,7 +191,7 @@ class RunDir:
 
     def store_search_rounds(self, rounds: list[list[int]], adaptive_rounds: int) -> None:
         """Keep the rounds the search asked for, the last before it is trained (a resumed sweep finishes it
-        first), and how many of them an adaptive search asked for (:meth:`adaptive_rounds`)."""
+        first), and how many of them an adaptive search asked for (:meth:`search_log`)."""
         atomic_write_text(self.search_path, json.dumps({"rounds": rounds, "adaptive_rounds": adaptive_rounds}))
 
     def teacher(self) -> TeacherRecord:

@@ -68,7 +68,8 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         if unused:
             progress.note(f"[yellow]{', '.join(unused)}: the {config.executor} executor does not read "
                           f"{'it' if len(unused) == 1 else 'them'}")
-        done = {record.trial for record in run.records()}
+        recorded = run.records()
+        done = {record.trial for record in recorded}
         if done:
             progress.note(f"resuming {run.path}: {len(done)} trial(s) already recorded")
         earlier = [f"{what} {', '.join(map(str, sorted(set(held) - set(typed))))}" for what, held, typed in
@@ -94,19 +95,22 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
 
         # Rounds the search asked for before are trained to the end first (a round cut short and refitted
         # would ask for other ranks than an uninterrupted sweep), then the search is asked for more.
-        asked, spent = _resumed_rounds(run, config, progress)
+        asked, spent = run.search_log()
         search = searcher(config, spent)
+        asked = _resumed_rounds(run, asked, spent, search, recorded, config.seeds, progress)
         for round_ in itertools.count(1):
             records = run.records()
             replayed = round_ <= len(asked)
-            ranks = asked[round_ - 1] if replayed else search.next_ranks(
-                measured_curve(records, config.seeds, teacher.record.test_accuracy),
-                failed_ranks(records, config.seeds))
+            if replayed:
+                ranks = asked[round_ - 1]
+            else:
+                measured = measured_curve(records, config.seeds, teacher.record.test_accuracy)
+                failed = failed_ranks(records, config.seeds)
+                ranks = search.next_ranks(measured, failed)
             trials = plan_trials(config, {r.trial for r in records}, ranks)
             if not replayed:
                 if not trials:  # nothing (more) asked for, or only what is recorded (a teacher at 0: no curve)
-                    _note_left_open(search, measured_curve(records, config.seeds, teacher.record.test_accuracy),
-                                    failed_ranks(records, config.seeds), progress)
+                    _note_left_open(search, measured, failed, progress)
                     break
                 asked.append(list(ranks))
                 spent += isinstance(search, AdaptiveSearch)
@@ -121,19 +125,19 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         return run
 
 
-def _resumed_rounds(run: RunDir, config: RunConfig, progress: Progress) -> tuple[list[list[int]], int]:
-    """The rounds asked before that this sweep finishes first (:func:`~effrank_bench.plan.rounds_to_resume`),
-    and the adaptive rounds spent; ranks dropped from them (asked under another --ranks, --search or
-    --tolerance) are named, and the search's log rewritten without them."""
-    (asked, spent), records = run.search_log(), run.records()
-    resumed = rounds_to_resume(asked, searcher(config), records, config.seeds)
+def _resumed_rounds(run: RunDir, asked: list[list[int]], spent: int, search: GridSearch | AdaptiveSearch,
+                    records: list[TrialRecord], seeds: tuple[int, ...], progress: Progress) -> list[list[int]]:
+    """The rounds asked before (``asked``, ``spent`` of them adaptive) that this sweep finishes first
+    (:func:`~effrank_bench.plan.rounds_to_resume`); ranks dropped from them (asked under another --ranks,
+    --search or --tolerance) are named, and the search's log rewritten without them."""
+    resumed = rounds_to_resume(asked, search, records, seeds)
     if resumed != asked:
         dropped = sorted({r for round_ in asked for r in round_} - {r for round_ in resumed for r in round_})
         if dropped:
             progress.note(f"rank(s) {', '.join(map(str, dropped))}, asked for before, are not among the ranks "
                           "this search trains (--ranks, --search, --tolerance): they will not train (further)")
         run.store_search_rounds(resumed, spent)
-    return resumed, spent
+    return resumed
 
 
 def _note_left_open(search: GridSearch | AdaptiveSearch, measured: dict[int, float], failed: set[int],

@@ -195,15 +195,15 @@ def test_a_corrupt_config_json_is_a_config_error(tmp_path):
 
 def test_the_search_log_keeps_its_rounds_and_the_budget_an_adaptive_search_spent(tmp_path):
     run = RunDir.open(tmp_path / "run", RunConfig(ranks=(2, 8)))
-    assert (run.search_rounds(), run.adaptive_rounds()) == ([], 0)
+    assert run.search_log() == ([], 0)
     run.store_search_rounds([[2, 8], [4]], 1)  # a grid's round, then an adaptive one
-    assert (run.search_rounds(), run.adaptive_rounds()) == ([[2, 8], [4]], 1)
+    assert run.search_log() == ([[2, 8], [4]], 1)
     run.search_path.write_text('{"rounds": [[2, 8], [4]]}')  # written before the count was kept: every round
-    assert run.adaptive_rounds() == 2
+    assert run.search_log()[1] == 2
     for bad in ('{"rounds": [[2, 8]], "adaptive_rounds": "1"}', '{"rounds": [[2.5]]}', '[]'):
         run.search_path.write_text(bad)
         with pytest.raises(ConfigError, match=r"search.json is not a search written by effrank-bench"):
-            run.search_rounds()
+            run.search_log()
 
 
 def test_resumed_rounds_keep_what_the_search_may_ask_for_and_ranks_every_seed_recorded():

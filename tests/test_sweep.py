@@ -296,14 +296,14 @@ def _swept(config, **curve):
 def test_a_resumed_adaptive_search_finishes_its_round_then_asks_what_it_would_have(tiny_run, tmp_path):
     config = tiny_run[0].model_copy(update={"executor": "curve", "search": "adaptive", "ranks": (2, 64)})
     whole = _swept(config.model_copy(update={"out": tmp_path / "whole"}))
-    rounds = whole.search_rounds()
+    rounds = whole.search_log()[0]
     assert rounds == [[2, 5, 11, 27, 64], [22, 40], [21, 37]]
     cut = config.model_copy(update={"out": tmp_path / "cut"})
     with pytest.raises(KeyboardInterrupt):
         _swept(cut, stop_after=len(rounds[0]) + 1)  # rank 22 of the second round: refitted, 21 and 40 would come next
     assert len(RunDir(cut.out).records()) == len(rounds[0]) + 1
     resumed = _swept(cut)
-    assert resumed.search_rounds() == rounds
+    assert resumed.search_log()[0] == rounds
     assert [r.rank for r in resumed.records()] == [r.rank for r in whole.records()]
 
 
@@ -313,7 +313,7 @@ def test_an_adaptive_search_on_the_grid_trains_only_ranks_of_the_grid(tiny_run, 
                                             "ranks": grid, "out": tmp_path / "run"})
     run = _swept(config)
     # 85% at 21.4, 95% at 37.4, the knee near 30: each between adjacent ranks of the grid.
-    assert run.search_rounds() == [[2, 4, 12, 28, 64], [20, 24, 40], [32]]
+    assert run.search_log()[0] == [[2, 4, 12, 28, 64], [20, 24, 40], [32]]
     assert sorted(r.rank for r in run.records()) == [2, 4, 12, 20, 24, 28, 32, 40, 64]
 
 
@@ -335,7 +335,7 @@ def test_a_sweep_rerun_with_fewer_ranks_finishes_the_ranks_its_directory_holds(t
     notes = progress_stub()
     shorter = cut.model_copy(update={"ranks": (2, 4, 8, 16, 32, 64)})
     resumed = run_sweep(shorter, registry=Registry(plugins=[("curve", _Curve())]), progress=notes)
-    assert resumed.search_rounds() == whole.search_rounds()
+    assert resumed.search_log()[0] == whole.search_log()[0]
     assert sorted(r.rank for r in resumed.records()) == sorted(r.rank for r in whole.records())
     assert resumed.config().ranks == _GRID and not _unfinished(build_report(resumed))
     assert (f"{cut.out} holds rank(s) 12, 20, 24, 28, 40, 48, 56 of an earlier command: they are part of its sweep "
@@ -355,7 +355,7 @@ def test_a_search_resumed_with_another_tolerance_drops_the_ranks_it_would_not_as
             "--tolerance): they will not train (further)") in notes.notes
     trained = {r.rank for r in run.records()}
     assert trained - set(_GRID) == {5}  # recorded before the change: a measured point like any other
-    assert run.search_rounds()[0] == [2, 5, 64] and not _unfinished(build_report(run))
+    assert run.search_log()[0][0] == [2, 5, 64] and not _unfinished(build_report(run))
     # Finished on the grid, the same command only reports; the 10% search would ask for ranks of its own.
     local = on_grid.model_copy(update={"executor": "local"})
     assert sweep.finished_teacher(prepare(local)) is not None
@@ -372,22 +372,22 @@ def test_an_unfinished_reports_trials_are_those_its_rerun_trains_next(tiny_run, 
         _swept(config, stop_after=stop_after)
     run = RunDir(config.out)
     before = {r.trial for r in run.records()}
-    listed = unfinished_trials(run.config(), run.records(), run.search_rounds(), run.adaptive_rounds(),
+    listed = unfinished_trials(run.config(), run.records(), *run.search_log(),
                                run.teacher().test_accuracy)
     trained = [r.trial for r in _swept(config).records() if r.trial not in before]
-    assert listed == trained[:len(listed)]  # in the order the rerun trains them, none it never trains
+    assert listed and listed == trained[:len(listed)]  # in the order the rerun trains them, none it never trains
 
 
 def test_a_search_ended_by_its_round_budget_says_what_it_left_open(tiny_run, tmp_path, progress_stub, monkeypatch):
     from effrank_bench.search import AdaptiveSearch
 
-    monkeypatch.setattr(sweep, "searcher", lambda config, rounds=0: AdaptiveSearch(config.ranks, max_rounds=2,
-                                                                                    rounds=rounds))
+    monkeypatch.setattr(sweep, "searcher", lambda config, rounds: AdaptiveSearch(config.ranks, max_rounds=2,
+                                                                                 rounds=rounds))
     notes = progress_stub()
     config = tiny_run[0].model_copy(update={"executor": "curve", "search": "adaptive", "ranks": _GRID,
                                             "out": tmp_path / "run"})
     run = run_sweep(config, registry=Registry(plugins=[("curve", _Curve())]), progress=notes)
-    assert len(run.search_rounds()) == 2
+    assert len(run.search_log()[0]) == 2
     assert [n for n in notes.notes if n.startswith("[yellow]the search stopped at its budget of 2 rounds (this run "
                                                    "directory's: earlier commands' adaptive rounds count) with the ")]
 
@@ -411,19 +411,24 @@ def test_an_unfinished_reports_trials_across_commands_are_those_its_rerun_trains
         config = config.model_copy(update={"seeds": (1,)})
     run = RunDir(config.out)
     before = {r.trial for r in run.records()}
-    listed = unfinished_trials(run.resumed(config), run.records(), run.search_rounds(), run.adaptive_rounds(),
+    listed = unfinished_trials(run.resumed(config), run.records(), *run.search_log(),
                                run.teacher().test_accuracy)
     trained = [r.trial for r in _swept(config).records() if r.trial not in before]
     assert listed == trained and len(listed) == (3 if search == "grid" else 9)
 
 
-def test_a_grids_rounds_spend_none_of_a_later_searchs_budget(tiny_run, tmp_path):
+def test_a_grids_rounds_spend_none_of_a_later_searchs_budget(tiny_run, tmp_path, monkeypatch):
+    from effrank_bench.search import AdaptiveSearch
+
     config = tiny_run[0].model_copy(update={"executor": "curve", "ranks": (2, 64), "out": tmp_path / "run"})
     for ranks in ((2, 64), (4,), (8,)):  # a grid extended rank by rank: three rounds
         _swept(config.model_copy(update={"ranks": ranks}))
+    # A budget of three rounds: counting the grid's three, the search would have none left.
+    monkeypatch.setattr(sweep, "searcher", lambda config, rounds: AdaptiveSearch(config.ranks, max_rounds=3,
+                                                                                 rounds=rounds))
     run = _swept(config.model_copy(update={"search": "adaptive"}))
-    rounds = run.search_rounds()  # the adaptive budget counts only its own: the grid's rounds are no part of it
-    assert rounds[:3] == [[2, 64], [4], [8]] and run.adaptive_rounds() == len(rounds) - 3 > 0
+    rounds = run.search_log()[0]  # the adaptive budget counts only its own: the grid's rounds are no part of it
+    assert rounds[:3] == [[2, 64], [4], [8]] and run.search_log()[1] == len(rounds) - 3 > 0
 
 
 @pytest.mark.parametrize("search_log", [True, False], ids=["this-version", "no-search-log"])
@@ -444,7 +449,7 @@ def test_a_search_that_asks_again_for_what_is_recorded_ends_the_sweep(tiny_run, 
     monkeypatch.setattr(sweep, "measured_curve", lambda *args: {})
     run = _swept(tiny_run[0].model_copy(update={"executor": "curve", "out": tmp_path / "r"}))
     assert [(r.rank, r.status) for r in run.records()] == [(2, "ok"), (4, "ok")]
-    assert run.search_rounds() == [[2, 4]]
+    assert run.search_log()[0] == [[2, 4]]
 
 
 def test_a_tolerance_on_a_grid_sweep_is_noted_as_unused(tiny_run, tmp_path, progress_stub):
