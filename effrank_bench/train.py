@@ -103,25 +103,48 @@ def evaluate(model: nn.Module, batches: Batches, amp: bool = True) -> float | No
     return evaluate_many([model], batches, amp)[0]
 
 
-def evaluate_many(models: list[nn.Module], batches: Batches, amp: bool = True) -> list[float | None]:
-    """:func:`evaluate` of several models over one pass of ``batches``."""
-    return [None if result is None else result.accuracy for result in evaluate_calibrated(models, batches, amp)]
+def evaluate_many(models: list[nn.Module], batches: Batches, amp: bool = True, threads: int = 1) -> list[float | None]:
+    """:func:`evaluate` of several models over one pass of ``batches`` (``threads``: as :func:`evaluate_calibrated`)."""
+    return [None if result is None else result.accuracy
+            for result in evaluate_calibrated(models, batches, amp, threads)]
 
 
 @torch.no_grad()
-def evaluate_calibrated(models: list[nn.Module], batches: Batches, amp: bool = True) -> list[Calibration | None]:
+def evaluate_calibrated(models: list[nn.Module], batches: Batches, amp: bool = True,
+                        threads: int = 1) -> list[Calibration | None]:
     """Accuracy, expected calibration error (15 bins) and NLL of several models over one pass of ``batches``;
-    None for an empty split."""
+    None for an empty split.
+
+    With ``threads`` above 1 on CPU (a group's :func:`student_threads`), the models evaluate side by side, each
+    in a thread of one core, through spans of batches read ahead (as much as :data:`AHEAD_BYTES` holds): a
+    model's numbers are those of evaluating it alone on one core. Else one model after another on each batch.
+    """
     modes = [model.training for model in models]
     for model in models:
         model.eval()
-    meters, total = [CalibrationMeter() for _ in models], 0
-    for x, y in batches:
-        with autocast(x.device, amp):
-            logits = [model(x) for model in models]
-        for meter, z in zip(meters, logits):  # outside autocast: the meter's softmax runs in float64
-            meter.update(z, y)
-        total += y.numel()
+    meters = [CalibrationMeter() for _ in models]
+
+    @torch.no_grad()  # in each thread: grad mode is a thread's own
+    def through(j: int, span: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for x, y in span:
+            with autocast(x.device, amp):
+                logits = models[j](x)
+            meters[j].update(logits, y)  # outside autocast: the meter's softmax runs in float64
+
+    workers = min(threads, len(models)) if batches.device.type == "cpu" and len(batches) else 1
+    total = 0
+    with student_pool(workers, lambda: False) as pool:
+        data = iter(batches)
+        for x, y in data:
+            if pool is None:
+                for j in range(len(models)):
+                    through(j, [(x, y)])
+                total += y.numel()
+                continue
+            span = [(x, y), *itertools.islice(data, batches_ahead((x, y), len(batches)) - 1)]
+            for future in [pool.submit(through, j, span) for j in range(len(models))]:
+                future.result()
+            total += sum(labels.numel() for _, labels in span)
     for model, mode in zip(models, modes):
         model.train(mode)
     return [meter.result() if total else None for meter in meters]
@@ -256,13 +279,14 @@ def _set_random_state(train: Batches, state: dict[str, torch.Tensor]) -> None:
 
 def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, epoch_of: TrainEpoch, label: str,
         progress: Progress = NullProgress(), checkpoints: Checkpoints | None = None,
-        on_failure: Callable[[int, TrialFailed], None] = lambda i, err: None) -> list[FitResult | TrialFailed]:
+        on_failure: Callable[[int, TrialFailed], None] = lambda i, err: None,
+        threads: int = 1) -> list[FitResult | TrialFailed]:
     """The one training loop, for a teacher and for a group of students fed the same batches.
 
     Epochs of ``epoch_of`` over ``train``; after each, a NaN check (one sync per epoch per model) and,
-    with a validation split, evaluation; the weights kept are those ``recipe.select`` picks. A model
-    whose loss is not finite leaves the fit (``on_failure`` hears of it at once) and the others go
-    on. With ``checkpoints``, the fit resumes from the saved state and saves its own as it goes.
+    with a validation split, evaluation (on ``threads``, as :func:`evaluate_calibrated`); the weights kept
+    are those ``recipe.select`` picks. A model whose loss is not finite leaves the fit (``on_failure``
+    hears of it at once) and the others go on. With ``checkpoints``, the fit resumes from the saved state and saves its own as it goes.
     Returns, per model, its FitResult or the TrialFailed that ended it.
     """
     if recipe.select == "best" and len(val) == 0:
@@ -303,7 +327,8 @@ def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, e
                     results[i] = TrialFailed(f"loss became {mean_loss} in epoch {epoch}")
                     active.remove(i)
                     on_failure(i, results[i])
-            for i, accuracy in zip(active, evaluate_many([fittings[i].model for i in active], val, recipe.amp)):
+            accuracies = evaluate_many([fittings[i].model for i in active], val, recipe.amp, threads)
+            for i, accuracy in zip(active, accuracies):
                 fittings[i].history.append({"epoch": epoch, "loss": mean_losses[i], "val_accuracy": accuracy})
                 fittings[i].selection.offer(fittings[i].model, accuracy)
             if not active:
@@ -421,9 +446,11 @@ def student_threads(students: int, device: torch.device, compiled: bool) -> int:
 
     The micro presets' small operators split poorly across cores: six students stepped by two threads of one
     core each ran a median 1.18x as fast as one after another on two cores (``benchmarks/throughput.py``
-    against ``--no-student-threads``, eight alternated pairs, 2026-11-26). Eager only (torch.compile is not
-    thread-safe); on CUDA the kernels queue on one stream: 1 there, and for a lone student, who keeps every
-    core (a group of one trains exactly as the paper-style engine did).
+    against ``--no-student-threads``, eight alternated pairs, 2026-11-26). Their evaluations run on as many
+    (the six evaluated on the digits validation split 1.23x as fast as in turn, median of ten alternated pairs,
+    2026-11-27: a micro forward is more Python than arithmetic, and Python runs one thread at a time). Eager
+    only (torch.compile is not thread-safe); on CUDA the kernels queue on one stream: 1 there, and for a lone
+    student, who keeps every core (a group of one trains exactly as the paper-style engine did).
     """
     if compiled or device.type != "cpu":
         return 1
@@ -468,15 +495,17 @@ def student_pool(workers: int, draws: Callable[[], bool]) -> Iterator[ThreadPool
         torch.set_num_threads(threads)
 
 
-#: The most bytes of teacher outputs (and their inputs) a CPU group computes ahead of its students: all of an
-#: epoch's on the micro presets (2.2 MB a batch for micro_vit), one batch at a time for a model that size.
+#: The most bytes of teacher outputs (and their inputs) a CPU group computes ahead of its students, or of inputs
+#: it reads ahead of their evaluation: all of an epoch's on the micro presets (2.2 MB a batch of teacher outputs
+#: for micro_vit), one batch at a time for a ViT-B/32 at 224.
 AHEAD_BYTES = 256 * 2**20
 
 
-def batches_ahead(x: torch.Tensor, target: Outputs, most: int) -> int:
-    """How many batches, of ``x``'s size and ``target``'s, a CPU group's teacher passes before its students
-    step: as many as :data:`AHEAD_BYTES` holds, between 1 and ``most``."""
-    size = sum(t.numel() * t.element_size() for t in (x, target.logits, *target.features))
+def batches_ahead(batch: tuple[torch.Tensor, ...], most: int) -> int:
+    """How many batches the size of ``batch`` (an input, and the teacher's outputs or labels) a CPU group
+    holds at once, its teacher's passes computed ahead of its students' steps or its inputs read ahead of their
+    evaluation: as many as :data:`AHEAD_BYTES` holds, between 1 and ``most``."""
+    size = sum(t.numel() * t.element_size() for t in batch)
     return max(1, min(most, AHEAD_BYTES // size))
 
 
@@ -484,7 +513,7 @@ def read_ahead(x: torch.Tensor, y: torch.Tensor, target: Outputs, batches: Itera
                teacher_pass: Callable[[torch.Tensor], Outputs], most: int) -> list[tuple[torch.Tensor, torch.Tensor, Outputs]]:
     """A span for :func:`side_by_side`: this batch (``x``, ``y``, the teacher's ``target``) and as many more of
     ``batches`` as :func:`batches_ahead` allows (``most``: the epoch's batches), each with its teacher pass."""
-    more = itertools.islice(batches, batches_ahead(x, target, most) - 1)
+    more = itertools.islice(batches, batches_ahead((x, target.logits, *target.features), most) - 1)
     return [(x, y, target)] + [(x, y, teacher_pass(x)) for x, y in more]
 
 
@@ -617,4 +646,5 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
                                  one, advance)
             return totals
 
-        return fit(students, train, val, recipe, epoch, label, progress, checkpoints, on_failure)
+        return fit(students, train, val, recipe, epoch, label, progress, checkpoints, on_failure,
+                   threads=student_threads(len(students), train.device, compilation is not None))

@@ -14,7 +14,7 @@ from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import Trial, TrialRecord
 from effrank_bench.setup import RunSetup
 from effrank_bench.teacher import Teacher
-from effrank_bench.train import Recipe, distill, evaluate_calibrated
+from effrank_bench.train import Recipe, distill, evaluate_calibrated, student_threads
 
 
 def trial_seed(trial: Trial) -> int:
@@ -68,7 +68,8 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
                           label=group_label(trials, len(config.seeds)), progress=progress, checkpoints=checkpoints,
                           on_failure=failed, compile=setup.compile)
         done = [i for i, result in enumerate(results) if not isinstance(result, TrialFailed) and result is not None]
-        tests = evaluate_calibrated([students[i] for i in done], setup.batches(setup.splits.test), config.amp)
+        tests = evaluate_calibrated([students[i] for i in done], setup.batches(setup.splits.test), config.amp,
+                                    threads=student_threads(len(done), setup.device, setup.compile))
     except torch.cuda.OutOfMemoryError as err:
         raise ConfigError(out_of_memory(setup, trials, checkpoints, err)) from None
     for i, test in zip(done, tests):

@@ -142,7 +142,9 @@ def test_a_group_on_two_cores_steps_its_students_in_threads_and_resumes_to_the_s
         threaded = run_sweep(config, progress=notes)
     finally:
         torch.set_num_threads(before)
-    assert pools == [(2,), (2,)]  # each fit, the first and the resumed one, stepped its students in two threads
+    # Each fit, the first and the resumed one, stepped its students in two threads; the students evaluated in
+    # two as well: epoch 1's validation before the interrupt, epoch 2's after the resume, then the test split.
+    assert pools == [(2,)] * 5
     assert any("resumed from its checkpoint after epoch 1 of 2" in note for note in notes.notes)
     assert [_result(r) for r in threaded.records()] == [_result(r) for r in run.records()]
 

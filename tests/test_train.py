@@ -192,10 +192,52 @@ def test_the_teacher_runs_as_many_batches_ahead_as_the_byte_budget_holds(monkeyp
     x, target = torch.zeros(4, 8), Outputs(logits=torch.zeros(4, 2), features=(torch.zeros(4, 6),))
     size = 4 * (8 + 2 + 6) * 4  # bytes of one batch's input and teacher outputs, float32
     monkeypatch.setattr(train, "AHEAD_BYTES", 10 * size + 1)
-    assert train.batches_ahead(x, target, most=50) == 10
-    assert train.batches_ahead(x, target, most=3) == 3  # an epoch's batches at most
+    batch = (x, target.logits, *target.features)
+    assert train.batches_ahead(batch, most=50) == 10
+    assert train.batches_ahead(batch, most=3) == 3  # an epoch's batches at most
     monkeypatch.setattr(train, "AHEAD_BYTES", size - 1)
-    assert train.batches_ahead(x, target, most=50) == 1  # one batch, however large
+    assert train.batches_ahead(batch, most=50) == 1  # one batch, however large
+
+
+class _Watched(nn.Linear):
+    """A model that notes, on each forward, its thread and whether gradients were being recorded."""
+
+    def __init__(self, width: int):
+        super().__init__(4, width)
+        self.seen: list[tuple[int, bool]] = []
+
+    def forward(self, x):
+        import threading
+
+        self.seen.append((threading.get_ident(), torch.is_grad_enabled()))
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("ahead_bytes", [None, 1], ids=["the split read ahead", "a batch at a time"])
+def test_a_group_evaluates_side_by_side_in_threads_of_one_core_to_the_numbers_of_one_thread(monkeypatch, ahead_bytes):
+    import threading
+
+    from effrank_bench import train
+
+    if ahead_bytes is not None:
+        monkeypatch.setattr(train, "AHEAD_BYTES", ahead_bytes)
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(40, 4), torch.randint(0, 3, (40,)))
+    split = Batches(data, batch_size=8, modality="tokens", input_size=4, device=torch.device("cpu"))
+    models = [_Watched(3) for _ in range(3)]
+    models[1].train(), models[2].eval()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = train.evaluate_calibrated(models, split, amp=False)
+        side_by_side = train.evaluate_calibrated(models, split, amp=False, threads=2)
+    finally:
+        torch.set_num_threads(before)
+    assert alone == side_by_side and all(result.accuracy > 0 for result in alone)
+    threads = {thread for model in models for thread, _ in model.seen[5:]}  # the threaded pass: 5 batches each
+    assert threads and threading.get_ident() not in threads  # the pool's threads (one or both: they start lazily)
+    assert all(len(model.seen) == 10 and not any(grad for _, grad in model.seen) for model in models)
+    assert [model.training for model in models] == [True, True, False]  # each model's mode as it was
 
 
 class _Sized:
