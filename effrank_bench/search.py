@@ -149,33 +149,33 @@ class AdaptiveSearch:
     def next_ranks(self, measured: Mapping[int, float], failed: Collection[int] = ()) -> list[int]:
         if self.rounds >= self.max_rounds:
             return []
-        ranks = self._plan({int(r): float(v) for r, v in measured.items() if self.low <= r <= self.high},
-                           {int(r) for r in failed})
+        measured, tried = self._known(measured, failed)
+        ranks = [r for r in self.coarse() if r not in tried] or sorted(
+            {rank for *_, rank in self._unbracketed(measured, tried)})
         if ranks:
             self.rounds += 1
         return ranks
 
-    def _plan(self, measured: dict[int, float], failed: set[int]) -> list[int]:
-        tried = set(measured) | failed
-        first = [r for r in self.coarse() if r not in tried]
-        if first:
-            return first
-        if len(measured) < 2:
-            return []
-        analysis = self.fit(measured)
-        wanted = {self._candidate(lo, hi, at, tried) for _, lo, hi, at in self.brackets(analysis)}
-        return sorted(wanted - {None})
-
     def left_open(self, measured: Mapping[int, float], failed: Collection[int] = ()) -> list[str]:
         """The targets the round budget stopped the search short of bracketing, in words ("the 95% crossing
         (69.4) between ranks 69 and 77"); none where the search stopped of itself."""
-        measured = {int(r): float(v) for r, v in measured.items() if self.low <= r <= self.high}
-        if self.rounds < self.max_rounds or len(measured) < 2:
+        if self.rounds < self.max_rounds:
             return []
-        tried = set(measured) | {int(r) for r in failed}
         return [f"the {name} ({at:.1f}) between ranks {lo} and {hi}"
-                for name, lo, hi, at in self.brackets(self.fit(measured))
-                if self._candidate(lo, hi, at, tried) is not None]
+                for name, lo, hi, at, _ in self._unbracketed(*self._known(measured, failed))]
+
+    def _known(self, measured: Mapping[int, float], failed: Collection[int]) -> tuple[dict[int, float], set[int]]:
+        """The measured ranks within the bounds, and every rank tried (measured or failed)."""
+        inside = {int(r): float(v) for r, v in measured.items() if self.low <= r <= self.high}
+        return inside, set(inside) | {int(r) for r in failed}
+
+    def _unbracketed(self, measured: dict[int, float], tried: set[int]) -> list[tuple[str, int, int, float, int]]:
+        """``(target, lower neighbour, upper neighbour, fitted location, the rank to train next)`` of each target
+        not yet bracketed within the tolerance that an untried rank can still close in on."""
+        if len(measured) < 2:
+            return []
+        return [(name, lo, hi, at, rank) for name, lo, hi, at in self.brackets(self.fit(measured))
+                if (rank := self._candidate(lo, hi, at, tried)) is not None]
 
     def fit(self, measured: Mapping[int, float]) -> CurveAnalysis:
         """The read-off of the measured points (normalized accuracies: teacher accuracy 1)."""
