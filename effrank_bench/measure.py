@@ -96,14 +96,34 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@contextmanager
+def _one_thread_on_cpu(device: torch.device) -> Iterator[None]:
+    """On CPU, torch computes on one thread while the context runs (its thread count put back after)."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def forward_times_ms(model: nn.Module, example: torch.Tensor, *, warmup: int = 5, repeats: int = 30) -> list[float]:
-    """Wall time in milliseconds of each of ``repeats`` forward passes of `example`, after ``warmup`` untimed."""
+    """Wall time in milliseconds of each of ``repeats`` forward passes of `example`, after ``warmup`` untimed.
+
+    On CPU the passes run on one thread, as torch.utils.benchmark's Timer runs them by default: the same for
+    every model timed, and steady on a shared machine. With two threads and another process busy on one of
+    two cores, micro_vit's median went from 1.0 to 176 ms, each parallel region waiting for a thread the host
+    had set aside; on one thread it stayed at 1.0 ms (2026-11-27).
+    """
     if warmup < 0:
         raise ConfigError(f"warmup must be >= 0, got {warmup}")
     if repeats < 1:
         raise ConfigError(f"repeats must be >= 1, got {repeats}")
     times = []
-    with _inference(model):
+    with _inference(model), _one_thread_on_cpu(example.device):
         for _ in range(warmup):
             model(example)
         for _ in range(repeats):

@@ -139,6 +139,30 @@ def test_latency_runs_warmup_plus_repeats() -> None:
     assert all(0 < t < math.inf for t in times)
 
 
+class ThreadsSeen(nn.Module):
+    """Notes torch's thread count at each forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.threads.append(torch.get_num_threads())
+        return x
+
+
+def test_cpu_latency_is_timed_on_one_thread_and_the_thread_count_is_put_back() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = ThreadsSeen()
+        forward_times_ms(model, torch.randn(1, 4), warmup=2, repeats=3)
+        assert model.threads == [1] * 5  # warm-up and timed passes alike
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize(("warmup", "repeats"), [(-1, 5), (0, 0)])
 def test_latency_rejects_bad_counts(warmup: int, repeats: int) -> None:
     with pytest.raises(ConfigError):
