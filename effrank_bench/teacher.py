@@ -244,8 +244,7 @@ def _train(setup: RunSetup, model: nn.Module, progress: Progress) -> tuple[nn.Mo
     val, test = setup.batches(setup.splits.val), setup.batches(setup.splits.test)
     fit, samples = None, 0
     if config.teacher_epochs > 0:
-        train = setup.batches(setup.splits.train, shuffle=True, seed=config.teacher_seed,
-                              batch_size=config.teacher_batch_size)
+        train = setup.training_batches(seed=config.teacher_seed, batch_size=config.teacher_batch_size)
         fit, samples = train_teacher(model, train, val, recipe, progress), config.teacher_epochs * train.samples
     (tested,) = evaluate_calibrated([model], test, config.amp)
     record = TeacherRecord(

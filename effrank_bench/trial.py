@@ -52,8 +52,7 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
                                   svd=teacher.svd))
         students.append(setup.to_device(student))
     # CUDA graphs replay one batch shape: a compiled CUDA step drops the last partial batch.
-    train = setup.batches(setup.splits.train, shuffle=True, seed=trial_seed(trials[0]),
-                          drop_last=setup.compile and setup.device.type == "cuda")
+    train = setup.training_batches(seed=trial_seed(trials[0]), drop_last=setup.compile and setup.device.type == "cuda")
     checkpoints = Checkpoints(setup.run.checkpoints_path / Checkpoints.name(trials), trials,
                               config.checkpoint_every)
 

@@ -101,6 +101,21 @@ def test_a_pass_counts_the_samples_it_delivers():
     assert [p.samples for p in passes] == [sum(len(y) for _, y in p) for p in passes] == [10, 9, 6, 10, 10, 9]
 
 
+def test_training_leaves_out_a_last_batch_of_one_sample_that_batch_norm_cannot_train_on(tmp_path, tiny):
+    from effrank_bench.setup import prepare
+
+    setup = prepare(tiny.config(tmp_path / "run", arch="micro_convnet", target="conv", limit_batches=None))
+    examples = len(setup.splits.train)
+    odd = next(size for size in range(2, 64) if examples % size == 1)  # 8 for digits' 1,257 images
+    batches = setup.training_batches(seed=0, batch_size=odd)
+    assert batches.samples == examples - 1 and min(len(y) for _, y in batches) == odd
+    teacher = setup.to_device(setup.parts.arch.build(setup.request)).train()
+    for x, _ in batches:  # every batch trains (batch norm raised on the one of a single image)
+        teacher(x)
+    kept = setup.training_batches(seed=0, batch_size=odd + 1)  # a last batch of two or more stays
+    assert kept.samples == examples and examples % (odd + 1) != 1
+
+
 def test_a_limit_cuts_every_pass_to_its_first_batches():
     data = TensorDataset(torch.arange(40, dtype=torch.float32).reshape(10, 1, 2, 2), torch.arange(10))
     kwargs = dict(batch_size=3, modality="image", input_size=2, device=torch.device("cpu"), shuffle=True, seed=7)
