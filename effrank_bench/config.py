@@ -149,7 +149,8 @@ class RunConfig(BaseModel):
     search: Literal["grid", "adaptive"] = Field(
         default="grid", description="which ranks to train: every rank of --ranks, or an adaptive search that "
                                     "brackets the crossings and the knee, over the integers between its ends (over "
-                                    "its ranks with --tolerance grid)")
+                                    "its ranks with --tolerance grid); a rerun in a run directory that names none "
+                                    "goes on with the directory's")
     tolerance: str | None = Field(
         default=None, description="adaptive search: how far apart the measured ranks around each crossing and the "
                                   "knee may be: a percentage of the rank (at least 1 rank), a number of ranks, or "

@@ -59,15 +59,20 @@ class RunDir:
 
     def resumed(self, config: RunConfig) -> RunConfig | None:
         """The sweep ``config`` makes of this directory's: ``config`` with the ranks and seeds the directory
-        already holds added (a sweep extended by a rank or a seed keeps what it had); None where the directory
-        holds no sweep yet. The sweep trains, and its report reads, this one."""
+        already holds added (a sweep extended by a rank or a seed keeps what it had), and the directory's search
+        and tolerance where ``config`` sets neither (a rerun that names no search goes on with an adaptive one,
+        rather than train every rank of its grid); None where the directory holds no sweep yet. The sweep
+        trains, and its report reads, this one."""
         previous = self.check_resumable(config)
         if previous is None:
             return None
-        return config.model_copy(update={
-            "ranks": tuple(sorted(set(previous.ranks) | set(config.ranks))),
-            "seeds": tuple(dict.fromkeys(previous.seeds + config.seeds)),
-        })
+        update = {"ranks": tuple(sorted(set(previous.ranks) | set(config.ranks))),
+                  "seeds": tuple(dict.fromkeys(previous.seeds + config.seeds))}
+        if "search" not in config.model_fields_set:
+            update["search"] = previous.search
+            if "tolerance" not in config.model_fields_set:
+                update["tolerance"] = previous.tolerance
+        return config.model_copy(update=update)
 
     @classmethod
     def open(cls, path: Path, config: RunConfig) -> RunDir:

@@ -342,6 +342,23 @@ def test_a_sweep_rerun_with_fewer_ranks_finishes_the_ranks_its_directory_holds(t
             "(another --out for a sweep without them)") in notes.notes
 
 
+def test_a_rerun_that_names_no_search_goes_on_with_the_directorys_adaptive_one(tiny_run, tmp_path, progress_stub):
+    from effrank_bench.config import RunConfig
+
+    options = {**tiny_run[0].model_dump(exclude_unset=True), "executor": "curve", "ranks": _GRID, "out": tmp_path / "r"}
+    with pytest.raises(KeyboardInterrupt):
+        _swept(RunConfig(**options, search="adaptive", tolerance="grid"), stop_after=3)
+    notes = progress_stub()
+    again = run_sweep(RunConfig(**{**options, "ranks": (2, 64)}), registry=Registry(plugins=[("curve", _Curve())]),
+                      progress=notes)  # the command without --search: a grid would train all 13 ranks
+    assert sorted(r.rank for r in again.records()) == [2, 4, 12, 20, 24, 28, 32, 40, 64]  # the search's, as whole
+    assert (again.config().search, again.config().tolerance) == ("adaptive", "grid")
+    assert (f"{tmp_path / 'r'} holds an adaptive search (--tolerance grid): this command goes on with it "
+            "(--search grid trains every rank of --ranks)") in notes.notes
+    grid = _swept(RunConfig(**options, search="grid"))  # named, the grid is what it asks for
+    assert sorted({r.rank for r in grid.records()}) == list(_GRID) and grid.config().search == "grid"
+
+
 def test_a_search_resumed_with_another_tolerance_drops_the_ranks_it_would_not_ask_for(tiny_run, tmp_path,
                                                                                        progress_stub):
     config = tiny_run[0].model_copy(update={"executor": "curve", "search": "adaptive", "ranks": _GRID,
