@@ -218,8 +218,9 @@ def read_text(path: Path) -> str:
         raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
 
 
-def check_out_dir(out: Path) -> None:
-    """Refuse an ``--out`` that cannot become this run's directory, before anything is written.
+def check_out_dir(out: Path, marker: str = "config.json", kind: str = "run directory") -> None:
+    """Refuse an ``--out`` that cannot become this run's directory (with ``marker`` and ``kind``: a suite's,
+    ``suite.json``), before anything is written.
 
     A file, a path under a file, an unwritable folder, a name too long for the file system, or an
     existing folder that is not a run directory but holds files (nothing of the user's is overwritten).
@@ -238,12 +239,12 @@ def check_out_dir(out: Path) -> None:
         raise ConfigError(f"{where} lies under {existing}, which is a file, not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{where}: {existing} is not writable")
-    if existing == out and not (out / "config.json").exists():
+    if existing == out and not (out / marker).exists():
         try:
             held = [p.name for p in out.iterdir() if p.name != "run.lock"]
         except OSError as err:
             raise ConfigError(f"{where}: {err.strerror or err}") from None
         if held:
             raise ConfigError(f"{where} is a folder that holds files ({', '.join(sorted(held)[:3])}"
-                              f"{', ...' if len(held) > 3 else ''}) but is not a run directory (no config.json); "
+                              f"{', ...' if len(held) > 3 else ''}) but is not a {kind} (no {marker}); "
                               "give an empty or new folder")

@@ -13,7 +13,7 @@ from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.report import build_report, write_report
 from effrank_bench.setup import RunSetup, SuiteCache, prepare, resolve_components
-from effrank_bench.store import RunDir
+from effrank_bench.store import RunDir, check_out_dir
 from effrank_bench.sweep import execute, finished_teacher, obtain_teachers
 
 
@@ -25,7 +25,10 @@ class SuiteResult:
 
 
 def check_suite(suite: SuiteConfig, registry: Registry) -> None:
-    """The cheap checks of every run: names, targets, modalities, resumable run directories."""
+    """The cheap checks of every run: names, targets, modalities, resumable run directories, and a folder the
+    suite may write (new, empty, or its own: a suite.json or a run directory of the suite's)."""
+    if not any((suite.out / name).is_dir() for name in suite.run_names()):
+        check_out_dir(suite.out, "suite.json", "suite directory")
     for config in suite.runs:
         resolve_components(config, registry)
         RunDir(config.out).check_resumable(config)

@@ -112,6 +112,19 @@ def test_a_combination_an_architecture_lacks_is_refused_before_anything_runs(tmp
         check_suite(suite, default_registry())
 
 
+def test_a_suite_refuses_a_folder_of_other_files_and_resumes_its_own(tmp_path):
+    text = '[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "logit"\ndataset = "digits"\n'
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "cat.png").write_bytes(b"")
+    suite = load_suite(write(tmp_path / "s.toml", text), {"out": out})
+    with pytest.raises(ConfigError, match=r"photos is a folder that holds files \(cat.png\) but is not a suite "
+                                          r"directory \(no suite.json\); give an empty or new folder"):
+        check_suite(suite, default_registry())
+    (out / "suite.json").write_text("{}")  # a suite's own folder, resumed
+    check_suite(suite, default_registry())
+
+
 def test_an_architectures_recipe_sits_below_the_suites_defaults_and_blocks(tmp_path):
     path = write(tmp_path / "s.toml", '[defaults]\nepochs = 5\n[[matrix]]\narch = ["vit_b32", "micro_vit"]\n'
                                       'target = "mlp"\nloss = "kd"\ndataset = "digits"\nteacher_lr = 0.03\n')
