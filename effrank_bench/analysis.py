@@ -27,6 +27,9 @@ _KNEE_GRID_POINTS = 4097
 # A curve whose largest deviation from its secant is below this fraction of its rise is
 # treated as straight: what is left is round-off, and its argmax would be noise.
 _STRAIGHT_RTOL = 1e-9
+# A monotone curve that rises less than this (normalized accuracy) from its first rank to its last is flat: means
+# over seeds of equal accuracies differ by round-off at most.
+_FLAT = 1e-12
 # Solver round-off must not push a crossing at an integer rank to the next band slot.
 _CEIL_TOL = 1e-9
 # Bisection halves a crossing's bracket per step; 64 steps reach the float resolution of any rank.
@@ -113,6 +116,12 @@ class CurveAnalysis:
         secant = values[0] + rise * (to_axis(self.knee) - x0) / (x1 - x0)
         return bool(self.fit(self.knee) < secant - _STRAIGHT_RTOL * abs(rise))
 
+    @property
+    def flat(self) -> bool:
+        """Whether the monotone curve holds one value at every rank: it has no bend, so its knee is its first
+        rank by the fallback of :func:`analyze_curve`, not a place where more rank stops paying off."""
+        return self.monotone[-1] - self.monotone[0] <= _FLAT
+
     def to_dict(self) -> dict:
         """A JSON-ready summary: teacher accuracy, region, knee and the measured points."""
         return {
@@ -121,6 +130,7 @@ class CurveAnalysis:
             "knee": self.knee,
             "knee_axis": self.knee_axis,
             "knee_bends_up": self.knee_bends_up,
+            "flat": self.flat,
             "monotone": self.monotone_mode,
             "points": [
                 {"rank": rank, "normalized": value}

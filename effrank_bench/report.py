@@ -308,6 +308,12 @@ def region_lines(analysis: CurveAnalysis | None, note: str | None,
         f"effective-rank region: {t0:.0%} at rank {low}, {t1:.0%} at rank {high}{band}{source}",
         f"effective knee: rank {knee} ({analysis.knee_axis} axis)",
     ]
+    if analysis.flat:
+        level = analysis.monotone[0]
+        more = (": smaller ranks would show where it falls" if level >= t1 else
+                ": larger ranks, or a longer recipe, would show where it rises" if level < t0 else "")
+        lines.append(f"note: the curve is flat, at {level:.2f} of the teacher from rank {analysis.ranks[0]:g} on: "
+                     f"it has no knee (the one shown is its first rank){more}")
     if analysis.knee_bends_up:
         more = ("; larger ranks would show where the curve levels off" if region.high is None else
                 " (the lower bend of an S-shaped curve)")

@@ -246,6 +246,21 @@ def test_knee_without_a_bend_is_the_first_rank_at_the_maximum():
     assert analyze_curve([4, 8], [0.9, 0.5], 1.0).knee == 4.0  # running max makes it flat
 
 
+@pytest.mark.parametrize(("accuracies", "more"), [
+    ([0.3, 0.3, 0.3], ": larger ranks, or a longer recipe, would show where it rises"),
+    ([0.9, 0.9, 0.9], ""),
+    ([1.0, 1.0, 1.0], ": smaller ranks would show where it falls"),
+    ([1.0, 0.8, 0.9], ": smaller ranks would show where it falls"),  # flat once made monotone
+])
+def test_a_flat_curve_is_said_to_have_no_knee(accuracies, more):
+    curve = analyze_curve([2, 4, 8], accuracies, 1.0)
+    assert curve.flat and curve.to_dict()["flat"] is True and curve.knee == 2.0
+    assert region_lines(curve, None)[2] == (f"note: the curve is flat, at {accuracies[0]:.2f} of the teacher from "
+                                            f"rank 2 on: it has no knee (the one shown is its first rank){more}")
+    rising = analyze_curve([2, 4, 8], [0.3, 0.5, 0.55], 1.0)
+    assert not rising.flat and len(region_lines(rising, None)) == 2
+
+
 def test_a_knee_where_the_curve_bends_upward_is_told_apart():
     rises_late = analyze_curve([1, 2, 4, 8, 16, 32], [0.1, 0.1, 0.12, 0.15, 0.3, 0.8], 1.0)
     assert rises_late.fit(rises_late.knee) < 0.1 + 0.7 * (rises_late.knee - 1) / 31  # below the secant
@@ -350,7 +365,8 @@ def test_read_curve_csv_needs_two_points(tmp_path):
 
 def test_to_dict_is_json_ready_with_exact_keys():
     data = json.loads(json.dumps(linear_curve().to_dict()))
-    assert set(data) == {"teacher_accuracy", "region", "knee", "knee_axis", "knee_bends_up", "monotone", "points"}
+    assert set(data) == {"teacher_accuracy", "region", "knee", "knee_axis", "knee_bends_up", "flat", "monotone",
+                         "points"}
     assert data["region"] == {"low": 85.0, "high": 95.0, "band": [85, 95], "thresholds": [0.85, 0.95],
                               "low_censored": None, "high_censored": None}
     assert data["monotone"] == "running-max"
