@@ -7,7 +7,7 @@ import itertools
 import json
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -219,9 +219,11 @@ class RunConfig(BaseModel):
     @field_validator("ranks", "seeds", "thresholds", mode="before")
     @classmethod
     def _parse_csv(cls, value: Any, info: ValidationInfo) -> Any:
-        """``"2,4,8"`` from a flag or a file, as well as a list."""
+        """``"2,4,8"`` from a flag or a file, as well as a list; thresholds, two of them."""
         if isinstance(value, str):
-            return _split_csv(value, info.field_name)
+            value = _split_csv(value, info.field_name)
+        if info.field_name == "thresholds" and isinstance(value, (list, tuple)) and len(value) != 2:
+            raise ValueError(f"two thresholds are needed, low and high, like 0.85,0.95; got {len(value)}")
         return value
 
     @field_validator("group", mode="before")
@@ -343,6 +345,11 @@ def _shown_int(value: int) -> str:
     return str(value) if abs(value) < 10**30 else f"{'-' if value < 0 else ''}a {value.bit_length()}-bit number"
 
 
+def _flags(overrides: dict[str, Any] | None) -> set[str]:
+    """The options ``overrides`` (the command line's) set: None leaves an option to the file or default."""
+    return {name for name, value in (overrides or {}).items() if value is not None}
+
+
 def _split_csv(text: str, what: str) -> list[str]:
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
@@ -409,14 +416,16 @@ def _merged(values: dict[str, Any], overrides: dict[str, Any] | None) -> dict[st
 Recipes = Callable[[str], Mapping[str, Any]]
 
 
-def _run_config(values: dict[str, Any], source: str, recipes: Recipes | None = None) -> RunConfig:
+def _run_config(values: dict[str, Any], source: str, recipes: Recipes | None = None,
+                flags: Iterable[str] = ()) -> RunConfig:
+    """``values`` as a RunConfig; ``flags``: the options the command line set, named as flags in errors."""
     try:
         config = RunConfig(**values)  # what the user gave, checked before any recipe is looked up
         recipe = recipes(config.arch) if recipes is not None else {}
         if recipe:  # below all the user gave: file, suite defaults and blocks, flags
             config = RunConfig(**{**recipe, **values})
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source, RunConfig.model_fields)) from None
+        raise ConfigError(format_validation_error(err, source, RunConfig.model_fields, flags)) from None
     # Checked here, at the edge, not in the model: a finished run's config stays readable
     # after its checkpoint is moved.
     if config.teacher_checkpoint is not None and not config.teacher_checkpoint.is_file():
@@ -429,7 +438,8 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     """The file's values (if any), overridden by the non-None ``overrides`` (CLI flags); with ``recipes``,
     options neither sets take the architecture's recipe before RunConfig's defaults."""
     values = read_toml(path) if path is not None else {}
-    return _run_config(_merged(values, overrides), str(path) if path else "run options", recipes)
+    return _run_config(_merged(values, overrides), str(path) if path else "run options", recipes,
+                       _flags(overrides))
 
 
 # The axes of a suite's matrix; every other key of a block is a run option.
@@ -516,7 +526,7 @@ def load_suite(path: Path, overrides: dict[str, Any] | None = None, recipes: Rec
                 raise ConfigError(f"{where}: {name} is already in the suite; give one block a 'tag' to keep both")
             values = _merged(_merged(defaults, block), overrides)
             values.update(arch=arch, target=target, loss=loss, dataset=dataset, out=out / name)
-            runs[name] = _run_config(values, f"{where} ({name})", recipes)
+            runs[name] = _run_config(values, f"{where} ({name})", recipes, _flags(overrides))
     try:
         return SuiteConfig(name=data.get("name", path.stem), description=data.get("description", ""), out=out,
                            runs=tuple(runs.values()))

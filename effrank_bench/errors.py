@@ -48,20 +48,31 @@ def unknown_key(name: str, known: Iterable[str]) -> str:
     return f"unknown key '{name}'" + (f" (did you mean '{close[0]}'?)" if close else "")
 
 
-def format_validation_error(err: ValidationError, source: str | None, known: Iterable[str] = ()) -> str:
+def format_validation_error(err: ValidationError, source: str | None, known: Iterable[str] = (),
+                            flags: Iterable[str] = ()) -> str:
     """A pydantic error as one line: where each problem is and what it is, each echoed value cut short;
     after ``source: `` (None: the problems alone, for a validator whose field pydantic names anyway).
-    An unknown key close to one of ``known`` (the model's fields) gets a "did you mean"."""
-    problems = []
+    An unknown key close to one of ``known`` (the model's fields) gets a "did you mean". A problem with one
+    of ``flags`` (fields a command-line flag set) names the flag, ``--checkpoint-every``, and an item of a
+    list its place; ``source`` is left out when every problem is a flag's."""
+    flags, problems, all_flags = set(flags), [], True
     for e in err.errors()[:_MAX_PROBLEMS]:
-        where = shown(".".join(str(p) for p in e["loc"]))
+        loc = [str(p) for p in e["loc"]]
+        flag = bool(loc) and loc[0] in flags
+        all_flags &= flag
+        if flag:
+            items = ", ".join(f"value {int(i) + 1}" for i in loc[1:] if i.isdigit())
+            where = f"--{loc[0].replace('_', '-')}" + (f" ({items})" if items else "")
+        else:
+            where = shown(".".join(loc))
         message = shown(e["msg"].removeprefix("Value error, "), 300)
         if e["type"] == "extra_forbidden":
             problems.append(unknown_key(where, known))
         else:
             problems.append(f"{where}: {message}" if where else message)
     more = err.error_count() - _MAX_PROBLEMS
-    return (f"{source}: " if source else "") + "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
+    prefix = f"{source}: " if source and not (all_flags and problems) else ""
+    return prefix + "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
 
 
 class EffrankError(Exception):

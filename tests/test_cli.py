@@ -539,9 +539,9 @@ def test_a_bad_flag_exits_2_with_one_line_and_points_at_the_help(tmp_path, run_c
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["run", "--lr", "-1"], "error: run options: lr: Input should be greater than 0"),
-    (["run", "--lr", "-1e-3"], "error: run options: lr: Input should be greater than 0"),
-    (["run", "--kd-alpha", "-.5"], "error: run options: kd_alpha: Input should be greater than or equal to 0"),
+    (["run", "--lr", "-1"], "error: --lr: Input should be greater than 0"),
+    (["run", "--lr", "-1e-3"], "error: --lr: Input should be greater than 0"),
+    (["run", "--kd-alpha", "-.5"], "error: --kd-alpha: Input should be greater than or equal to 0"),
     (["run", "--thresholds", "-1,0.5"], "error: run options: thresholds must satisfy 0 < low < high, got -1.0, 0.5"),
     (["analyze", "{csv}", "--teacher-acc", "-inf"], "error: teacher accuracy must be a positive number, got -inf"),
     (["analyze", "{csv}", "--teacher-acc", "1", "--thresholds", "-1,0.5"],

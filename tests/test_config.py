@@ -89,17 +89,26 @@ def test_thresholds_from_a_string_and_their_order():
         load_config(overrides={"thresholds": "0.95,0.85"})
 
 
-def test_bad_values_name_the_field():
-    with pytest.raises(ConfigError, match="^run options: epochs: "):
+def test_bad_values_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="^--epochs: "):  # a flag's value: the flag named, as typed
         load_config(overrides={"epochs": 0})
-    with pytest.raises(ConfigError, match="kd_alpha"):
+    with pytest.raises(ConfigError, match=r"^--ranks \(value 2\): Input should be a valid integer"):
+        load_config(overrides={"ranks": "2,x"})
+    with pytest.raises(ConfigError, match="^--thresholds: two thresholds are needed, low and high, like 0.85,0.95; "
+                                          "got 1$"):
+        load_config(overrides={"thresholds": "0.9"})
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text("kd_alpha = 1.5\n")
+    with pytest.raises(ConfigError, match=f"^{sweep}: kd_alpha: "):  # a file's value: its key, in the file named
+        load_config(sweep, {"epochs": 2})
+    with pytest.raises(ConfigError, match="^--kd-alpha: "):
         load_config(overrides={"kd_alpha": 1.5})
 
 
 @pytest.mark.parametrize("group", [0, -3, "0", "x", 1.5, True])
 def test_a_group_is_a_positive_number_of_students_or_auto(group):
     # A group of none (or fewer) would lay out no groups: nothing trains, and the sweep would ask again forever.
-    with pytest.raises(ConfigError, match=r"^run options: group: group must be a positive number of students or "
+    with pytest.raises(ConfigError, match=r"^--group: group must be a positive number of students or "
                                           r"auto, got .+$"):
         load_config(overrides={"group": group})
     assert [RunConfig(group=g).group for g in (1, "4", " 2", "auto")] == [1, 4, 2, "auto"]
