@@ -1,9 +1,11 @@
 """The embedded default's sweep grouped (as `run` trains it) against `--group 1`, teacher cached, alternated.
 
-Not a test: times `sweep.execute` alone (the trials, their evaluation and costs; imports, data loading and
-the report left out, which both pay alike) in pairs, one of each per pair, and prints each pair's ratio
-and the median. With --breakdown, each timing also says where its time went: the students' fit, their
-test evaluation, the latency and MAC measurements, the teacher's spectrum, the rest. Usage:
+Not a test: times `sweep.execute` alone (imports, data loading and the report left out, which both pay alike)
+in pairs, one of each per pair (each first in every other pair), and prints each pair's ratio and the median,
+of the whole and of its trials alone (the local executor's groups: building, training, evaluating and measuring
+the students; the rest is the teacher's, loaded from the cache, timed and its spectrum taken, the same in both).
+With --breakdown, each timing also says where its time went: the students' fit, their test evaluation, the
+latency and MAC measurements, the teacher's spectrum, the rest. Usage:
     python benchmarks/group_vs_one.py [--pairs 4] [--breakdown]
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import effrank_bench_plugins.executors as executors
 from effrank_bench import measure, sweep, trial
 from effrank_bench.config import load_config
 from effrank_bench.registry import default_registry
@@ -29,12 +32,14 @@ from effrank_bench.teacher import obtain_teacher
 PHASES = {"fit": (trial, "distill"), "test evaluation": (trial, "evaluate_calibrated"),
           "latency": (measure, "forward_times_ms"), "MACs": (measure, "count_macs"),
           "spectrum": (sweep, "model_spectrum")}
+#: The trials: each group the local executor runs.
+TRIALS = {"trials": (executors, "run_group")}
 
 
 @contextlib.contextmanager
-def clocked() -> Iterator[dict[str, float]]:
-    """Seconds spent in each of :data:`PHASES` while the context runs (the functions put back after)."""
-    spent = dict.fromkeys(PHASES, 0.0)
+def clocked(phases: dict) -> Iterator[dict[str, float]]:
+    """Seconds spent in each of ``phases`` while the context runs (the functions put back after)."""
+    spent = dict.fromkeys(phases, 0.0)
 
     def clock(name, function):
         @functools.wraps(function)
@@ -46,26 +51,27 @@ def clocked() -> Iterator[dict[str, float]]:
                 spent[name] += time.perf_counter() - start
         return timed
 
-    originals = {name: getattr(module, attr) for name, (module, attr) in PHASES.items()}
-    for name, (module, attr) in PHASES.items():
+    originals = {name: getattr(module, attr) for name, (module, attr) in phases.items()}
+    for name, (module, attr) in phases.items():
         setattr(module, attr, clock(name, originals[name]))
     try:
         yield spent
     finally:
-        for name, (module, attr) in PHASES.items():
+        for name, (module, attr) in phases.items():
             setattr(module, attr, originals[name])
 
 
-def timed(group: str, out: Path, breakdown: bool = False) -> tuple[float, str]:
+def timed(group: str, out: Path, breakdown: bool = False) -> tuple[float, float, str]:
+    """Seconds of the whole ``sweep.execute``, of its trials, and where the time went (with ``breakdown``)."""
     config = load_config(overrides={"out": out, "group": group}, recipes=default_registry().recipe)
     setup = prepare(config)
-    with clocked() if breakdown else contextlib.nullcontext({}) as spent:
+    with clocked(TRIALS) as trials, clocked(PHASES) if breakdown else contextlib.nullcontext({}) as spent:
         start = time.perf_counter()
         sweep.execute(setup)
         seconds = time.perf_counter() - start
     parts = [f"{name} {spent[name]:.2f}" for name in PHASES if name in spent]
     rest = f", rest {seconds - sum(spent.values()):.2f}" if spent else ""
-    return seconds, f" ({', '.join(parts)}{rest})" if spent else ""
+    return seconds, trials["trials"], f"; {', '.join(parts)}{rest}" if spent else ""
 
 
 def main() -> None:
@@ -77,15 +83,18 @@ def main() -> None:
         os.environ.setdefault("EFFRANK_BENCH_CACHE", str(Path(tmp) / "cache"))
         config = load_config(overrides={"out": Path(tmp) / "teacher"}, recipes=default_registry().recipe)
         obtain_teacher(prepare(config))  # cached before the first timing
-        ratios = []
+        ratios, trial_ratios = [], []
         for i in range(args.pairs):
-            (grouped, g_parts), (alone, a_parts) = (timed("auto", Path(tmp) / f"grouped{i}", args.breakdown),
-                                                    timed("1", Path(tmp) / f"alone{i}", args.breakdown))
+            # Each goes first in every other pair: whatever the first timing of a pair pays, both pay alike.
+            order = ("auto", "1") if i % 2 == 0 else ("1", "auto")
+            times = {group: timed(group, Path(tmp) / f"group{group}-{i}", args.breakdown) for group in order}
+            (grouped, g_trials, g_parts), (alone, a_trials, a_parts) = times["auto"], times["1"]
             ratios.append(alone / grouped)
-            print(f"pair {i + 1}: grouped {grouped:.2f} s{g_parts}, --group 1 {alone:.2f} s{a_parts}, "
-                  f"{ratios[-1]:.2f}x", flush=True)
-        print(f"median --group 1 / grouped: {statistics.median(ratios):.2f}x over {args.pairs} pairs")
-
+            trial_ratios.append(a_trials / g_trials)
+            print(f"pair {i + 1}: grouped {grouped:.2f} s (trials {g_trials:.2f}{g_parts}), --group 1 {alone:.2f} s "
+                  f"(trials {a_trials:.2f}{a_parts}), {ratios[-1]:.2f}x (trials {trial_ratios[-1]:.2f}x)", flush=True)
+        print(f"median --group 1 / grouped: {statistics.median(ratios):.2f}x, trials alone "
+              f"{statistics.median(trial_ratios):.2f}x, over {args.pairs} pairs")
 
 if __name__ == "__main__":
     main()
