@@ -145,12 +145,14 @@ def build_report(run: RunDir) -> Report:
     ok = [r for r in records if r.status == "ok"]
     per_rank = _per_rank(ok, t_acc) if t_acc > 0 else ()
     analysis, note, uncertainty, u_note = None, None, None, None
+    unfinished = unfinished_trials(config, records, asked, spent, t_acc)
     if t_acc <= 0:
         note = ("the teacher's test accuracy is 0: there is nothing to normalize the students by; "
                 "train it longer (--teacher-epochs) or start from trained weights")
         u_note = "no analysis"
     elif len(per_rank) < 2:
-        note = f"{len(per_rank)} finished rank(s); the region and knee need at least 2"
+        note = f"{len(per_rank)} finished rank(s); the region and knee need at least 2" + (
+            "" if unfinished else ", and the sweep has no more: add ranks with --ranks")
         u_note = "no analysis yet"
     else:
         points = ([r.rank for r in ok], [r.test_accuracy for r in ok])
@@ -163,8 +165,7 @@ def build_report(run: RunDir) -> Report:
             u_note = ONE_SEED_NOTE
     return Report(config=config, teacher=teacher, rows=rows, analysis=analysis, note=note,
                   per_rank=per_rank, uncertainty=uncertainty, uncertainty_note=u_note,
-                  warnings=tuple(_warnings(config, teacher, ok,
-                                           unfinished_trials(config, records, asked, spent, t_acc))),
+                  warnings=tuple(_warnings(config, teacher, ok, unfinished)),
                   spectrum=run.spectrum(),
                   search_rounds=() if config.search == "grid" else tuple(map(tuple, asked)))
 

@@ -167,7 +167,9 @@ def test_a_threshold_missed_by_some_resamples_says_how_often():
 def test_too_few_ranks_has_no_analysis_and_no_interval(make_run, tmp_path):
     report = build_report(make_run(tmp_path / "run", [(4, 0, 0.7), (4, 1, 0.8)]))
     assert report.analysis is None and report.uncertainty is None
-    assert "1 finished rank(s)" in report.note
+    # The sweep holds that rank alone: nothing left to train would give a curve.
+    assert report.note == ("1 finished rank(s); the region and knee need at least 2, and the sweep has no more: "
+                           "add ranks with --ranks")
     paths = write_report(RunDir(tmp_path / "run"), report)
     assert [p.name for p in paths] == ["summary.json", "summary.csv", "summary.md"]
     assert np.isclose(report.per_rank[0].normalized, 0.75 / 0.9)
