@@ -198,18 +198,27 @@ def _parser() -> argparse.ArgumentParser:
     replay.set_defaults(handler=_replay)
 
     measure = commands.add_parser("measure", help="parameters, MACs, latency and memory of teacher and students")
-    measure.add_argument("--arch", default="micro_vit")
-    measure.add_argument("--target", default="joint")
-    measure.add_argument("--ranks", default="8,16,32")
+    measure.add_argument("--arch", default="micro_vit", help="architecture (see `effrank-bench list`; default: "
+                                                             "%(default)s)")
+    measure.add_argument("--target", default="joint", help="what to factorize: attention, mlp, joint, ... (default: "
+                                                           "%(default)s)")
+    measure.add_argument("--ranks", default="8,16,32", help="the students' ranks, comma-separated (default: "
+                                                            "%(default)s)")
     measure.add_argument("--dataset", help="take classes and channels from this data set "
                                            "(default: the architecture's native input)")
     measure.add_argument("--data-root", type=Path, help="where that data set's files are")
     measure.add_argument("--tokenizer", help="tokenizer of a text data set (default: the architecture's)")
-    measure.add_argument("--batch-size", type=int, default=1, help="batch size of the latency runs")
-    measure.add_argument("--warmup", type=int, default=5)
-    measure.add_argument("--repeats", type=int, default=30)
-    measure.add_argument("--qkv", choices=["split", "fused"], default="split")
-    measure.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    measure.add_argument("--batch-size", type=int, default=1, help="batch size of the latency runs (default: "
+                                                                   "%(default)s)")
+    measure.add_argument("--warmup", type=int, default=5, help="untimed passes before the timed ones (default: "
+                                                               "%(default)s)")
+    measure.add_argument("--repeats", type=int, default=30, help="timed passes; latency is their median (default: "
+                                                                 "%(default)s)")
+    measure.add_argument("--qkv", choices=["split", "fused"], default="split",
+                         help="a fused qkv as 3 rank-r maps (split, the paper's) or 1 (default: "
+                              "%(default)s)")
+    measure.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                         help="auto: CUDA where there is one (default: %(default)s)")
     measure.add_argument("--json", action="store_true", help="print one JSON object")
     measure.set_defaults(handler=_measure)
 
