@@ -24,7 +24,7 @@ from effrank_bench.errors import ConfigError, EffrankError, one_line
 BAD_INPUT = 2
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 TERMINATED = 143  # 128 + SIGTERM
-_MAX_ERROR = 600
+_MAX_ERROR = 1000  # a screenful: an MLflow refusal with its way out, after a long --mlflow URI, runs past 600
 # Latency batches beyond this are a typo: the example input alone would need gigabytes.
 MAX_MEASURE_BATCH = 65_536
 

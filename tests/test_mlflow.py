@@ -339,6 +339,17 @@ def test_a_uri_mlflow_cannot_open_exits_2_before_training(fake_sweep, tmp_path, 
     assert "Supported URI schemes are: [" in line and "sqlite" in line  # MLflow's way out, not cut off at 200
 
 
+def test_a_file_store_mlflow_refuses_is_refused_with_its_whole_way_out(fake_sweep, tmp_path, uri, run_cli):
+    import mlflow
+
+    code, _, err = run_cli("run", "--out", tmp_path / "run", "--mlflow", f"file:{tmp_path / 'mlruns'}")
+    if code == 0:
+        pytest.skip(f"MLflow {mlflow.__version__} still writes file stores")
+    (line,) = err.splitlines()
+    assert code == 2 and fake_sweep.prepared == 0
+    assert "MLFLOW_ALLOW_FILE_STORE=true" in line and not line.endswith("…")  # its message whole: 540 characters
+
+
 @pytest.mark.parametrize("server", ["http://127.0.0.1:1", "https://127.0.0.1:1/mlflow", "http://host:99999"])
 def test_a_tracking_server_that_does_not_answer_exits_2_before_training(fake_sweep, tmp_path, run_cli, server):
     # MLflow's client would retry for minutes after the sweep; the server is asked once, now.
