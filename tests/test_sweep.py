@@ -100,6 +100,7 @@ def test_a_finished_sweep_still_lacking_its_spectrum_obtains_its_teacher_for_it(
     run = run_sweep(config, progress=notes)
     assert run.spectrum().key == run.teacher().key
     assert any("loaded from cache" in n for n in notes.notes)
+    assert "the teacher's spectrum: its weights, and its features on 16 test inputs" in notes.notes  # said before
     assert sweep.finished_teacher(prepare(config)) == run.teacher()
 
 
