@@ -111,7 +111,7 @@ class CurveAnalysis:
         rise = values[-1] - values[0]
         to_axis, _ = _axis_maps(self.knee_axis, ranks[0], ranks[-1])
         x0, x1 = to_axis(ranks[0]), to_axis(ranks[-1])
-        if x1 == x0:
+        if x1 == x0 or self.flat:
             return False
         secant = values[0] + rise * (to_axis(self.knee) - x0) / (x1 - x0)
         return bool(self.fit(self.knee) < secant - _STRAIGHT_RTOL * abs(rise))
@@ -450,7 +450,8 @@ def _knees(ranks: np.ndarray, curves: np.ndarray, fit: PchipInterpolator, axis: 
     """Rank of largest |fit - secant| of each column on the chosen axis (the argmax of the
     perpendicular distance too): the best point of a dense grid, polished by golden section."""
     rise = curves[-1] - curves[0]
-    plateau = ranks[np.argmax(curves == curves[-1], axis=0)]
+    # Flat (CurveAnalysis.flat): the first rank, whatever round-off a mean over seeds left to find a bend in.
+    plateau = np.where(rise <= _FLAT, ranks[0], ranks[np.argmax(curves == curves[-1], axis=0)])
     if ranks.size < 3:
         return plateau
 
@@ -481,7 +482,7 @@ def _knees(ranks: np.ndarray, curves: np.ndarray, fit: PchipInterpolator, axis: 
     refined = 0.5 * (a + b)
     # The polish may settle on a worse local point than the grid already had.
     knees = to_rank(np.where(deviation(refined) > best_deviation, refined, grid[best]))
-    return np.where(best_deviation <= _STRAIGHT_RTOL * rise, plateau, knees)
+    return np.where((best_deviation <= _STRAIGHT_RTOL * rise) | (rise <= _FLAT), plateau, knees)
 
 
 def _axis_maps(

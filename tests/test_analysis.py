@@ -261,6 +261,16 @@ def test_a_flat_curve_is_said_to_have_no_knee(accuracies, more):
     assert not rising.flat and len(region_lines(rising, None)) == 2
 
 
+def test_a_curve_flat_but_for_the_round_off_of_means_over_seeds_has_its_first_rank_as_knee():
+    # Three seeds' accuracies shuffled between ranks: the means differ in the last bit, which the knee's search
+    # would otherwise read as a bend (rank 2.75, "bends upward").
+    a, b, c = 0.7083, 0.6814, 0.183
+    curve = analyze_curve([2] * 3 + [4] * 3 + [8] * 3 + [16] * 3, [a, b, c, c, b, a, b, c, a, c, a, b], 0.9)
+    assert curve.monotone[0] != curve.monotone[-1] and curve.flat
+    assert curve.knee == 2.0 and not curve.knee_bends_up
+    assert analyze_curve([2, 4], [0.5, 0.5 + 1e-16], 1.0).knee == 2.0  # two ranks: the first, too
+
+
 def test_a_knee_where_the_curve_bends_upward_is_told_apart():
     rises_late = analyze_curve([1, 2, 4, 8, 16, 32], [0.1, 0.1, 0.12, 0.15, 0.3, 0.8], 1.0)
     assert rises_late.fit(rises_late.knee) < 0.1 + 0.7 * (rises_late.knee - 1) / 31  # below the secant
