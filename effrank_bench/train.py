@@ -120,33 +120,49 @@ def evaluate_calibrated(models: list[nn.Module], batches: Batches, amp: bool = T
     model's numbers are those of evaluating it alone on one core. Else one model after another on each batch.
     """
     modes = [model.training for model in models]
-    for model in models:
-        model.eval()
-    meters = [CalibrationMeter() for _ in models]
+    meters, stop = [CalibrationMeter() for _ in models], threading.Event()
 
     @torch.no_grad()  # in each thread: grad mode is a thread's own
     def through(j: int, span: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         for x, y in span:
+            if stop.is_set():  # another model's error, or an interrupt: this one stops at its next batch
+                return
             with autocast(x.device, amp):
                 logits = models[j](x)
             meters[j].update(logits, y)  # outside autocast: the meter's softmax runs in float64
 
     workers = min(threads, len(models)) if batches.device.type == "cpu" and len(batches) else 1
     total = 0
-    with student_pool(workers, lambda: False) as pool:
-        data = iter(batches)
-        for x, y in data:
-            if pool is None:
-                for j in range(len(models)):
-                    through(j, [(x, y)])
-                total += y.numel()
-                continue
-            span = [(x, y), *itertools.islice(data, batches_ahead((x, y), len(batches)) - 1)]
-            for future in [pool.submit(through, j, span) for j in range(len(models))]:
-                future.result()
-            total += sum(labels.numel() for _, labels in span)
-    for model, mode in zip(models, modes):
-        model.train(mode)
+    try:
+        for model in models:
+            model.eval()
+        with student_pool(workers, lambda: False) as pool:
+            data = iter(batches)
+            for x, y in data:
+                if pool is None:
+                    for j in range(len(models)):
+                        through(j, [(x, y)])
+                    total += y.numel()
+                    continue
+                span = [(x, y), *itertools.islice(data, batches_ahead((x, y), len(batches)) - 1)]
+                futures: list[Future] = []
+                try:
+                    for j in range(len(models)):
+                        futures.append(pool.submit(through, j, span))
+                    running = set(futures)
+                    while running:  # woken now and then, so that an interrupt is seen while they work
+                        finished, running = wait(running, timeout=0.25, return_when=FIRST_EXCEPTION)
+                        if any(future.exception() is not None for future in finished):
+                            break
+                finally:  # an interrupt (while submitting or waiting) or a model's error: the others stop
+                    if not all(future.done() for future in futures) or len(futures) < len(models):
+                        stop.set()
+                for future in futures:
+                    future.result()
+                total += sum(labels.numel() for _, labels in span)
+    finally:
+        for model, mode in zip(models, modes):
+            model.train(mode)
     return [meter.result() if total else None for meter in meters]
 
 

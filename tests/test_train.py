@@ -252,6 +252,40 @@ def test_a_group_evaluates_side_by_side_in_threads_of_one_core_to_the_numbers_of
     assert [model.training for model in models] == [True, True, False]  # each model's mode as it was
 
 
+class _Slow(nn.Linear):
+    """A model whose forward takes 10 ms, and at its fourth batch raises (``fail``) or interrupts the main thread."""
+
+    def __init__(self, fail: str | None = None):
+        super().__init__(4, 3)
+        self.fail, self.calls = fail, 0
+
+    def forward(self, x):
+        import _thread
+        import time
+
+        self.calls += 1
+        if self.calls == 4 and self.fail == "error":
+            raise ValueError("a model's forward failed")
+        if self.calls == 4 and self.fail == "interrupt":
+            _thread.interrupt_main()
+        time.sleep(0.01)
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("stop", ["interrupt", "error"])
+def test_models_evaluating_side_by_side_stop_at_their_next_batch_on_an_interrupt_or_an_error(stop):
+    from effrank_bench import train
+
+    data = TensorDataset(torch.randn(200, 4), torch.randint(0, 3, (200,)))
+    split = Batches(data, batch_size=2, modality="tokens", input_size=4, device=torch.device("cpu"))
+    models = [_Slow(fail=stop), _Slow()]
+    models[1].train()
+    with pytest.raises(KeyboardInterrupt if stop == "interrupt" else ValueError):
+        train.evaluate_calibrated(models, split, amp=False, threads=2)  # one span: all 100 batches
+    assert models[1].calls < 50  # evaluating on, it would have taken all 100 batches
+    assert [model.training for model in models] == [True, True]  # their modes put back
+
+
 class _Sized:
     def __init__(self, width: int):
         self.model = nn.Linear(width, 1)
