@@ -60,18 +60,19 @@ class RunDir:
     def resumed(self, config: RunConfig) -> RunConfig | None:
         """The sweep ``config`` makes of this directory's: ``config`` with the ranks and seeds the directory
         already holds added (a sweep extended by a rank or a seed keeps what it had), and the directory's search
-        and tolerance where ``config`` sets neither (a rerun that names no search goes on with an adaptive one,
-        rather than train every rank of its grid); None where the directory holds no sweep yet. The sweep
+        where ``config`` sets none (a rerun that names no search goes on with an adaptive one, rather than train
+        every rank of its grid) and its tolerance where ``config`` sets none for the same search; None where the
+        directory holds no sweep yet. The sweep
         trains, and its report reads, this one."""
         previous = self.check_resumable(config)
         if previous is None:
             return None
         update = {"ranks": tuple(sorted(set(previous.ranks) | set(config.ranks))),
                   "seeds": tuple(dict.fromkeys(previous.seeds + config.seeds))}
-        if "search" not in config.model_fields_set:
-            update["search"] = previous.search
-            if "tolerance" not in config.model_fields_set:
-                update["tolerance"] = previous.tolerance
+        search = config.search if "search" in config.model_fields_set else previous.search
+        update["search"] = search
+        if "tolerance" not in config.model_fields_set and search == previous.search:  # the same search, as it was
+            update["tolerance"] = previous.tolerance
         return config.model_copy(update=update)
 
     @classmethod

@@ -356,6 +356,11 @@ def test_a_rerun_that_names_no_search_goes_on_with_the_directorys_adaptive_one(t
     assert (again.config().search, again.config().tolerance) == ("adaptive", "grid")
     assert (f"{tmp_path / 'r'} holds an adaptive search (--tolerance grid): this command goes on with it "
             "(--search grid trains every rank of --ranks)") in notes.notes
+    for named, kept in (({"search": "adaptive"}, "grid"), ({"tolerance": "3"}, "3"), ({}, "3")):
+        # The same search named keeps its tolerance; a tolerance named alone is the directory search's new one.
+        resumed = RunDir(tmp_path / "r").resumed(RunConfig(**options, **named))
+        assert (resumed.search, resumed.tolerance) == ("adaptive", kept)
+        RunDir.open(tmp_path / "r", resumed)
     grid = _swept(RunConfig(**options, search="grid"))  # named, the grid is what it asks for
     assert sorted({r.rank for r in grid.records()}) == list(_GRID) and grid.config().search == "grid"
 
