@@ -151,8 +151,11 @@ def build_report(run: RunDir) -> Report:
                 "train it longer (--teacher-epochs) or start from trained weights")
         u_note = "no analysis"
     elif len(per_rank) < 2:
-        note = f"{len(per_rank)} finished rank(s); the region and knee need at least 2" + (
-            "" if unfinished else ", and the sweep has no more: add ranks with --ranks")
+        failed = sorted({r.rank for r in records if r.status == "failed"} - {stat.rank for stat in per_rank})
+        more = ("" if unfinished else
+                f", and rank(s) {', '.join(map(str, failed))} failed (their errors are in the table)" if failed else
+                ", and the sweep has no more: add ranks with --ranks")
+        note = f"{len(per_rank)} finished rank(s); the region and knee need at least 2{more}"
         u_note = "no analysis yet"
     else:
         points = ([r.rank for r in ok], [r.test_accuracy for r in ok])
