@@ -78,7 +78,7 @@ def plant(setup: RunSetup, k: int, epochs: int) -> tuple[nn.Module, float]:
     factorized = copy.deepcopy(setup.model)
     factorize(factorized, setup.sites, k, init="svd", qkv=config.qkv)
     recipe = Recipe(epochs, config.teacher_lr, config.teacher_weight_decay, amp=False)
-    train = setup.batches(setup.splits.train, shuffle=True, seed=config.teacher_seed)
+    train = setup.training_batches(seed=config.teacher_seed)
     train_teacher(setup.to_device(factorized), train, setup.batches(setup.splits.val), recipe)
     factorized.cpu().eval()
     full = multiply_out(setup.model, factorized, list(setup.sites)).eval()

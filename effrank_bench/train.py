@@ -319,8 +319,9 @@ def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, e
             # Its schedules were laid out over the other count: resumed, they would end off their course.
             raise CheckpointError(f"the checkpoint {checkpoints.folder} was saved with {saved.batches} training batches "
                                   f"per epoch, this run has {len(train)} (a compiled CUDA run drops the last partial "
-                                  "batch): resume with the --compile and --device it was saved with, or delete that "
-                                  "folder to train its trials again from the start")
+                                  "batch, and since 2026-11-27 every run leaves out a last batch of one sample): "
+                                  "resume with the --compile and --device it was saved with, or delete that folder "
+                                  "to train its trials again from the start")
         active = [i for i in active if i in saved.models]
         for i in active:
             fittings[i].restore(saved.models[i])
