@@ -54,25 +54,23 @@ def format_validation_error(err: ValidationError, source: str | None, known: Ite
     after ``source: `` (None: the problems alone, for a validator whose field pydantic names anyway).
     An unknown key close to one of ``known`` (the model's fields) gets a "did you mean". A problem with one
     of ``flags`` (fields a command-line flag set) names the flag, ``--checkpoint-every``, and an item of a
-    list its place; ``source`` is left out when every problem is a flag's."""
-    flags, problems, all_flags = set(flags), [], True
+    list its place; the flags' problems come first, then ``source`` and the others."""
+    flags, flagged, others = set(flags), [], []
     for e in err.errors()[:_MAX_PROBLEMS]:
         loc = [str(p) for p in e["loc"]]
-        flag = bool(loc) and loc[0] in flags
-        all_flags &= flag
-        if flag:
+        if loc and loc[0] in flags:
             items = ", ".join(f"value {int(i) + 1}" for i in loc[1:] if i.isdigit())
-            where = f"--{loc[0].replace('_', '-')}" + (f" ({items})" if items else "")
+            where, problems = f"--{loc[0].replace('_', '-')}" + (f" ({items})" if items else ""), flagged
         else:
-            where = shown(".".join(loc))
+            where, problems = shown(".".join(loc)), others
         message = shown(e["msg"].removeprefix("Value error, "), 300)
         if e["type"] == "extra_forbidden":
             problems.append(unknown_key(where, known))
         else:
             problems.append(f"{where}: {message}" if where else message)
     more = err.error_count() - _MAX_PROBLEMS
-    prefix = f"{source}: " if source and not (all_flags and problems) else ""
-    return prefix + "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
+    rest = [(f"{source}: " if source else "") + "; ".join(others)] if others else []
+    return "; ".join(flagged + rest) + (f"; and {more} more" if more > 0 else "")
 
 
 class EffrankError(Exception):

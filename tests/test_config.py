@@ -101,6 +101,8 @@ def test_bad_values_name_the_field(tmp_path):
     sweep.write_text("kd_alpha = 1.5\n")
     with pytest.raises(ConfigError, match=f"^{sweep}: kd_alpha: "):  # a file's value: its key, in the file named
         load_config(sweep, {"epochs": 2})
+    with pytest.raises(ConfigError, match=f"^--epochs: .*; {sweep}: kd_alpha: "):  # each where it came from
+        load_config(sweep, {"epochs": 0})
     with pytest.raises(ConfigError, match="^--kd-alpha: "):
         load_config(overrides={"kd_alpha": 1.5})
 
