@@ -212,8 +212,8 @@ def _parser() -> argparse.ArgumentParser:
                                                                    "%(default)s)")
     measure.add_argument("--warmup", type=int, default=5, help="untimed passes before the timed ones (default: "
                                                                "%(default)s)")
-    measure.add_argument("--repeats", type=int, default=30, help="timed passes; latency is their median (default: "
-                                                                 "%(default)s)")
+    measure.add_argument("--repeats", type=int, default=30, help="timed passes (on one thread on CPU); latency is "
+                                                                 "their median (default: %(default)s)")
     measure.add_argument("--qkv", choices=["split", "fused"], default="split",
                          help="a fused qkv as 3 rank-r maps (split, the paper's) or 1 (default: "
                               "%(default)s)")

@@ -144,7 +144,8 @@ class RunConfig(BaseModel):
         default="running-max", description="how the curve is made non-decreasing before the fit: running-max "
                                            "(the paper's) or isotonic (least squares)")
     latency_batch_size: int = Field(default=1, ge=1, le=MAX_LATENCY_BATCH, description="batch size of latency measurements")
-    latency_repeats: int = Field(default=30, ge=1, le=MAX_REPEATS, description="timed repeats of latency measurements")
+    latency_repeats: int = Field(default=30, ge=1, le=MAX_REPEATS,
+                                 description="timed repeats of latency measurements (on one thread on CPU)")
     bootstrap_resamples: int = Field(default=1000, ge=1, le=MAX_RESAMPLES, description="bootstrap resamples of the seed CIs")
     search: Literal["grid", "adaptive"] = Field(
         default="grid", description="which ranks to train: every rank of --ranks, or an adaptive search that "

@@ -59,8 +59,8 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         stored = run.spectrum()
         if config.spectrum_samples and (stored is None or stored.key != teacher.record.key):  # once per teacher
             # Its SVDs and two passes take a while on a large model or a busy machine: said before, not after.
-            progress.note(f"the teacher's spectrum: its weights, and its features on {config.spectrum_samples} test "
-                          "inputs")
+            inputs = min(config.spectrum_samples, len(setup.splits.test))
+            progress.note(f"the teacher's spectrum: its weights, and its features on {inputs} test inputs")
             run.store_spectrum(model_spectrum(setup, teacher, config.spectrum_samples))
         progress.note(f"teacher, {teacher.record.origin}: test accuracy {teacher.record.test_accuracy:.4f}")
         if config.search == "grid" and config.tolerance is not None:
