@@ -90,17 +90,20 @@ def test_a_finished_sweep_run_again_only_reports_with_its_teacher_record_untouch
         "from pretrained weights", "from checkpoint t.pt"]
 
 
-def test_a_finished_sweep_still_lacking_its_spectrum_obtains_its_teacher_for_it(tiny_run, tmp_path, progress_stub):
+def test_a_finished_sweep_still_lacking_its_spectrum_obtains_its_teacher_for_it(tiny_run, tmp_path, progress_stub,
+                                                                               monkeypatch):
     config, finished = tiny_run
     shutil.copytree(finished.path, tmp_path / "run")
     assert not (tmp_path / "run" / "spectrum.json").exists()  # the tiny recipe measures no spectrum
     config = config.model_copy(update={"out": tmp_path / "run", "spectrum_samples": 16})
     assert sweep.finished_teacher(prepare(config)) is None
-    notes = progress_stub()
+    notes, said = progress_stub(), []
+    measured = sweep.model_spectrum
+    monkeypatch.setattr(sweep, "model_spectrum", lambda *args: said.extend(notes.notes) or measured(*args))
     run = run_sweep(config, progress=notes)
     assert run.spectrum().key == run.teacher().key
     assert any("loaded from cache" in n for n in notes.notes)
-    assert "the teacher's spectrum: its weights, and its features on 16 test inputs" in notes.notes  # said before
+    assert said[-1] == "the teacher's spectrum: its weights, and its features on 16 test inputs"  # said before
     assert sweep.finished_teacher(prepare(config)) == run.teacher()
 
 
