@@ -419,6 +419,7 @@ def plot_curve(report: Report, path: Path) -> None:
     the threshold region shaded, the knee and the teacher's spectral estimates marked; below it, when
     the trials recorded it, their expected calibration error against rank."""
     plt = pyplot()
+    from matplotlib.ticker import FormatStrFormatter
 
     calibrated = [row for row in report.rows if row.status == "ok" and row.rank is not None and row.ece is not None]
     if calibrated:
@@ -471,6 +472,12 @@ def plot_curve(report: Report, path: Path) -> None:
             ece_ax.axhline(report.teacher.test_ece, color="grey", lw=1, ls="--",
                            label=f"teacher {report.teacher.test_ece:.3f}")
         ece_ax.set_ylabel("ECE (15 bins)")
+        # Three decimals, no offset: students at one ECE gave ticks like 0.49650, whose width pushed the label out.
+        ece_ax.yaxis.set_major_formatter(FormatStrFormatter("%.3f"))
+        low, high = ece_ax.get_ylim()
+        if high - low < 0.01:  # a range the three decimals can tell apart
+            middle = (low + high) / 2
+            ece_ax.set_ylim(middle - 0.005, middle + 0.005)
         ece_ax.legend(loc="upper right", fontsize=7)
         log2_scale(ece_ax)
     (ece_ax if calibrated else ax).set_xlabel("rank")

@@ -230,3 +230,27 @@ def test_an_adaptive_runs_report_says_how_its_search_chose_the_ranks(make_run, t
                                                        "train (rank 4)")]
     grid = make_run(tmp_path / "grid", [(2, 0, 0.5), (8, 0, 0.8)])
     assert search_lines(build_report(grid)) == [] and build_report(grid).to_dict()["search"] is None
+
+
+def test_rank_axes_read_as_plain_numbers_and_fractions_below_one_half():
+    from effrank_bench.plotting import power_of_two
+
+    assert [power_of_two(v) for v in (1 / 128, 1 / 64, 0.25, 0.5, 1, 2, 64, 0.3)] == [
+        "1/128", "1/64", "1/4", "0.5", "1", "2", "64", "0.3"]  # 0.0078125 and 0.015625 ran into each other
+
+
+def test_students_at_one_ece_get_short_ticks_that_leave_room_for_the_label(make_run, tmp_path, monkeypatch):
+    from effrank_bench import report as reporting
+    from effrank_bench.records import TrialRecord
+
+    run = make_run(tmp_path / "run", [(2, 0, 0.5), (4, 0, 0.8), (8, 0, 0.9)])
+    records = [r.model_copy(update={"test_ece": ece}) for r, ece in zip(run.records(), (0.49650, 0.49655, 0.49661))]
+    run.records_path.write_text("".join(r.model_dump_json() + "\n" for r in records))
+    figures = []
+    monkeypatch.setattr(reporting, "save_png", lambda fig, path: figures.append(fig))
+    reporting.plot_curve(build_report(run), tmp_path / "curve.png")
+    ece_axis = figures[0].axes[1]
+    figures[0].canvas.draw()
+    labels = [t.get_text() for t in ece_axis.get_yticklabels() if t.get_text()]
+    assert labels and all(len(label) <= 5 for label in labels)  # 0.495, 0.497, ...: not 0.49650
+    assert TrialRecord.model_validate_json(run.records_path.read_text().splitlines()[2]).test_ece == 0.49661
