@@ -19,7 +19,7 @@ def fixed_margins(fig: Any, hspace: float = 0.08) -> None:
 def log2_scale(ax: Any, axis: Literal["x", "y"] = "x") -> None:
     """A base-2 log scale on ``ax``'s ``axis`` whose ticks read as numbers (0.5, 1, 2, 4, ...).
 
-    Plain text rather than matplotlib's default 2^k (fractions below 1/2: a rank / width axis's ticks ran into
+    Plain text rather than matplotlib's default 2^k (fractions below 1: a rank / width axis's ticks ran into
     each other as 0.0078125 and 0.015625): easier to read as ranks, and mathtext labels are
     parsed again at every draw. No minor ticks: unlabelled, they were most of the axis' drawing time.
     """
@@ -32,8 +32,8 @@ def log2_scale(ax: Any, axis: Literal["x", "y"] = "x") -> None:
 
 
 def power_of_two(value: float) -> str:
-    """A tick of a log2 axis: ``4``, ``0.5``, ``1/8``: below 1/2 a fraction, as short as ``0.0078125`` is not."""
-    if 0 < value < 0.5 and (inverse := round(1 / value)) == 1 / value:
+    """A tick of a log2 axis: ``4``, ``1``, ``1/8``: below 1 a fraction, as short as ``0.0078125`` is not."""
+    if 0 < value < 1 and (inverse := round(1 / value)) == 1 / value:
         return f"1/{inverse}"
     return f"{value:g}"
 

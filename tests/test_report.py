@@ -232,11 +232,11 @@ def test_an_adaptive_runs_report_says_how_its_search_chose_the_ranks(make_run, t
     assert search_lines(build_report(grid)) == [] and build_report(grid).to_dict()["search"] is None
 
 
-def test_rank_axes_read_as_plain_numbers_and_fractions_below_one_half():
+def test_rank_axes_read_as_plain_numbers_and_fractions_below_one():
     from effrank_bench.plotting import power_of_two
 
     assert [power_of_two(v) for v in (1 / 128, 1 / 64, 0.25, 0.5, 1, 2, 64, 0.3)] == [
-        "1/128", "1/64", "1/4", "0.5", "1", "2", "64", "0.3"]  # 0.0078125 and 0.015625 ran into each other
+        "1/128", "1/64", "1/4", "1/2", "1", "2", "64", "0.3"]  # 0.0078125 and 0.015625 ran into each other
 
 
 def test_students_at_one_ece_get_short_ticks_that_leave_room_for_the_label(make_run, tmp_path, monkeypatch):
