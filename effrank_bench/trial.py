@@ -71,14 +71,19 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
                                     threads=student_threads(len(done), setup.device, setup.compile))
     except torch.cuda.OutOfMemoryError as err:
         raise ConfigError(out_of_memory(setup, trials, checkpoints, err)) from None
-    for i, test in zip(done, tests):
-        fit = results[i]
-        record(TrialRecord(
-            status="ok", val_accuracy=fit.val_accuracy, test_accuracy=test and test.accuracy,
-            test_ece=test and test.ece, test_nll=test and test.nll, history=fit.history,
-            train_seconds=fit.seconds, samples_per_second=config.epochs * train.samples / fit.step_seconds,
-            cost=setup.student_cost(students[i], trials[i].rank, replaced[i].values()), **common(trials[i]),
-        ))
+    # Every record built (each student's cost measured) before the first is handed over: an interrupt while
+    # measuring leaves the group unrecorded, and its rerun trains it whole, in the same data order, to the same
+    # records. Recorded one by one, the students left over would have trained as a group of their own, in the
+    # order of its first trial, to other numbers.
+    finished = [TrialRecord(
+        status="ok", val_accuracy=results[i].val_accuracy, test_accuracy=test and test.accuracy,
+        test_ece=test and test.ece, test_nll=test and test.nll, history=results[i].history,
+        train_seconds=results[i].seconds,
+        samples_per_second=config.epochs * train.samples / results[i].step_seconds,
+        cost=setup.student_cost(students[i], trials[i].rank, replaced[i].values()), **common(trials[i]),
+    ) for i, test in zip(done, tests)]
+    for result in finished:
+        record(result)
     checkpoints.clear()
 
 

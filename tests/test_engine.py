@@ -107,6 +107,30 @@ def grouped(tmp_path_factory, tiny):
     return config, run_sweep(config)
 
 
+def test_an_interrupt_while_a_trained_group_is_measured_records_none_of_it_and_the_rerun_matches(
+        grouped, tmp_path, monkeypatch):
+    from effrank_bench.setup import RunSetup
+
+    config, run = grouped
+    config = config.model_copy(update={"out": tmp_path / "cut", "checkpoint_every": None})  # no checkpoint saved
+    measured = RunSetup.student_cost
+    calls = []
+
+    def interrupted(self, *args):
+        calls.append(args[1])
+        if len(calls) == 2:  # rank 4's cost, rank 2's measured: recorded one by one, rank 2 would be on disk
+            raise KeyboardInterrupt
+        return measured(self, *args)
+
+    monkeypatch.setattr(RunSetup, "student_cost", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(config)
+    assert RunDir(config.out).records() == []
+    monkeypatch.setattr(RunSetup, "student_cost", measured)
+    # Rank 4 alone would have trained as a group of its own, in its own data order, to other numbers.
+    assert [_result(r) for r in run_sweep(config).records()] == [_result(r) for r in run.records()]
+
+
 def test_students_of_a_group_record_their_group_in_the_same_shape(grouped):
     config, run = grouped
     records = run.records()
