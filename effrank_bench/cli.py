@@ -215,7 +215,8 @@ def _parser() -> argparse.ArgumentParser:
     measure.add_argument("--repeats", type=int, default=30, help="timed passes (on one thread on CPU); latency is "
                                                                  "their median (default: %(default)s)")
     measure.add_argument("--qkv", choices=["split", "fused"], default="split",
-                         help="a fused qkv as 3 rank-r maps (split, the paper's) or 1 (default: "
+                         help="a fused qkv projection as 3 rank-r maps, q, k and v (split, the paper's), or as "
+                              "one (fused) (default: "
                               "%(default)s)")
     measure.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                          help="auto: CUDA where there is one (default: %(default)s)")

@@ -128,8 +128,9 @@ class RunConfig(BaseModel):
                                    "(random factors, the rest copied) or paper-rebuild (the paper's: random "
                                    "factors, fresh norms in the factorized blocks, a fresh head; embeddings "
                                    "and final norm copied)")
-    qkv: Literal["split", "fused"] = Field(default="split", description="a fused qkv as 3 rank-r maps (split, "
-                                                                        "the paper's) or 1")
+    qkv: Literal["split", "fused"] = Field(default="split", description="a fused qkv projection as 3 rank-r maps, "
+                                                                        "q, k and v (split, the paper's), or as one "
+                                                                        "(fused)")
     pretrained: bool = Field(default=False, description="start the teacher from the architecture's pretrained weights")
     teacher_checkpoint: Path | None = Field(default=None, description="teacher weights: safetensors or .pt/.pth "
                                                                       "state dict")

@@ -59,8 +59,9 @@ def format_validation_error(err: ValidationError, source: str | None, known: Ite
     for e in err.errors()[:_MAX_PROBLEMS]:
         loc = [str(p) for p in e["loc"]]
         if loc and loc[0] in flags:
-            items = ", ".join(f"value {int(i) + 1}" for i in loc[1:] if i.isdigit())
-            where, problems = f"--{loc[0].replace('_', '-')}" + (f" ({items})" if items else ""), flagged
+            entry = next((int(i) + 1 for i in loc[1:] if i.isdigit()), None)  # a list's item, counted from 1
+            what = f" (entry {entry}: {shown(e.get('input'))!r})" if entry is not None else ""
+            where, problems = f"--{loc[0].replace('_', '-')}{what}", flagged
         else:
             where, problems = shown(".".join(loc)), others
         message = shown(e["msg"].removeprefix("Value error, "), 300)

@@ -46,6 +46,9 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         given = setup.config
         run = RunDir.open(setup.run.path, given)
         config = run.config()  # with the ranks and seeds of earlier commands: the sweep its report reads
+        if config.search != given.search:  # this command named none: it goes on with the directory's
+            progress.note(f"{run.path} holds an adaptive search (--tolerance {config.tolerance or '10%'}): this "
+                          "command goes on with it (--search grid trains every rank of --ranks)")
         if config != given:  # what the executors (and the teacher's SVD) see
             setup = dataclasses.replace(setup, config=config)
         run.store_target(setup.target_info())
@@ -81,9 +84,6 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         if earlier:
             progress.note(f"{run.path} holds {' and '.join(earlier)} of an earlier command: they are part of its "
                           "sweep (another --out for a sweep without them)")
-        if config.search != given.search:  # this command named none: it goes on with the directory's
-            progress.note(f"{run.path} holds an adaptive search (--tolerance {config.tolerance or '10%'}): this "
-                          "command goes on with it (--search grid trains every rank of --ranks)")
 
         def record(result: TrialRecord) -> None:
             # Once per trial, whatever hands it over twice: a resumed checkpoint's group holds students

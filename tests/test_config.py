@@ -92,7 +92,7 @@ def test_thresholds_from_a_string_and_their_order():
 def test_bad_values_name_the_field(tmp_path):
     with pytest.raises(ConfigError, match="^--epochs: "):  # a flag's value: the flag named, as typed
         load_config(overrides={"epochs": 0})
-    with pytest.raises(ConfigError, match=r"^--ranks \(value 2\): Input should be a valid integer"):
+    with pytest.raises(ConfigError, match=r"^--ranks \(entry 2: 'x'\): Input should be a valid integer"):
         load_config(overrides={"ranks": "2,x"})
     with pytest.raises(ConfigError, match="^--thresholds: two thresholds are needed, low and high, like 0.85,0.95; "
                                           "got 1$"):

@@ -123,6 +123,12 @@ def test_a_suite_refuses_a_folder_of_other_files_and_resumes_its_own(tmp_path):
         check_suite(suite, default_registry())
     (out / "suite.json").write_text("{}")  # a suite's own folder, resumed
     check_suite(suite, default_registry())
+    run = tmp_path / "a-run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"a-run is a run directory, not a suite directory: give the suite a folder "
+                                          r"of its own$"):
+        check_suite(load_suite(write(tmp_path / "s.toml", text), {"out": run}), default_registry())
 
 
 def test_an_architectures_recipe_sits_below_the_suites_defaults_and_blocks(tmp_path):

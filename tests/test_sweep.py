@@ -359,6 +359,10 @@ def test_a_rerun_that_names_no_search_goes_on_with_the_directorys_adaptive_one(t
     assert (again.config().search, again.config().tolerance) == ("adaptive", "grid")
     assert (f"{tmp_path / 'r'} holds an adaptive search (--tolerance grid): this command goes on with it "
             "(--search grid trains every rank of --ranks)") in notes.notes
+    finished = progress_stub()
+    run_sweep(RunConfig(**options), registry=Registry(plugins=[("curve", _Curve())]), progress=finished)
+    assert finished.notes[0].endswith("this command goes on with it (--search grid trains every rank of --ranks)")
+    assert finished.notes[-1].endswith("every trial of this sweep is recorded, nothing to train")  # said there too
     for named, kept in (({"search": "adaptive"}, "grid"), ({"tolerance": "3"}, "3"), ({}, "3")):
         # The same search named keeps its tolerance; a tolerance named alone is the directory search's new one.
         resumed = RunDir(tmp_path / "r").resumed(RunConfig(**options, **named))
