@@ -142,10 +142,16 @@ def _add_curve_options(parser: argparse.ArgumentParser) -> None:
                                                            "CSV's teacher row, as a run's summary.csv has)")
     parser.add_argument("--thresholds", default="0.85,0.95", metavar="LOW,HIGH",
                         help="the region's accuracy thresholds, fractions of the teacher's (default: 0.85,0.95)")
-    parser.add_argument("--knee-axis", choices=["linear", "log2"], default="linear")
+    parser.add_argument("--knee-axis", choices=["linear", "log2"], default="linear",
+                        help="the axis the knee's distance to the secant is taken on: rank (the paper's) or log2 rank")
     parser.add_argument("--monotone", choices=["running-max", "isotonic"], default="running-max",
                         help="make the curve non-decreasing by running max (the paper's) or isotonic regression")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _command(commands: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    """A command listed with ``help`` in the top-level --help, whose own --help opens with the same line."""
+    return commands.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".")
 
 
 @functools.cache  # parsing leaves a parser as it was: one per process serves every main() (a notebook's, tests')
@@ -158,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     commands = parser.add_subparsers(dest="command")
 
-    run = commands.add_parser("run", help="distill a sweep of ranks and report region, knee and costs")
+    run = _command(commands, "run", help="distill a sweep of ranks and report region, knee and costs")
     source = run.add_mutually_exclusive_group()
     source.add_argument("--config", type=Path, metavar="TOML", help="TOML file with the same fields as the flags")
     source.add_argument("--suite", type=Path, metavar="TOML",
@@ -166,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_flags(run)
     run.set_defaults(handler=_run, run_flags=tuple(_run_fields()))
 
-    spectrum = commands.add_parser("spectrum", help="weight and feature ranks of a run's teacher (trained, "
+    spectrum = _command(commands, "spectrum", help="weight and feature ranks of a run's teacher (trained, "
                                                     "pretrained or cached), with no distillation")
     spectrum.add_argument("--config", type=Path, metavar="TOML", help="TOML file with the same fields as the flags")
     spectrum.add_argument("--samples", type=int, metavar="N",  # None: the run options' spectrum_samples
@@ -180,11 +186,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_flags(spectrum, exclude=("out",))
     spectrum.set_defaults(handler=_spectrum, run_flags=tuple(name for name in _run_fields() if name != "out"))
 
-    analyze = commands.add_parser("analyze", help="region and knee of an accuracy-vs-rank CSV (rank,accuracy)")
+    analyze = _command(commands, "analyze", help="region and knee of an accuracy-vs-rank CSV (rank,accuracy)")
     _add_curve_options(analyze)
     analyze.set_defaults(handler=_analyze)
 
-    replay = commands.add_parser("replay", help="replay a rank search against an accuracy-vs-rank CSV: the ranks "
+    replay = _command(commands, "replay", help="replay a rank search against an accuracy-vs-rank CSV: the ranks "
                                                 "it would train and its read-off against the full grid's")
     _add_curve_options(replay)
     replay.add_argument("--search", choices=["adaptive", "grid"], default="adaptive",
@@ -197,7 +203,7 @@ def _parser() -> argparse.ArgumentParser:
                              "training none off it) (default: 10%%)")
     replay.set_defaults(handler=_replay)
 
-    measure = commands.add_parser("measure", help="parameters, MACs, latency and memory of teacher and students")
+    measure = _command(commands, "measure", help="parameters, MACs, latency and memory of teacher and students")
     measure.add_argument("--arch", default="micro_vit", help="architecture (see `effrank-bench list`; default: "
                                                              "%(default)s)")
     measure.add_argument("--target", default="joint", help="what to factorize: attention, mlp, joint, ... (default: "
@@ -223,18 +229,18 @@ def _parser() -> argparse.ArgumentParser:
     measure.add_argument("--json", action="store_true", help="print one JSON object")
     measure.set_defaults(handler=_measure)
 
-    listing = commands.add_parser("list", help="registered architectures, targets, losses and data sets")
+    listing = _command(commands, "list", help="registered architectures, targets, losses and data sets")
     listing.add_argument("--json", action="store_true", help="print one JSON object: kind (architecture, target, "
                                                              "loss, dataset, executor) -> [{name, description, plugin}]"
                                                              ", architectures with their targets")
     listing.set_defaults(handler=_list)
 
-    report = commands.add_parser("report", help="re-render the table, summaries and plot of a run directory")
+    report = _command(commands, "report", help="re-render the table, summaries and plot of a run directory")
     report.add_argument("run_dir", type=Path)
     report.add_argument("--json", action="store_true", help="print one JSON object (what summary.json holds)")
     report.set_defaults(handler=_report)
 
-    compare = commands.add_parser("compare", help="put several run directories side by side: region, knee, "
+    compare = _command(commands, "compare", help="put several run directories side by side: region, knee, "
                                                   "cost at the knee, one overlay plot")
     compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     compare.add_argument("--json", action="store_true", help="print one JSON object")

@@ -183,7 +183,7 @@ class RunConfig(BaseModel):
     max_retries: int = Field(default=3, ge=0, le=100, description="--executor ray: retries of a unit of work whose "
                                                                   "worker or node died (a NaN trial is not retried)")
     plot: bool = Field(default=True, description="draw curve.png with the run's report, and a suite's comparison "
-                                                 "plots (--no-plot: tables only, about 0.2 s less a run; "
+                                                 "plots (--no-plot: tables only, a run about 0.2 s sooner; "
                                                  "`effrank-bench report` and `compare --out` draw them later)")
     mlflow: str | None = Field(default=None, description="log the run to MLflow at this tracking URI (the flag "
                                                          f"alone: {MLFLOW_DEFAULT_URI})")

@@ -483,6 +483,17 @@ def test_every_run_config_field_is_a_flag_described_by_the_field():
     assert "(default: 1,2,4,8,16,32)" in flags["ranks"].help and "default: on)" in flags["augment"].help
 
 
+def test_each_commands_help_opens_with_what_it_does():
+    from effrank_bench.cli import _parser
+
+    (commands,) = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    listed = {choice.dest: choice.help for choice in commands._choices_actions}
+    assert set(listed) == set(commands.choices) and len(listed) == 8
+    for name, command in commands.choices.items():  # as the top-level --help lists it, capitalized
+        assert command.description == listed[name][:1].upper() + listed[name][1:] + ".", name
+        assert command.format_help().split("\n\n")[1].replace("\n", " ").startswith(command.description[:40])
+
+
 def test_the_help_groups_name_only_real_fields():
     from effrank_bench.cli import _RUN_GROUPS
 
