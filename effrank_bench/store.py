@@ -62,8 +62,7 @@ class RunDir:
         already holds added (a sweep extended by a rank or a seed keeps what it had), and the directory's search
         where ``config`` sets none (a rerun that names no search goes on with an adaptive one, rather than train
         every rank of its grid) and its tolerance where ``config`` sets none for the same search; None where the
-        directory holds no sweep yet. The sweep
-        trains, and its report reads, this one."""
+        directory holds no sweep yet. The sweep trains, and its report reads, this one."""
         previous = self.check_resumable(config)
         if previous is None:
             return None
