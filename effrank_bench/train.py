@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import itertools
 import math
 import threading
@@ -120,10 +121,10 @@ def evaluate_calibrated(models: list[nn.Module], batches: Batches, amp: bool = T
     model's numbers are those of evaluating it alone on one core. Else one model after another on each batch.
     """
     modes = [model.training for model in models]
-    meters, stop = [CalibrationMeter() for _ in models], threading.Event()
+    meters = [CalibrationMeter() for _ in models]
 
     @torch.no_grad()  # in each thread: grad mode is a thread's own
-    def through(j: int, span: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def through(j: int, span: list[tuple[torch.Tensor, torch.Tensor]], stop: threading.Event) -> None:
         for x, y in span:
             if stop.is_set():  # another model's error, or an interrupt: this one stops at its next batch
                 return
@@ -141,24 +142,11 @@ def evaluate_calibrated(models: list[nn.Module], batches: Batches, amp: bool = T
             for x, y in data:
                 if pool is None:
                     for j in range(len(models)):
-                        through(j, [(x, y)])
+                        through(j, [(x, y)], _NEVER)
                     total += y.numel()
                     continue
                 span = [(x, y), *itertools.islice(data, batches_ahead((x, y), len(batches)) - 1)]
-                futures: list[Future] = []
-                try:
-                    for j in range(len(models)):
-                        futures.append(pool.submit(through, j, span))
-                    running = set(futures)
-                    while running:  # woken now and then, so that an interrupt is seen while they work
-                        finished, running = wait(running, timeout=0.25, return_when=FIRST_EXCEPTION)
-                        if any(future.exception() is not None for future in finished):
-                            break
-                finally:  # an interrupt (while submitting or waiting) or a model's error: the others stop
-                    if not all(future.done() for future in futures) or len(futures) < len(models):
-                        stop.set()
-                for future in futures:
-                    future.result()
+                in_threads(pool, [functools.partial(through, j, span) for j in range(len(models))])
                 total += sum(labels.numel() for _, labels in span)
     finally:
         for model, mode in zip(models, modes):
@@ -302,7 +290,8 @@ def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, e
     Epochs of ``epoch_of`` over ``train``; after each, a NaN check (one sync per epoch per model) and,
     with a validation split, evaluation (on ``threads``, as :func:`evaluate_calibrated`); the weights kept
     are those ``recipe.select`` picks. A model whose loss is not finite leaves the fit (``on_failure``
-    hears of it at once) and the others go on. With ``checkpoints``, the fit resumes from the saved state and saves its own as it goes.
+    hears of it at once) and the others go on. With ``checkpoints``, the fit resumes from the saved state
+    and saves its own as it goes.
     Returns, per model, its FitResult or the TrialFailed that ended it.
     """
     if recipe.select == "best" and len(val) == 0:
@@ -548,36 +537,55 @@ def side_by_side(pool: ThreadPoolExecutor, batches: list[tuple[torch.Tensor, tor
     steps done; where it raises (an interrupt) or a student's step does, the other students stop at their
     next batch before it propagates.
     """
-    done, stop = [0] * len(fittings), threading.Event()
+    done = [0] * len(fittings)
 
-    def through(j: int) -> None:
+    def through(j: int, stop: threading.Event) -> None:
         for x, y, target in batches:
             if stop.is_set():
                 return
             totals[j] += step(fittings[j], x, y, target)
             done[j] += 1
 
-    by_size = sorted(range(len(fittings)), key=lambda j: -sum(p.numel() for p in fittings[j].model.parameters()))
-    futures: list[Future] = []
     reported = 0
+
+    def report() -> None:
+        nonlocal reported
+        if (now := sum(done) // len(fittings)) > reported:
+            advance(now - reported)
+            reported = now
+
+    by_size = sorted(range(len(fittings)), key=lambda j: -sum(p.numel() for p in fittings[j].model.parameters()))
+    in_threads(pool, [functools.partial(through, j) for j in by_size], report)
+    if reported < len(batches):
+        advance(len(batches) - reported)
+
+
+#: A stop that is never set: work run in this thread, where nothing else can stop it.
+_NEVER = threading.Event()
+
+
+def in_threads(pool: ThreadPoolExecutor, work: list[Callable[[threading.Event], None]],
+               poll: Callable[[], None] = lambda: None) -> None:
+    """Run each of ``work`` in a thread of ``pool``, in order, each handed the event that asks it to stop at its
+    next batch; return when all are done. This thread wakes every 0.25 s to ``poll`` (progress) and so sees an
+    interrupt while they work; where one of them raises, or ``poll`` does (an interrupt, while submitting
+    too), the others are asked to stop, and once they have, the error propagates."""
+    stop = threading.Event()
+    futures: list[Future] = []
     try:
-        for j in by_size:  # within the try: an interrupt here too stops those already stepping
-            futures.append(pool.submit(through, j))
+        for task in work:
+            futures.append(pool.submit(task, stop))
         running = set(futures)
         while running:
             finished, running = wait(running, timeout=0.25, return_when=FIRST_EXCEPTION)
             if any(future.exception() is not None for future in finished):
                 break
-            if (now := sum(done) // len(fittings)) > reported:
-                advance(now - reported)
-                reported = now
+            poll()
     finally:
         stop.set()
         wait(futures)
     for future in futures:
         future.result()
-    if reported < len(batches):
-        advance(len(batches) - reported)
 
 
 def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[nn.Module], list[Branch]],
