@@ -204,28 +204,26 @@ def _parser() -> argparse.ArgumentParser:
     replay.set_defaults(handler=_replay)
 
     measure = _command(commands, "measure", help="parameters, MACs, latency and memory of teacher and students")
-    measure.add_argument("--arch", default="micro_vit", help="architecture (see `effrank-bench list`; default: "
-                                                             "%(default)s)")
-    measure.add_argument("--target", default="joint", help="what to factorize: attention, mlp, joint, ... (default: "
-                                                           "%(default)s)")
+    # The options a run has too, with its defaults and help texts: one description of each.
+    fields = RunConfig.model_fields
+    measure.add_argument("--arch", default=fields["arch"].default, help=_flag_help(fields["arch"]))
+    measure.add_argument("--target", default=fields["target"].default, help=_flag_help(fields["target"]))
     measure.add_argument("--ranks", default="8,16,32", help="the students' ranks, comma-separated (default: "
                                                             "%(default)s)")
     measure.add_argument("--dataset", help="take classes and channels from this data set "
                                            "(default: the architecture's native input)")
     measure.add_argument("--data-root", type=Path, help="where that data set's files are")
-    measure.add_argument("--tokenizer", help="tokenizer of a text data set (default: the architecture's)")
+    measure.add_argument("--tokenizer", help=_flag_help(fields["tokenizer"]))
     measure.add_argument("--batch-size", type=int, default=1, help="batch size of the latency runs (default: "
                                                                    "%(default)s)")
     measure.add_argument("--warmup", type=int, default=5, help="untimed passes before the timed ones (default: "
                                                                "%(default)s)")
     measure.add_argument("--repeats", type=int, default=30, help="timed passes (on one thread on CPU); latency is "
                                                                  "their median (default: %(default)s)")
-    measure.add_argument("--qkv", choices=["split", "fused"], default="split",
-                         help="a fused qkv projection as 3 rank-r maps, q, k and v (split, the paper's), or as "
-                              "one (fused) (default: "
-                              "%(default)s)")
-    measure.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                         help="auto: CUDA where there is one (default: %(default)s)")
+    measure.add_argument("--qkv", choices=["split", "fused"], default=fields["qkv"].default,
+                         help=_flag_help(fields["qkv"]))
+    measure.add_argument("--device", choices=["auto", "cpu", "cuda"], default=fields["device"].default,
+                         help="where to measure (auto: CUDA when available; default: auto)")
     measure.add_argument("--json", action="store_true", help="print one JSON object")
     measure.set_defaults(handler=_measure)
 

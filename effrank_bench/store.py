@@ -244,8 +244,6 @@ def check_out_dir(out: Path, marker: str = "config.json", kind: str = "run direc
             held = [p.name for p in out.iterdir() if p.name != "run.lock"]
         except OSError as err:
             raise ConfigError(f"{where}: {err.strerror or err}") from None
-        if held and marker != "config.json" and (out / "config.json").is_file():
-            raise ConfigError(f"{where} is a run directory, not a {kind}: give the suite a folder of its own")
         if held:
             raise ConfigError(f"{where} is a folder that holds files ({', '.join(sorted(held)[:3])}"
                               f"{', ...' if len(held) > 3 else ''}) but is not a {kind} (no {marker}); "

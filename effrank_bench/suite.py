@@ -8,6 +8,7 @@ from pathlib import Path
 from effrank_bench.atomic import atomic_write_text
 from effrank_bench.compare import Comparison, compare_runs, write_comparison
 from effrank_bench.config import SuiteConfig
+from effrank_bench.errors import ConfigError, shown
 from effrank_bench.paths import make_folder
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.registry import Registry, default_registry
@@ -28,6 +29,9 @@ def check_suite(suite: SuiteConfig, registry: Registry) -> None:
     """The cheap checks of every run: names, targets, modalities, resumable run directories, and a folder the
     suite may write (new, empty, or its own: a suite.json or a run directory of the suite's)."""
     if not any((suite.out / name).is_dir() for name in suite.run_names()):
+        if RunDir(suite.out).config_path.is_file():
+            raise ConfigError(f"--out {shown(str(suite.out))} is a run directory, not a suite directory: give the "
+                              "suite a folder of its own")
         check_out_dir(suite.out, "suite.json", "suite directory")
     for config in suite.runs:
         resolve_components(config, registry)
