@@ -3,9 +3,10 @@
 Not a test: times `sweep.execute` alone (imports, data loading and the report left out, which both pay alike)
 in pairs, one of each per pair (each first in every other pair), and prints each pair's ratio and the median,
 of the whole and of its trials alone (the local executor's groups: building, training, evaluating and measuring
-the students; the rest is the teacher's, loaded from the cache, timed and its spectrum taken, the same in both).
-With --breakdown, each timing also says where its time went: the students' fit, their test evaluation, the
-latency and MAC measurements, the teacher's spectrum, the rest. Usage:
+the students; the rest is the teacher's, loaded from the cache, timed, and its spectrum read from the cache as a
+run's first sweep of a teacher and target leaves it: the same in both). With --breakdown, each timing also says
+where its time went: the students' fit, their test evaluation, the latency and MAC measurements, the teacher's
+spectrum measured (none: cached), the rest. Usage:
     python benchmarks/group_vs_one.py [--pairs 4] [--breakdown]
 """
 from __future__ import annotations
@@ -21,17 +22,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import effrank_bench_plugins.executors as executors
-from effrank_bench import measure, sweep, trial
+from effrank_bench import measure, sweep, teacher_spectrum, trial
 from effrank_bench.config import load_config
 from effrank_bench.registry import default_registry
 from effrank_bench.setup import prepare
 from effrank_bench.teacher import obtain_teacher
+from effrank_bench.teacher_spectrum import obtain_spectrum
 
 
 #: The phases --breakdown times: (module, function) pairs, each wrapped with a clock for the timing's length.
 PHASES = {"fit": (trial, "distill"), "test evaluation": (trial, "evaluate_calibrated"),
           "latency": (measure, "forward_times_ms"), "MACs": (measure, "count_macs"),
-          "spectrum": (sweep, "model_spectrum")}
+          "spectrum": (teacher_spectrum, "model_spectrum")}
 #: The trials: each group the local executor runs.
 TRIALS = {"trials": (executors, "run_group")}
 
@@ -82,7 +84,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("EFFRANK_BENCH_CACHE", str(Path(tmp) / "cache"))
         config = load_config(overrides={"out": Path(tmp) / "teacher"}, recipes=default_registry().recipe)
-        obtain_teacher(prepare(config))  # cached before the first timing
+        setup = prepare(config)  # the teacher, and its spectrum, cached before the first timing
+        obtain_spectrum(setup, obtain_teacher(setup), config.spectrum_samples)
         ratios, trial_ratios = [], []
         for i in range(args.pairs):
             # Each goes first in every other pair: whatever the first timing of a pair pays, both pay alike.

@@ -338,7 +338,7 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.setup import prepare
     from effrank_bench.spectrum_report import check_out, render_tables, summary_lines, write_spectrum
     from effrank_bench.teacher import obtain_teacher
-    from effrank_bench.teacher_spectrum import model_spectrum
+    from effrank_bench.teacher_spectrum import obtain_spectrum
 
     if args.samples is not None and args.samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {args.samples}")
@@ -353,7 +353,7 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
     progress = cli_progress()
     with progress:
         teacher = obtain_teacher(setup, progress)  # trained (and cached) exactly as `run` would
-        spectrum = model_spectrum(setup, teacher, samples)
+        spectrum = obtain_spectrum(setup, teacher, samples, progress)
     paths = write_spectrum(spectrum, args.out, plot=setup.config.plot) if args.out is not None else []
     if args.json:
         print(json.dumps(spectrum.to_dict()))

@@ -7,6 +7,10 @@ from pathlib import Path
 from effrank_bench.errors import ConfigError
 
 
+# What to do about a cache folder that cannot be made (no permission, a read-only file system).
+CACHE_HINT = "; set EFFRANK_BENCH_CACHE to a folder you can write to"
+
+
 def cache_dir() -> Path:
     """``$EFFRANK_BENCH_CACHE``, else ``$XDG_CACHE_HOME/effrank-bench``, else ``~/.cache/effrank-bench``."""
     if "EFFRANK_BENCH_CACHE" in os.environ:

@@ -105,6 +105,12 @@ class WeightMeasures:
         return {"shape": list(self.shape), "effective_rank": self.effective_rank, "stable_rank": self.stable_rank,
                 "energy_ranks": {f"{q:g}": k for q, k in self.energy_ranks.items()}}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WeightMeasures:
+        """The measures :meth:`to_dict` wrote."""
+        return cls(shape=tuple(data["shape"]), effective_rank=data["effective_rank"],
+                   stable_rank=data["stable_rank"], energy_ranks={float(q): k for q, k in data["energy_ranks"].items()})
+
 
 def weight_measures(w: Tensor, energy: Sequence[float] = DEFAULT_ENERGY) -> WeightMeasures:
     """Effective, stable and energy ranks of the 2-D ``w`` from its singular values in float64."""
@@ -165,6 +171,12 @@ class FeatureMeasures:
                 "input_rank_min": self.input_rank_min, "input_rank_max": self.input_rank_max,
                 "pooled_rank": self.pooled_rank, "rotation_deg": self.rotation_deg, "rotation_k": self.rotation_k,
                 "pattern_bandwidth": list(self.pattern_bandwidth), "pattern_energy": list(self.pattern_energy)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureMeasures:
+        """The measures :meth:`to_dict` wrote."""
+        return cls(**{**data, "pattern_bandwidth": tuple(data["pattern_bandwidth"]),
+                      "pattern_energy": tuple(data["pattern_energy"])})
 
 
 class FeatureSpectrum:
@@ -299,6 +311,11 @@ class LayerSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"layers": self.layers, "median": dict(self.median), "median_per_width": dict(self.median_per_width)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerSummary:
+        """The summary :meth:`to_dict` wrote."""
+        return cls(layers=data["layers"], median=dict(data["median"]), median_per_width=dict(data["median_per_width"]))
 
 
 def summarize_layers(layers: Sequence[WeightMeasures] | Sequence[FeatureMeasures]) -> LayerSummary:

@@ -21,7 +21,7 @@ from effrank_bench.search import AdaptiveSearch, GridSearch
 from effrank_bench.setup import RunSetup, prepare
 from effrank_bench.store import RunDir
 from effrank_bench.teacher import Teacher, obtain_teacher
-from effrank_bench.teacher_spectrum import model_spectrum
+from effrank_bench.teacher_spectrum import obtain_spectrum
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,7 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         run.store_teacher(teacher.weights, teacher.record)
         stored = run.spectrum()
         if config.spectrum_samples and (stored is None or stored.key != teacher.record.key):  # once per teacher
-            # Its SVDs and two passes take a while on a large model or a busy machine: said before, not after.
-            inputs = min(config.spectrum_samples, len(setup.splits.test))
-            progress.note(f"the teacher's spectrum: its weights, and its features on {inputs} test inputs")
-            run.store_spectrum(model_spectrum(setup, teacher, config.spectrum_samples))
+            run.store_spectrum(obtain_spectrum(setup, teacher, config.spectrum_samples, progress))
         progress.note(f"teacher, {teacher.record.origin}: test accuracy {teacher.record.test_accuracy:.4f}")
         if config.search == "grid" and config.tolerance is not None:
             progress.note("[yellow]--tolerance applies to --search adaptive: this grid sweep trains every rank")

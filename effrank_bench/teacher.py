@@ -18,7 +18,7 @@ from effrank_bench.environment import environment
 from effrank_bench.errors import CheckpointError, EffrankError, one_line
 from effrank_bench.lock import FileLock
 from effrank_bench.factorize import TeacherSVD, classifier_of
-from effrank_bench.paths import cache_dir, make_folder
+from effrank_bench.paths import CACHE_HINT, cache_dir, make_folder
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import TeacherRecord, read_teacher
 from effrank_bench.store import read_text
@@ -79,10 +79,6 @@ def apply_checkpoint(model: nn.Module, state: dict[str, torch.Tensor], source: P
             f"(e.g. {missing[:3]}), {len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]})"
         )
     return skipped
-
-
-# What to do about a cache folder that cannot be made (no permission, a read-only file system).
-CACHE_HINT = "; set EFFRANK_BENCH_CACHE to a folder you can write to"
 
 
 @dataclass(frozen=True)

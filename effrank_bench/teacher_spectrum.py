@@ -1,16 +1,22 @@
 """A trained teacher's spectra: weight ranks of its targeted layers, feature ranks of its branch outputs."""
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from effrank_bench.atomic import atomic_write_text
 from effrank_bench.errors import ConfigError
 from effrank_bench.factorize import resolve_sites
+from effrank_bench.paths import CACHE_HINT, cache_dir, make_folder
+from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import SpectralEstimates
-from effrank_bench.spectrum import (FeatureMeasures, FeatureSpectrum, LayerSummary, WeightMeasures, summarize_layers,
-                                    weight_matrices, weight_measures)
+from effrank_bench.spectrum import (DEFAULT_ENERGY, FeatureMeasures, FeatureSpectrum, LayerSummary, WeightMeasures,
+                                    summarize_layers, weight_matrices, weight_measures)
 from effrank_bench.taps import BranchTap
 
 if TYPE_CHECKING:
@@ -71,6 +77,22 @@ class ModelSpectrum:
                         "features": self.feature_summary.to_dict() if self.feature_summary else None},
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpectrum:
+        """The spectrum :meth:`to_dict` wrote."""
+        def named(entry: dict[str, Any], measures: Any) -> tuple[str, Any]:
+            fields = dict(entry)
+            return fields.pop("name"), measures.from_dict(fields)
+
+        summary = data["summary"]
+        return cls(
+            arch=data["arch"], target=data["target"], dataset=data["dataset"], key=data["estimates"]["key"],
+            samples=data["estimates"]["samples"],
+            weights=tuple(NamedWeight(*named(w, WeightMeasures)) for w in data["weights"]),
+            features=tuple(NamedFeature(*named(f, FeatureMeasures)) for f in data["features"]),
+            weight_summary=LayerSummary.from_dict(summary["weights"]),
+            feature_summary=LayerSummary.from_dict(summary["features"]) if summary["features"] else None)
+
 
 def weight_spectra(setup: RunSetup, model: torch.nn.Module) -> list[NamedWeight]:
     """Every targeted layer's matrices, the chunks of a split projection one by one."""
@@ -116,12 +138,16 @@ def feature_spectra(setup: RunSetup, model: torch.nn.Module, samples: int) -> li
             for i, (b, s) in enumerate(zip(branches, spectra))]
 
 
-def model_spectrum(setup: RunSetup, teacher: Teacher, samples: int) -> ModelSpectrum:
-    """The spectra of ``teacher`` (on the setup's device): its weights, and its features on ``samples`` test inputs."""
+def _check_samples(setup: RunSetup, samples: int) -> None:
     if samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {samples}")
     if len(setup.splits.test) == 0:
         raise ConfigError(f"the {setup.config.dataset} test split is empty: no inputs to measure features on")
+
+
+def model_spectrum(setup: RunSetup, teacher: Teacher, samples: int) -> ModelSpectrum:
+    """The spectra of ``teacher`` (on the setup's device): its weights, and its features on ``samples`` test inputs."""
+    _check_samples(setup, samples)
     weights = weight_spectra(setup, teacher.model)
     features = feature_spectra(setup, teacher.model, samples)
     c = setup.config
@@ -131,3 +157,50 @@ def model_spectrum(setup: RunSetup, teacher: Teacher, samples: int) -> ModelSpec
         weights=tuple(weights), features=tuple(features),
         weight_summary=summarize_layers([w.measures for w in weights]),
         feature_summary=summarize_layers([f.measures for f in features]) if features else None)
+
+
+@dataclass(frozen=True)
+class CachedSpectrum:
+    """A teacher's spectrum in the shared cache, beside the teachers, under what determines it: the teacher, the
+    target's layers and how a fused projection is split, the test inputs measured (how many, in batches of how
+    many), the device that measured them, and the energy fractions read off."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, setup: RunSetup, teacher_key: str, samples: int, root: Path | None = None) -> CachedSpectrum:
+        c = setup.config
+        fields = {"teacher": teacher_key, "target": c.target, "qkv": c.qkv, "samples": samples,
+                  "batch_size": c.batch_size, "device": setup.device.type, "feature_q": FEATURE_Q,
+                  "energy": DEFAULT_ENERGY}
+        key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+        return cls((root or cache_dir()) / "spectra" / f"{key}.json")
+
+    def load(self) -> ModelSpectrum | None:
+        """The cached spectrum; None where there is none, or where it cannot be read (it is measured again and
+        written over)."""
+        try:
+            return ModelSpectrum.from_dict(json.loads(self.path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def save(self, spectrum: ModelSpectrum) -> None:
+        make_folder(self.path.parent, CACHE_HINT)
+        atomic_write_text(self.path, json.dumps(spectrum.to_dict(), indent=2))
+
+
+def obtain_spectrum(setup: RunSetup, teacher: Teacher, samples: int,
+                    progress: Progress = NullProgress()) -> ModelSpectrum:
+    """:func:`model_spectrum`, from the shared cache where this teacher's was measured before for this target
+    (by any sweep: another loss, rank grid or run directory), else measured and cached."""
+    _check_samples(setup, samples)
+    cached = CachedSpectrum.of(setup, teacher.record.key, samples)
+    if (spectrum := cached.load()) is not None:
+        progress.note(f"the teacher's spectrum: from the cache ({cached.path})")
+        return spectrum
+    # Its SVDs and two passes take a while on a large model or a busy machine: said before, not after.
+    progress.note(f"the teacher's spectrum: its weights, and its features on {min(samples, len(setup.splits.test))} "
+                  "test inputs")
+    spectrum = model_spectrum(setup, teacher, samples)
+    cached.save(spectrum)
+    return spectrum

@@ -9,11 +9,15 @@ import statistics
 
 import pytest
 
+from effrank_bench import teacher_spectrum
 from effrank_bench.compare import CSV_FIELDS, compare_runs, render_comparison, write_comparison
 from effrank_bench.records import SpectralEstimates
 from effrank_bench.report import build_report, write_report
+from effrank_bench.setup import prepare
 from effrank_bench.store import RunDir
 from effrank_bench.sweep import run_sweep
+from effrank_bench.teacher import obtain_teacher
+from effrank_bench.teacher_spectrum import CachedSpectrum, ModelSpectrum, model_spectrum, obtain_spectrum
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SAMPLES = 16
@@ -130,8 +134,32 @@ def test_a_run_keeps_its_teachers_spectrum_once(tiny_run, spectrum_command, monk
     def recompute(*args, **kwargs):
         raise AssertionError("the stored spectrum of this teacher was computed again")
 
-    monkeypatch.setattr("effrank_bench.sweep.model_spectrum", recompute)
+    monkeypatch.setattr("effrank_bench.sweep.obtain_spectrum", recompute)
     run_sweep(RunDir(tiny_run.path).config())  # every trial is done; the teacher and its spectrum are kept
+
+
+def test_a_teachers_spectrum_is_measured_once_per_target_then_read_from_the_cache(tiny, tmp_path, monkeypatch,
+                                                                                  progress_stub):
+    setup = prepare(tiny.config(tmp_path / "run"))
+    teacher = obtain_teacher(setup)  # from the tests' teacher cache; the spectra below go to a fresh one
+    monkeypatch.setenv("EFFRANK_BENCH_CACHE", str(tmp_path / "cache"))
+    measured = []
+    monkeypatch.setattr(teacher_spectrum, "model_spectrum",
+                        lambda *args: measured.append(args[0].config.target) or model_spectrum(*args))
+    notes = progress_stub()
+    first = obtain_spectrum(setup, teacher, 8, notes)
+    again = obtain_spectrum(setup, teacher, 8, notes)  # another loss or rank grid: the same teacher and target
+    assert measured == ["joint"] and again == first  # every measure read back as it was measured
+    path = CachedSpectrum.of(setup, teacher.record.key, 8).path
+    assert notes.notes == ["the teacher's spectrum: its weights, and its features on 8 test inputs",
+                           f"the teacher's spectrum: from the cache ({path})"]
+    assert obtain_spectrum(setup, teacher, 4).samples == 4  # other inputs: measured
+    mlp = prepare(tiny.config(tmp_path / "mlp", target="mlp"))
+    assert len(obtain_spectrum(mlp, teacher, 8).weights) == 8  # another target: its own layers, measured
+    assert measured == ["joint", "joint", "mlp"]
+    path.write_text("{")  # torn: measured again and written over
+    assert obtain_spectrum(setup, teacher, 8) == first and measured[-1] == "joint" and len(measured) == 4
+    assert ModelSpectrum.from_dict(json.loads(path.read_text())) == first
 
 
 def with_spectrum(run: RunDir, weight_r95: float, feature_r99: float) -> RunDir:

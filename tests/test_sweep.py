@@ -19,7 +19,8 @@ from effrank_bench.records import SCHEMA_VERSION, TrialRecord
 from effrank_bench.specs import ArchitectureSpec, ExecutorSpec, LossSpec
 from effrank_bench.setup import prepare
 from effrank_bench.store import RunDir
-from effrank_bench import sweep
+from effrank_bench import sweep, teacher_spectrum
+from effrank_bench.paths import cache_dir
 from effrank_bench.sweep import execute, run_sweep
 from effrank_bench.teacher import obtain_teacher
 
@@ -97,9 +98,10 @@ def test_a_finished_sweep_still_lacking_its_spectrum_obtains_its_teacher_for_it(
     assert not (tmp_path / "run" / "spectrum.json").exists()  # the tiny recipe measures no spectrum
     config = config.model_copy(update={"out": tmp_path / "run", "spectrum_samples": 16})
     assert sweep.finished_teacher(prepare(config)) is None
+    shutil.rmtree(cache_dir() / "spectra", ignore_errors=True)  # measured here, not read from the cache
     notes, said = progress_stub(), []
-    measured = sweep.model_spectrum
-    monkeypatch.setattr(sweep, "model_spectrum", lambda *args: said.extend(notes.notes) or measured(*args))
+    measured = teacher_spectrum.model_spectrum
+    monkeypatch.setattr(teacher_spectrum, "model_spectrum", lambda *args: said.extend(notes.notes) or measured(*args))
     run = run_sweep(config, progress=notes)
     assert run.spectrum().key == run.teacher().key
     assert any("loaded from cache" in n for n in notes.notes)
