@@ -49,6 +49,11 @@ class LowRankLinear(nn.Module):
         y = torch.einsum("...cr,cdr->...cd", h, self.b).flatten(-2)
         return y if self.bias is None else y + self.bias
 
+    def macs(self, input_shape: Sequence[int]) -> int:
+        """Multiply-accumulates of :meth:`forward` on an input of ``input_shape`` (bias adds not counted, as
+        torch's FlopCounterMode counts them): A on every row, then B."""
+        return math.prod(input_shape[:-1]) * self.rank * (self.chunks * self.in_features + self.out_features)
+
     def weight(self) -> torch.Tensor:
         """The full out×in matrix BA this layer applies."""
         a = self.a.unflatten(0, (self.chunks, self.rank))

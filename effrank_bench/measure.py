@@ -4,8 +4,10 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+import contextlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,6 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from effrank_bench.errors import ConfigError
+from effrank_bench.factorize import LowRankLinear
 from effrank_bench.records import Cost
 
 # Fused attention kernels that FlopCounterMode's registry has no formula for, so
@@ -88,6 +91,77 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     with _inference(model), _mha_fastpath_disabled(), counter:
         model(example)
     return counter.get_total_flops() // 2
+
+
+#: A layer's input in a counted pass: its shape and dtype (on the example's device).
+_Input = tuple[tuple[int, ...], torch.dtype]
+
+
+@dataclass(frozen=True)
+class MacProfile:
+    """The MACs of one forward pass of a model on one example, and of each of some of its layers in that pass
+    with the inputs it took there: enough to count a copy of the model whose layers at those paths were swapped
+    for others (a factorized student), the rest of the copy computing what the model did."""
+
+    total: int
+    device: torch.device
+    #: path -> the layer's MACs in the pass and its inputs, one per call; only layers called as a module of
+    #: one tensor (a layer read some other way, or never called, is left out: a copy swapping it is counted whole)
+    layers: dict[str, tuple[int, tuple[_Input, ...]]]
+
+    def swapped(self, replaced: Mapping[str, nn.Module]) -> int | None:
+        """MACs of the profiled model with each layer at a path of ``replaced`` swapped for its module; None where
+        a path's calls were not recorded."""
+        if any(path not in self.layers for path in replaced):
+            return None
+        swapped = _layers_macs([(module, self.layers[path][1]) for path, module in replaced.items()], self.device)
+        return self.total + swapped - sum(self.layers[path][0] for path in replaced)
+
+
+def profile_macs(model: nn.Module, example: torch.Tensor, layers: Iterable[str]) -> MacProfile:
+    """:func:`count_macs` of ``model`` on ``example``, with the MACs and inputs of the layers at the paths
+    ``layers`` in that pass (see :class:`MacProfile`)."""
+    calls: dict[str, list[_Input]] = {path: [] for path in layers}
+    unusable = set()
+
+    def recorder(path: str):
+        def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
+                calls[path].append((tuple(args[0].shape), args[0].dtype))
+            else:
+                unusable.add(path)
+        return record
+
+    handles = [model.get_submodule(path).register_forward_pre_hook(recorder(path), with_kwargs=True)
+               for path in calls]
+    try:
+        total = count_macs(model, example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return MacProfile(total, example.device, {
+        path: (_layers_macs([(model.get_submodule(path), inputs)], example.device), tuple(inputs))
+        for path, inputs in calls.items() if inputs and path not in unusable})
+
+
+def _layers_macs(calls: Iterable[tuple[nn.Module, Iterable[_Input]]], device: torch.device) -> int:
+    """MACs of each layer's calls on each of its inputs: a LowRankLinear's by its formula, any other layer's
+    counted on zeros of that shape (all in one pass: FlopCounterMode takes about 1 ms a linear layer on CPU)."""
+    calls = list(calls)
+    known = sum(layer.macs(shape) for layer, inputs in calls if isinstance(layer, LowRankLinear) for shape, _ in inputs)
+    counted = [(layer, inputs) for layer, inputs in calls if not isinstance(layer, LowRankLinear)]
+    if not counted:
+        return known
+    counter = FlopCounterMode(display=False, custom_mapping=_fused_sdpa_mapping())
+    with contextlib.ExitStack() as stack:
+        for layer, _ in counted:
+            stack.enter_context(_inference(layer))
+        stack.enter_context(_mha_fastpath_disabled())
+        stack.enter_context(counter)
+        for layer, inputs in counted:
+            for shape, dtype in inputs:
+                layer(torch.zeros(shape, dtype=dtype, device=device))
+    return known + counter.get_total_flops() // 2
 
 
 def _synchronize(device: torch.device) -> None:
@@ -169,8 +243,10 @@ def measure(
     warmup: int = 5,
     repeats: int = 30,
     time_it: bool = True,
+    macs: int | None = None,
 ) -> Cost:
-    """Every cost of `model` on `example`: MACs per sample (its first), latency and memory of the batch.
+    """Every cost of `model` on `example`: MACs per sample (its first; ``macs`` where they are known, say from a
+    :class:`MacProfile`), latency and memory of the batch.
 
     Latency (the median of the timed passes, and their interquartile range) is None when `time_it` is false.
     """
@@ -179,7 +255,7 @@ def measure(
     return Cost(
         params=params,
         factorized_params=factorized_params,
-        macs=count_macs(model, example[:1]),
+        macs=count_macs(model, example[:1]) if macs is None else macs,
         latency_ms=statistics.median(times) if times else None,
         peak_memory_mb=peak_memory_mb(model, example),
         latency_iqr_ms=interquartile_range(times) if times else None,

@@ -1,8 +1,9 @@
 """Resolve and check a run's config once, into the frozen setup that its teacher and trials read."""
 from __future__ import annotations
 
+import copy
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -15,8 +16,8 @@ from effrank_bench.config import RunConfig
 from effrank_bench.data import Batches, default_workers, example_input
 from effrank_bench.environment import resolve_device
 from effrank_bench.errors import RegistrationError, a_type, one_line
-from effrank_bench.factorize import QKV, check_rank, max_rank
-from effrank_bench.measure import measure
+from effrank_bench.factorize import QKV, check_rank, max_rank, resolve_sites
+from effrank_bench.measure import MacProfile, measure, profile_macs
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.specs import (ArchitectureSpec, DataRequest, DatasetSpec, DataSplits, ExecutorSpec, LossSpec,
                                   ModelRequest, Site)
@@ -72,6 +73,9 @@ class SuiteCache:
 
     def cost(self, key: tuple, measure: Callable[[], Cost]) -> Cost:
         return self._once(("cost", *key), measure)
+
+    def mac_profile(self, key: tuple, profile: Callable[[], MacProfile]) -> MacProfile:
+        return self._once(("macs", *key), profile)
 
     def _once(self, key: tuple, make: Callable[[], Any]) -> Any:
         if key not in self._made:
@@ -150,7 +154,7 @@ class RunSetup:
 
     def teacher_cost(self, model: nn.Module) -> Cost:
         """The teacher's cost; measured once for all runs of a suite that share this teacher."""
-        return self.shared.cost(self._cost_key(), lambda: self._measure(model))
+        return self.shared.cost(self._cost_key(), lambda: self._measure(model, macs=self.mac_profile().total))
 
     def keep_teacher_cost(self, record: TeacherRecord) -> None:
         """A run's recorded teacher cost, for the runs of its suite that share the teacher and measure it in
@@ -159,22 +163,37 @@ class RunSetup:
         if record.cost is not None and record.environment.get("device") == str(self.device):
             self.shared.cost(self._cost_key(), lambda: record.cost)
 
-    def student_cost(self, model: nn.Module, rank: int, factorized: Iterable[nn.Module]) -> Cost:
-        """A student's cost; measured once for all runs of a suite that build this student (its teacher,
-        target, rank and factorization)."""
+    def student_cost(self, model: nn.Module, rank: int, replaced: Mapping[str, nn.Module]) -> Cost:
+        """A student's cost (``replaced``: its low-rank layers by path, as factorize returns them); measured once
+        for all runs of a suite that build this student (its teacher, target, rank and factorization). Its
+        MACs are the teacher's with those layers' swapped (:class:`MacProfile`), not counted over its whole
+        forward again."""
         c = self.config
-        return self.shared.cost(self._cost_key() + (c.target, c.qkv, c.init, rank),
-                                lambda: self._measure(model, factorized))
+        return self.shared.cost(self._cost_key() + (c.target, c.qkv, c.init, rank), lambda: self._measure(
+            model, replaced.values(), macs=self.mac_profile().swapped(replaced)))
+
+    def mac_profile(self) -> MacProfile:
+        """The MACs of the teacher's forward on one example and of each layer its target factorizes, counted
+        once per suite for a teacher, device, target and split on a copy of the untrained model (the same
+        computation) on the run's device."""
+        c = self.config
+
+        def profile() -> MacProfile:
+            model = self.to_device(copy.deepcopy(self.model))
+            layers = [site.path for site, _ in resolve_sites(model, self.sites, c.qkv)]
+            return profile_macs(model, example_input(self.request, self.splits.modality, 1, self.device), layers)
+
+        return self.shared.mac_profile((self.teacher_key, str(self.device), c.target, c.qkv), profile)
 
     def _cost_key(self) -> tuple:
         c = self.config
         return (self.teacher_key, str(self.device), c.latency_batch_size, c.latency_repeats)
 
-    def _measure(self, model: nn.Module, factorized: Iterable[nn.Module] = ()) -> Cost:
+    def _measure(self, model: nn.Module, factorized: Iterable[nn.Module] = (), macs: int | None = None) -> Cost:
         example = example_input(self.request, self.splits.modality, self.config.latency_batch_size, self.device)
         if self.channels_last:  # timed in the layout the model computes in, as training feeds it
             example = example.contiguous(memory_format=torch.channels_last)
-        return measure(model, example, factorized=factorized, repeats=self.config.latency_repeats)
+        return measure(model, example, factorized=factorized, repeats=self.config.latency_repeats, macs=macs)
 
 
 def module_mismatch(built: Any) -> str | None:

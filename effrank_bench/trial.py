@@ -80,7 +80,7 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
         test_ece=test and test.ece, test_nll=test and test.nll, history=results[i].history,
         train_seconds=results[i].seconds,
         samples_per_second=config.epochs * train.samples / results[i].step_seconds,
-        cost=setup.student_cost(students[i], trials[i].rank, replaced[i].values()), **common(trials[i]),
+        cost=setup.student_cost(students[i], trials[i].rank, replaced[i]), **common(trials[i]),
     ) for i, test in zip(done, tests)]
     for result in finished:
         record(result)

@@ -1,6 +1,7 @@
 """Tests for effrank_bench.measure against known parameter and MAC counts."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -10,9 +11,13 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.nn import functional as F
 
+from effrank_bench.data import example_input
 from effrank_bench.errors import ConfigError
-from effrank_bench.measure import count_macs, count_params, forward_times_ms, interquartile_range, measure, peak_memory_mb
+from effrank_bench.factorize import LowRankLinear, factorize
+from effrank_bench.measure import (count_macs, count_params, forward_times_ms, interquartile_range, measure,
+                                   peak_memory_mb, profile_macs)
 from effrank_bench.records import Cost
+from effrank_bench.setup import prepare
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +228,54 @@ def test_cuda_costs() -> None:
     cost = measure(model, x, warmup=1, repeats=3)
     assert cost.latency_ms is not None and cost.latency_ms > 0
     assert cost.peak_memory_mb is not None and cost.peak_memory_mb >= weights_mb
+
+
+# --- a student's MACs from its teacher's profile -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("changes", [
+    dict(arch="micro_vit", target="joint"),
+    dict(arch="micro_vit", target="joint", qkv="fused"),
+    dict(arch="micro_vit", target="attention", init="paper-rebuild"),
+    dict(arch="micro_convnet", target="joint"),  # convolutions: counted on zeros of each call's input
+    dict(arch="micro_mixer", target="attention"),
+    dict(arch="micro_bert", target="mlp", dataset="digits_tokens"),
+], ids=lambda changes: "-".join(changes.values()))
+def test_a_students_macs_from_the_teachers_profile_are_those_of_its_whole_forward(tiny, tmp_path, changes):
+    setup = prepare(tiny.config(tmp_path / "run", **changes), sweep=False)
+    example = example_input(setup.request, setup.splits.modality, 1, setup.device)
+    profile = setup.mac_profile()
+    assert profile.total == count_macs(setup.model, example) and len(profile.layers) == len(setup.sites)
+    for rank in (2, 3):
+        student = copy.deepcopy(setup.model)
+        replaced = factorize(student, setup.sites, rank, init=setup.config.init, qkv=setup.config.qkv)
+        assert profile.swapped(replaced) == count_macs(student, example) < profile.total
+
+
+def test_a_low_rank_layer_counts_the_multiplies_torch_does_elementwise_at_rank_1() -> None:
+    x = torch.zeros(2, 5, 8)  # 10 rows
+    for rank in (1, 2):
+        layer = LowRankLinear(8, 12, rank, chunks=3)
+        assert layer.macs(x.shape) == 10 * rank * (3 * 8 + 12)
+    assert count_macs(layer, x) == layer.macs(x.shape)
+    # At rank 1 the chunks' B factors contract over one index: einsum multiplies elementwise, which
+    # FlopCounterMode does not count (10 rows × 12 outputs missed).
+    assert count_macs(LowRankLinear(8, 12, 1, chunks=3), x) == 10 * 3 * 8
+
+
+def test_a_layer_not_called_as_a_module_of_one_tensor_leaves_the_student_to_be_counted_whole() -> None:
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.called, self.keyword, self.read = nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(4, 6)
+
+        def forward(self, x):
+            return self.called(x) + self.keyword(input=x) + F.linear(x, self.read.weight)
+
+    x = torch.zeros(3, 4)
+    profile = profile_macs(Model(), x, ["called", "keyword", "read"])
+    assert profile.total == 3 * 3 * 4 * 6 and list(profile.layers) == ["called"]
+    assert profile.layers["called"] == (3 * 4 * 6, (((3, 4), torch.float32),))
+    assert profile.swapped({"called": LowRankLinear(4, 6, 1)}) == profile.total - 3 * 4 * 6 + 3 * (4 + 6)
+    assert profile.swapped({"keyword": LowRankLinear(4, 6, 1)}) is None
+    assert profile.swapped({"called": LowRankLinear(4, 6, 1), "read": LowRankLinear(4, 6, 1)}) is None
