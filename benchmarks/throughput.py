@@ -139,7 +139,8 @@ def engine(setup, teacher, ranks, batches, steps, compile_, profile=0, threads=T
             rest = iter(some)
             for x, y in rest:  # spans of at most an epoch's batches (the distinct ones here), as a run reads them
                 span = read_ahead(x, y, teacher_pass(x), rest, teacher_pass, len(batches))
-                side_by_side(pool, span, members, totals, lambda m, x, y, t: one_on(m.index, x, y, t), lambda n: None)
+                side_by_side(pool, workers, span, members, totals, lambda m, x, y, t: one_on(m.index, x, y, t),
+                             lambda n: None)
 
         timed = list(itertools.islice(itertools.cycle(batches), steps + 3))
         run(timed[:3])

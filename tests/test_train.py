@@ -301,7 +301,7 @@ def _through(step, students=2, batches=40, advance=lambda n: None, workers=2):
     fittings = [_Sized(width) for width in range(1, students + 1)]
     totals = [torch.zeros(()) for _ in fittings]
     with ThreadPoolExecutor(workers) as pool:
-        side_by_side(pool, [(torch.tensor(float(i)), None, None) for i in range(batches)], fittings, totals,
+        side_by_side(pool, workers, [(torch.tensor(float(i)), None, None) for i in range(batches)], fittings, totals,
                      step, advance)
     return fittings, totals
 
@@ -322,7 +322,7 @@ def test_students_step_through_the_batches_side_by_side_and_progress_counts_batc
     assert sum(n for n, _ in advanced) == 5 and {t for _, t in advanced} == {threading.get_ident()}
 
 
-def test_progress_advances_while_the_students_step_and_the_largest_student_goes_first():
+def test_progress_advances_while_the_students_step_and_the_one_with_most_left_goes_next_the_largest_first():
     import time
 
     seen, advanced = [], []
@@ -336,7 +336,25 @@ def test_progress_advances_while_the_students_step_and_the_largest_student_goes_
     assert sum(advanced) == 40 and len(advanced) >= 2  # not all at the end
     seen.clear()
     _through(lambda f, x, y, t: seen.append(f.model.in_features) or x, students=3, batches=2, workers=1)
-    assert seen == [3, 3, 2, 2, 1, 1]  # one thread: the students by size, largest first
+    assert seen == [3, 2, 1, 3, 2, 1]  # one thread: a step of the one with most batches left, the largest first
+
+
+def test_threads_finish_within_a_step_of_each_other_instead_of_one_stepping_the_last_student_alone():
+    import threading
+    import time
+
+    ends: dict[int, float] = {}
+
+    def step(f, x, y, target):
+        time.sleep(0.02)
+        ends[threading.get_ident()] = time.perf_counter()
+        return x
+
+    # Three students of 10 steps on two threads: a whole student per thread would leave one thread stepping
+    # the third alone for its 10 steps (0.2 s); a step at a time, they end 30 steps later, together.
+    _through(step, students=3, batches=10)
+    first, last = sorted(ends.values())
+    assert len(ends) == 2 and last - first < 0.08
 
 
 @pytest.mark.parametrize("stop", ["interrupt", "error"])
