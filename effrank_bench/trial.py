@@ -37,6 +37,9 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
     once its records are written.
     """
     config, trials = setup.config, tuple(trials)
+    if len({trial.seed for trial in trials}) > 1:
+        raise ValueError(f"a group holds the trials of one seed (seeds differ by their data order), got seeds "
+                         f"{sorted({trial.seed for trial in trials})}")
     members = [(t.rank, t.seed) for t in trials] if len(trials) > 1 else []
     env = environment(str(setup.device))
 

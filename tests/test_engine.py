@@ -439,3 +439,16 @@ def test_a_trial_handed_over_twice_is_recorded_once(tmp_path, tiny):
     run = run_sweep(tiny.config(tmp_path / "run", executor="twice"), registry=Registry(plugins=[("twice", _Twice())]))
     lines = (run.path / "trials.jsonl").read_text().splitlines()
     assert [(r.rank, r.seed) for r in run.records()] == [(2, 0), (4, 0)] and len(lines) == 2
+
+
+def test_a_group_of_two_seeds_is_refused_before_anything_trains(tiny, tmp_path):
+    from effrank_bench.setup import prepare
+    from effrank_bench.teacher import obtain_teacher
+    from effrank_bench.trial import run_group
+
+    setup = prepare(tiny.config(tmp_path / "run", seeds=(0, 1)))
+    trials = [Trial(target="joint", loss="geometric", rank=2, seed=seed) for seed in (0, 1)]
+    recorded = []
+    with pytest.raises(ValueError, match=r"a group holds the trials of one seed .*got seeds \[0, 1\]"):
+        run_group(setup, obtain_teacher(setup), trials, recorded.append)
+    assert recorded == []
