@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from rich.markup import escape
 
 from effrank_bench.atomic import atomic_write_text
 from effrank_bench.errors import ConfigError
@@ -185,8 +186,12 @@ class CachedSpectrum:
             return None
 
     def save(self, spectrum: ModelSpectrum) -> None:
+        """Written whole or not at all; a cache that cannot be written is a ConfigError naming it."""
         make_folder(self.path.parent, CACHE_HINT)
-        atomic_write_text(self.path, json.dumps(spectrum.to_dict(), indent=2))
+        try:
+            atomic_write_text(self.path, json.dumps(spectrum.to_dict(), indent=2))
+        except OSError as err:
+            raise ConfigError(f"cannot write {self.path}: {err.strerror or err}{CACHE_HINT}") from None
 
 
 def obtain_spectrum(setup: RunSetup, teacher: Teacher, samples: int,
@@ -202,5 +207,8 @@ def obtain_spectrum(setup: RunSetup, teacher: Teacher, samples: int,
     progress.note(f"the teacher's spectrum: its weights, and its features on {min(samples, len(setup.splits.test))} "
                   "test inputs")
     spectrum = model_spectrum(setup, teacher, samples)
-    cached.save(spectrum)
+    try:
+        cached.save(spectrum)
+    except ConfigError as err:  # measured all the same: a later sweep measures it again
+        progress.note(f"[yellow]the teacher's spectrum is not cached: {escape(str(err))}")
     return spectrum

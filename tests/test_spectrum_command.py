@@ -160,6 +160,12 @@ def test_a_teachers_spectrum_is_measured_once_per_target_then_read_from_the_cach
     path.write_text("{")  # torn: measured again and written over
     assert obtain_spectrum(setup, teacher, 8) == first and measured[-1] == "joint" and len(measured) == 4
     assert ModelSpectrum.from_dict(json.loads(path.read_text())) == first
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("EFFRANK_BENCH_CACHE", str(tmp_path / "file"))  # a cache that cannot be written
+    notes = progress_stub()
+    assert obtain_spectrum(setup, teacher, 8, notes) == first  # measured all the same, and said
+    assert notes.notes[-1].startswith(f"[yellow]the teacher's spectrum is not cached: cannot create the folder "
+                                      f"{tmp_path / 'file' / 'spectra'}: ")
 
 
 def with_spectrum(run: RunDir, weight_r95: float, feature_r99: float) -> RunDir:
