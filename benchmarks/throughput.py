@@ -5,8 +5,8 @@ Not a test. Both train the same students on the same batches from the same teach
     every step, eager;
   - engine: the whole group per batch (one teacher pass for all), fused AdamW on CUDA, forwards and loss
     compiled where the run would compile (CUDA by default; --compile/--no-compile to force), one sync per epoch;
-    on CPU eager, the teacher's passes computed ahead and each student stepped through them in a thread of one
-    core, as a run steps them.
+    on CPU eager, the teacher's passes computed ahead and the students stepped through them by threads of one
+    core each, as a run steps them.
 Usage:
     python benchmarks/throughput.py                      # CPU default: micro_vit, ranks 1-32, batch 64
     python benchmarks/throughput.py --arch vit_b32 --ranks 32,32,32,32 --batch-size 256   # CUDA default
@@ -130,8 +130,8 @@ def engine(setup, teacher, ranks, batches, steps, compile_, profile=0, threads=T
         totals = [torch.zeros((), device=setup.device) for _ in members]
 
         def run(some):
-            """``some`` batches as a run steps them: on CPU with threads, the teacher's passes ahead, then each
-            student through them in its thread; else batch by batch."""
+            """``some`` batches as a run steps them: on CPU with threads, the teacher's passes ahead, then the
+            students through them in the pool's threads; else batch by batch."""
             if pool is None:
                 for x, y in some:
                     step(x, y)

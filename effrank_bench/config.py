@@ -305,11 +305,11 @@ class RunConfig(BaseModel):
         fields = {k: v for k, v in self.model_dump(mode="json").items() if k not in _NOT_IN_SWEEP_KEY
                   and not (k in _KEYED_WHEN_SET and v == RunConfig.model_fields[k].default)}
         if self.teacher_checkpoint is not None:
-            fields["teacher_checkpoint"] = _file_sha256(self.teacher_checkpoint)
+            fields["teacher_checkpoint"] = file_sha256(self.teacher_checkpoint)
         return fields
 
     def sweep_key(self) -> str:
-        return _digest(self.sweep_fields())
+        return digest(self.sweep_fields())
 
     def teacher_key(self, inputs: dict[str, Any] | None = None) -> str:
         """Hash of what determines the teacher, so sweeps over targets, losses and ranks share it.
@@ -320,7 +320,7 @@ class RunConfig(BaseModel):
         if self.teacher_batch_size is not None:
             # The teacher trains on batches of teacher_batch_size: the students' batch_size does not make it.
             fields["batch_size"] = fields.pop("teacher_batch_size")
-        return _digest({k: fields[k] for k in _TEACHER_FIELDS if k in fields} | ({"inputs": inputs} if inputs else {}))
+        return digest({k: fields[k] for k in _TEACHER_FIELDS if k in fields} | ({"inputs": inputs} if inputs else {}))
 
     def default_out(self) -> Path:
         return Path("runs") / f"{self.arch}-{self.target}-{self.loss}-{self.dataset}-{self.sweep_key()[:8]}"
@@ -359,11 +359,12 @@ def _split_csv(text: str, what: str) -> list[str]:
     return parts
 
 
-def _digest(fields: dict) -> str:
+def digest(fields: dict) -> str:
+    """A key for ``fields`` (JSON values): the SHA-256 of their JSON, keys sorted."""
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     """The file's digest; a file that is gone (a finished run's checkpoint, deleted) hashes as such."""
     if not path.is_file():
         return f"missing file {path}"

@@ -7,7 +7,7 @@ import torch
 
 from effrank_bench.data import example_input
 from effrank_bench.factorize import QKV, factorize, resolve_sites
-from effrank_bench.measure import measure, profile_macs
+from effrank_bench.measure import StudentMacs, measure, profile_macs
 from effrank_bench.setup import build_checked
 from effrank_bench.specs import ArchitectureSpec, ModelRequest
 
@@ -23,14 +23,15 @@ def cost_table(arch: ArchitectureSpec, target: str, ranks: tuple[int, ...], requ
     teacher, sites = build_checked(arch, request, target, ranks, qkv)
     teacher.to(device)
     example = example_input(request, arch.modality, batch_size, device)
-    macs = profile_macs(teacher, example[:1], [site.path for site, _ in resolve_sites(teacher, sites, qkv)])
-    teacher_cost = measure(teacher, example, warmup=warmup, repeats=repeats, macs=macs.total)
+    layers = [site.path for site, _ in resolve_sites(teacher, sites, qkv)]
+    macs = StudentMacs(profile_macs(teacher, example[:1], layers), example[:1])
+    teacher_cost = measure(teacher, example, warmup=warmup, repeats=repeats, macs=macs.profile.total)
     students = []
     for rank in ranks:
         student = copy.deepcopy(teacher)
         replaced = factorize(student, sites, rank, init="random", qkv=qkv)
         cost = measure(student, example, factorized=replaced.values(), warmup=warmup, repeats=repeats,
-                       macs=macs.swapped(replaced))
+                       macs=macs(student, replaced))
         students.append({"rank": rank, **cost.model_dump(), "compression": teacher_cost.params / cost.params})
         del student
     return {"teacher": teacher_cost.model_dump(), "students": students}

@@ -50,8 +50,8 @@ class LowRankLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
     def macs(self, input_shape: Sequence[int]) -> int:
-        """Multiply-accumulates of :meth:`forward` on an input of ``input_shape`` (bias adds not counted, as
-        torch's FlopCounterMode counts them): A on every row, then B."""
+        """Multiply-accumulates of :meth:`forward` on an input of ``input_shape``: A on every row, then B (the
+        bias adds left out, as torch's FlopCounterMode leaves them out of a Linear's)."""
         return math.prod(input_shape[:-1]) * self.rank * (self.chunks * self.in_features + self.out_features)
 
     def weight(self) -> torch.Tensor:

@@ -1,11 +1,11 @@
 """Cost of a model: parameters, MACs, latency and peak memory."""
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
 from collections.abc import Iterable, Iterator, Mapping
-import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -86,14 +86,31 @@ def _mha_fastpath_disabled() -> Iterator[None]:
 
 
 def count_macs(model: nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass of `example`, attention matmuls included."""
+    """Multiply-accumulates of one forward pass of `example`, attention matmuls included; a LowRankLinear's by its
+    formula (:meth:`LowRankLinear.macs`: at rank 1 torch multiplies a split projection's B factors elementwise,
+    which the flop counter counts as nothing)."""
     counter = FlopCounterMode(display=False, custom_mapping=_fused_sdpa_mapping())
-    with _inference(model), _mha_fastpath_disabled(), counter:
-        model(example)
-    return counter.get_total_flops() // 2
+    corrections, before = [0], {}
+
+    def enter(module: nn.Module, args: tuple) -> None:
+        before[id(module)] = counter.get_total_flops()
+
+    def leave(module: nn.Module, args: tuple, output: Any) -> None:
+        counted = counter.get_total_flops() - before.pop(id(module))
+        corrections[0] += 2 * module.macs(args[0].shape) - counted
+
+    low_rank = [m for m in model.modules() if isinstance(m, LowRankLinear)]
+    handles = [h for m in low_rank for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    try:
+        with _inference(model), _mha_fastpath_disabled(), counter:
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return (counter.get_total_flops() + corrections[0]) // 2
 
 
-#: A layer's input in a counted pass: its shape and dtype (on the example's device).
+#: A layer's input in a counted pass: its shape and dtype.
 _Input = tuple[tuple[int, ...], torch.dtype]
 
 
@@ -103,8 +120,8 @@ class MacProfile:
     with the inputs it took there: enough to count a copy of the model whose layers at those paths were swapped
     for others (a factorized student), the rest of the copy computing what the model did."""
 
-    total: int
-    device: torch.device
+    total: int  # the whole pass's MACs
+    device: torch.device  # where the example was, and where the layers' inputs are made to count them
     #: path -> the layer's MACs in the pass and its inputs, one per call; only layers called as a module of
     #: one tensor (a layer read some other way, or never called, is left out: a copy swapping it is counted whole)
     layers: dict[str, tuple[int, tuple[_Input, ...]]]
@@ -144,9 +161,31 @@ def profile_macs(model: nn.Module, example: torch.Tensor, layers: Iterable[str])
         for path, inputs in calls.items() if inputs and path not in unusable})
 
 
+class StudentMacs:
+    """Students' MACs from their teacher's :class:`MacProfile`, trusted once a student's agree with a whole
+    count of it: the first student the profile counts is also counted whole, and where the two differ (a layer
+    shared by two paths, or called as ``layer.forward(x)``, which hooks do not see) every student is counted
+    whole."""
+
+    def __init__(self, profile: MacProfile, example: torch.Tensor):
+        self.profile, self.example = profile, example
+        self.trusted: bool | None = None  # None until a student has been counted both ways
+
+    def __call__(self, student: nn.Module, replaced: Mapping[str, nn.Module]) -> int:
+        """The MACs of ``student``, the profiled model with the layers ``replaced`` (by path) swapped."""
+        derived = None if self.trusted is False else self.profile.swapped(replaced)
+        if derived is not None and self.trusted:
+            return derived
+        whole = count_macs(student, self.example)
+        if derived is not None:
+            self.trusted = derived == whole
+        return whole
+
+
 def _layers_macs(calls: Iterable[tuple[nn.Module, Iterable[_Input]]], device: torch.device) -> int:
     """MACs of each layer's calls on each of its inputs: a LowRankLinear's by its formula, any other layer's
-    counted on zeros of that shape (all in one pass: FlopCounterMode takes about 1 ms a linear layer on CPU)."""
+    counted on zeros of that shape, in one counted pass for all (FlopCounterMode takes about 1 ms a linear layer
+    on CPU)."""
     calls = list(calls)
     known = sum(layer.macs(shape) for layer, inputs in calls if isinstance(layer, LowRankLinear) for shape, _ in inputs)
     counted = [(layer, inputs) for layer, inputs in calls if not isinstance(layer, LowRankLinear)]

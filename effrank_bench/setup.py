@@ -17,7 +17,7 @@ from effrank_bench.data import Batches, default_workers, example_input
 from effrank_bench.environment import resolve_device
 from effrank_bench.errors import RegistrationError, a_type, one_line
 from effrank_bench.factorize import QKV, check_rank, max_rank, resolve_sites
-from effrank_bench.measure import MacProfile, measure, profile_macs
+from effrank_bench.measure import StudentMacs, measure, profile_macs
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.specs import (ArchitectureSpec, DataRequest, DatasetSpec, DataSplits, ExecutorSpec, LossSpec,
                                   ModelRequest, Site)
@@ -74,8 +74,8 @@ class SuiteCache:
     def cost(self, key: tuple, measure: Callable[[], Cost]) -> Cost:
         return self._once(("cost", *key), measure)
 
-    def mac_profile(self, key: tuple, profile: Callable[[], MacProfile]) -> MacProfile:
-        return self._once(("macs", *key), profile)
+    def student_macs(self, key: tuple, make: Callable[[], StudentMacs]) -> StudentMacs:
+        return self._once(("macs", *key), make)
 
     def _once(self, key: tuple, make: Callable[[], Any]) -> Any:
         if key not in self._made:
@@ -154,7 +154,7 @@ class RunSetup:
 
     def teacher_cost(self, model: nn.Module) -> Cost:
         """The teacher's cost; measured once for all runs of a suite that share this teacher."""
-        return self.shared.cost(self._cost_key(), lambda: self._measure(model, macs=self.mac_profile().total))
+        return self.shared.cost(self._cost_key(), lambda: self._measure(model, macs=self.student_macs().profile.total))
 
     def keep_teacher_cost(self, record: TeacherRecord) -> None:
         """A run's recorded teacher cost, for the runs of its suite that share the teacher and measure it in
@@ -166,24 +166,27 @@ class RunSetup:
     def student_cost(self, model: nn.Module, rank: int, replaced: Mapping[str, nn.Module]) -> Cost:
         """A student's cost (``replaced``: its low-rank layers by path, as factorize returns them); measured once
         for all runs of a suite that build this student (its teacher, target, rank and factorization). Its
-        MACs are the teacher's with those layers' swapped (:class:`MacProfile`), not counted over its whole
+        MACs are the teacher's with those layers' swapped (:class:`StudentMacs`), not counted over its whole
         forward again."""
         c = self.config
         return self.shared.cost(self._cost_key() + (c.target, c.qkv, c.init, rank), lambda: self._measure(
-            model, replaced.values(), macs=self.mac_profile().swapped(replaced)))
+            model, replaced.values(), macs=self.student_macs()(model, replaced)))
 
-    def mac_profile(self) -> MacProfile:
-        """The MACs of the teacher's forward on one example and of each layer its target factorizes, counted
-        once per suite for a teacher, device, target and split on a copy of the untrained model (the same
-        computation) on the run's device."""
+    def student_macs(self) -> StudentMacs:
+        """The students' MACs from the teacher's profile: its forward on one example and each layer its target
+        factorizes, counted once per suite for a teacher, device, target and split on a copy of the untrained
+        model (the same computation) on the run's device, from an example of its own (the global random state
+        left as it was)."""
         c = self.config
 
-        def profile() -> MacProfile:
+        def make() -> StudentMacs:
             model = self.to_device(copy.deepcopy(self.model))
             layers = [site.path for site, _ in resolve_sites(model, self.sites, c.qkv)]
-            return profile_macs(model, example_input(self.request, self.splits.modality, 1, self.device), layers)
+            example = example_input(self.request, self.splits.modality, 1, self.device,
+                                    generator=torch.Generator(self.device).manual_seed(0))
+            return StudentMacs(profile_macs(model, example, layers), example)
 
-        return self.shared.mac_profile((self.teacher_key, str(self.device), c.target, c.qkv), profile)
+        return self.shared.student_macs((self.teacher_key, str(self.device), c.target, c.qkv), make)
 
     def _cost_key(self) -> tuple:
         c = self.config

@@ -1,7 +1,7 @@
-"""A trained teacher's spectra: weight ranks of its targeted layers, feature ranks of its branch outputs."""
+"""A trained teacher's spectra: weight ranks of its targeted layers, feature ranks of its branch outputs; measured
+once per teacher and target, and cached beside the teachers."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +11,7 @@ import torch
 from rich.markup import escape
 
 from effrank_bench.atomic import atomic_write_text
+from effrank_bench.config import digest, file_sha256
 from effrank_bench.errors import ConfigError
 from effrank_bench.factorize import resolve_sites
 from effrank_bench.paths import CACHE_HINT, cache_dir, make_folder
@@ -160,22 +161,28 @@ def model_spectrum(setup: RunSetup, teacher: Teacher, samples: int) -> ModelSpec
         feature_summary=summarize_layers([f.measures for f in features]) if features else None)
 
 
+#: The layout of a cached spectrum and the code that measures it: a change to either changes this, and every
+#: entry is measured again.
+_CACHE_FORMAT = 1
+
+
 @dataclass(frozen=True)
 class CachedSpectrum:
-    """A teacher's spectrum in the shared cache, beside the teachers, under what determines it: the teacher, the
-    target's layers and how a fused projection is split, the test inputs measured (how many, in batches of how
-    many), the device that measured them, and the energy fractions read off."""
+    """A teacher's spectrum in the shared cache, beside the teachers, under what determines it: the teacher's
+    weights (their file's digest: a teacher trained again, or another machine's from a copied run directory,
+    is measured anew), the target's layers and how a fused projection is split, the test inputs measured (how
+    many, in batches of how many), the device that measured them, and the measures read off."""
 
     path: Path
 
     @classmethod
-    def of(cls, setup: RunSetup, teacher_key: str, samples: int, root: Path | None = None) -> CachedSpectrum:
+    def of(cls, setup: RunSetup, teacher: Teacher, samples: int) -> CachedSpectrum:
         c = setup.config
-        fields = {"teacher": teacher_key, "target": c.target, "qkv": c.qkv, "samples": samples,
-                  "batch_size": c.batch_size, "device": setup.device.type, "feature_q": FEATURE_Q,
-                  "energy": DEFAULT_ENERGY}
-        key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-        return cls((root or cache_dir()) / "spectra" / f"{key}.json")
+        key = digest({"format": _CACHE_FORMAT, "teacher": teacher.record.key, "weights": file_sha256(teacher.weights),
+                      "target": c.target, "qkv": c.qkv, "inputs": min(samples, len(setup.splits.test)),
+                      "batch_size": c.batch_size, "device": setup.device.type, "feature_q": FEATURE_Q,
+                      "energy": DEFAULT_ENERGY})
+        return cls(cache_dir() / "spectra" / f"{key}.json")
 
     def load(self) -> ModelSpectrum | None:
         """The cached spectrum; None where there is none, or where it cannot be read (it is measured again and
@@ -199,9 +206,9 @@ def obtain_spectrum(setup: RunSetup, teacher: Teacher, samples: int,
     """:func:`model_spectrum`, from the shared cache where this teacher's was measured before for this target
     (by any sweep: another loss, rank grid or run directory), else measured and cached."""
     _check_samples(setup, samples)
-    cached = CachedSpectrum.of(setup, teacher.record.key, samples)
+    cached = CachedSpectrum.of(setup, teacher, samples)
     if (spectrum := cached.load()) is not None:
-        progress.note(f"the teacher's spectrum: from the cache ({cached.path})")
+        progress.note(f"the teacher's spectrum: from the cache ({cached.path}; delete it to measure it again)")
         return spectrum
     # Its SVDs and two passes take a while on a large model or a busy machine: said before, not after.
     progress.note(f"the teacher's spectrum: its weights, and its features on {min(samples, len(setup.splits.test))} "

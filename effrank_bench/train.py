@@ -556,13 +556,11 @@ def side_by_side(pool: ThreadPoolExecutor, threads: int, batches: list[tuple[tor
 
     def work(stop: threading.Event) -> None:
         while not stop.is_set() and (j := take()) is not None:
-            try:
-                x, y, target = batches[done[j]]
-                totals[j] += step(fittings[j], x, y, target)
-                done[j] += 1
-            finally:
-                with lock:
-                    held.discard(j)
+            x, y, target = batches[done[j]]
+            totals[j] += step(fittings[j], x, y, target)
+            done[j] += 1
+            with lock:  # a student whose step raised stays held: no other thread steps it again
+                held.discard(j)
 
     reported = 0
 
@@ -682,7 +680,7 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
                     for total, value in zip(totals, in_turn(x, y, target, fittings)):
                         total += value
                     advance(1)
-                else:  # the teacher runs ahead, then each student steps through those batches in a thread
+                else:  # the teacher runs ahead, then the pool's threads step the students through those batches
                     # (the span is passed, not named: freed before the teacher runs ahead again)
                     side_by_side(pool, workers, read_ahead(x, y, target, batches, teacher_pass, len(data)), fittings,
                                  totals, one, advance)

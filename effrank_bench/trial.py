@@ -8,7 +8,7 @@ import torch
 
 from effrank_bench.checkpoint import Checkpoints
 from effrank_bench.environment import environment
-from effrank_bench.errors import ConfigError, TrialFailed, one_line
+from effrank_bench.errors import ConfigError, RegistrationError, TrialFailed, one_line
 from effrank_bench.factorize import factorize
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import Trial, TrialRecord
@@ -37,9 +37,12 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
     once its records are written.
     """
     config, trials = setup.config, tuple(trials)
-    if len({trial.seed for trial in trials}) > 1:
-        raise ValueError(f"a group holds the trials of one seed (seeds differ by their data order), got seeds "
-                         f"{sorted({trial.seed for trial in trials})}")
+    if len(seeds := sorted({trial.seed for trial in trials})) > 1:
+        raise RegistrationError(
+            f"executor '{config.executor}' handed one group the trials of seeds {seeds}: a group's students share "
+            "one data order, so a group holds one seed's trials (the local executor's layout splits them by seed); "
+            f"a checkpoint saved before 2026-11-26 under {setup.run.checkpoints_path} may hold such a group: "
+            "delete its folder to train its trials again")
     members = [(t.rank, t.seed) for t in trials] if len(trials) > 1 else []
     env = environment(str(setup.device))
 

@@ -15,7 +15,7 @@ import torch
 
 from effrank_bench import checkpoint, hookimpl
 from effrank_bench.checkpoint import CheckpointNotWritten, Checkpoints, FitState, ModelState, saved_groups
-from effrank_bench.errors import CheckpointError, ConfigError
+from effrank_bench.errors import CheckpointError, ConfigError, RegistrationError
 from effrank_bench.records import Trial
 from effrank_bench.registry import Registry
 from effrank_bench.specs import LossSpec
@@ -449,6 +449,6 @@ def test_a_group_of_two_seeds_is_refused_before_anything_trains(tiny, tmp_path):
     setup = prepare(tiny.config(tmp_path / "run", seeds=(0, 1)))
     trials = [Trial(target="joint", loss="geometric", rank=2, seed=seed) for seed in (0, 1)]
     recorded = []
-    with pytest.raises(ValueError, match=r"a group holds the trials of one seed .*got seeds \[0, 1\]"):
+    with pytest.raises(RegistrationError, match=r"^executor 'local' handed one group the trials of seeds \[0, 1\]: "):
         run_group(setup, obtain_teacher(setup), trials, recorded.append)
     assert recorded == []

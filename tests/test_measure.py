@@ -10,12 +10,13 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from effrank_bench.data import example_input
 from effrank_bench.errors import ConfigError
 from effrank_bench.factorize import LowRankLinear, factorize
-from effrank_bench.measure import (count_macs, count_params, forward_times_ms, interquartile_range, measure,
-                                   peak_memory_mb, profile_macs)
+from effrank_bench.measure import (StudentMacs, count_macs, count_params, forward_times_ms, interquartile_range,
+                                   measure, peak_memory_mb, profile_macs)
 from effrank_bench.records import Cost
 from effrank_bench.setup import prepare
 
@@ -244,38 +245,58 @@ def test_cuda_costs() -> None:
 def test_a_students_macs_from_the_teachers_profile_are_those_of_its_whole_forward(tiny, tmp_path, changes):
     setup = prepare(tiny.config(tmp_path / "run", **changes), sweep=False)
     example = example_input(setup.request, setup.splits.modality, 1, setup.device)
-    profile = setup.mac_profile()
+    macs = setup.student_macs()
+    profile = macs.profile
     assert profile.total == count_macs(setup.model, example) and len(profile.layers) == len(setup.sites)
-    for rank in (2, 3):
+    for rank in (1, 2, 3):
         student = copy.deepcopy(setup.model)
         replaced = factorize(student, setup.sites, rank, init=setup.config.init, qkv=setup.config.qkv)
-        assert profile.swapped(replaced) == count_macs(student, example) < profile.total
+        assert profile.swapped(replaced) == macs(student, replaced) == count_macs(student, example) < profile.total
+    assert macs.trusted  # the first student, counted both ways, agreed
 
 
 def test_a_low_rank_layer_counts_the_multiplies_torch_does_elementwise_at_rank_1() -> None:
     x = torch.zeros(2, 5, 8)  # 10 rows
     for rank in (1, 2):
         layer = LowRankLinear(8, 12, rank, chunks=3)
-        assert layer.macs(x.shape) == 10 * rank * (3 * 8 + 12)
-    assert count_macs(layer, x) == layer.macs(x.shape)
-    # At rank 1 the chunks' B factors contract over one index: einsum multiplies elementwise, which
-    # FlopCounterMode does not count (10 rows × 12 outputs missed).
-    assert count_macs(LowRankLinear(8, 12, 1, chunks=3), x) == 10 * 3 * 8
+        assert layer.macs(x.shape) == 10 * rank * (3 * 8 + 12) == count_macs(layer, x)
+    # At rank 1 the chunks' B factors contract over one index: einsum multiplies elementwise, which the flop
+    # counter alone counts as nothing (10 rows × 12 outputs missed).
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        LowRankLinear(8, 12, 1, chunks=3)(x)
+    assert counter.get_total_flops() // 2 == 10 * 3 * 8
+
+
+class _Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.called, self.keyword, self.read = nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(4, 6)
+        self.shared = self.also = nn.Linear(6, 6)  # one layer at two paths
+
+    def forward(self, x):
+        h = self.called(x) + self.keyword(input=x) + F.linear(x, self.read.weight)
+        return self.also(self.shared(h))
 
 
 def test_a_layer_not_called_as_a_module_of_one_tensor_leaves_the_student_to_be_counted_whole() -> None:
-    class Model(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.called, self.keyword, self.read = nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(4, 6)
-
-        def forward(self, x):
-            return self.called(x) + self.keyword(input=x) + F.linear(x, self.read.weight)
-
     x = torch.zeros(3, 4)
-    profile = profile_macs(Model(), x, ["called", "keyword", "read"])
-    assert profile.total == 3 * 3 * 4 * 6 and list(profile.layers) == ["called"]
+    profile = profile_macs(_Model(), x, ["called", "keyword", "read"])
+    assert profile.total == 3 * (3 * 4 * 6 + 2 * 6 * 6) and list(profile.layers) == ["called"]
     assert profile.layers["called"] == (3 * 4 * 6, (((3, 4), torch.float32),))
     assert profile.swapped({"called": LowRankLinear(4, 6, 1)}) == profile.total - 3 * 4 * 6 + 3 * (4 + 6)
     assert profile.swapped({"keyword": LowRankLinear(4, 6, 1)}) is None
     assert profile.swapped({"called": LowRankLinear(4, 6, 1), "read": LowRankLinear(4, 6, 1)}) is None
+
+
+def test_students_are_counted_whole_where_the_profile_disagrees_with_a_whole_count() -> None:
+    x = torch.zeros(3, 4)
+    model = _Model()
+    # The layer at "shared" and "also" is recorded twice under each path: the profile would count 4 calls.
+    macs = StudentMacs(profile_macs(model, x, ["shared", "also"]), x)
+    for rank in (1, 2):
+        student = copy.deepcopy(model)
+        student.shared = student.also = low = LowRankLinear(6, 6, rank)
+        replaced = {"shared": low, "also": low}
+        assert macs(student, replaced) == count_macs(student, x) == 3 * (3 * 4 * 6 + 2 * rank * 12)
+        assert macs.profile.swapped(replaced) != count_macs(student, x) and macs.trusted is False

@@ -3,11 +3,13 @@ and the spectral estimates in reports and comparisons."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import statistics
 
 import pytest
+from safetensors.torch import load_file, save_file
 
 from effrank_bench import teacher_spectrum
 from effrank_bench.compare import CSV_FIELDS, compare_runs, render_comparison, write_comparison
@@ -150,9 +152,9 @@ def test_a_teachers_spectrum_is_measured_once_per_target_then_read_from_the_cach
     first = obtain_spectrum(setup, teacher, 8, notes)
     again = obtain_spectrum(setup, teacher, 8, notes)  # another loss or rank grid: the same teacher and target
     assert measured == ["joint"] and again == first  # every measure read back as it was measured
-    path = CachedSpectrum.of(setup, teacher.record.key, 8).path
+    path = CachedSpectrum.of(setup, teacher, 8).path
     assert notes.notes == ["the teacher's spectrum: its weights, and its features on 8 test inputs",
-                           f"the teacher's spectrum: from the cache ({path})"]
+                           f"the teacher's spectrum: from the cache ({path}; delete it to measure it again)"]
     assert obtain_spectrum(setup, teacher, 4).samples == 4  # other inputs: measured
     mlp = prepare(tiny.config(tmp_path / "mlp", target="mlp"))
     assert len(obtain_spectrum(mlp, teacher, 8).weights) == 8  # another target: its own layers, measured
@@ -160,6 +162,18 @@ def test_a_teachers_spectrum_is_measured_once_per_target_then_read_from_the_cach
     path.write_text("{")  # torn: measured again and written over
     assert obtain_spectrum(setup, teacher, 8) == first and measured[-1] == "joint" and len(measured) == 4
     assert ModelSpectrum.from_dict(json.loads(path.read_text())) == first
+    # A sweep of another loss, rank grid or seeds reads this entry; another split of a fused qkv does not.
+    for changes, same in ((dict(loss="kd", ranks=(8,), seeds=(1,)), True), (dict(qkv="fused"), False)):
+        other = prepare(tiny.config(tmp_path / "other", **changes))
+        assert (CachedSpectrum.of(other, teacher, 8).path == path) is same
+    # Other weights under the same teacher key (trained again, or another machine's): measured anew.
+    state = load_file(teacher.weights)
+    state["blocks.0.mlp.fc1.weight"] = state["blocks.0.mlp.fc1.weight"] * 2
+    save_file(state, tmp_path / "retrained.safetensors")
+    retrained = dataclasses.replace(teacher, weights=tmp_path / "retrained.safetensors")
+    assert CachedSpectrum.of(setup, retrained, 8).path != path
+    obtain_spectrum(setup, retrained, 8)
+    assert len(measured) == 5
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("EFFRANK_BENCH_CACHE", str(tmp_path / "file"))  # a cache that cannot be written
     notes = progress_stub()

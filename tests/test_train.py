@@ -363,8 +363,11 @@ def test_students_stepping_side_by_side_stop_at_their_next_batch_on_an_interrupt
 
     steps = []
 
+    failing = []
+
     def step(f, x, y, target):
         if stop == "error" and int(x) == 3 and f.model.in_features == 2:
+            failing.append(int(x))
             raise ValueError("a student's step failed")
         time.sleep(0.01)
         steps.append(int(x))
@@ -378,6 +381,7 @@ def test_students_stepping_side_by_side_stop_at_their_next_batch_on_an_interrupt
         _through(step, batches=100, advance=advance)
     # Stepping on, the other student would have taken all its 100 steps (200 of both, 103 with the error).
     assert len(steps) < (150 if stop == "interrupt" else 50)
+    assert failing == ([3] if stop == "error" else [])  # the failed step was not taken again by the other thread
 
 
 def test_a_student_turning_nan_in_threads_leaves_its_group_and_the_others_train_as_in_one_thread(monkeypatch):
