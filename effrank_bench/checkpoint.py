@@ -37,7 +37,9 @@ class FitState:
     """A fit after ``epoch`` epochs: every model still training (by its index) and the random streams.
 
     ``seconds`` and ``step_seconds``: the fit's time so far and that of its training steps; ``batches``: its
-    batches per epoch (None in a checkpoint written before they were kept)."""
+    batches per epoch (None in a checkpoint written before they were kept); ``failed``: the models that left
+    the fit with a loss not finite, by index, with the reason (none in a checkpoint written before they were
+    kept, whose failures were recorded as they happened)."""
 
     epoch: int
     step_seconds: float
@@ -45,6 +47,7 @@ class FitState:
     models: dict[int, ModelState] = field(default_factory=dict)
     seconds: float = 0.0
     batches: int | None = None
+    failed: dict[int, str] = field(default_factory=dict)
 
 
 class CheckpointNotWritten(Exception):
@@ -120,7 +123,8 @@ class Checkpoints:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         rest: dict[str, Any] = {"epoch": state.epoch, "step_seconds": state.step_seconds, "rng": state.rng,
-                                "seconds": state.seconds, "batches": state.batches, "models": {}}
+                                "seconds": state.seconds, "batches": state.batches, "failed": state.failed,
+                                "models": {}}
         for i, model in state.models.items():
             save_file(_tensors(model.weights), tmp / f"model-{i}.safetensors")
             if model.best_weights is not None:
@@ -153,7 +157,8 @@ class Checkpoints:
             raise CheckpointError(f"cannot read the checkpoint {self.folder} ({one_line(err)}); delete that "
                                   "folder to restart its trials from the beginning") from None
         return FitState(epoch=rest["epoch"], step_seconds=rest["step_seconds"], rng=rest["rng"], models=models,
-                        seconds=rest.get("seconds", rest["step_seconds"]), batches=rest.get("batches"))
+                        seconds=rest.get("seconds", rest["step_seconds"]), batches=rest.get("batches"),
+                        failed={int(i): reason for i, reason in rest.get("failed", {}).items()})
 
     def clear(self) -> None:
         for folder in (self.folder, *(self.folder.with_name(self.folder.name + end) for end in _BESIDE)):

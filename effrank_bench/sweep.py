@@ -83,8 +83,9 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
                           "sweep (another --out for a sweep without them)")
 
         def record(result: TrialRecord) -> None:
-            # Once per trial, whatever hands it over twice: a resumed checkpoint's group holds students
-            # recorded after that checkpoint (they failed), a retried cluster task returns its whole group.
+            # Once per trial, whatever hands it over twice: a group resumed from a checkpoint saved before
+            # 2026-11-27 holds students that failed after it, recorded then at once; a retried cluster task
+            # returns its whole group.
             if result.trial in done:
                 return
             done.add(result.trial)

@@ -291,7 +291,7 @@ def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, e
     with a validation split, evaluation (on ``threads``, as :func:`evaluate_calibrated`); the weights kept
     are those ``recipe.select`` picks. A model whose loss is not finite leaves the fit (``on_failure``
     hears of it at once) and the others go on. With ``checkpoints``, the fit resumes from the saved state
-    and saves its own as it goes.
+    and saves its own as it goes, the models that failed included.
     Returns, per model, its FitResult or the TrialFailed that ended it.
     """
     if recipe.select == "best" and len(val) == 0:
@@ -314,6 +314,8 @@ def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, e
         active = [i for i in active if i in saved.models]
         for i in active:
             fittings[i].restore(saved.models[i])
+        for i, reason in saved.failed.items():
+            results[i] = TrialFailed(reason)
         first_epoch, step_seconds = saved.epoch + 1, saved.step_seconds
         start -= saved.seconds  # the record's train_seconds counts the fit's earlier processes too
         _set_random_state(train, saved.rng)
@@ -343,7 +345,9 @@ def fit(models: list[nn.Module], train: Batches, val: Batches, recipe: Recipe, e
                 try:
                     checkpoints.save(FitState(epoch, step_seconds, _random_state(train),
                                               {i: fittings[i].state() for i in active},
-                                              seconds=time.perf_counter() - start, batches=len(train)))
+                                              seconds=time.perf_counter() - start, batches=len(train),
+                                              failed={i: str(result) for i, result in enumerate(results)
+                                                      if isinstance(result, TrialFailed)}))
                 except CheckpointNotWritten as err:  # hours of training are not given up for a full disk
                     progress.note(f"[yellow]{label}: {escape(str(err))}")
     seconds = time.perf_counter() - start

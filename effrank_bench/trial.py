@@ -5,6 +5,7 @@ import copy
 from collections.abc import Callable, Sequence
 
 import torch
+from rich.markup import escape
 
 from effrank_bench.checkpoint import Checkpoints
 from effrank_bench.environment import environment
@@ -32,9 +33,9 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
 
     Every batch is loaded once and goes through the teacher once for the whole group (the data
     order is that of the group's first trial, so a group of one trains exactly as a lone trial).
-    A student whose loss turns NaN is recorded as failed at once and leaves the group. With the
-    run's checkpoints, an interrupted group resumes from its last checkpoint, which is deleted
-    once its records are written.
+    A student whose loss turns NaN leaves the group at once (said in the log) and is recorded as
+    failed with the group's other records. With the run's checkpoints, an interrupted group resumes
+    from its last checkpoint (which keeps its failures), deleted once its records are written.
     """
     config, trials = setup.config, tuple(trials)
     if len(seeds := sorted({trial.seed for trial in trials})) > 1:
@@ -63,7 +64,9 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
                               config.checkpoint_every)
 
     def failed(i: int, err: TrialFailed) -> None:
-        record(TrialRecord(status="failed", error=str(err), **common(trials[i])))
+        if len(trials) > 1:  # a lone student's record follows at once
+            progress.note(f"[red]{escape(trials[i].label(len(config.seeds)))}: {escape(str(err))}; it leaves its "
+                          "group, and is recorded as failed with the group's records")
 
     try:
         results = distill(teacher.model, students, setup.parts.arch.branches, train, setup.batches(setup.splits.val),
@@ -77,10 +80,13 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
                                     threads=student_threads(len(done), setup.device, setup.compile))
     except torch.cuda.OutOfMemoryError as err:
         raise ConfigError(out_of_memory(setup, trials, checkpoints, err)) from None
-    # Every record built (each student's cost measured) before the first is handed over: an interrupt while
-    # measuring leaves the group unrecorded, and its rerun trains it whole, in the same data order, to the same
-    # records. Recorded one by one, the students left over would have trained as a group of their own, in the
-    # order of its first trial, to other numbers.
+    # Every record built (each student's cost measured) before the first is handed over, those of students that
+    # failed too: an interrupt before then leaves the group unrecorded, and its rerun trains it whole (from its
+    # last checkpoint, which keeps its failures), in the same data order, to the same records. Recorded one by
+    # one, the students left over would have trained as a group of their own, in the order of its first trial,
+    # to other numbers.
+    failures = {i: TrialRecord(status="failed", error=str(result), **common(trials[i]))
+                for i, result in enumerate(results) if isinstance(result, TrialFailed)}
     finished = [TrialRecord(
         status="ok", val_accuracy=results[i].val_accuracy, test_accuracy=test and test.accuracy,
         test_ece=test and test.ece, test_nll=test and test.nll, history=results[i].history,
@@ -88,7 +94,7 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
         samples_per_second=config.epochs * train.samples / results[i].step_seconds,
         cost=setup.student_cost(students[i], trials[i].rank, replaced[i]), **common(trials[i]),
     ) for i, test in zip(done, tests)]
-    for result in finished:
+    for _, result in sorted([*failures.items(), *zip(done, finished)], key=lambda pair: pair[0]):
         record(result)
     checkpoints.clear()
 
