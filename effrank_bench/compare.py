@@ -207,6 +207,11 @@ class Comparison:
                   for run in self.runs if run.width is None]
         notes += [f"{c.estimate} against the distilled rank: {c.n} run(s) have both, a rank correlation needs "
                   f"{MIN_CORRELATED}" for c in self.correlations() if c.n < MIN_CORRELATED]
+        censored = [run.name for run in self.runs if run.spectrum is not None and run.distilled_high is not None
+                    and run.report.analysis.region.high_censored == "left"]
+        if censored:  # an upper bound ranked as a value: a run whose grid started higher ranks higher
+            notes.append(f"{', '.join(censored)}: the high crossing is at or below the first rank measured (≤), "
+                         "and the rank correlations take it as that rank")
         readings = {run.name: (run.report.config.thresholds, run.report.config.knee_axis) for run in self.runs}
         if len(set(readings.values())) > 1:
             notes.append("the runs are read at other thresholds or knee axes, so their low, high and knee do not "

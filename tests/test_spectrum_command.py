@@ -219,6 +219,18 @@ def test_the_spearman_correlation_of_three_runs(three_runs, tmp_path, run_cli):
     assert "| knee | weight r95 | feature r99 |" in markdown and "Spearman ρ = 1.00 (n = 3, p = 0.33)" in markdown
 
 
+def test_a_high_crossing_below_the_first_rank_is_noted_as_ranked_at_that_rank(three_runs, make_run, tmp_path):
+    # 95% of the teacher from rank 4 on, the first measured: the crossing is only known to be at most 4.
+    early = with_spectrum(make_run(tmp_path / "early", [(r, 0, 1.0) for r in range(4, 65)], teacher_accuracy=1.0,
+                                   width=64), 5, 5).path
+    comparison = compare_runs([*three_runs, early])
+    (weight, _) = comparison.correlations()
+    assert weight.n == 4 and ("early", 5, 4.0) in weight.points
+    assert ("early: the high crossing is at or below the first rank measured (≤), and the rank correlations take "
+            "it as that rank") in comparison.notes
+    assert not any("high crossing" in note for note in compare_runs(three_runs).notes)
+
+
 def test_the_p_value_is_exact_up_to_8_runs_and_scipys_approximation_past_it():
     from scipy.stats import spearmanr
 
