@@ -313,10 +313,17 @@ def _summary_metrics(report: Report, latest: dict[str, float], timestamp: int) -
 
 
 def _report_tags(run: RunDir, report: Report | None) -> dict[str, str]:
-    """The band as the table shows it, and summary.md as the run's description in the UI."""
+    """The band as the table shows it, a crossing at or below the first rank measured as the bound it is (its
+    metric holds the bound as a number), and summary.md as the run's description in the UI."""
     tags = {}
     if report is not None and report.analysis is not None:
-        tags["effrank.band"] = report.analysis.region.band_text() or "not reached"
+        region = report.analysis.region
+        tags["effrank.band"] = region.band_text() or "not reached"
+        for name, rank, censored in (("low", region.low, region.low_censored),
+                                     ("high", region.high, region.high_censored)):
+            if censored == "left" and rank is not None:
+                tags[f"effrank.{name}"] = (f"≤{rank:g}: at or below the first rank measured (the metric "
+                                           f"effective_rank/{name} holds the bound)")
     if report is not None and report.note:
         tags["effrank.note"] = _text(report.note, _MAX_TAG)
     summary = run.path / "summary.md"

@@ -114,6 +114,20 @@ def test_a_run_is_logged_as_params_metrics_and_artifacts(make_run, tmp_path, uri
             "trials.jsonl"} <= artifacts
 
 
+def test_a_crossing_below_the_first_rank_is_tagged_as_the_bound_it_is(make_run, tmp_path, uri, client):
+    from effrank_bench.mlflow_log import log_run
+
+    # The teacher's accuracy from rank 2 on, the first measured: both crossings are only known to be at most 2.
+    run, report = reported(make_run, tmp_path / "early", [(2, 0, 0.9), (4, 0, 0.9), (8, 0, 0.9)])
+    logged = client.get_run(log_run(run, uri, report))
+    assert logged.data.metrics["effective_rank/high"] == 2.0
+    for name in ("low", "high"):
+        assert logged.data.tags[f"effrank.{name}"] == (f"≤2: at or below the first rank measured (the metric "
+                                                       f"effective_rank/{name} holds the bound)")
+    measured, its_report = reported(make_run, tmp_path / "run")  # crossings between measured ranks
+    assert "effrank.high" not in client.get_run(log_run(measured, uri, its_report)).data.tags
+
+
 def test_a_trials_loss_curve_is_a_metric_over_epochs(make_run, tmp_path, uri, client):
     from effrank_bench.mlflow_log import log_run
 
