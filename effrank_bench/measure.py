@@ -89,25 +89,42 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     """Multiply-accumulates of one forward pass of `example`, attention matmuls included; a LowRankLinear's by its
     formula (:meth:`LowRankLinear.macs`: at rank 1 torch multiplies a split projection's B factors elementwise,
     which the flop counter counts as nothing)."""
+    return _counted_pass(model, example)[0]
+
+
+def _counted_pass(model: nn.Module, example: torch.Tensor, watched: Iterable[str] = ()) -> tuple[int, dict[str, int]]:
+    """:func:`count_macs`, and the MACs spent inside each layer at a path of ``watched`` in that pass (all its
+    calls), read off the same counter as the layer is entered and left."""
     counter = FlopCounterMode(display=False, custom_mapping=_fused_sdpa_mapping())
-    corrections, before = [0], {}
+    correction, entered = [0], {}
+    inside = dict.fromkeys(watched, 0)
 
-    def enter(module: nn.Module, args: tuple) -> None:
-        before[id(module)] = counter.get_total_flops()
+    def flops() -> int:  # so far in the pass, each LowRankLinear's by its formula
+        return counter.get_total_flops() + correction[0]
 
-    def leave(module: nn.Module, args: tuple, output: Any) -> None:
-        counted = counter.get_total_flops() - before.pop(id(module))
-        corrections[0] += 2 * module.macs(args[0].shape) - counted
+    def enter(key: Any):
+        return lambda module, args: entered.__setitem__(key, flops())
 
-    low_rank = [m for m in model.modules() if isinstance(m, LowRankLinear)]
-    handles = [h for m in low_rank for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    def leave_low_rank(module: nn.Module, args: tuple, output: Any) -> None:
+        correction[0] += 2 * module.macs(args[0].shape) - (flops() - entered.pop(id(module)))
+
+    def leave_watched(path: str):
+        def leave(module: nn.Module, args: tuple, output: Any) -> None:
+            inside[path] += flops() - entered.pop(path)
+        return leave
+
+    # A LowRankLinear's hooks first: a watched one is read after its correction.
+    handles = [h for m in model.modules() if isinstance(m, LowRankLinear)
+               for h in (m.register_forward_pre_hook(enter(id(m))), m.register_forward_hook(leave_low_rank))]
+    handles += [h for path in inside for h in (model.get_submodule(path).register_forward_pre_hook(enter(path)),
+                                               model.get_submodule(path).register_forward_hook(leave_watched(path)))]
     try:
         with _inference(model), _mha_fastpath_disabled(), counter:
             model(example)
     finally:
         for handle in handles:
             handle.remove()
-    return (counter.get_total_flops() + corrections[0]) // 2
+    return flops() // 2, {path: value // 2 for path, value in inside.items()}
 
 
 #: A layer's input in a counted pass: its shape and dtype.
@@ -152,13 +169,12 @@ def profile_macs(model: nn.Module, example: torch.Tensor, layers: Iterable[str])
     handles = [model.get_submodule(path).register_forward_pre_hook(recorder(path), with_kwargs=True)
                for path in calls]
     try:
-        total = count_macs(model, example)
+        total, inside = _counted_pass(model, example, calls)
     finally:
         for handle in handles:
             handle.remove()
-    return MacProfile(total, example.device, {
-        path: (_layers_macs([(model.get_submodule(path), inputs)], example.device), tuple(inputs))
-        for path, inputs in calls.items() if inputs and path not in unusable})
+    return MacProfile(total, example.device, {path: (inside[path], tuple(inputs)) for path, inputs in calls.items()
+                                              if inputs and path not in unusable})
 
 
 class StudentMacs:
@@ -183,9 +199,9 @@ class StudentMacs:
 
 
 def _layers_macs(calls: Iterable[tuple[nn.Module, Iterable[_Input]]], device: torch.device) -> int:
-    """MACs of each layer's calls on each of its inputs: a LowRankLinear's by its formula, any other layer's
-    counted on zeros of that shape, in one counted pass for all (FlopCounterMode takes about 1 ms a linear layer
-    on CPU)."""
+    """MACs of each layer's calls on each of its inputs (a student's swapped layers, never part of a counted
+    pass): a LowRankLinear's by its formula, any other layer's counted on zeros of that shape, in one counted
+    pass for all (FlopCounterMode takes about 1 ms a linear layer on CPU)."""
     calls = list(calls)
     known = sum(layer.macs(shape) for layer, inputs in calls if isinstance(layer, LowRankLinear) for shape, _ in inputs)
     counted = [(layer, inputs) for layer, inputs in calls if not isinstance(layer, LowRankLinear)]

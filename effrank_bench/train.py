@@ -640,7 +640,8 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
         # A student's compiled step compiles its backward at its first backward pass, and again for each new
         # batch shape (a partial last batch, where it is kept): its first step of each shape is watched.
         tried: set[tuple[int, tuple[int, ...]]] = set()
-        workers = student_threads(len(students), train.device, compilation is not None)
+        threads = student_threads(len(students), train.device, compilation is not None)
+        workers = threads  # the steps' (1 where the students draw random numbers; the evaluations keep threads)
         pool: ThreadPoolExecutor | None = None
 
         def teacher_pass(x: torch.Tensor) -> Outputs:
@@ -690,5 +691,4 @@ def distill(teacher: nn.Module, students: list[nn.Module], branches: Callable[[n
                                  totals, one, advance)
             return totals
 
-        return fit(students, train, val, recipe, epoch, label, progress, checkpoints, on_failure,
-                   threads=student_threads(len(students), train.device, compilation is not None))
+        return fit(students, train, val, recipe, epoch, label, progress, checkpoints, on_failure, threads=threads)

@@ -85,17 +85,17 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
     # last checkpoint, which keeps its failures), in the same data order, to the same records. Recorded one by
     # one, the students left over would have trained as a group of their own, in the order of its first trial,
     # to other numbers.
-    failures = {i: TrialRecord(status="failed", error=str(result), **common(trials[i]))
-                for i, result in enumerate(results) if isinstance(result, TrialFailed)}
-    finished = [TrialRecord(
+    built = {i: TrialRecord(status="failed", error=str(result), **common(trials[i]))
+             for i, result in enumerate(results) if isinstance(result, TrialFailed)}
+    built |= {i: TrialRecord(
         status="ok", val_accuracy=results[i].val_accuracy, test_accuracy=test and test.accuracy,
         test_ece=test and test.ece, test_nll=test and test.nll, history=results[i].history,
         train_seconds=results[i].seconds,
         samples_per_second=config.epochs * train.samples / results[i].step_seconds,
         cost=setup.student_cost(students[i], trials[i].rank, replaced[i]), **common(trials[i]),
-    ) for i, test in zip(done, tests)]
-    for _, result in sorted([*failures.items(), *zip(done, finished)], key=lambda pair: pair[0]):
-        record(result)
+    ) for i, test in zip(done, tests)}
+    for i in sorted(built):  # in the group's order
+        record(built[i])
     checkpoints.clear()
 
 

@@ -107,6 +107,14 @@ def test_a_finished_sweep_still_lacking_its_spectrum_obtains_its_teacher_for_it(
     assert any("loaded from cache" in n for n in notes.notes)
     assert said[-1] == "the teacher's spectrum: its weights, and its features on 16 test inputs"  # said before
     assert sweep.finished_teacher(prepare(config)) == run.teacher()
+    # Another run directory of this teacher and target (another loss, say) reads the spectrum from the cache.
+    def measured_again(*args):
+        raise AssertionError("the cached spectrum of this teacher and target was measured again")
+
+    monkeypatch.setattr(teacher_spectrum, "model_spectrum", measured_again)
+    shutil.copytree(finished.path, tmp_path / "other")
+    other = run_sweep(config.model_copy(update={"out": tmp_path / "other"}))
+    assert (other.path / "spectrum.json").read_text() == (run.path / "spectrum.json").read_text()
 
 
 def test_an_interrupted_sweep_keeps_finished_trials_and_resumes(tiny, tmp_path, progress_stub):
