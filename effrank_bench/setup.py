@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from effrank_bench.config import RunConfig
 from effrank_bench.data import Batches, default_workers, example_input
 from effrank_bench.environment import resolve_device
-from effrank_bench.errors import RegistrationError, a_type, one_line
+from effrank_bench.errors import ConfigError, RegistrationError, a_type, one_line
 from effrank_bench.factorize import QKV, check_rank, max_rank, resolve_sites
 from effrank_bench.measure import StudentMacs, measure, profile_macs
 from effrank_bench.registry import Registry, default_registry
@@ -49,6 +49,10 @@ def resolve_components(config: RunConfig, registry: Registry) -> Components:
     dataset = registry.dataset(config.dataset)
     dataset.check_architecture(arch, [name for name in registry.names("dataset")
                                       if registry.dataset(name).modality == arch.modality])
+    if config.tokenizer is not None and dataset.modality != "tokens":
+        # It keys the teacher: taken silently, it would train another teacher for nothing.
+        raise ConfigError(f"--tokenizer {config.tokenizer}: data set '{config.dataset}' gives images, which are not "
+                          "tokenized; leave --tokenizer out")
     return Components(arch=arch, loss=registry.loss(config.loss), dataset=dataset,
                       executor=registry.executor(config.executor))
 

@@ -177,6 +177,13 @@ def test_a_modality_mismatch_exits_2_with_one_line_naming_the_data_sets_that_fit
     assert (code, out, err) == (2, "", f"error: {message}\n")
 
 
+def test_a_tokenizer_for_image_data_exits_2_before_it_keys_another_teacher(tmp_path, run_cli):
+    code, out, err = run_cli("run", "--tokenizer", "bert-base-uncased", "--out", str(tmp_path / "run"))
+    assert (code, out, err) == (2, "", "error: --tokenizer bert-base-uncased: data set 'digits' gives images, which are "
+                                       "not tokenized; leave --tokenizer out\n")
+    assert not (tmp_path / "run").exists()
+
+
 def test_pretrained_bert_base_offline_says_how_to_pass_a_checkpoint():
     # The plugin's own build, not `run`: a run builds an untrained bert_base (2 CPU-s) before it fetches
     # the pretrained one, and test_cli checks how `run` words a pretrained build's CheckpointError.
