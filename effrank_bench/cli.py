@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from effrank_bench import __version__
-from effrank_bench.config import MLFLOW_DEFAULT_URI, RunConfig, flag_value
+from effrank_bench.config import MLFLOW_DEFAULT_URI, TEACHER_FIELDS, RunConfig, flag_value
 from effrank_bench.errors import ConfigError, EffrankError, one_line
 
 BAD_INPUT = 2
@@ -51,6 +51,10 @@ _METAVARS = {"ranks": "2,4,8", "seeds": "0,1,2", "thresholds": "LOW,HIGH", "data
 _TYPE_METAVARS = {int: "N", float: "X", str: "NAME", Path: "PATH"}
 # Flags whose value may be left out: given alone, they take this value.
 _BARE_VALUES = {"mlflow": MLFLOW_DEFAULT_URI}
+# The run options `spectrum` reads: the teacher's (its seed defaults to the first of --seeds), what is measured
+# and where; it takes the others too (a run's --config is its config), and names those typed as flags.
+_SPECTRUM_READS = {*TEACHER_FIELDS, "seeds", "target", "qkv", "spectrum_samples", "device", "download", "workers",
+                   "plot"}
 
 
 class Terminated(KeyboardInterrupt):
@@ -352,6 +356,11 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError("--spectrum-samples 0 measures no spectrum; give --samples N (at least 1)")
     progress = cli_progress()
     with progress:
+        unread = [f"--{name.replace('_', '-')}" for name in args.run_flags
+                  if getattr(args, name) is not None and name not in _SPECTRUM_READS]
+        if unread:
+            progress.note(f"[yellow]{', '.join(unread)}: `spectrum` measures the teacher alone (no students, no "
+                          f"costs) and does not read {'it' if len(unread) == 1 else 'them'}")
         teacher = obtain_teacher(setup, progress)  # trained (and cached) exactly as `run` would
         spectrum = obtain_spectrum(setup, teacher, samples, progress)
     paths = write_spectrum(spectrum, args.out, plot=setup.config.plot) if args.out is not None else []

@@ -88,6 +88,9 @@ def test_a_cached_teacher_prints_tables_and_the_estimates(spectrum_command, run_
     # Without --samples, as many inputs as the run options' --spectrum-samples: what a run measures.
     code, out, err = run_cli("spectrum", *tiny.args(spectrum_samples=SAMPLES))
     assert code == 0, err
+    # The tiny recipe's student and cost flags are taken, and said to be unread; the teacher's and --device are read.
+    assert "--ranks, --epochs, --latency-repeats: `spectrum` measures the teacher alone (no students, no costs) and " \
+           "does not read them" in " ".join(err.split())
     assert "blocks.0.attn.qkv.q" in out and f"branch outputs, {SAMPLES} inputs)" in out
     estimates = data["estimates"]
     assert f"spectral estimates: weight r95 {estimates['weight_r95']:g}, feature r99 {estimates['feature_r99']:g}" in out
