@@ -6,8 +6,6 @@ import contextlib
 import math
 from collections.abc import Callable
 
-import timm
-from timm.models import get_pretrained_cfg
 from torch import nn
 
 from effrank_bench.errors import CheckpointError
@@ -27,6 +25,8 @@ def timm_builder(model_name: str, *, fixed_size: bool) -> Callable[[ModelRequest
     """``build`` for a timm preset; ``fixed_size`` models (ViT, Mixer) take the input size at construction."""
 
     def build(request: ModelRequest) -> nn.Module:
+        import timm
+
         size = {"img_size": request.input_size} if fixed_size else {}
         try:
             # Offline, the hub is asked for its local cache only: it would otherwise retry for a minute.
@@ -53,14 +53,27 @@ def refuse_pretrained(name: str, request: ModelRequest) -> None:
                               "or pass --teacher-checkpoint PATH")
 
 
+# The eval transform of each pinned pretrained tag, as timm's pretrained_cfg gives it: mean, std, crop_pct and
+# interpolation. Copied, not read from timm at registration: importing timm (and the torchvision and
+# torch._dynamo it imports) took 2.5-3 s of every command, `list` and bad input included, where the
+# presets only need these numbers. tests/test_vit_preprocess.py checks each against timm's own eval transform.
+_HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_PRETRAINED_EVAL = {
+    "vit_base_patch32_224.augreg_in21k_ft_in1k": (*_HALF, 0.9, "bicubic"),
+    "mixer_b16_224.goog_in21k_ft_in1k": (*_HALF, 0.875, "bicubic"),
+    "resnet18.a1_in1k": (*_IMAGENET, 0.95, "bicubic"),
+    "resnet50.a1_in1k": (*_IMAGENET, 0.95, "bicubic"),
+    "convnext_tiny.in12k_ft_in1k": (*_IMAGENET, 0.95, "bicubic"),
+}
+
+
 def timm_preprocess(model_name: str, input_size: int) -> Preprocess:
-    """The eval transform of a timm model's pretrained tag, read from timm's tables (no download).
+    """The eval transform of a pinned timm pretrained tag (center crop).
 
     timm resizes the shorter side to floor(input_size / crop_pct) and center crops, as its
     ``transforms_imagenet_eval`` does in the default center crop mode.
     """
-    cfg = get_pretrained_cfg(model_name)
-    if cfg is None or cfg.crop_mode not in (None, "center"):
-        raise ValueError(f"timm has no center-crop pretrained configuration for {model_name}")
-    return Preprocess(mean=tuple(cfg.mean), std=tuple(cfg.std), resize=math.floor(input_size / cfg.crop_pct),
-                      crop=input_size, interpolation=cfg.interpolation)
+    mean, std, crop_pct, interpolation = _PRETRAINED_EVAL[model_name]
+    return Preprocess(mean=mean, std=std, resize=math.floor(input_size / crop_pct), crop=input_size,
+                      interpolation=interpolation)

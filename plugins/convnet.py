@@ -19,8 +19,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
-from timm.models.convnext import ConvNeXtBlock
-from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
 from effrank_bench import hookimpl
@@ -64,6 +62,9 @@ _TARGETS = {
 
 
 def _branch(block: nn.Module) -> Branch:
+    from timm.models.convnext import ConvNeXtBlock
+    from timm.models.resnet import Bottleneck
+
     if isinstance(block, ConvNeXtBlock):
         # drop_path (an Identity without stochastic depth) receives the MLP output already scaled by
         # the layer-scale gamma and permuted back to NCHW: the exact branch output before the residual add.
@@ -75,12 +76,17 @@ def _branch(block: nn.Module) -> Branch:
 
 
 def _branches(model: nn.Module) -> list[Branch]:
+    from timm.models.convnext import ConvNeXtBlock
+    from timm.models.resnet import BasicBlock, Bottleneck
+
     blocks = (module for _, module in _stage_layers(model)
               if isinstance(module, (BasicBlock, Bottleneck, ConvNeXtBlock)))
     return [_branch(block) for block in blocks]
 
 
 def _build_micro(request: ModelRequest) -> nn.Module:
+    from timm.models.resnet import BasicBlock, ResNet
+
     refuse_pretrained("micro_convnet", request)
     # The deep stem (3×3 convs 8, 8, 16 wide) hands layer1 the 16 channels it keeps, so, as in
     # ResNet-18, only layer2..4 need a 1×1 shortcut projection; at 32×32 (digits upsampled) layer1 sees 8×8.

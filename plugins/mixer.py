@@ -6,7 +6,6 @@ and ``joint`` both; the patch embedding, norms and head stay full rank.
 """
 from __future__ import annotations
 
-from timm.models.mlp_mixer import MlpMixer
 from torch import nn
 
 from effrank_bench import hookimpl
@@ -34,6 +33,8 @@ _TARGETS = {"attention": _token_mixing, "mlp": _channel_mixing}  # joint: the tw
 
 
 def _build_micro(request: ModelRequest) -> nn.Module:
+    from timm.models.mlp_mixer import MlpMixer
+
     refuse_pretrained("micro_mixer", request)
     # Patch 1 gives 64 tokens on an 8×8 image and a token MLP of width 32, so the default
     # rank grid (up to 32) fits the token-mixing layers.

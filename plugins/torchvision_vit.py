@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import re
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
-from timm.layers import resample_abs_pos_embed
-from timm.models import adapt_input_conv
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from effrank_bench.errors import CheckpointError, one_line
 from effrank_bench.specs import ModelRequest, Preprocess
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
 
 # torchvision key (after the encoder layer's prefix is cut) -> timm key; the blocks' parts keep their order.
 _BLOCK = {
@@ -54,6 +55,8 @@ def timm_state_dict_from_torchvision(state: dict[str, torch.Tensor]) -> dict[str
 
 
 def _vit_b32(request: ModelRequest) -> VisionTransformer:
+    from timm.models.vision_transformer import VisionTransformer
+
     # torchvision's vit_b_32: LayerNorm eps 1e-6, biased qkv, class token, exact GELU, pre-norm blocks,
     # a final norm and a linear head on the class token.
     return VisionTransformer(
@@ -79,6 +82,9 @@ def _fetch_weights() -> dict[str, torch.Tensor]:
 
 def _fit(model: VisionTransformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The converted weights shaped for ``model``: its channels and grid kept, a head of other classes left out."""
+    from timm.layers import resample_abs_pos_embed
+    from timm.models import adapt_input_conv
+
     state = dict(state)
     own = model.state_dict()
     if state["patch_embed.proj.weight"].shape[1] != model.patch_embed.proj.in_channels:
@@ -107,9 +113,9 @@ def build_vit_b32_tv(request: ModelRequest) -> nn.Module:
 
 
 def preprocess() -> Preprocess:
-    """What IMAGENET1K_V1 was evaluated with: shorter side to 256, center crop 224, ImageNet mean and std."""
-    from torchvision.models import ViT_B_32_Weights
+    """What IMAGENET1K_V1 was evaluated with: shorter side to 256, center crop 224, ImageNet mean and std.
 
-    transform = ViT_B_32_Weights.IMAGENET1K_V1.transforms()
-    return Preprocess(mean=tuple(transform.mean), std=tuple(transform.std), resize=transform.resize_size[0],
-                      crop=transform.crop_size[0], interpolation=transform.interpolation.value)
+    The numbers of ``ViT_B_32_Weights.IMAGENET1K_V1.transforms()``, copied: importing torchvision.models at
+    registration took 2.5 s of every command (tests/test_vit_preprocess.py checks them against torchvision's)."""
+    return Preprocess(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize=256, crop=224,
+                      interpolation="bilinear")

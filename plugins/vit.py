@@ -1,7 +1,6 @@
 """Vision Transformers from timm: the paper's ViT-B/32 (timm's or torchvision's weights) and a micro ViT for digits."""
 from __future__ import annotations
 
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from effrank_bench import hookimpl
@@ -31,6 +30,8 @@ _TARGETS = {"attention": _attention, "mlp": _mlp}  # joint: the two together (Ar
 
 
 def _build_micro(request: ModelRequest) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
     refuse_pretrained("micro_vit", request)
     return VisionTransformer(
         img_size=request.input_size, patch_size=2, in_chans=request.in_chans, num_classes=request.num_classes,

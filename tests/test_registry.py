@@ -1,6 +1,9 @@
 """The plugin registry: entry points, duplicate names, wrong specs, unknown names."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from pydantic import ValidationError
 from torch import nn
@@ -51,6 +54,15 @@ def test_entry_points_register_the_built_ins():
     assert "digits" in registry.names("dataset")
     assert registry.loss("geometric").uses_features is True
     assert registry.loss("kd").uses_features is False
+
+
+def test_registering_the_built_ins_imports_neither_timm_nor_torchvision():
+    # They cost 2.5-3 s (torchvision imports torch._dynamo): `list` and every bad-input error would wait for them.
+    # A fresh interpreter: this one has imported them for other tests.
+    code = ("import sys; from effrank_bench.registry import default_registry; default_registry(); "
+            "print(sorted(m for m in ('timm', 'torchvision', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
 
 
 @pytest.mark.parametrize("kind, name, label", [

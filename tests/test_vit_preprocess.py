@@ -41,10 +41,12 @@ def test_models_trained_here_take_their_data_sets_statistics(name):
 @pytest.mark.parametrize(("name", "tag"), [
     ("vit_b32", "vit_base_patch32_224.augreg_in21k_ft_in1k"),
     ("mixer_b16", "mixer_b16_224.goog_in21k_ft_in1k"),
+    ("resnet18", "resnet18.a1_in1k"),
     ("resnet50", "resnet50.a1_in1k"),
     ("convnext_tiny", "convnext_tiny.in12k_ft_in1k"),
 ])
 def test_timm_presets_agree_with_timms_own_eval_transform(name, tag):
+    # The presets copy these numbers (registering them imports no timm): this is what keeps the copies true.
     config = timm.data.resolve_data_config(pretrained_cfg=get_pretrained_cfg(tag).to_dict())
     resize, crop, _, normalize = timm.data.create_transform(**config).transforms
     preprocess = default_registry().architecture(name).preprocess
