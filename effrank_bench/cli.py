@@ -54,7 +54,7 @@ _BARE_VALUES = {"mlflow": MLFLOW_DEFAULT_URI}
 # The run options `spectrum` reads: the teacher's (its seed defaults to the first of --seeds), what is measured
 # and where; it takes the others too (a run's --config is its config), and names those typed as flags.
 _SPECTRUM_READS = {*TEACHER_FIELDS, "seeds", "target", "qkv", "spectrum_samples", "device", "download", "workers",
-                   "plot"}
+                   "plot"}  # --plot with --out only
 
 
 class Terminated(KeyboardInterrupt):
@@ -361,6 +361,9 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
         if unread:
             progress.note(f"[yellow]{', '.join(unread)}: `spectrum` measures the teacher alone (no students, no "
                           f"costs) and does not read {'it' if len(unread) == 1 else 'them'}")
+        if args.plot is not None and args.out is None:
+            progress.note(f"[yellow]--{'' if args.plot else 'no-'}plot: `spectrum` draws its plots into --out DIR "
+                          "only, and without it writes nothing")
         teacher = obtain_teacher(setup, progress)  # trained (and cached) exactly as `run` would
         spectrum = obtain_spectrum(setup, teacher, samples, progress)
     paths = write_spectrum(spectrum, args.out, plot=setup.config.plot) if args.out is not None else []

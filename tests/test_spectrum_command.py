@@ -88,9 +88,12 @@ def test_a_cached_teacher_prints_tables_and_the_estimates(spectrum_command, run_
     # Without --samples, as many inputs as the run options' --spectrum-samples: what a run measures.
     code, out, err = run_cli("spectrum", *tiny.args(spectrum_samples=SAMPLES))
     assert code == 0, err
-    # The tiny recipe's student and cost flags are taken, and said to be unread; the teacher's and --device are read.
+    # The tiny recipe's student and cost flags are taken, and said to be unread; the teacher's and --device are
+    # read, and --no-plot would be with --out.
+    err = " ".join(err.split())
     assert "--ranks, --epochs, --latency-repeats: `spectrum` measures the teacher alone (no students, no costs) and " \
-           "does not read them" in " ".join(err.split())
+           "does not read them" in err
+    assert "--no-plot: `spectrum` draws its plots into --out DIR only, and without it writes nothing" in err
     assert "blocks.0.attn.qkv.q" in out and f"branch outputs, {SAMPLES} inputs)" in out
     estimates = data["estimates"]
     assert f"spectral estimates: weight r95 {estimates['weight_r95']:g}, feature r99 {estimates['feature_r99']:g}" in out
@@ -102,9 +105,13 @@ def test_a_cached_teacher_prints_tables_and_the_estimates(spectrum_command, run_
     (["--samples", "many"], "invalid int value: 'many'"),
     (["--arch", "micro_vitt"], "micro_vit"),
     (["--arch", "micro_bert", "--dataset", "digits"], "digits"),
+    (["--out", "run"], "--out run is a run directory, whose spectrum.json is its teacher's: write this spectrum to a "
+                       "folder of its own"),
 ])
 def test_bad_input_exits_2_with_one_line(run_cli, tmp_path, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
     code, out, err = run_cli("spectrum", "--device", "cpu", *argv)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
