@@ -144,12 +144,16 @@ def _add_curve_options(parser: argparse.ArgumentParser) -> None:
                                                                 "directory (its summary.csv)")
     parser.add_argument("--teacher-acc", type=float, help="teacher accuracy, same units as the CSV (default: the "
                                                            "CSV's teacher row, as a run's summary.csv has)")
-    parser.add_argument("--thresholds", default="0.85,0.95", metavar="LOW,HIGH",
-                        help="the region's accuracy thresholds, fractions of the teacher's (default: 0.85,0.95)")
-    parser.add_argument("--knee-axis", choices=["linear", "log2"], default="linear",
-                        help="the axis the knee's distance to the secant is taken on: rank (the paper's) or log2 rank")
-    parser.add_argument("--monotone", choices=["running-max", "isotonic"], default="running-max",
-                        help="make the curve non-decreasing by running max (the paper's) or isotonic regression")
+    # None: a run directory's own read-off (its report's), else run's defaults.
+    parser.add_argument("--thresholds", metavar="LOW,HIGH",
+                        help="the region's accuracy thresholds, fractions of the teacher's (default: a run "
+                             "directory's own, else 0.85,0.95)")
+    parser.add_argument("--knee-axis", choices=["linear", "log2"],
+                        help="the axis the knee's distance to the secant is taken on: rank (the paper's) or log2 rank "
+                             "(default: a run directory's own, else linear)")
+    parser.add_argument("--monotone", choices=["running-max", "isotonic"],
+                        help="make the curve non-decreasing by running max (the paper's) or isotonic regression "
+                             "(default: a run directory's own, else running-max)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -426,7 +430,8 @@ def _print_comparison(comparison, console: Console) -> None:
 
 def _curve(args: argparse.Namespace) -> tuple[Path, list[float], list[float], float]:
     """The CSV read (a run directory's summary.csv for the directory), its ranks and accuracies, and the
-    teacher's accuracy: --teacher-acc, else the CSV's teacher row."""
+    teacher's accuracy: --teacher-acc, else the CSV's teacher row. The read-off options not given (None) are
+    filled in ``args``: a run's own, as its report reads its curve, else run's defaults."""
     from effrank_bench.analysis import check_same_units, read_curve_csv
     from effrank_bench.store import RunDir
 
@@ -444,6 +449,10 @@ def _curve(args: argparse.Namespace) -> tuple[Path, list[float], list[float], fl
     if path.name == "summary.csv":  # a run's: its report's warnings hold for the curve too
         for warning in _beside(path, "summary.json").get("warnings", []):
             print(f"warning: {path.parent}: {warning}", file=sys.stderr)
+    run = _beside(path, "config.json") if path.name == "summary.csv" else {}
+    for name in ("thresholds", "knee_axis", "monotone"):
+        if getattr(args, name) is None:
+            setattr(args, name, flag_value(run.get(name) or RunConfig.model_fields[name].default))
     ranks, accuracies, teacher = read_curve_csv(path)
     teacher = args.teacher_acc if args.teacher_acc is not None else teacher
     if teacher is None:

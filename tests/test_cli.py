@@ -217,6 +217,29 @@ def test_analyze_reads_a_runs_summary_csv_with_its_teacher_and_skips_failed_rows
         2, f"error: {tmp_path / 'empty'} is a folder, neither a curve CSV nor a run directory\n")
 
 
+def test_analyze_and_replay_of_a_run_directory_read_off_as_its_report_does(tiny_run, run_cli, tmp_path):
+    finished, _ = tiny_run
+    run = shutil.copytree(finished, tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    own = {"thresholds": [0.6, 0.9], "knee_axis": "log2", "monotone": "isotonic"}
+    (run / "config.json").write_text(json.dumps(config | own))
+    assert run_cli("report", str(run))[0] == 0
+    reported = json.loads((run / "summary.json").read_text())["analysis"]
+    analysis = json.loads(run_cli("analyze", str(run), "--json")[1])
+    assert (analysis["region"], analysis["knee"], analysis["knee_axis"]) == (
+        reported["region"], reported["knee"], "log2")
+    assert analysis["region"]["thresholds"] == [0.6, 0.9]
+    replayed = json.loads(run_cli("replay", str(run), "--search", "grid", "--json")[1])["grid"]
+    assert (replayed["region"], replayed["knee"]) == (reported["region"], reported["knee"])
+    # A flag still wins; a CSV of no run reads off with run's defaults.
+    flagged = json.loads(run_cli("analyze", str(run), "--thresholds", "0.85,0.95", "--json")[1])
+    assert flagged["region"]["thresholds"] == [0.85, 0.95] and flagged["knee_axis"] == "log2"
+    plain = tmp_path / "curve.csv"
+    plain.write_text((run / "summary.csv").read_text())
+    default = json.loads(run_cli("analyze", str(plain), "--json")[1])
+    assert (default["region"]["thresholds"], default["knee_axis"]) == ([0.85, 0.95], "linear")
+
+
 def test_run_then_report_rerenders_the_same_table_and_draws_the_plot(tiny_run, run_cli, tmp_path):
     finished, out = tiny_run
     out_dir = shutil.copytree(finished, tmp_path / "run")
