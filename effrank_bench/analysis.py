@@ -84,6 +84,9 @@ class CurveAnalysis:
 
     ``normalized`` is accuracy / teacher accuracy as measured (duplicates of a rank averaged);
     ``monotone`` is its non-decreasing version (``monotone_mode``), which the PCHIP fit goes through.
+    ``no_bend``: the curve rises but its points carry no bend (fewer than three ranks, or a fit on its secant),
+    so its knee is where it reaches its top by the fallback of :func:`analyze_curve` (the last rank of a
+    straight line), not a place where more rank stops paying off.
     """
 
     ranks: tuple[float, ...]
@@ -93,6 +96,7 @@ class CurveAnalysis:
     region: Region
     knee: float
     knee_axis: str
+    no_bend: bool
     monotone_mode: str = "running-max"
 
     def fit(self, ranks: ArrayLike) -> np.ndarray:
@@ -131,6 +135,7 @@ class CurveAnalysis:
             "knee_axis": self.knee_axis,
             "knee_bends_up": self.knee_bends_up,
             "flat": self.flat,
+            "no_bend": self.no_bend,
             "monotone": self.monotone_mode,
             "points": [
                 {"rank": rank, "normalized": value}
@@ -191,6 +196,7 @@ def analyze_curve(
         knee=float(read.knee[0]),
         knee_axis=knee_axis,
         monotone_mode=monotone,
+        no_bend=bool(read.no_bend[0]),
     )
 
 
@@ -368,10 +374,12 @@ def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
 class ReadOff:
     """The read-offs of curves given as columns: per threshold, the crossings' ranks and censoring
     (-1: met at the first rank, which the rank then holds; 1: never met, the rank holds the last
-    rank; 0: crossed), the knees, and the PCHIP fit of every column."""
+    rank; 0: crossed), the knees, whether each rising column had no bend to put its knee at (the knee is then
+    where it reaches its top), and the PCHIP fit of every column."""
 
     crossings: tuple[tuple[np.ndarray, np.ndarray], ...]
     knee: np.ndarray
+    no_bend: np.ndarray
     fit: PchipInterpolator
 
 
@@ -394,7 +402,8 @@ def read_off(ranks: np.ndarray, curves: np.ndarray, thresholds: Sequence[float],
     """Fit every column of the non-decreasing ``curves`` and read its crossings and knee off."""
     fit = fit_curves(ranks, curves)
     crossings = tuple(_crossings(ranks, curves, fit, t) for t in thresholds)
-    return ReadOff(crossings=crossings, knee=_knees(ranks, curves, fit, knee_axis), fit=fit)
+    knees, no_bend = _knees(ranks, curves, fit, knee_axis)
+    return ReadOff(crossings=crossings, knee=knees, no_bend=no_bend, fit=fit)
 
 
 @dataclass(frozen=True)
@@ -446,14 +455,15 @@ def _ceil_rank(rank: float) -> int:
     return math.ceil(rank)
 
 
-def _knees(ranks: np.ndarray, curves: np.ndarray, fit: PchipInterpolator, axis: str) -> np.ndarray:
+def _knees(ranks: np.ndarray, curves: np.ndarray, fit: PchipInterpolator, axis: str) -> tuple[np.ndarray, np.ndarray]:
     """Rank of largest |fit - secant| of each column on the chosen axis (the argmax of the
-    perpendicular distance too): the best point of a dense grid, polished by golden section."""
+    perpendicular distance too): the best point of a dense grid, polished by golden section; and whether a
+    rising column had no such bend (the knee is then where it reaches its top)."""
     rise = curves[-1] - curves[0]
     # Flat (CurveAnalysis.flat): the first rank, whatever round-off a mean over seeds left to find a bend in.
     plateau = np.where(rise <= _FLAT, ranks[0], ranks[np.argmax(curves == curves[-1], axis=0)])
     if ranks.size < 3:
-        return plateau
+        return plateau, rise > _FLAT
 
     to_axis, to_rank = _axis_maps(axis, ranks[0], ranks[-1])
     x0, x1 = to_axis(ranks[0]), to_axis(ranks[-1])
@@ -482,7 +492,8 @@ def _knees(ranks: np.ndarray, curves: np.ndarray, fit: PchipInterpolator, axis: 
     refined = 0.5 * (a + b)
     # The polish may settle on a worse local point than the grid already had.
     knees = to_rank(np.where(deviation(refined) > best_deviation, refined, grid[best]))
-    return np.where((best_deviation <= _STRAIGHT_RTOL * rise) | (rise <= _FLAT), plateau, knees)
+    straight = best_deviation <= _STRAIGHT_RTOL * rise
+    return np.where(straight | (rise <= _FLAT), plateau, knees), straight & (rise > _FLAT)
 
 
 def _axis_maps(

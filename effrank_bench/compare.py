@@ -19,7 +19,7 @@ from effrank_bench.errors import ConfigError
 from effrank_bench.paths import make_folder
 from effrank_bench.plotting import log2_scale, pyplot, save_png
 from effrank_bench.records import SpectralEstimates
-from effrank_bench.report import Report, build_report, format_estimate, search_lines
+from effrank_bench.report import Report, build_report, format_estimate, knee_notes, search_lines
 from effrank_bench.store import RunDir
 
 
@@ -201,6 +201,8 @@ class Comparison:
         makes a run's numbers doubtful (its report's warnings: a sweep not finished, a teacher near chance,
         ...), one line each."""
         notes = [f"{run.name}: {run.note}" for run in self.runs if run.note]
+        notes += [f"{run.name}: {line}" for run in self.runs if run.report.analysis is not None
+                  for line in knee_notes(run.report.analysis)]
         notes += [f"{run.name}: {line}" for run in self.runs for line in search_lines(run.report)]
         notes += [f"{run.name}: warning: {warning}" for run in self.runs for warning in run.report.warnings]
         notes += [f"{run.name}: no target.json (width unknown), left out of the rank / width panel"

@@ -312,20 +312,34 @@ def region_lines(analysis: CurveAnalysis | None, note: str | None,
         f"effective-rank region: {t0:.0%} at rank {low}, {t1:.0%} at rank {high}{band}{source}",
         f"effective knee: rank {knee} ({analysis.knee_axis} axis)",
     ]
+    lines += [f"note: {line}" for line in knee_notes(analysis)]
+    if source and uncertainty.note:
+        lines.append(f"note: {uncertainty.note}")
+    return lines
+
+
+def knee_notes(analysis: CurveAnalysis) -> list[str]:
+    """Why a curve's knee is no place where more rank stops paying off, where it is not: a flat curve, one
+    that rises without a bend, one that bends upward there."""
+    region, (t0, t1) = analysis.region, analysis.region.thresholds
+    notes = []
     if analysis.flat:
         level = analysis.monotone[0]
         more = (": smaller ranks would show where it falls" if level >= t1 else
                 ": larger ranks, or a longer recipe, would show where it rises" if level < t0 else "")
-        lines.append(f"note: the curve is flat, at {level:.2f} of the teacher from rank {analysis.ranks[0]:g} on: "
+        notes.append(f"the curve is flat, at {level:.2f} of the teacher from rank {analysis.ranks[0]:g} on: "
                      f"it has no knee (the one shown is its first rank){more}")
+    if analysis.no_bend:
+        first, last = analysis.ranks[0], analysis.ranks[-1]
+        why = f"only {len(analysis.ranks)} ranks" if len(analysis.ranks) < 3 else "its points lie on one line"
+        notes.append(f"the curve rises without a bend ({why}): it has no knee (the one shown is where it reaches "
+                     f"its top); ranks between {first:g} and {last:g} would show where it bends")
     if analysis.knee_bends_up:
         more = ("; larger ranks would show where the curve levels off" if region.high is None else
                 " (the lower bend of an S-shaped curve)")
-        lines.append("note: the curve bends upward at its knee (the fit lies below the line through its end "
+        notes.append("the curve bends upward at its knee (the fit lies below the line through its end "
                      f"points): the knee marks where more rank starts to pay off, not where it stops{more}")
-    if source and uncertainty.note:
-        lines.append(f"note: {uncertainty.note}")
-    return lines
+    return notes
 
 
 def search_lines(report: Report) -> list[str]:

@@ -12,7 +12,7 @@ from effrank_bench.analysis import (CurveAnalysis, analyze_curve, check_same_uni
                                     read_curve_csv, read_off)
 from effrank_bench.cli import main
 from effrank_bench.errors import AnalysisError
-from effrank_bench.report import region_lines
+from effrank_bench.report import knee_notes, region_lines
 
 RANKS_1_TO_100 = np.arange(1, 101, dtype=float)
 PAPER_GRID = np.array([2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256], dtype=float)
@@ -375,14 +375,15 @@ def test_read_curve_csv_needs_two_points(tmp_path):
 
 def test_to_dict_is_json_ready_with_exact_keys():
     data = json.loads(json.dumps(linear_curve().to_dict()))
-    assert set(data) == {"teacher_accuracy", "region", "knee", "knee_axis", "knee_bends_up", "flat", "monotone",
-                         "points"}
+    assert set(data) == {"teacher_accuracy", "region", "knee", "knee_axis", "knee_bends_up", "flat", "no_bend",
+                         "monotone", "points"}
     assert data["region"] == {"low": 85.0, "high": 95.0, "band": [85, 95], "thresholds": [0.85, 0.95],
                               "low_censored": None, "high_censored": None}
     assert data["monotone"] == "running-max"
     assert data["teacher_accuracy"] == 1.0
     assert data["knee"] == 100.0
     assert data["knee_axis"] == "linear" and data["knee_bends_up"] is False
+    assert data["no_bend"] is True  # a straight line: its knee is its top, the last rank
     assert len(data["points"]) == 100
     assert data["points"][0] == {"rank": 1.0, "normalized": 0.01}
 
@@ -423,3 +424,16 @@ def test_the_analyze_command_takes_the_monotone_mode(tmp_path, capsys):
     assert main(["analyze", str(path), "--teacher-acc", "1", "--monotone", "isotonic", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["monotone"] == "isotonic" and 3 < data["region"]["low"] < 4
+
+
+def test_a_rising_curve_without_a_bend_says_its_knee_is_only_its_top():
+    line = analyze_curve([2, 4, 6, 8], [0.2, 0.4, 0.6, 0.8], 0.9)
+    two = analyze_curve([8, 64], [0.5, 0.7], 0.9)
+    bent = analyze_curve([2, 4, 6, 8], [0.2, 0.7, 0.8, 0.8], 0.9)
+    flat = analyze_curve([2, 4, 6], [0.5, 0.5, 0.5], 0.9)
+    assert (line.knee, line.no_bend, two.knee, two.no_bend) == (8.0, True, 64.0, True)
+    assert not bent.no_bend and 2 < bent.knee < 8
+    assert not flat.no_bend and flat.flat  # a flat curve has its own note
+    assert knee_notes(line) == ["the curve rises without a bend (its points lie on one line): it has no knee (the one "
+                                "shown is where it reaches its top); ranks between 2 and 8 would show where it bends"]
+    assert knee_notes(bent) == []

@@ -204,7 +204,7 @@ def test_fewer_than_five_seeds_per_rank_carry_a_note_that_intervals_under_cover(
     assert three.to_dict()["note"] == three.note
     analysis = analyze_curve(*points({s: curves[s] for s in range(3)})[:2], 1.0)
     assert region_lines(analysis, None, three)[-1] == f"note: {three.note}"
-    assert five.note is None and len(region_lines(analysis, None, five)) == 2
+    assert five.note is None and not any("under-cover" in line for line in region_lines(analysis, None, five))
 
 
 def test_the_bootstrap_uses_the_point_analysis_monotone_mode():

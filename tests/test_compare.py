@@ -73,7 +73,10 @@ def test_rank_over_width_uses_the_targets_largest_full_rank(make_run, two_runs, 
     assert [p["normalized"] for p in seeds.curve()] == pytest.approx([0.5, 0.8, 0.9, 29 / 30, 89 / 90])
     assert all(p["relative_rank"] is None for p in no_width.curve())
     assert comparison.to_dict()["runs"][1]["knee_relative"] == pytest.approx(seeds.report.analysis.knee / 64)
-    assert comparison.notes == ["bare: no target.json (width unknown), left out of the rank / width panel"]
+    assert comparison.notes == [  # the run's own report's note on its knee, and what the panel leaves out
+        "bare: the curve rises without a bend (only 2 ranks): it has no knee (the one shown is where it reaches its "
+        "top); ranks between 4 and 8 would show where it bends",
+        "bare: no target.json (width unknown), left out of the rank / width panel"]
 
 
 def test_a_run_with_too_few_ranks_is_kept_with_a_note(make_run, two_runs, tmp_path):

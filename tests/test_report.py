@@ -151,7 +151,8 @@ def test_a_threshold_missed_by_some_resamples_says_how_often():
     # the others lie beyond rank 2, and so does the upper bound.
     analysis = analyze_curve([1, 2, 2], [0.5, 0.8, 1.0], 1.0)
     u = bootstrap_curve(analysis, [1, 2, 2], [0.5, 0.8, 1.0], [0, 0, 1], resamples=1000)
-    region, _, _ = region_lines(analysis, None, u)
+    region, _, no_bend, _ = region_lines(analysis, None, u)  # two ranks: no bend to put a knee at
+    assert no_bend.startswith("note: the curve rises without a bend (only 2 ranks)")
     percent = round(100 * u.high.unreached)
     assert 65 <= percent <= 85
     assert f"95% at rank not reached [95% CI 1.90, >2.00; not reached in {percent}% of resamples]" in region
