@@ -262,7 +262,7 @@ def _read_curve_rows(handle: TextIO, path: str) -> tuple[list[float], list[float
     status = names.index("status") if "status" in names else None
     ranks: list[float] = []
     accuracies: list[float] = []
-    teacher = None
+    teacher, teacher_line = None, None
     for row in reader:
         if not any(cell.strip() for cell in row):
             continue
@@ -271,7 +271,10 @@ def _read_curve_rows(handle: TextIO, path: str) -> tuple[list[float], list[float
             continue
         accuracy = _cell_value(row, columns["accuracy"], "accuracy", path, reader.line_num)
         if kind == "teacher":
-            teacher = accuracy
+            if teacher_line is not None:  # two curves' rows, or a teacher measured twice: which one is meant?
+                raise AnalysisError(f"{path}, line {reader.line_num}: a second teacher row (the first is on line "
+                                    f"{teacher_line}): keep one")
+            teacher, teacher_line = accuracy, reader.line_num
             continue
         ranks.append(_cell_value(row, columns["rank"], "rank", path, reader.line_num))
         accuracies.append(accuracy)

@@ -526,7 +526,8 @@ def load_suite(path: Path, overrides: dict[str, Any] | None = None, recipes: Rec
         for arch, target, loss, dataset in itertools.product(*axes):
             name = "-".join([arch, target, loss, dataset] + ([tag] if tag else []))
             if name in runs:
-                raise ConfigError(f"{where}: {name} is already in the suite; give one block a 'tag' to keep both")
+                raise ConfigError(f"{where}: {name} is already in the suite; give one of the two blocks "
+                                  f"{'another' if tag else 'a'} 'tag' to keep both")
             values = _merged(_merged(defaults, block), overrides)
             values.update(arch=arch, target=target, loss=loss, dataset=dataset, out=out / name)
             runs[name] = _run_config(values, f"{where} ({name})", recipes, _flags(overrides))

@@ -338,6 +338,13 @@ def test_read_curve_csv_good_file(tmp_path):
     assert read_curve_csv(path) == ([4.0, 8.0, 16.0], [0.61, 0.75, 0.8], None)  # no teacher row
 
 
+def test_read_curve_csv_refuses_a_second_teacher_row(tmp_path):
+    path = write(tmp_path, "rank,accuracy,status\n0,0.9,teacher\n2,0.5,ok\n4,0.8,ok\n0,0.95,teacher\n")
+    with pytest.raises(AnalysisError, match=r"curve\.csv, line 5: a second teacher row \(the first is on line 2\): "
+                                            r"keep one$"):
+        read_curve_csv(path)
+
+
 def test_read_curve_csv_missing_file(tmp_path):
     with pytest.raises(AnalysisError, match=r"nope\.csv: curve file not found"):
         read_curve_csv(tmp_path / "nope.csv")
