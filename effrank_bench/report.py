@@ -331,9 +331,11 @@ def knee_notes(analysis: CurveAnalysis) -> list[str]:
                      f"it has no knee (the one shown is its first rank){more}")
     if analysis.no_bend:
         first, last = analysis.ranks[0], analysis.ranks[-1]
-        why = f"only {len(analysis.ranks)} ranks" if len(analysis.ranks) < 3 else "its points lie on one line"
+        why, more = ((f"only {len(analysis.ranks)} ranks", f"ranks between {first:g} and {last:g} would show where "
+                      "it bends") if len(analysis.ranks) < 3 else
+                     ("its points lie on one line", "larger ranks would show where it levels off"))
         notes.append(f"the curve rises without a bend ({why}): it has no knee (the one shown is where it reaches "
-                     f"its top); ranks between {first:g} and {last:g} would show where it bends")
+                     f"its top); {more}")
     if analysis.knee_bends_up:
         more = ("; larger ranks would show where the curve levels off" if region.high is None else
                 " (the lower bend of an S-shaped curve)")

@@ -442,5 +442,5 @@ def test_a_rising_curve_without_a_bend_says_its_knee_is_only_its_top():
     assert not bent.no_bend and 2 < bent.knee < 8
     assert not flat.no_bend and flat.flat  # a flat curve has its own note
     assert knee_notes(line) == ["the curve rises without a bend (its points lie on one line): it has no knee (the one "
-                                "shown is where it reaches its top); ranks between 2 and 8 would show where it bends"]
+                                "shown is where it reaches its top); larger ranks would show where it levels off"]
     assert knee_notes(bent) == []
