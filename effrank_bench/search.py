@@ -58,7 +58,7 @@ class Tolerance:
         if self.on_grid:
             return "adjacent ranks of the grid"
         if self.fraction == 0:
-            return f"{self.ranks:g} ranks"
+            return f"{self.ranks:g} rank{'' if self.ranks == 1 else 's'}"
         return f"{self.fraction * 100:g}% of the rank, at least {self.ranks:g}"
 
 

@@ -44,11 +44,15 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
     """
     with run_lock(setup.run.path, progress):  # one process at a time writes a run directory
         given = setup.config
+        held = RunDir(setup.run.path).check_resumable(given)  # the sweep it held before this command
         run = RunDir.open(setup.run.path, given)
         config = run.config()  # with the ranks and seeds of earlier commands: the sweep its report reads
         if config.search != given.search:  # this command named none: it goes on with the directory's
-            progress.note(f"{run.path} holds an adaptive search (--tolerance {config.tolerance or '10%'}): this "
+            progress.note(f"{run.path} holds an adaptive search (--tolerance {held.tolerance or '10%'}): this "
                           "command goes on with it (--search grid trains every rank of --ranks)")
+        if held is not None and held.search == config.search == "adaptive" and held.tolerance != config.tolerance:
+            progress.note(f"{run.path}: its adaptive search goes on at --tolerance {config.tolerance or '10%'}, where "
+                          f"it ran at {held.tolerance or '10%'} (its rounds before keep the ranks they asked for)")
         if config != given:  # what the executors (and the teacher's SVD) see
             setup = dataclasses.replace(setup, config=config)
         run.store_target(setup.target_info())

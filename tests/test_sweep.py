@@ -393,6 +393,8 @@ def test_a_search_resumed_with_another_tolerance_drops_the_ranks_it_would_not_as
     run = run_sweep(on_grid, registry=Registry(plugins=[("curve", _Curve())]), progress=notes)
     assert ("rank(s) 11, 27, asked for before, are not among the ranks this search trains (--ranks, --search, "
             "--tolerance): they will not train (further)") in notes.notes
+    assert (f"{tmp_path / 'run'}: its adaptive search goes on at --tolerance grid, where it ran at 10% (its rounds "
+            "before keep the ranks they asked for)") in notes.notes
     trained = {r.rank for r in run.records()}
     assert trained - set(_GRID) == {5}  # recorded before the change: a measured point like any other
     assert run.search_log()[0][0] == [2, 5, 64] and not _unfinished(build_report(run))
