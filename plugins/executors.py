@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from effrank_bench import hookimpl
-from effrank_bench.checkpoint import saved_groups
+from effrank_bench.checkpoint import Checkpoints, saved_groups
 from effrank_bench.grouping import group_size
 from effrank_bench.records import Trial
 from effrank_bench.specs import ExecutorSpec
@@ -37,6 +37,11 @@ def run_locally(execution: Execution) -> None:
     saved = saved_groups(setup.run.checkpoints_path)
     size = group_size(setup, execution.teacher, len(execution.trials), max(t.rank for t in execution.trials))
     for group in layout(execution.trials, saved, size):
+        if group in saved and len(group) > size:  # its students' weights and data order are the group's
+            folder = setup.run.checkpoints_path / Checkpoints.name(group)
+            execution.progress.note(f"{len(group)} students resume as the group their checkpoint holds (--group "
+                                    f"{setup.config.group} lays out only the trials not started; delete {folder} "
+                                    "to train these again in groups of that size)")
         run_group(setup, execution.teacher, group, execution.record, execution.progress)
 
 

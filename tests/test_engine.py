@@ -341,9 +341,12 @@ def test_a_group_killed_mid_epoch_resumes_from_its_checkpoint_to_the_same_record
                                               r"with the --compile and --device it was saved with, or delete"):
         run_sweep(config.model_copy(update={"out": other}))
     notes = progress_stub()
-    resumed = run_sweep(config.model_copy(update={"out": out}), progress=notes)
+    # Rerun with --group 1: the group resumes whole all the same (its students' weights and data order), and says so.
+    resumed = run_sweep(config.model_copy(update={"out": out, "group": 1}), progress=notes)
     assert [_result(r) for r in resumed.records()] == [_result(r) for r in run.records()]
     assert "2 students (rank 2, …): resumed from its checkpoint after epoch 1 of 2" in notes.notes
+    assert (f"2 students resume as the group their checkpoint holds (--group 1 lays out only the trials not "
+            f"started; delete {saved[0]} to train these again in groups of that size)") in notes.notes
     assert all(r.train_seconds > state["seconds"] for r in resumed.records())  # the first process's time counts
     assert not (out / "checkpoints").exists()
 
