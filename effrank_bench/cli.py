@@ -658,6 +658,17 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def entry() -> NoReturn:
+    """The `effrank-bench` command: :func:`main`, and its exit code for the shell. Once a run has stopped on
+    Ctrl-C or SIGTERM, another one while the interpreter shuts down is ignored: it would break into torch's
+    exit handlers and print their traceback under the run's last words (a double Ctrl-C did)."""
+    code = main()
+    if code in (INTERRUPTED, TERMINATED):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)
+
+
 def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = None
@@ -692,4 +703,4 @@ def _error_line(err: EffrankError) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

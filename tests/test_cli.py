@@ -5,6 +5,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from typing import Literal, get_args, get_origin
 
@@ -637,3 +639,14 @@ def test_spectrum_and_suites_take_an_architectures_recipe_as_run_does(tmp_path, 
     assert run_cli("spectrum", "--arch", "vit_b32")[2] == "error: stopped\n"
     assert run_cli("run", "--suite", suite)[2] == "error: stopped\n"
     assert [(config.arch, config.lr, config.teacher_optimizer) for config in resolved] == [("vit_b32", 1e-4, "sgd")] * 2
+
+
+def test_a_ctrl_c_while_a_stopped_run_exits_breaks_into_no_exit_handler():
+    # A run stopped by Ctrl-C returns 130; a second Ctrl-C during interpreter shutdown (torch's atexit handlers)
+    # printed their traceback under the run's last words. Here the second one arrives in an exit handler.
+    code = ("import atexit, os, signal, effrank_bench.cli as cli\n"
+            "cli.main = lambda: cli.INTERRUPTED\n"
+            "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), print('exited whole')))\n"
+            "cli.entry()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (130, "exited whole\n", "")
