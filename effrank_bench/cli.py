@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import json
 import os
@@ -72,16 +73,32 @@ def _stopped(stop: KeyboardInterrupt) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with usage errors raised as ours (one line, exit 2) and negative numbers read as values."""
+    """argparse with usage errors raised as ours (one line, exit 2), negative numbers read as values, and no
+    abbreviated options: a typo that is the start of a flag (``--tol``, ``--grou``) would be taken for it, and a
+    flag added later would change what an abbreviation in a user's script meant."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
         # argparse takes "-1" and "-.5" for values but "-inf", "-1e-3" and "-1,0.5" for options, so
         # "--lr -1e-3" would stop before the validator could explain it. No option of ours looks like these.
         self._negative_number_matcher = re.compile(r"^-(\.?\d|inf\b)", re.IGNORECASE)
 
     def error(self, message: str) -> NoReturn:
+        unknown = re.match(r"unrecognized arguments: (--[\w-]+)", message)
+        if unknown and (close := self._closest_flag(unknown[1])):
+            message += f"; did you mean {close}?"
         raise ConfigError(f"{message} (see `{self.prog} --help`)")
+
+    def _closest_flag(self, typed: str) -> str | None:
+        """The flag of this parser or its commands that ``typed`` most looks like (argparse reports an unknown
+        flag of a command from its top parser)."""
+        parsers = [self] + [sub for action in self._actions if isinstance(action, argparse._SubParsersAction)
+                            for sub in action.choices.values()]
+        flags = sorted({flag for parser in parsers for action in parser._actions for flag in action.option_strings
+                        if flag.startswith("--")})
+        starting = [flag for flag in flags if flag.startswith(typed)]
+        close = starting if len(starting) == 1 else difflib.get_close_matches(typed, flags, n=1)
+        return close[0] if close else None
 
 
 def _run_fields() -> dict[str, FieldInfo]:

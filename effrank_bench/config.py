@@ -276,7 +276,11 @@ class RunConfig(BaseModel):
         bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
         if bad:
             raise ValueError(f"seeds must be between 0 and {MAX_SEED}, got {_shown_int(bad[0])}")
-        return tuple(dict.fromkeys(seeds))  # order kept: the first seed is the teacher's default
+        twice = [s for i, s in enumerate(seeds) if s in seeds[:i]]
+        if twice:  # one student per rank and seed: a seed given twice would not give the second one asked for
+            raise ValueError(f"seed {twice[0]} is given twice: a seed trains one student per rank, the same each "
+                             "time; give distinct seeds, like 0,1,2")
+        return seeds  # in order: the first seed is the teacher's default
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:

@@ -88,6 +88,10 @@ CASES = [
     (["run", "--seeds", str(2**64)], "seeds must be between 0 and 2147483647, got 18446744073709551616"),
     (["run", "--seed", "9223372036854775807"], "seeds must be between 0 and 2147483647"),
     (["run", "--seeds", "1" * 5000], "--seeds (entry 1: '1111111111"),
+    (["run", "--epoch", "1"], "unrecognized arguments: --epoch 1; did you mean --epochs?"),  # no abbreviations
+    (["run", "--knee-axs", "log2"], "unrecognized arguments: --knee-axs log2; did you mean --knee-axis?"),
+    (["run", "--seeds", "0,1,0"], "seed 0 is given twice: a seed trains one student per rank, the same each time; "
+                                  "give distinct seeds, like 0,1,2"),
     (["run", "--config", "batch.toml"], "batch_size: Input should be less than or equal to 1048576"),
     (["run", "--config", "latin1.toml"], "latin1.toml: not UTF-8 text (byte 11)"),
     (["run", "--config", "bom.toml"], "bom.toml: starts with a byte-order mark"),

@@ -136,9 +136,11 @@ def test_overrides_win_and_none_overrides_are_ignored(tmp_path):
 
 def test_seed_is_one_seed_and_seeds_are_many():
     assert RunConfig(seed=3).seeds == (3,) and RunConfig(seed=3).teacher_seed == 3
-    config = RunConfig(seeds="2,0,2,1")
-    assert config.seeds == (2, 0, 1)  # order kept, duplicates dropped: the first seeds the teacher
+    config = RunConfig(seeds="2,0,1")
+    assert config.seeds == (2, 0, 1)  # order kept: the first seeds the teacher
     assert config.teacher_seed == 2
+    with pytest.raises(ValueError, match="seed 2 is given twice"):  # it would not train the student asked for
+        RunConfig(seeds="2,0,2,1")
     assert RunConfig(seeds=[4, 5], teacher_seed=0).teacher_seed == 0
     with pytest.raises(ValueError, match="give seed or seeds, not both"):
         RunConfig(seed=1, seeds=[1, 2])
