@@ -53,6 +53,12 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         if held is not None and held.search == config.search == "adaptive" and held.tolerance != config.tolerance:
             progress.note(f"{run.path}: its adaptive search goes on at --tolerance {config.tolerance or '10%'}, where "
                           f"it ran at {held.tolerance or '10%'} (its rounds before keep the ranks they asked for)")
+        timing = [f"--{name.replace('_', '-')} {getattr(config, name)} (was {getattr(held, name)})"
+                  for name in ("latency_batch_size", "latency_repeats")
+                  if held is not None and getattr(held, name) != getattr(config, name)]
+        if timing and (count := len(run.records())):  # config.json says the new one: the recorded costs do not
+            progress.note(f"[yellow]{run.path}: {', '.join(timing)}: its {count} recorded trial(s) keep the latency "
+                          "timed before, trials trained from now on are timed so (another --out keeps one way)")
         if config != given:  # what the executors (and the teacher's SVD) see
             setup = dataclasses.replace(setup, config=config)
         run.store_target(setup.target_info())

@@ -81,9 +81,13 @@ def test_a_finished_sweep_run_again_only_reports_with_its_teacher_record_untouch
 
     monkeypatch.setattr(sweep, "obtain_teachers", obtain)
     notes = progress_stub()
-    run = run_sweep(config.model_copy(update={"out": tmp_path / "run"}), progress=notes)
+    # Other timing options: config.json says them, the recorded latencies were timed the way they were.
+    run = run_sweep(config.model_copy(update={"out": tmp_path / "run", "latency_repeats": 7}), progress=notes)
     assert {name: (run.path / name).read_bytes() for name in kept} == kept
     assert f"{run.path}: every trial of this sweep is recorded, nothing to train" in notes.notes
+    assert (f"[yellow]{run.path}: --latency-repeats 7 (was {config.latency_repeats}): its 2 recorded trial(s) keep "
+            "the latency timed before, trials trained from now on are timed so (another --out keeps one way)"
+            ) in notes.notes
     teacher = run.teacher()
     # "trained from scratch" where its weights began, not in this command (it was loaded: it is recorded)
     assert f"teacher, trained from scratch: test accuracy {teacher.test_accuracy:.4f}" in notes.notes
