@@ -276,9 +276,10 @@ class RunConfig(BaseModel):
         bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
         if bad:
             raise ValueError(f"seeds must be between 0 and {MAX_SEED}, got {_shown_int(bad[0])}")
-        twice = [s for i, s in enumerate(seeds) if s in seeds[:i]]
-        if twice:  # one student per rank and seed: a seed given twice would not give the second one asked for
-            raise ValueError(f"seed {twice[0]} is given twice: a seed trains one student per rank, the same each "
+        if len(set(seeds)) < len(seeds):  # one student per rank and seed: a seed twice is a student not trained
+            seen: set[int] = set()
+            twice = next(s for s in seeds if s in seen or seen.add(s))
+            raise ValueError(f"seed {twice} is given twice: a seed trains one student per rank, the same each "
                              "time; give distinct seeds, like 0,1,2")
         return seeds  # in order: the first seed is the teacher's default
 
@@ -520,6 +521,7 @@ def load_suite(path: Path, overrides: dict[str, Any] | None = None, recipes: Rec
         raise ConfigError(f"{path}: a suite needs at least one [[matrix]] block (a table of arch, target, "
                           "loss, dataset and run options)")
     runs: dict[str, RunConfig] = {}
+    made_by: dict[str, int] = {}  # the block each run comes from
     for i, block in enumerate(blocks, 1):
         where = f"{path} [[matrix]] block {i}"
         axes = [_axis(block, axis, where) for axis in SUITE_AXES]
@@ -529,9 +531,12 @@ def load_suite(path: Path, overrides: dict[str, Any] | None = None, recipes: Rec
         block = _run_options(block, where, path)
         for arch, target, loss, dataset in itertools.product(*axes):
             name = "-".join([arch, target, loss, dataset] + ([tag] if tag else []))
+            if made_by.get(name) == i:
+                raise ConfigError(f"{where}: {name} twice: its lists name a value twice; give each once")
             if name in runs:
-                raise ConfigError(f"{where}: {name} is already in the suite; give one of the two blocks "
-                                  f"{'another' if tag else 'a'} 'tag' to keep both")
+                raise ConfigError(f"{where}: {name} is already in the suite (block {made_by[name]}); give one of the "
+                                  f"two blocks {'another' if tag else 'a'} 'tag' to keep both")
+            made_by[name] = i
             values = _merged(_merged(defaults, block), overrides)
             values.update(arch=arch, target=target, loss=loss, dataset=dataset, out=out / name)
             runs[name] = _run_config(values, f"{where} ({name})", recipes, _flags(overrides))

@@ -27,6 +27,11 @@ def _flag(name: str, value: Any) -> str:
     return shlex.join(args) if args else f"(no --{name.replace('_', '-')})"
 
 
+#: How a run times its students' latency: a directory that holds a trial keeps its own, so that its cost table
+#: holds one kind of latency (the records do not say how each was timed).
+TIMING_OPTIONS = ("latency_batch_size", "latency_repeats")
+
+
 class RunDir:
     """Files of one sweep; every finished trial is on disk before the next one starts."""
 
@@ -59,9 +64,10 @@ class RunDir:
 
     def resumed(self, config: RunConfig) -> RunConfig | None:
         """The sweep ``config`` makes of this directory's: ``config`` with the ranks and seeds the directory
-        already holds added (a sweep extended by a rank or a seed keeps what it had), and the directory's search
+        already holds added (a sweep extended by a rank or a seed keeps what it had), the directory's search
         where ``config`` sets none (a rerun that names no search goes on with an adaptive one, rather than train
-        every rank of its grid) and its tolerance where ``config`` sets none for the same search; None where the
+        every rank of its grid) and its tolerance where ``config`` sets none for the same search, and, once it
+        holds a trial, its latency options (:data:`TIMING_OPTIONS`: its students timed one way); None where the
         directory holds no sweep yet. The sweep trains, and its report reads, this one."""
         previous = self.check_resumable(config)
         if previous is None:
@@ -72,6 +78,8 @@ class RunDir:
         update["search"] = search
         if "tolerance" not in config.model_fields_set and search == previous.search:  # the same search, as it was
             update["tolerance"] = previous.tolerance
+        if self.records_path.is_file() and self.records_path.stat().st_size:  # one kind of latency per cost table
+            update |= {name: getattr(previous, name) for name in TIMING_OPTIONS}
         return config.model_copy(update=update)
 
     @classmethod

@@ -17,9 +17,9 @@ from effrank_bench.plan import (failed_ranks, measured_curve, plan_trials, round
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import TeacherRecord, Trial, TrialRecord
 from effrank_bench.registry import Registry
-from effrank_bench.search import AdaptiveSearch, GridSearch
+from effrank_bench.search import AdaptiveSearch, GridSearch, parse_tolerance
 from effrank_bench.setup import RunSetup, prepare
-from effrank_bench.store import RunDir
+from effrank_bench.store import TIMING_OPTIONS, RunDir
 from effrank_bench.teacher import Teacher, obtain_teacher
 from effrank_bench.teacher_spectrum import obtain_spectrum
 
@@ -44,21 +44,24 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
     """
     with run_lock(setup.run.path, progress):  # one process at a time writes a run directory
         given = setup.config
-        held = RunDir(setup.run.path).check_resumable(given)  # the sweep it held before this command
+        before = RunDir(setup.run.path)
+        held = before.config() if before.config_path.is_file() else None  # what it held (open checks the rest)
         run = RunDir.open(setup.run.path, given)
         config = run.config()  # with the ranks and seeds of earlier commands: the sweep its report reads
         if config.search != given.search:  # this command named none: it goes on with the directory's
             progress.note(f"{run.path} holds an adaptive search (--tolerance {held.tolerance or '10%'}): this "
                           "command goes on with it (--search grid trains every rank of --ranks)")
-        if held is not None and held.search == config.search == "adaptive" and held.tolerance != config.tolerance:
+        if (held is not None and held.search == config.search == "adaptive"
+                and parse_tolerance(held.tolerance) != parse_tolerance(config.tolerance)):
             progress.note(f"{run.path}: its adaptive search goes on at --tolerance {config.tolerance or '10%'}, where "
                           f"it ran at {held.tolerance or '10%'} (its rounds before keep the ranks they asked for)")
-        timing = [f"--{name.replace('_', '-')} {getattr(config, name)} (was {getattr(held, name)})"
-                  for name in ("latency_batch_size", "latency_repeats")
-                  if held is not None and getattr(held, name) != getattr(config, name)]
-        if timing and (count := len(run.records())):  # config.json says the new one: the recorded costs do not
-            progress.note(f"[yellow]{run.path}: {', '.join(timing)}: its {count} recorded trial(s) keep the latency "
-                          "timed before, trials trained from now on are timed so (another --out keeps one way)")
+        timing = [name for name in TIMING_OPTIONS if getattr(given, name) != getattr(config, name)]
+        if timing:  # kept from the directory (RunDir.resumed), whose recorded students were timed so
+            progress.note(f"[yellow]{run.path} times its students as it timed the ones it holds ("
+                          + ", ".join(f"--{name.replace('_', '-')} {getattr(config, name)}" for name in timing)
+                          + "), so its cost table holds one kind of latency: "
+                          + ", ".join(f"--{name.replace('_', '-')} {getattr(given, name)}" for name in timing)
+                          + " applies to another --out")
         if config != given:  # what the executors (and the teacher's SVD) see
             setup = dataclasses.replace(setup, config=config)
         run.store_target(setup.target_info())

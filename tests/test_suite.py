@@ -74,9 +74,13 @@ def test_flags_override_every_run_of_a_suite(tmp_path):
     ('[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "kd"\ndataset = "digits"\nepochs = 0\n',
      "block 1 (micro_vit-mlp-kd-digits): epochs: Input should be greater than or equal to 1"),
     ('[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = ["kd", "kd"]\ndataset = "digits"\n',
-     "micro_vit-mlp-kd-digits is already in the suite; give one of the two blocks a 'tag' to keep both"),
+     "block 1: micro_vit-mlp-kd-digits twice: its lists name a value twice; give each once"),
+    ('[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "kd"\ndataset = "digits"\n' * 2,
+     "block 2: micro_vit-mlp-kd-digits is already in the suite (block 1); give one of the two blocks a 'tag' to "
+     "keep both"),
     ('[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "kd"\ndataset = "digits"\ntag = "a"\n' * 2,
-     "micro_vit-mlp-kd-digits-a is already in the suite; give one of the two blocks another 'tag' to keep both"),
+     "micro_vit-mlp-kd-digits-a is already in the suite (block 1); give one of the two blocks another 'tag' to "
+     "keep both"),
     ('[defaults]\nout = "x"\n[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "kd"\ndataset = "digits"\n',
      "[defaults]: 'out' is the suite's own"),
     ('[[matrix]]\narch = "micro_vit"\ntarget = "mlp"\nloss = "kd"\ndataset = "digits"\ntag = "a/b"\n',

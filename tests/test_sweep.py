@@ -81,13 +81,14 @@ def test_a_finished_sweep_run_again_only_reports_with_its_teacher_record_untouch
 
     monkeypatch.setattr(sweep, "obtain_teachers", obtain)
     notes = progress_stub()
-    # Other timing options: config.json says them, the recorded latencies were timed the way they were.
+    # Other timing options: the directory keeps its own (its recorded latencies were timed so), and says so.
     run = run_sweep(config.model_copy(update={"out": tmp_path / "run", "latency_repeats": 7}), progress=notes)
     assert {name: (run.path / name).read_bytes() for name in kept} == kept
     assert f"{run.path}: every trial of this sweep is recorded, nothing to train" in notes.notes
-    assert (f"[yellow]{run.path}: --latency-repeats 7 (was {config.latency_repeats}): its 2 recorded trial(s) keep "
-            "the latency timed before, trials trained from now on are timed so (another --out keeps one way)"
-            ) in notes.notes
+    assert (f"[yellow]{run.path} times its students as it timed the ones it holds (--latency-repeats "
+            f"{config.latency_repeats}), so its cost table holds one kind of latency: --latency-repeats 7 applies to "
+            "another --out") in notes.notes
+    assert run.config().latency_repeats == config.latency_repeats
     teacher = run.teacher()
     # "trained from scratch" where its weights began, not in this command (it was loaded: it is recorded)
     assert f"teacher, trained from scratch: test accuracy {teacher.test_accuracy:.4f}" in notes.notes
