@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from effrank_bench import __version__
-from effrank_bench.config import MLFLOW_DEFAULT_URI, TEACHER_FIELDS, RunConfig, flag_value
+from effrank_bench.config import MLFLOW_DEFAULT_URI, RunConfig, flag_value
 from effrank_bench.errors import ConfigError, EffrankError, one_line
 
 BAD_INPUT = 2
@@ -52,10 +52,12 @@ _METAVARS = {"ranks": "2,4,8", "seeds": "0,1,2", "thresholds": "LOW,HIGH", "data
 _TYPE_METAVARS = {int: "N", float: "X", str: "NAME", Path: "PATH"}
 # Flags whose value may be left out: given alone, they take this value.
 _BARE_VALUES = {"mlflow": MLFLOW_DEFAULT_URI}
-# The run options `spectrum` reads: the teacher's (its seed defaults to the first of --seeds), what is measured
-# and where; it takes the others too (a run's --config is its config), and names those typed as flags.
-_SPECTRUM_READS = {*TEACHER_FIELDS, "seeds", "target", "qkv", "spectrum_samples", "device", "download", "workers",
-                   "plot"}  # --plot with --out only
+# The run options `spectrum` takes (a run's --config is its config) but does not read, named where typed as flags:
+# the others choose its teacher (the teacher's options, and the sweep's, whose run directory may hold it), time it
+# or say what is measured.
+_SPECTRUM_UNREAD = ("ranks", "search", "tolerance", "thresholds", "knee_axis", "monotone", "bootstrap_resamples",
+                    "executor", "group", "memory_fraction", "compile", "checkpoint_every", "mlflow", "ray_address",
+                    "gpus_per_trial", "cpus_per_trial", "max_retries")
 
 
 class Terminated(KeyboardInterrupt):
@@ -84,21 +86,44 @@ class _Parser(argparse.ArgumentParser):
         self._negative_number_matcher = re.compile(r"^-(\.?\d|inf\b)", re.IGNORECASE)
 
     def error(self, message: str) -> NoReturn:
-        unknown = re.match(r"unrecognized arguments: (--[\w-]+)", message)
-        if unknown and (close := self._closest_flag(unknown[1])):
-            message += f"; did you mean {close}?"
         raise ConfigError(f"{message} (see `{self.prog} --help`)")
 
-    def _closest_flag(self, typed: str) -> str | None:
-        """The flag of this parser or its commands that ``typed`` most looks like (argparse reports an unknown
-        flag of a command from its top parser)."""
-        parsers = [self] + [sub for action in self._actions if isinstance(action, argparse._SubParsersAction)
-                            for sub in action.choices.values()]
-        flags = sorted({flag for parser in parsers for action in parser._actions for flag in action.option_strings
-                        if flag.startswith("--")})
-        starting = [flag for flag in flags if flag.startswith(typed)]
-        close = starting if len(starting) == 1 else difflib.get_close_matches(typed, flags, n=1)
-        return close[0] if close else None
+    def commands(self) -> dict[str, argparse.ArgumentParser]:
+        return {name: sub for action in self._actions if isinstance(action, argparse._SubParsersAction)
+                for name, sub in action.choices.items()}
+
+    def parse_command(self, argv: list[str] | None) -> argparse.Namespace:
+        """``parse_args``, where an unknown flag is answered with the flag of its command it most looks like, or
+        with the commands that have it (argparse reports a command's unknown flag from this parser, which knows
+        none of the command's own)."""
+        args, unknown = self.parse_known_args(argv)
+        if not unknown:
+            return args
+        message = f"unrecognized arguments: {' '.join(unknown)}"
+        typed = next((arg.split("=")[0] for arg in unknown if arg.startswith("--")), None)
+        if typed is not None:
+            name, commands = args.command or "run", self.commands()
+            if own := _closest_flag(typed, _long_flags(commands[name])):
+                message += f"; did you mean {own}?"
+            else:
+                other = {command: flag for command, sub in commands.items()
+                         if (flag := _closest_flag(typed, _long_flags(sub)))}
+                if other:
+                    flag = min(other.values(), key=lambda f: (f != typed, f))
+                    having = [command for command, f in other.items() if f == flag]
+                    message += f"; {flag} is an option of {', '.join(having)}, not of {name}"
+        self.error(message)
+
+
+def _long_flags(parser: argparse.ArgumentParser) -> list[str]:
+    return sorted(flag for action in parser._actions for flag in action.option_strings if flag.startswith("--"))
+
+
+def _closest_flag(typed: str, flags: list[str]) -> str | None:
+    """``typed`` itself, the one flag it begins, or the flag it most looks like, among ``flags``; None if none."""
+    starting = [flag for flag in flags if flag.startswith(typed)]
+    close = starting if len(starting) == 1 else difflib.get_close_matches(typed, flags, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def _run_fields() -> dict[str, FieldInfo]:
@@ -377,11 +402,10 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError("--spectrum-samples 0 measures no spectrum; give --samples N (at least 1)")
     progress = cli_progress()
     with progress:
-        unread = [f"--{name.replace('_', '-')}" for name in args.run_flags
-                  if getattr(args, name) is not None and name not in _SPECTRUM_READS]
+        unread = [f"--{name.replace('_', '-')}" for name in _SPECTRUM_UNREAD if getattr(args, name) is not None]
         if unread:
             progress.note(f"[yellow]{', '.join(unread)}: `spectrum` measures the teacher alone (no students, no "
-                          f"costs) and does not read {'it' if len(unread) == 1 else 'them'}")
+                          f"curve) and does not read {'it' if len(unread) == 1 else 'them'}")
         if args.plot is not None and args.out is None:
             progress.note(f"[yellow]--{'' if args.plot else 'no-'}plot: `spectrum` draws its plots into --out DIR "
                           "only, and without it writes nothing")
@@ -677,12 +701,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> NoReturn:
     """The `effrank-bench` command: :func:`main`, and its exit code for the shell. Once a run has stopped on
-    Ctrl-C or SIGTERM, another one while the interpreter shuts down is ignored: it would break into torch's
-    exit handlers and print their traceback under the run's last words (a double Ctrl-C did)."""
+    Ctrl-C or SIGTERM (its trials kept, its lock released), another one while the interpreter shuts down ends the
+    process at once: raised as an exception, it broke into torch's exit handlers and printed their traceback under
+    the run's last words (a double Ctrl-C did); ignored, it could not stop a shutdown that hangs."""
     code = main()
     if code in (INTERRUPTED, TERMINATED):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sys.exit(code)
 
 
@@ -690,7 +715,7 @@ def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = None
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_command(argv)
         if args.command is None:  # `effrank-bench` alone runs the embedded default, as `effrank-bench run` does
             args = parser.parse_args(["run"], namespace=args)
         # Piped into a log, tables are not bound by a screen: rich's 80-column default would fold them.

@@ -39,7 +39,7 @@ RECIPE_FIELDS = (
 # from their default, so that runs and cached teachers made before they existed keep their keys.
 _KEYED_WHEN_SET = {"schedule", "teacher_schedule", "select", "val_fraction", "teacher_batch_size", "limit_batches"}
 # Fields that determine the teacher: its cache key.
-TEACHER_FIELDS = (
+_TEACHER_FIELDS = (
     "arch", "dataset", "data_root", "augment", "tokenizer", "teacher_seed", "teacher_epochs", "teacher_lr",
     "teacher_optimizer", "teacher_weight_decay", "teacher_warmup", "teacher_schedule", "select", "val_fraction",
     "label_smoothing", "batch_size", "amp", "pretrained", "teacher_checkpoint", "teacher_batch_size",
@@ -325,7 +325,7 @@ class RunConfig(BaseModel):
         if self.teacher_batch_size is not None:
             # The teacher trains on batches of teacher_batch_size: the students' batch_size does not make it.
             fields["batch_size"] = fields.pop("teacher_batch_size")
-        return digest({k: fields[k] for k in TEACHER_FIELDS if k in fields} | ({"inputs": inputs} if inputs else {}))
+        return digest({k: fields[k] for k in _TEACHER_FIELDS if k in fields} | ({"inputs": inputs} if inputs else {}))
 
     def default_out(self) -> Path:
         return Path("runs") / f"{self.arch}-{self.target}-{self.loss}-{self.dataset}-{self.sweep_key()[:8]}"

@@ -140,7 +140,7 @@ def check_out(out: Path) -> None:
     """Refuse an output folder that is a file, or a run directory, before anything is computed."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
-    if (out / "config.json").is_file():
+    if (out / "config.json").is_file() and any((out / name).is_file() for name in ("teacher.json", "trials.jsonl")):
         # Its spectrum.json is its own teacher's, which `report` and `compare` read as the run's.
         raise ConfigError(f"--out {out} is a run directory, whose spectrum.json is its teacher's: write this "
                           "spectrum to a folder of its own")

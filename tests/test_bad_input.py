@@ -90,6 +90,8 @@ CASES = [
     (["run", "--seeds", "1" * 5000], "--seeds (entry 1: '1111111111"),
     (["run", "--epoch", "1"], "unrecognized arguments: --epoch 1; did you mean --epochs?"),  # no abbreviations
     (["run", "--knee-axs", "log2"], "unrecognized arguments: --knee-axs log2; did you mean --knee-axis?"),
+    (["list", "--epochs", "1"], "unrecognized arguments: --epochs 1; --epochs is an option of run, spectrum, not of list"),
+    (["measure", "--epoch", "3"], "--epoch 3; --epochs is an option of run, spectrum, not of measure"),
     (["run", "--seeds", "0,1,0"], "seed 0 is given twice: a seed trains one student per rank, the same each time; "
                                   "give distinct seeds, like 0,1,2"),
     (["run", "--config", "batch.toml"], "batch_size: Input should be less than or equal to 1048576"),

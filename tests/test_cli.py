@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -644,9 +645,10 @@ def test_spectrum_and_suites_take_an_architectures_recipe_as_run_does(tmp_path, 
 def test_a_ctrl_c_while_a_stopped_run_exits_breaks_into_no_exit_handler():
     # A run stopped by Ctrl-C returns 130; a second Ctrl-C during interpreter shutdown (torch's atexit handlers)
     # printed their traceback under the run's last words. Here the second one arrives in an exit handler.
-    code = ("import atexit, os, signal, effrank_bench.cli as cli\n"
+    # It ends the process at once (a shutdown that hangs can be stopped), with no traceback.
+    code = ("import atexit, os, signal, time, effrank_bench.cli as cli\n"
             "cli.main = lambda: cli.INTERRUPTED\n"
-            "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), print('exited whole')))\n"
+            "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(60), print('hung on')))\n"
             "cli.entry()\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert (result.returncode, result.stdout, result.stderr) == (130, "exited whole\n", "")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
+    assert (result.returncode, result.stdout, result.stderr) == (-signal.SIGINT, "", "")

@@ -77,9 +77,10 @@ def test_no_plot_writes_none_and_removes_an_earlier_spectrums(spectrum_command, 
     _, first = spectrum_command
     out = tmp_path / "out"
     shutil.copytree(first, out)
+    (out / "config.json").write_text('{"model_type": "bert"}')  # another tool's: no run directory
     code, _, err = run_cli("spectrum", *tiny.args(), "--samples", SAMPLES, "--out", out)  # tiny: --no-plot
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["spectrum.csv", "spectrum.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "spectrum.csv", "spectrum.json"]
 
 
 def test_a_cached_teacher_prints_tables_and_the_estimates(spectrum_command, run_cli, tiny, tmp_path, monkeypatch):
@@ -88,11 +89,11 @@ def test_a_cached_teacher_prints_tables_and_the_estimates(spectrum_command, run_
     # Without --samples, as many inputs as the run options' --spectrum-samples: what a run measures.
     code, out, err = run_cli("spectrum", *tiny.args(spectrum_samples=SAMPLES))
     assert code == 0, err
-    # The tiny recipe's student and cost flags are taken, and said to be unread; the teacher's and --device are
-    # read, and --no-plot would be with --out.
+    # The tiny recipe's grid is taken, and said to be unread; its teacher's, student and timing options choose or
+    # time the teacher (a run directory of those options may hold it); --no-plot would be read with --out.
     err = " ".join(err.split())
-    assert "--ranks, --epochs, --latency-repeats: `spectrum` measures the teacher alone (no students, no costs) and " \
-           "does not read them" in err
+    assert "--ranks: `spectrum` measures the teacher alone (no students, no curve) and does not read it" in err
+    assert "--epochs" not in err and "--latency-repeats" not in err
     assert "--no-plot: `spectrum` draws its plots into --out DIR only, and without it writes nothing" in err
     assert "blocks.0.attn.qkv.q" in out and f"branch outputs, {SAMPLES} inputs)" in out
     estimates = data["estimates"]
@@ -112,6 +113,7 @@ def test_bad_input_exits_2_with_one_line(run_cli, tmp_path, monkeypatch, argv, m
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")
+    (tmp_path / "run" / "teacher.json").write_text("{}")
     code, out, err = run_cli("spectrum", "--device", "cpu", *argv)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
