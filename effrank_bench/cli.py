@@ -490,10 +490,15 @@ def _curve(args: argparse.Namespace) -> tuple[Path, list[float], list[float], fl
     if path.name == "summary.csv":  # a run's: its report's warnings hold for the curve too
         for warning in _beside(path, "summary.json").get("warnings", []):
             print(f"warning: {path.parent}: {warning}", file=sys.stderr)
-    run = _beside(path, "config.json") if path.name == "summary.csv" else {}
+    read_as = RunConfig()  # run's defaults, for a CSV of no run
+    if path.name == "summary.csv" and (path.parent / "config.json").is_file():
+        try:
+            read_as = RunDir(path.parent).config()
+        except EffrankError as err:  # another tool's config.json, or a damaged one: the curve is still a curve
+            print(f"warning: {_error_line(err)}: {path} is read off with run's defaults", file=sys.stderr)
     for name in ("thresholds", "knee_axis", "monotone"):
         if getattr(args, name) is None:
-            setattr(args, name, flag_value(run.get(name) or RunConfig.model_fields[name].default))
+            setattr(args, name, flag_value(getattr(read_as, name)))
     ranks, accuracies, teacher = read_curve_csv(path)
     teacher = args.teacher_acc if args.teacher_acc is not None else teacher
     if teacher is None:

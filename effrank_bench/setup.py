@@ -49,10 +49,11 @@ def resolve_components(config: RunConfig, registry: Registry) -> Components:
     dataset = registry.dataset(config.dataset)
     dataset.check_architecture(arch, [name for name in registry.names("dataset")
                                       if registry.dataset(name).modality == arch.modality])
-    if config.tokenizer is not None and dataset.modality != "tokens":
+    if config.tokenizer is not None and not dataset.reads_tokenizer:
         # It keys the teacher: taken silently, it would train another teacher for nothing.
-        raise ConfigError(f"--tokenizer {config.tokenizer}: data set '{config.dataset}' gives images, which are not "
-                          "tokenized; leave --tokenizer out")
+        what = "images, which are not tokenized" if dataset.modality == "image" else "tokens already"
+        raise ConfigError(f"--tokenizer {config.tokenizer}: data set '{config.dataset}' gives {what}; leave "
+                          "--tokenizer out")
     return Components(arch=arch, loss=registry.loss(config.loss), dataset=dataset,
                       executor=registry.executor(config.executor))
 

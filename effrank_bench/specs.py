@@ -301,13 +301,20 @@ class DatasetSpec(_Frozen):
     """A data set: ``load(request) -> DataSplits`` of ``modality`` inputs.
 
     The modality is declared, not only loaded, so that a run pairing it with an architecture
-    of the other kind is refused before anything is downloaded or tokenized.
+    of the other kind is refused before anything is downloaded or tokenized. ``tokenizes``: whether ``load``
+    reads ``request.tokenizer`` (None: as its modality says, token data sets do); a run that names a tokenizer
+    for a data set that reads none is refused, since the tokenizer keys its teacher.
     """
 
     name: str = Field(pattern=_NAME)
     description: str
     load: Callable[[DataRequest], DataSplits]
     modality: Modality = "image"
+    tokenizes: bool | None = None
+
+    @property
+    def reads_tokenizer(self) -> bool:
+        return self.modality == "tokens" if self.tokenizes is None else self.tokenizes
 
     def check_architecture(self, arch: ArchitectureSpec, fitting: Sequence[str] = ()) -> None:
         """Refuse an architecture of the other modality; ``fitting``: the data sets that would do, to name."""

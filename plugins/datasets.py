@@ -79,6 +79,6 @@ def register_datasets(register):
         description="scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes), split 70/15/15",
     ))
     register(DatasetSpec(
-        name="digits_tokens", modality="tokens", load=load_digits_tokens,
+        name="digits_tokens", modality="tokens", tokenizes=False, load=load_digits_tokens,
         description="the digits as 65 tokens (CLS, then 64 pixel intensities, row by row; 19 ids), same split",
     ))

@@ -177,11 +177,15 @@ def test_a_modality_mismatch_exits_2_with_one_line_naming_the_data_sets_that_fit
     assert (code, out, err) == (2, "", f"error: {message}\n")
 
 
-def test_a_tokenizer_for_image_data_exits_2_before_it_keys_another_teacher(tmp_path, run_cli):
+def test_a_tokenizer_for_data_that_reads_none_exits_2_before_it_keys_another_teacher(tmp_path, run_cli):
     code, out, err = run_cli("run", "--tokenizer", "bert-base-uncased", "--out", str(tmp_path / "run"))
     assert (code, out, err) == (2, "", "error: --tokenizer bert-base-uncased: data set 'digits' gives images, which are "
                                        "not tokenized; leave --tokenizer out\n")
     assert not (tmp_path / "run").exists()
+    code, out, err = run_cli("run", "--arch", "micro_bert", "--dataset", "digits_tokens", "--tokenizer", "tok",
+                             "--out", str(tmp_path / "run"))
+    assert (code, out, err) == (2, "", "error: --tokenizer tok: data set 'digits_tokens' gives tokens already; leave "
+                                       "--tokenizer out\n")
 
 
 def test_pretrained_bert_base_offline_says_how_to_pass_a_checkpoint():

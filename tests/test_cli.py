@@ -241,6 +241,11 @@ def test_analyze_and_replay_of_a_run_directory_read_off_as_its_report_does(tiny_
     plain.write_text((run / "summary.csv").read_text())
     default = json.loads(run_cli("analyze", str(plain), "--json")[1])
     assert (default["region"]["thresholds"], default["knee_axis"]) == ([0.85, 0.95], "linear")
+    # A config.json that is no run's (damaged, or another tool's): the defaults, and a warning that names it.
+    (run / "config.json").write_text(json.dumps(config | {"thresholds": [0.9]}))
+    code, out, err = run_cli("analyze", str(run), "--json")
+    assert code == 0 and json.loads(out)["region"]["thresholds"] == [0.85, 0.95]
+    assert f"{run / 'config.json'}" in err and f"{run / 'summary.csv'} is read off with run's defaults" in err
 
 
 def test_run_then_report_rerenders_the_same_table_and_draws_the_plot(tiny_run, run_cli, tmp_path):
