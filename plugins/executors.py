@@ -32,16 +32,27 @@ def layout(trials: tuple[Trial, ...], saved: list[tuple[Trial, ...]], size: int)
     return groups + [tuple(same[i:i + size]) for same in by_seed.values() for i in range(0, len(same), size)]
 
 
+def regrouped(execution: Execution, groups: list[tuple[Trial, ...]], saved: list[tuple[Trial, ...]],
+              size: int) -> None:
+    """Say which of ``groups`` resume whole from their checkpoint though larger than ``size``, the group size
+    asked for now (their students' weights and data order are the group's), and how to regroup them."""
+    folder = execution.setup.run.checkpoints_path
+    for group in groups:
+        if group in saved and len(group) > size:
+            name = Checkpoints.name(group)  # a save killed between its renames left only name.old
+            kept = next((folder / n for n in (name, f"{name}.old") if (folder / n).is_dir()), folder / name)
+            execution.progress.note(f"{len(group)} students resume as the group their checkpoint holds (groups of "
+                                    f"{size} are laid out for the trials not started; delete {kept} to train "
+                                    "these again in groups of that size)")
+
+
 def run_locally(execution: Execution) -> None:
     setup = execution.setup
     saved = saved_groups(setup.run.checkpoints_path)
     size = group_size(setup, execution.teacher, len(execution.trials), max(t.rank for t in execution.trials))
-    for group in layout(execution.trials, saved, size):
-        if group in saved and len(group) > size:  # its students' weights and data order are the group's
-            folder = setup.run.checkpoints_path / Checkpoints.name(group)
-            execution.progress.note(f"{len(group)} students resume as the group their checkpoint holds (--group "
-                                    f"{setup.config.group} lays out only the trials not started; delete {folder} "
-                                    "to train these again in groups of that size)")
+    groups = layout(execution.trials, saved, size)
+    regrouped(execution, groups, saved, size)
+    for group in groups:
         run_group(setup, execution.teacher, group, execution.record, execution.progress)
 
 

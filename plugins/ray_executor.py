@@ -27,7 +27,7 @@ from effrank_bench.setup import RunSetup, prepare
 from effrank_bench.specs import ExecutorSpec
 from effrank_bench.teacher import Teacher, obtain_teacher
 from effrank_bench.trial import run_group
-from effrank_bench_plugins.executors import layout
+from effrank_bench_plugins.executors import layout, regrouped
 
 if TYPE_CHECKING:  # the sweep imports the rank search and scipy, which a cluster's workers never use
     from effrank_bench.sweep import Execution
@@ -223,12 +223,14 @@ def run_on_ray(execution: Execution) -> None:
     ray = connect(setup.config)
     options, slots = _reserve(ray, setup.config)
     size = _unit_size(execution, slots, options["num_gpus"])
-    units = layout(execution.trials, saved_groups(setup.run.checkpoints_path), size)
+    saved = saved_groups(setup.run.checkpoints_path)
+    units = layout(execution.trials, saved, size)
     resources = ray.cluster_resources()
     nodes = sum(node["Alive"] for node in ray.nodes())
     progress.note(f"ray: {nodes} node(s), {resources.get('CPU', 0):g} CPU(s), {resources.get('GPU', 0):g} GPU(s); "
-                  f"{len(units)} unit(s) of up to {size} trial(s), each on {options['num_cpus']:g} CPU(s) and "
-                  f"{options['num_gpus']:g} GPU(s), {slots} at a time")
+                  f"{len(units)} unit(s) of up to {max(map(len, units))} trial(s), each on {options['num_cpus']:g} "
+                  f"CPU(s) and {options['num_gpus']:g} GPU(s), {slots} at a time")
+    regrouped(execution, units, saved, size)
     weights = ray.put(_cpu_state(execution.teacher.model))
     task = _remote(ray, _unit_task).options(**options)
     cwd, die_once = os.getcwd(), os.environ.get(DIE_ONCE)

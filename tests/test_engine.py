@@ -345,7 +345,7 @@ def test_a_group_killed_mid_epoch_resumes_from_its_checkpoint_to_the_same_record
     resumed = run_sweep(config.model_copy(update={"out": out, "group": 1}), progress=notes)
     assert [_result(r) for r in resumed.records()] == [_result(r) for r in run.records()]
     assert "2 students (rank 2, …): resumed from its checkpoint after epoch 1 of 2" in notes.notes
-    assert (f"2 students resume as the group their checkpoint holds (--group 1 lays out only the trials not "
+    assert (f"2 students resume as the group their checkpoint holds (groups of 1 are laid out for the trials not "
             f"started; delete {saved[0]} to train these again in groups of that size)") in notes.notes
     assert all(r.train_seconds > state["seconds"] for r in resumed.records())  # the first process's time counts
     assert not (out / "checkpoints").exists()

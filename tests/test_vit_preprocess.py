@@ -60,6 +60,7 @@ def test_the_torchvision_preset_agrees_with_its_weights_transforms():
     transform = torchvision.models.ViT_B_32_Weights.IMAGENET1K_V1.transforms()
     preprocess = default_registry().architecture("vit_b32_tv").preprocess
     assert (transform.resize_size, transform.crop_size) == ([preprocess.resize], [preprocess.crop])
+    assert transform.interpolation.value == preprocess.interpolation  # the preset copies it: this keeps it true
     assert (transform.mean, transform.std) == (list(preprocess.mean), list(preprocess.std))
 
 
