@@ -494,8 +494,9 @@ def _curve(args: argparse.Namespace) -> tuple[Path, list[float], list[float], fl
     if path.name == "summary.csv" and (path.parent / "config.json").is_file():
         try:
             read_as = RunDir(path.parent).config()
-        except EffrankError as err:  # another tool's config.json, or a damaged one: the curve is still a curve
-            print(f"warning: {_error_line(err)}: {path} is read off with run's defaults", file=sys.stderr)
+        except EffrankError as err:  # another tool's config.json, or a damaged run's: the curve is still a curve
+            if any((path.parent / name).is_file() for name in ("teacher.json", "trials.jsonl")):  # a run's
+                print(f"warning: {_error_line(err)}: {path} is read off with run's defaults", file=sys.stderr)
     for name in ("thresholds", "knee_axis", "monotone"):
         if getattr(args, name) is None:
             setattr(args, name, flag_value(getattr(read_as, name)))
