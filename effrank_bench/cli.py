@@ -250,7 +250,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--tolerance", metavar="P%|N|grid",
                         help="adaptive: how far apart the measured ranks around each crossing and the knee may be, "
                              "10%% of the rank (at least 1), a number of ranks, or grid (adjacent ranks of the grid, "
-                             "training none off it) (default: 10%%)")
+                             "training none off it) (default: an adaptive run directory's own, else 10%%)")
     replay.set_defaults(handler=_replay)
 
     measure = _command(commands, "measure", help="parameters, MACs, latency and memory of teacher and students")
@@ -472,7 +472,8 @@ def _print_comparison(comparison, console: Console) -> None:
 def _curve(args: argparse.Namespace) -> tuple[Path, list[float], list[float], float]:
     """The CSV read (a run directory's summary.csv for the directory), its ranks and accuracies, and the
     teacher's accuracy: --teacher-acc, else the CSV's teacher row. The read-off options not given (None) are
-    filled in ``args``: a run's own, as its report reads its curve, else run's defaults."""
+    filled in ``args``: a run's own, as its report reads its curve, else run's defaults; and replay's adaptive
+    tolerance, an adaptive run's own."""
     from effrank_bench.analysis import check_same_units, read_curve_csv
     from effrank_bench.store import RunDir
 
@@ -500,6 +501,8 @@ def _curve(args: argparse.Namespace) -> tuple[Path, list[float], list[float], fl
     for name in ("thresholds", "knee_axis", "monotone"):
         if getattr(args, name) is None:
             setattr(args, name, flag_value(getattr(read_as, name)))
+    if getattr(args, "search", None) == read_as.search == "adaptive" and args.tolerance is None:
+        args.tolerance = read_as.tolerance  # replay: an adaptive run's search, as it ran
     ranks, accuracies, teacher = read_curve_csv(path)
     teacher = args.teacher_acc if args.teacher_acc is not None else teacher
     if teacher is None:

@@ -234,6 +234,11 @@ def test_analyze_and_replay_of_a_run_directory_read_off_as_its_report_does(tiny_
     assert analysis["region"]["thresholds"] == [0.6, 0.9]
     replayed = json.loads(run_cli("replay", str(run), "--search", "grid", "--json")[1])["grid"]
     assert (replayed["region"], replayed["knee"]) == (reported["region"], reported["knee"])
+    # An adaptive run's replay searches with its tolerance.
+    (run / "config.json").write_text(json.dumps(config | own | {"search": "adaptive", "tolerance": "3"}))
+    code, out, err = run_cli("replay", str(run), "--json")
+    assert code == 0 and json.loads(out)["tolerance"]["ranks"] == 3, err
+    (run / "config.json").write_text(json.dumps(config | own))
     # A flag still wins; a CSV of no run reads off with run's defaults.
     flagged = json.loads(run_cli("analyze", str(run), "--thresholds", "0.85,0.95", "--json")[1])
     assert flagged["region"]["thresholds"] == [0.85, 0.95] and flagged["knee_axis"] == "log2"
