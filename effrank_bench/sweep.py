@@ -62,6 +62,9 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
                           + "), so its cost table holds one kind of latency: "
                           + ", ".join(f"--{name.replace('_', '-')} {getattr(given, name)}" for name in timing)
                           + " applies to another --out")
+        if config.qkv == "fused" and all(site.chunks == 1 for site in setup.sites):  # --qkv keys the directory
+            progress.note(f"[yellow]--qkv fused: the {config.target} target of {config.arch} has no fused projection, "
+                          "so its students are those of --qkv split")
         if config != given:  # what the executors (and the teacher's SVD) see
             setup = dataclasses.replace(setup, config=config)
         run.store_target(setup.target_info())

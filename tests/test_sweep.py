@@ -312,6 +312,20 @@ def _swept(config, **curve):
     return run_sweep(config, registry=Registry(plugins=[("curve", _Curve(**curve))]))
 
 
+def test_qkv_fused_for_a_target_without_a_fused_projection_says_it_changes_nothing(tiny_run, tmp_path,
+                                                                                     progress_stub):
+    notes = progress_stub()
+    config = tiny_run[0].model_copy(update={"executor": "curve", "target": "mlp", "qkv": "fused",
+                                            "out": tmp_path / "mlp"})
+    run_sweep(config, registry=Registry(plugins=[("curve", _Curve())]), progress=notes)
+    assert ("[yellow]--qkv fused: the mlp target of micro_vit has no fused projection, so its students are those "
+            "of --qkv split") in notes.notes
+    joint = progress_stub()  # micro_vit's attention has its fused qkv: nothing to say
+    run_sweep(config.model_copy(update={"target": "joint", "out": tmp_path / "joint"}),
+              registry=Registry(plugins=[("curve", _Curve())]), progress=joint)
+    assert not any("--qkv fused" in note for note in joint.notes)
+
+
 def test_a_resumed_adaptive_search_finishes_its_round_then_asks_what_it_would_have(tiny_run, tmp_path):
     config = tiny_run[0].model_copy(update={"executor": "curve", "search": "adaptive", "ranks": (2, 64)})
     whole = _swept(config.model_copy(update={"out": tmp_path / "whole"}))
