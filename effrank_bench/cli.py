@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from effrank_bench import __version__
-from effrank_bench.config import MLFLOW_DEFAULT_URI, RunConfig, flag_value
+from effrank_bench.config import MLFLOW_DEFAULT_URI, RunConfig, flag_name, flag_value
 from effrank_bench.errors import ConfigError, EffrankError, one_line
 
 BAD_INPUT = 2
@@ -173,7 +173,7 @@ def _add_run_flags(run: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) 
         group = run.add_argument_group(title)
         for name in names:
             bare = {"nargs": "?", "const": _BARE_VALUES[name]} if name in _BARE_VALUES else {}
-            group.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+            group.add_argument(flag_name(name), dest=name, default=None,
                                help=_flag_help(fields[name]), **_flag_kind(name, fields[name].annotation), **bare)
             if name == "seeds":  # its one-seed alias, which the config reads as `seed = N`
                 group.add_argument("--seed", type=int, metavar="N", default=None,
@@ -402,7 +402,7 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError("--spectrum-samples 0 measures no spectrum; give --samples N (at least 1)")
     progress = cli_progress()
     with progress:
-        unread = [f"--{name.replace('_', '-')}" for name in _SPECTRUM_UNREAD if getattr(args, name) is not None]
+        unread = [flag_name(name) for name in _SPECTRUM_UNREAD if getattr(args, name) is not None]
         if unread:
             progress.note(f"[yellow]{', '.join(unread)}: `spectrum` measures the teacher alone (no students, no "
                           f"curve) and does not read {'it' if len(unread) == 1 else 'them'}")

@@ -336,10 +336,15 @@ def flag_value(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
+def flag_name(name: str) -> str:
+    """The flag of the option ``name``: ``--latency-repeats`` for ``latency_repeats``."""
+    return "--" + name.replace("_", "-")
+
+
 def flag_args(name: str, value: Any) -> list[str]:
     """The option ``name`` at ``value`` as `run`'s arguments: ``["--lr", "0.004"]``, ``["--no-augment"]``,
     ``["--ranks", "2,4"]``; none for None (the option left unset)."""
-    flag = "--" + name.replace("_", "-")
+    flag = flag_name(name)
     if value is None:
         return []
     if isinstance(value, bool):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from effrank_bench.atomic import atomic_path, atomic_write_text
-from effrank_bench.config import RunConfig, flag_args
+from effrank_bench.config import RunConfig, flag_args, flag_name
 from effrank_bench.errors import ConfigError, format_validation_error, shown
 from effrank_bench.paths import make_folder
 from effrank_bench.records import (SpectralEstimates, TargetInfo, TeacherRecord, TrialRecord, read_teacher,
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def _flag(name: str, value: Any) -> str:
     """The option at ``value`` as a shell command line takes it; an unset one named as such."""
     args = flag_args(name, value)
-    return shlex.join(args) if args else f"(no --{name.replace('_', '-')})"
+    return shlex.join(args) if args else f"(no {flag_name(name)})"
 
 
 #: How a run times its students' latency: a directory that holds a trial keeps its own, so that its cost table

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 import dataclasses
 import itertools
+import shlex
 
 from rich.markup import escape
 
-from effrank_bench.config import EXECUTOR_OPTIONS, RunConfig
+from effrank_bench.config import EXECUTOR_OPTIONS, RunConfig, flag_args, flag_name
 from effrank_bench.errors import RegistrationError
 from effrank_bench.lock import run_lock
 from effrank_bench.plan import (failed_ranks, measured_curve, plan_trials, rounds_to_resume, searcher,
@@ -57,11 +58,10 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
                           f"it ran at {held.tolerance or '10%'} (its rounds before keep the ranks they asked for)")
         timing = [name for name in TIMING_OPTIONS if getattr(given, name) != getattr(config, name)]
         if timing:  # kept from the directory (RunDir.resumed), whose recorded students were timed so
-            progress.note(f"[yellow]{run.path} times its students as it timed the ones it holds ("
-                          + ", ".join(f"--{name.replace('_', '-')} {getattr(config, name)}" for name in timing)
-                          + "), so its cost table holds one kind of latency: "
-                          + ", ".join(f"--{name.replace('_', '-')} {getattr(given, name)}" for name in timing)
-                          + " applies to another --out")
+            kept, asked = (", ".join(shlex.join(flag_args(name, getattr(c, name))) for name in timing)
+                           for c in (config, given))
+            progress.note(f"[yellow]{run.path} times its students as it timed the ones it holds ({kept}), so its "
+                          f"cost table holds one kind of latency: {asked} applies to another --out")
         if config.qkv == "fused" and all(site.chunks == 1 for site in setup.sites):  # --qkv keys the directory
             progress.note(f"[yellow]--qkv fused: the {config.target} target of {config.arch} has no fused projection, "
                           "so its students are those of --qkv split")
@@ -81,7 +81,7 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         progress.note(f"teacher, {teacher.record.origin}: test accuracy {teacher.record.test_accuracy:.4f}")
         if config.search == "grid" and config.tolerance is not None:
             progress.note("[yellow]--tolerance applies to --search adaptive: this grid sweep trains every rank")
-        unused = [f"--{name.replace('_', '-')}" for name in EXECUTOR_OPTIONS
+        unused = [flag_name(name) for name in EXECUTOR_OPTIONS
                   if name not in setup.parts.executor.options
                   and getattr(config, name) != RunConfig.model_fields[name].default]
         if unused:
