@@ -363,9 +363,15 @@ def _flags(overrides: dict[str, Any] | None) -> set[str]:
 
 
 def _split_csv(text: str, what: str) -> list[str]:
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
+    """The entries of ``"2, 4,8,"``: a trailing comma is allowed, an empty entry between two is refused (``1,,2``
+    is a typo of ``1,2`` or of ``1,12``, and either reading could be wrong)."""
+    parts = [p.strip() for p in text.split(",")]
+    if parts and not parts[-1]:
+        parts.pop()
+    if not any(parts):
         raise ValueError(f"{what} is empty")
+    if "" in parts:
+        raise ValueError(f"entry {parts.index('') + 1} of {shown(text)!r} is empty: separate entries by one comma")
     return parts
 
 

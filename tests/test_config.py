@@ -72,6 +72,16 @@ def test_ranks_from_a_string_are_sorted_and_deduplicated():
     assert RunConfig(ranks=[32, 1, 32]).ranks == (1, 32)
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("1,,2", "^--ranks: entry 2 of '1,,2' is empty: separate entries by one comma$"),
+    (" , 2", "^--ranks: entry 1 of ' , 2' is empty"),
+    (" , ", "^--ranks: ranks is empty$"),
+])
+def test_an_empty_entry_between_ranks_is_refused_not_skipped(text, message):
+    with pytest.raises(ConfigError, match=message):  # 1,,2 is a typo of 1,2 or of 1,12: neither is a guess to make
+        load_config(overrides={"ranks": text})
+
+
 @pytest.mark.parametrize("ranks", ["0", "4,0,8", "-2"])
 def test_a_non_positive_rank_is_a_config_error(ranks):
     with pytest.raises(ConfigError, match="positive"):
