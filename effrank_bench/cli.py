@@ -606,6 +606,11 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
         arch = resolve_components(config, registry).arch  # before loading: a text set would tokenize first
         request = registry.dataset(args.dataset).load(data_request(config, arch)).model_request(arch)
     else:
+        if args.data_root is not None or args.tokenizer is not None:
+            given = " and ".join(flag for flag, value in (("--data-root", args.data_root),
+                                                          ("--tokenizer", args.tokenizer)) if value is not None)
+            raise ConfigError(f"{given} describe{'s' if ' and ' not in given else ''} the data set of --dataset, "
+                              "and none is given: the architecture's native input is measured (add --dataset NAME)")
         config = load_config(overrides={"arch": args.arch, "target": args.target, "ranks": args.ranks})
         arch = resolve_architecture(registry, args.arch, args.target)
         request = arch.native_request()
@@ -613,6 +618,9 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
     device = torch.device(resolve_device(args.device))
     table = cost_table(arch, args.target, ranks, request, device=device, batch_size=args.batch_size,
                        warmup=args.warmup, repeats=args.repeats, qkv=args.qkv)
+    if table["qkv"] != args.qkv:
+        print(f"note: --qkv {args.qkv}: the {args.target} target of {arch.name} has no fused projection, so its "
+              f"students are those of --qkv {table['qkv']}", file=sys.stderr)
     table = {"arch": arch.name, "target": args.target, "device": str(device), "input": request.model_dump(),
              "latency_batch_size": args.batch_size, **table}
     if args.json:

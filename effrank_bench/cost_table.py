@@ -15,12 +15,16 @@ from effrank_bench.specs import ArchitectureSpec, ModelRequest
 def cost_table(arch: ArchitectureSpec, target: str, ranks: tuple[int, ...], request: ModelRequest, *,
                device: torch.device, batch_size: int = 1, warmup: int = 5, repeats: int = 30,
                qkv: QKV = "split") -> dict:
-    """``{"teacher": cost, "students": [cost + rank + compression, ...]}``; MACs are per sample.
+    """``{"teacher": cost, "students": [cost + rank + compression, ...], "qkv": how they were factorized}``;
+    MACs are per sample. ``qkv`` is "split" where ``qkv`` asked for "fused" of a target without a fused
+    projection: those students are the split ones.
 
     Students are randomly initialised: cost does not depend on the weights, and
     skipping the SVD keeps this quick on a paper-size model.
     """
     teacher, sites = build_checked(arch, request, target, ranks, qkv)
+    if all(site.chunks == 1 for site in sites):
+        qkv = "split"
     teacher.to(device)
     example = example_input(request, arch.modality, batch_size, device)
     layers = [site.path for site, _ in resolve_sites(teacher, sites, qkv)]
@@ -34,4 +38,4 @@ def cost_table(arch: ArchitectureSpec, target: str, ranks: tuple[int, ...], requ
                        macs=macs(student, replaced))
         students.append({"rank": rank, **cost.model_dump(), "compression": teacher_cost.params / cost.params})
         del student
-    return {"teacher": teacher_cost.model_dump(), "students": students}
+    return {"teacher": teacher_cost.model_dump(), "students": students, "qkv": qkv}

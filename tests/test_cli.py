@@ -125,6 +125,23 @@ def test_measure_json_gives_teacher_and_students(run_cli):
     assert all(s["latency_ms"] > 0 and s["latency_iqr_ms"] >= 0 for s in result["students"])  # two timed passes
 
 
+def test_measure_refuses_data_flags_without_a_data_set(run_cli, tmp_path):
+    code, out, err = run_cli("measure", "--ranks", "2", "--data-root", tmp_path, "--tokenizer", "bert-base-uncased")
+    assert code == 2 and out == ""
+    assert err == ("error: --data-root and --tokenizer describe the data set of --dataset, and none is given: the "
+                   "architecture's native input is measured (add --dataset NAME)\n")
+
+
+@pytest.mark.parametrize(("target", "qkv"), [("mlp", "split"), ("attention", "fused")])
+def test_measure_says_when_fused_qkv_measures_the_split_students(run_cli, target, qkv):
+    code, out, err = run_cli("measure", "--target", target, "--qkv", "fused", "--ranks", "2", "--repeats", "1",
+                             "--warmup", "0", "--json")
+    assert code == 0 and json.loads(out)["qkv"] == qkv
+    split_note = f"note: --qkv fused: the {target} target of micro_vit has no fused projection, so its students " \
+                 "are those of --qkv split\n"
+    assert err == (split_note if qkv == "split" else "")
+
+
 def test_measure_prints_a_micro_models_macs_in_millions(run_cli):
     code, out, _ = run_cli("measure", "--arch", "micro_vit", "--target", "joint", "--ranks", "2",
                            "--repeats", "1", "--warmup", "0", "--device", "cpu")
