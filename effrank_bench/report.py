@@ -298,8 +298,10 @@ def region_lines(analysis: CurveAnalysis | None, note: str | None,
     if analysis is None:
         return [f"effective rank: not yet ({note})"]
     region, (t0, t1) = analysis.region, analysis.region.thresholds
-    low, high = ("not reached" if value is None else format_estimate(value, None, censored=censored)
-                 for value, censored in ((region.low, region.low_censored), (region.high, region.high_censored)))
+    low, high = (f"{t:.0%} not reached by rank {analysis.ranks[-1]:g}" if value is None
+                 else f"{t:.0%} at rank {format_estimate(value, None, censored=censored)}"
+                 for t, value, censored in ((t0, region.low, region.low_censored),
+                                            (t1, region.high, region.high_censored)))
     band = f" → band {region.band_text()}" if region.band else ""
     knee = f"{analysis.knee:.2f}"
     source = ""
@@ -309,7 +311,7 @@ def region_lines(analysis: CurveAnalysis | None, note: str | None,
         knee += _ci(uncertainty.knee)
         source = f" (bootstrap, {uncertainty.resamples} resamples over {len(uncertainty.seeds)} seeds)"
     lines = [
-        f"effective-rank region: {t0:.0%} at rank {low}, {t1:.0%} at rank {high}{band}{source}",
+        f"effective-rank region: {low}, {high}{band}{source}",
         f"effective knee: rank {knee} ({analysis.knee_axis} axis)",
     ]
     lines += [f"note: {line}" for line in knee_notes(analysis)]

@@ -155,13 +155,13 @@ def test_a_threshold_missed_by_some_resamples_says_how_often():
     assert no_bend.startswith("note: the curve rises without a bend (only 2 ranks)")
     percent = round(100 * u.high.unreached)
     assert 65 <= percent <= 85
-    assert f"95% at rank not reached [95% CI 1.90, >2.00; not reached in {percent}% of resamples]" in region
+    assert f"95% not reached by rank 2 [95% CI 1.90, >2.00; not reached in {percent}% of resamples]" in region
     low_missed = round(100 * u.low.unreached)
     assert f"[95% CI 1.70, >2.00; not reached in {low_missed}% of resamples]" in region
     # Seeds at 0.8 and 0.9 at rank 2: no resample reaches 0.95, so the whole interval lies beyond rank 2.
     analysis = analyze_curve([1, 2, 2], [0.5, 0.8, 0.9], 1.0)
     u = bootstrap_curve(analysis, [1, 2, 2], [0.5, 0.8, 0.9], [0, 0, 1], resamples=200)
-    assert "95% at rank not reached [95% CI >2.00; not reached in 100% of resamples]" in region_lines(
+    assert "95% not reached by rank 2 [95% CI >2.00; not reached in 100% of resamples]" in region_lines(
         analysis, None, u)[0]
 
 
@@ -188,7 +188,7 @@ def test_the_terminal_shows_the_bracketed_interval_notes_as_text(make_run, tmp_p
     assert main(["report", str(run.path)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     # 95% of the teacher is reached only when both draws at rank 2 are 0.9 / 0.9: at 1 + (0.95 - 5/9) / (4/9).
-    assert f"95% at rank not reached [95% CI {1 + (0.95 - 5 / 9) / (4 / 9):.2f}, >2.00; not reached in" in out
+    assert f"95% not reached by rank 2 [95% CI {1 + (0.95 - 5 / 9) / (4 / 9):.2f}, >2.00; not reached in" in out
 
 
 def test_reading_and_reporting_a_run_directory_imports_no_torch():
