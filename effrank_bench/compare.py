@@ -307,9 +307,10 @@ def _cells(run: ComparedRun, separator: str = " ", spectra: bool = True) -> list
     dash = "–"
     low = high = band = knee = compression = macs = dash
     if a is not None:
-        low = format_estimate(a.region.low, run.estimate("low"), separator=separator, censored=a.region.low_censored)
-        high = format_estimate(a.region.high, run.estimate("high"), separator=separator,
-                               censored=a.region.high_censored)
+        low, high = (format_estimate(value, run.estimate(name), separator=separator, censored=censored,
+                                     last_rank=a.ranks[-1])
+                     for name, value, censored in (("low", a.region.low, a.region.low_censored),
+                                                   ("high", a.region.high, a.region.high_censored)))
         band = a.region.band_text() or dash
         knee = format_estimate(a.knee, run.estimate("knee"), separator=separator)
     if run.at_knee is not None:

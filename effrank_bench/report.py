@@ -241,10 +241,14 @@ def _fmt(value, spec: str) -> str:
 
 
 def format_estimate(value: float | None, estimate: Estimate | None, spec: str = ".2f", separator: str = " ",
-                    censored: Censoring = None) -> str:
+                    censored: Censoring = None, last_rank: float | None = None) -> str:
     """``3.21 [2.80, 3.90]`` with an interval (after ``separator``), ``3.21`` without, ``–`` for no value;
-    ``≤2.00`` for a left-censored value (met at the first rank)."""
-    text = ("≤" if censored == "left" and value is not None else "") + _fmt(value, spec)
+    ``≤2.00`` for a left-censored value (met at the first rank), ``>32.00`` for a right-censored one (not
+    reached by ``last_rank``, the last rank measured, where given)."""
+    if value is None and censored == "right" and last_rank is not None:
+        text = ">" + format(last_rank, spec)
+    else:
+        text = ("≤" if censored == "left" and value is not None else "") + _fmt(value, spec)
     if estimate is not None and estimate.ci_low is not None:
         text += f"{separator}[{_interval(estimate, spec)}]"
     return text

@@ -90,6 +90,16 @@ def test_a_run_with_too_few_ranks_is_kept_with_a_note(make_run, two_runs, tmp_pa
     assert row[0] == "micro_vit · joint · geometric · digits (short)" and row[3:] == ["–"] * 6
 
 
+def test_a_crossing_never_reached_shows_beyond_the_last_rank_not_a_dash(make_run, two_runs, tmp_path):
+    # 85% is reached between ranks 2 and 4, 95% never: "–" would read as "no analysis", like a run too short.
+    low = make_run(tmp_path / "low", [(2, 0, 0.6), (4, 0, 0.8), (8, 0, 0.81)], teacher_accuracy=0.9, width=64)
+    comparison = compare_runs([*two_runs, low.path])
+    row = [column._cells[2] for column in render_comparison(comparison).columns]
+    assert row[3] == "3.32" and row[4] == ">8.00" and row[5] == "–"  # low, high, band (none: 95% not reached)
+    markdown = write_comparison(comparison, tmp_path / "out")[2].read_text()
+    assert "| 3.32 | >8.00 | – |" in markdown
+
+
 def test_a_runs_warnings_are_notes_of_the_comparison_and_in_its_json(make_run, two_runs, tmp_path):
     # A sweep asked for ranks 2-16 and stopped after 4 reads like a finished one in the table: its warning says not.
     partial = make_run(tmp_path / "partial", [(2, 0, 0.5), (4, 0, 0.8)], teacher_accuracy=0.9, width=64)
