@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -61,20 +62,28 @@ class Registry:
 
     def _load_entry_points(self, pm: pluggy.PluginManager) -> None:
         """Every installed package's plugins, as pluggy's own loader takes them; a plugin that fails to
-        import or to register (a hook whose arguments are not the hook's) stops here, named with its package."""
+        import or to register (a hook whose arguments are not the hook's) stops here, named with its package.
+
+        An entry point's name is its package's own: a package installed twice on the path (a stale copy of
+        its metadata) is loaded once, and another package's entry point of a name already taken (``losses``,
+        as the built-ins name theirs) is registered as ``package:name``, beside the first, not in its place.
+        """
+        seen: set[tuple[str, str]] = set()
         for dist in importlib.metadata.distributions():
+            package = dist.metadata["Name"]
             for entry in dist.entry_points:
-                if entry.group != ENTRY_POINT_GROUP or pm.get_plugin(entry.name) is not None:
+                if entry.group != ENTRY_POINT_GROUP or (_normalized(package), entry.name) in seen:
                     continue
-                package = dist.metadata["Name"]
-                where = f"plugin '{entry.name}' of package {package}"
+                seen.add((_normalized(package), entry.name))
+                name = entry.name if pm.get_plugin(entry.name) is None else f"{package}:{entry.name}"
+                where = f"plugin '{name}' of package {package}"
                 try:
                     plugin = entry.load()
                 except Exception as err:  # noqa: BLE001 - whatever a third party's module raises
                     raise RegistrationError(f"{where} cannot be loaded: {one_line(err)}; fix it or uninstall "
                                             f"{package}") from err
-                _register(pm, plugin, entry.name, where, f"; fix it or uninstall {package}")
-                self._dists[entry.name] = package
+                _register(pm, plugin, name, where, f"; fix it or uninstall {package}")
+                self._dists[name] = package
 
     def _collector(self, kind: str, spec_type: type, plugin: str):
         def register(spec) -> None:
@@ -155,11 +164,22 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, where: str, f
         raise RegistrationError(f"{where} cannot be loaded: {one_line(err)}{fix}") from err
 
 
+def _normalized(package: str) -> str:
+    """A package's name as pip compares them (PEP 503): ``Effrank_Bench`` is ``effrank-bench``."""
+    return re.sub(r"[-_.]+", "-", package).lower()
+
+
 def _check_hook_names(pm: pluggy.PluginManager) -> None:
     """A hook implementation of a name no hook has (``register_target``) would never be called: refused,
-    as pluggy's ``check_pending`` refuses it (an ``optionalhook=True`` implementation excepted)."""
+    as pluggy's ``check_pending`` refuses it (an ``optionalhook=True`` implementation excepted). So is a
+    function named after a hook without ``@hookimpl``, which pluggy passes over without a word."""
     hooks = [hook for hook, _ in _KINDS.values()]
     for plugin in pm.get_plugins():
+        for hook in hooks:
+            if callable(getattr(plugin, hook, None)) and not any(
+                    impl.plugin is plugin for impl in getattr(pm.hook, hook).get_hookimpls()):
+                raise RegistrationError(f"plugin '{pm.get_name(plugin)}' defines {hook} without @hookimpl, so it "
+                                        "would never be called: decorate it (from effrank_bench import hookimpl)")
         for caller in pm.get_hookcallers(plugin) or ():
             if not caller.has_spec() and any(not impl.optionalhook for impl in caller.get_hookimpls()
                                              if impl.plugin is plugin):

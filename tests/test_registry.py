@@ -1,6 +1,7 @@
 """The plugin registry: entry points, duplicate names, wrong specs, unknown names."""
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 
@@ -234,10 +235,49 @@ class FakeEntryPoint:
         self.name, self.load = name, load
 
 
-def installed(monkeypatch, *entry_points, package="their-plugins"):
-    """As if ``package`` (alone) were installed with ``entry_points`` in the effrank_bench group."""
-    dist = type("Dist", (), {"entry_points": entry_points, "metadata": {"Name": package}})()
-    monkeypatch.setattr("importlib.metadata.distributions", lambda: [dist])
+def fake_dist(package, *entry_points):
+    """An installed ``package`` with ``entry_points`` in the effrank_bench group, as importlib.metadata gives it."""
+    return type("Dist", (), {"entry_points": entry_points, "metadata": {"Name": package}})()
+
+
+def installed(monkeypatch, *entry_points, package="their-plugins", beside=()):
+    """As if ``package`` were installed with ``entry_points`` in the effrank_bench group (after ``beside``)."""
+    monkeypatch.setattr("importlib.metadata.distributions", lambda: [*beside, fake_dist(package, *entry_points)])
+
+
+class TheirLoss:
+    """A third party's loss plugin module."""
+
+    @hookimpl
+    def register_losses(self, register):
+        register(LossSpec(name="theirs", description="their loss", compute=lambda t, s, y, o: 0))
+
+
+def test_an_entry_point_named_as_a_built_in_one_registers_beside_it_not_in_its_place(monkeypatch):
+    # "losses" is what the built-ins call theirs: a package naming its own so took the built-in losses away.
+    built_ins = importlib.metadata.distribution("effrank-bench")
+    installed(monkeypatch, FakeEntryPoint("losses", TheirLoss), beside=[built_ins])
+    registry = Registry()
+    assert {"geometric", "logit", "kd", "theirs"} <= set(registry.names("loss"))
+    label = dict((name, plugin) for name, _, plugin in registry.listing()["loss"])
+    assert label["theirs"] == "their-plugins:losses (their-plugins)" and label["kd"] == "losses (effrank-bench)"
+
+
+def test_a_package_found_twice_on_the_path_is_loaded_once(monkeypatch):
+    entry = FakeEntryPoint("theirs", TheirLoss)
+    installed(monkeypatch, entry, beside=[fake_dist("Their_Plugins", entry)])  # a stale copy of its metadata
+    assert Registry().names("loss") == ["theirs"]  # not "loss 'theirs' is registered twice"
+
+
+def test_a_hook_function_without_hookimpl_is_refused_instead_of_never_called():
+    class Undecorated:
+        def register_losses(self, register):
+            register(LossSpec(name="theirs", description="never registered", compute=lambda t, s, y, o: 0))
+
+    with pytest.raises(RegistrationError) as err:
+        Registry(plugins=[("mine", Undecorated())], entry_points=False)
+    assert str(err.value) == ("plugin 'mine' defines register_losses without @hookimpl, so it would never be called: "
+                              "decorate it (from effrank_bench import hookimpl)")
 
 
 def test_a_plugin_that_fails_to_import_is_named_with_its_package_in_one_line(monkeypatch):
