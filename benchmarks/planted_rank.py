@@ -52,7 +52,7 @@ def multiply_out(template: nn.Module, factorized: nn.Module, sites: list[Site]) 
             del state[key]
         original = template.get_submodule(site.path)
         with torch.no_grad():
-            state[f"{site.path}.weight"] = low.weight().reshape(original.weight.shape).detach().clone()
+            state[f"{site.path}.weight"] = low.weight.reshape(original.weight.shape).detach().clone()
             bias = low.b.bias if isinstance(low, LowRankConv2d) else low.bias
             if bias is not None:
                 state[f"{site.path}.bias"] = bias.detach().clone()

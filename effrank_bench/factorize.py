@@ -54,8 +54,10 @@ class LowRankLinear(nn.Module):
         bias adds left out, as torch's FlopCounterMode leaves them out of a Linear's)."""
         return math.prod(input_shape[:-1]) * self.rank * (self.chunks * self.in_features + self.out_features)
 
+    @property
     def weight(self) -> torch.Tensor:
-        """The full out×in matrix BA this layer applies."""
+        """The full out×in matrix BA this layer applies: what a parent reading its layer's ``.weight`` gets
+        (``nn.MultiheadAttention``'s ``out_proj``, a tied head), gradients flowing to A and B."""
         a = self.a.unflatten(0, (self.chunks, self.rank))
         return torch.cat([self.b[c] @ a[c] for c in range(self.chunks)])
 
@@ -76,8 +78,9 @@ class LowRankConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.b(self.a(x))
 
+    @property
     def weight(self) -> torch.Tensor:
-        """The full out×in×k×k kernel this pair applies."""
+        """The full out×in×k×k kernel this pair applies (as :attr:`LowRankLinear.weight`)."""
         out = self.b.weight.shape[0]
         return (self.b.weight.reshape(out, self.rank) @ self.a.weight.flatten(1)).reshape(
             out, *self.a.weight.shape[1:])

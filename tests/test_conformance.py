@@ -166,6 +166,43 @@ def test_a_student_whose_factors_get_no_gradient_fails(micro_vit):
                                    branches=lambda m: [Branch(b.attn) for b in m.blocks]))
 
 
+class _TorchAttention(nn.Module):
+    """Self-attention through torch's nn.MultiheadAttention, which reads ``out_proj.weight`` itself."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(dim, 2, batch_first=True)
+
+    def forward(self, x, **unused):  # timm's blocks pass attn_mask and is_causal (None and False here)
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+def test_a_site_whose_parent_reads_its_weight_conforms_and_trains(micro_vit, tiny, tmp_path):
+    # A factorized layer's .weight is its product BA, as a tensor: it was a method, and every plugin built
+    # on nn.MultiheadAttention failed (after its teacher had trained) with "linear(): argument 'weight'".
+    def build(request):
+        model = micro_vit.build(request)
+        for block in model.blocks:
+            block.attn = _TorchAttention(model.embed_dim)
+        return model
+
+    torch_attention = _broken(micro_vit, build=build, branches=lambda m: [Branch(b.attn) for b in m.blocks],
+                              targets={"attention": lambda m: [Site(path=f"blocks.{i}.attn.mha.out_proj")
+                                                               for i in range(len(m.blocks))]})
+    report = check_architecture(torch_attention)["attention"]
+    assert report.full_rank_rel_error < 1e-5 and report.loss_after < report.loss_before
+    from effrank_bench import hookimpl
+
+    class Theirs:
+        @hookimpl
+        def register_architectures(self, register):
+            register(torch_attention)
+
+    run = run_sweep(tiny.config(tmp_path / "run", arch="broken", target="attention"),
+                    registry=Registry(plugins=[("theirs", Theirs())]))
+    assert [r.status for r in run.records()] == ["ok", "ok"]
+
+
 class _Zero(nn.Module):
     def __init__(self, inner):
         super().__init__()

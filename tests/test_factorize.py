@@ -30,7 +30,7 @@ def tail_norm(w: torch.Tensor, rank: int) -> float:
 
 
 def residual(w: torch.Tensor, low: LowRankLinear) -> float:
-    return float((w.detach().double() - low.weight().detach().double()).norm())
+    return float((w.detach().double() - low.weight.detach().double()).norm())
 
 
 # --- the SVD initialisation is the best rank-r approximation --------------------------------
@@ -65,7 +65,7 @@ def test_chunked_svd_residual_is_the_tail_of_each_chunk(rank):
     linear = seeded_linear(20, 3 * 12, seed=1)
     low = low_rank_from(linear, rank, chunks=3)
     assert low.a.shape == (3 * rank, 20) and low.b.shape == (3, 12, rank)
-    full, approx = linear.weight.detach().chunk(3), low.weight().detach().chunk(3)
+    full, approx = linear.weight.detach().chunk(3), low.weight.detach().chunk(3)
     tails = [tail_norm(w, rank) for w in full]
     for w, w_r, tail in zip(full, approx, tails):
         assert float((w.double() - w_r.double()).norm()) == pytest.approx(tail, rel=1e-5)
@@ -79,7 +79,7 @@ def test_forward_applies_weight_and_bias(chunks):
     linear = seeded_linear(20, 36, seed=2)
     low = low_rank_from(linear, 5, chunks=chunks)
     x = torch.randn(4, 7, 20)
-    expected = x @ low.weight().T + low.bias
+    expected = x @ low.weight.T + low.bias
     torch.testing.assert_close(low(x), expected, rtol=1e-5, atol=1e-6)
     assert torch.equal(low.bias, linear.bias)
 
@@ -123,7 +123,7 @@ def test_random_init_keeps_the_bias_but_not_the_svd_weight():
     tail = tail_norm(linear.weight, 8)
     assert residual(linear.weight, svd) == pytest.approx(tail, rel=1e-5)
     assert residual(linear.weight, rand) > 1.05 * tail
-    assert not torch.allclose(rand.weight(), svd.weight(), atol=1e-3)
+    assert not torch.allclose(rand.weight, svd.weight, atol=1e-3)
 
 
 # --- whole models ----------------------------------------------------------------------------
