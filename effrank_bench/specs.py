@@ -184,6 +184,10 @@ class ArchitectureSpec(_Frozen):
         if wrong is not None:
             raise RegistrationError(f"{where} gave {shown(wrong)} ({type(wrong).__name__}); a target function "
                                     "returns Site(path=...) for each layer it factorizes")
+        paths = [site.path for site in sites]
+        twice = sorted({path for path in paths if paths.count(path) > 1})
+        if twice:
+            raise RegistrationError(f"{where} lists a site twice: {', '.join(map(shown, twice[:5]))}")
         return sites
 
     def native_request(self) -> ModelRequest:

@@ -153,6 +153,25 @@ def test_a_target_that_selects_nothing_or_no_sites_is_named(micro_vit):
         check_architecture(_broken(micro_vit, targets={"mlp": lambda model: ["blocks.0.mlp.fc1"]}))
 
 
+def test_a_target_listing_a_site_twice_is_refused_by_the_kit_and_by_a_run_alike(micro_vit, tiny, tmp_path):
+    from effrank_bench import hookimpl
+    from effrank_bench.errors import RegistrationError
+    from effrank_bench.setup import prepare
+
+    twice = _broken(micro_vit, targets={"mlp": lambda m: [Site(path=f"blocks.{i}.mlp.fc1") for i in (0, 1, 0)]})
+    message = "target 'mlp' of architecture 'broken' lists a site twice: blocks.0.mlp.fc1"
+    with pytest.raises(ConformanceError, match=f"^{message}$"):
+        check_architecture(twice)
+
+    class Theirs:
+        @hookimpl
+        def register_architectures(self, register):
+            register(twice)
+
+    with pytest.raises(RegistrationError, match=f"^{message}$"):  # it trained, where the kit refused it
+        prepare(tiny.config(tmp_path / "run", arch="broken", target="mlp"), Registry(plugins=[("theirs", Theirs())]))
+
+
 def test_a_student_whose_factors_get_no_gradient_fails(micro_vit):
     def build(request):
         model = micro_vit.build(request)
