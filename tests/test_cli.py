@@ -679,3 +679,12 @@ def test_a_ctrl_c_while_a_stopped_run_exits_breaks_into_no_exit_handler():
             "cli.entry()\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
     assert (result.returncode, result.stdout, result.stderr) == (-signal.SIGINT, "", "")
+
+
+def test_python_dash_m_runs_the_command_line():
+    # Where the effrank-bench script is not on the path: a venv that sees the project through system site-packages.
+    from effrank_bench import __version__
+
+    result = subprocess.run([sys.executable, "-m", "effrank_bench", "--version"], capture_output=True, text=True,
+                            timeout=50)
+    assert (result.returncode, result.stdout) == (0, f"effrank-bench {__version__}\n")
