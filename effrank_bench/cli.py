@@ -591,6 +591,7 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.cost_table import cost_table
     from effrank_bench.environment import resolve_device
     from effrank_bench.registry import default_registry
+    from effrank_bench.data_contract import checked_splits
     from effrank_bench.setup import data_request, resolve_architecture, resolve_components
 
     if not 1 <= args.batch_size <= MAX_MEASURE_BATCH:
@@ -604,7 +605,8 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
                                         "data_root": args.data_root, "tokenizer": args.tokenizer,
                                         "ranks": args.ranks, "qkv": args.qkv})
         arch = resolve_components(config, registry).arch  # before loading: a text set would tokenize first
-        request = registry.dataset(args.dataset).load(data_request(config, arch)).model_request(arch)
+        dataset = registry.dataset(args.dataset)
+        request = checked_splits(dataset, dataset.load(data_request(config, arch))).model_request(arch)
     else:
         if args.data_root is not None or args.tokenizer is not None:
             given = " and ".join(flag for flag, value in (("--data-root", args.data_root),

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from effrank_bench.config import RunConfig
 from effrank_bench.data import Batches, default_workers, example_input
+from effrank_bench.data_contract import checked_splits
 from effrank_bench.environment import resolve_device
 from effrank_bench.errors import ConfigError, RegistrationError, a_type, one_line
 from effrank_bench.factorize import QKV, check_rank, max_rank, resolve_sites
@@ -74,7 +75,7 @@ class SuiteCache:
         self._made: dict[tuple, Any] = {}
 
     def load(self, dataset: DatasetSpec, request: DataRequest) -> DataSplits:
-        return self._once(("data", dataset.name, request), lambda: dataset.load(request))
+        return self._once(("data", dataset.name, request), lambda: checked_splits(dataset, dataset.load(request)))
 
     def cost(self, key: tuple, measure: Callable[[], Cost]) -> Cost:
         return self._once(("cost", *key), measure)
