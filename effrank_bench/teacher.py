@@ -19,6 +19,7 @@ from effrank_bench.errors import CheckpointError, EffrankError, one_line
 from effrank_bench.lock import FileLock
 from effrank_bench.factorize import TeacherSVD, classifier_of
 from effrank_bench.paths import CACHE_HINT, cache_dir, make_folder
+from effrank_bench.preflight import check_student_step
 from effrank_bench.progress import NullProgress, Progress
 from effrank_bench.records import TeacherRecord, read_teacher
 from effrank_bench.store import read_text
@@ -208,6 +209,7 @@ def obtain_teacher(setup: RunSetup, progress: Progress = NullProgress()) -> Teac
             source, record = kept, kept.load(model)
             progress.note(f"teacher loaded from the run directory ({kept.weights})")
         else:
+            check_student_step(setup)  # what only a step shows, before hours of the teacher's training
             model, record = _train(setup, model, progress)
             source = cached
             cached.save(model, record)
