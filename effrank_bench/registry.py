@@ -12,7 +12,8 @@ import pluggy
 from pydantic import ValidationError
 
 from effrank_bench import hookspecs
-from effrank_bench.errors import RegistrationError, UnknownNameError, format_validation_error, one_line
+from effrank_bench.errors import (EffrankError, RegistrationError, UnknownNameError, format_validation_error,
+                                  one_line)
 from effrank_bench.specs import ArchitectureSpec, DatasetSpec, ExecutorSpec, LossSpec, TargetSpec
 
 ENTRY_POINT_GROUP = "effrank_bench"
@@ -58,6 +59,11 @@ class Registry:
                         f"plugin '{impl.plugin_name}' built an invalid {kind} spec: "
                         + format_validation_error(err, spec_type.__name__)
                     ) from None
+                except EffrankError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - whatever a third party's hook raises
+                    raise RegistrationError(f"{self._where(impl.plugin_name)} failed in {hook_name}: "
+                                            f"{one_line(err)}{self._fix(impl.plugin_name)}") from err
         self._check_architecture_targets()
 
     def _load_entry_points(self, pm: pluggy.PluginManager) -> None:
@@ -150,6 +156,14 @@ class Registry:
             ]
             for kind, items in self._items.items()
         }
+
+    def _where(self, plugin: str) -> str:
+        dist = self._dists.get(plugin)
+        return f"plugin '{plugin}' of package {dist}" if dist else f"plugin '{plugin}'"
+
+    def _fix(self, plugin: str) -> str:
+        dist = self._dists.get(plugin)
+        return f"; fix it or uninstall {dist}" if dist else ""
 
     def _plugin_label(self, plugin: str) -> str:
         dist = self._dists.get(plugin)

@@ -16,7 +16,7 @@ from effrank_bench.config import RunConfig
 from effrank_bench.data import Batches, default_workers, example_input
 from effrank_bench.data_contract import checked_splits
 from effrank_bench.environment import resolve_device
-from effrank_bench.errors import ConfigError, RegistrationError, a_type, one_line
+from effrank_bench.errors import ConfigError, EffrankError, RegistrationError, a_type, one_line
 from effrank_bench.factorize import QKV, check_rank, max_rank, resolve_sites
 from effrank_bench.measure import StudentMacs, measure, profile_macs
 from effrank_bench.registry import Registry, default_registry
@@ -250,7 +250,12 @@ def build_checked(arch: ArchitectureSpec, request: ModelRequest, target: str, ra
 
     Built untrained first: a rank no layer can take is refused before any time goes into a teacher.
     """
-    model = arch.build(request)
+    try:
+        model = arch.build(request)
+    except EffrankError:  # a builder's own: weights that cannot be fetched, a checkpoint that does not fit
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever a plugin's build raises
+        raise RegistrationError(f"architecture '{arch.name}': build failed for {request!r}: {one_line(err)}") from err
     problem = module_mismatch(model)
     if problem:
         raise RegistrationError(f"architecture '{arch.name}': {problem}")

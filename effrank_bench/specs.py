@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from effrank_bench.config import EXECUTOR_OPTIONS
-from effrank_bench.errors import (ConfigError, LossError, RegistrationError, UnsupportedTargetError,
-                                  a_type, format_validation_error, shown)
+from effrank_bench.errors import (ConfigError, EffrankError, LossError, RegistrationError, UnsupportedTargetError,
+                                  a_type, format_validation_error, one_line, shown)
 
 _NAME = r"^[a-z][a-z0-9_]*$"
 
@@ -176,8 +176,13 @@ class ArchitectureSpec(_Frozen):
         """The sites of ``target`` in ``model``; a target function that gives none, or gives something
         else than Sites, is refused naming the architecture and the target."""
         self.require_target(target)
-        sites = list(self.targets[target](model))
         where = f"target '{target}' of architecture '{self.name}'"
+        try:
+            sites = list(self.targets[target](model))
+        except EffrankError:
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever a plugin's target function raises
+            raise RegistrationError(f"{where} failed on its model: {one_line(err)}") from err
         if not sites:
             raise RegistrationError(f"{where} selects no layers in this model")
         wrong = next((site for site in sites if not isinstance(site, Site)), None)

@@ -172,6 +172,36 @@ def test_a_target_listing_a_site_twice_is_refused_by_the_kit_and_by_a_run_alike(
         prepare(tiny.config(tmp_path / "run", arch="broken", target="mlp"), Registry(plugins=[("theirs", Theirs())]))
 
 
+def failing_build(request):
+    return nn.Linear(request.in_channels, 3)  # ModelRequest's field is in_chans
+
+
+def failing_target(model):
+    return [Site(path=f"{i}.fc1") for i in model.layers]  # the model has blocks, not layers
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"build": failing_build}, "architecture 'broken': build failed for ModelRequest(num_classes=10, input_size=8, "
+                               "in_chans=1, vocab_size=None, pretrained=False): AttributeError: 'ModelRequest' object "
+                               "has no attribute 'in_channels'"),
+    ({"targets": {"mlp": failing_target}}, "target 'mlp' of architecture 'broken' failed on its model: "
+                                           "AttributeError: 'VisionTransformer' object has no attribute 'layers'"),
+])
+def test_a_build_or_target_function_that_raises_is_one_line_naming_it(micro_vit, tiny, tmp_path, changes, message):
+    from effrank_bench import hookimpl
+    from effrank_bench.errors import RegistrationError
+    from effrank_bench.setup import prepare
+
+    class Theirs:
+        @hookimpl
+        def register_architectures(self, register):
+            register(_broken(micro_vit, **changes))
+
+    with pytest.raises(RegistrationError) as err:
+        prepare(tiny.config(tmp_path / "run", arch="broken", target="mlp"), Registry(plugins=[("theirs", Theirs())]))
+    assert str(err.value) == message and isinstance(err.value.__cause__, AttributeError)
+
+
 def test_a_student_whose_factors_get_no_gradient_fails(micro_vit):
     def build(request):
         model = micro_vit.build(request)

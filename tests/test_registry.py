@@ -269,6 +269,20 @@ def test_a_package_found_twice_on_the_path_is_loaded_once(monkeypatch):
     assert Registry().names("loss") == ["theirs"]  # not "loss 'theirs' is registered twice"
 
 
+def test_a_hook_that_raises_is_one_line_naming_its_plugin_and_package(monkeypatch):
+    class Raising:
+        @hookimpl
+        def register_losses(self, register):
+            raise NameError("name 'helper' is not defined")  # a typo in the plugin's own code
+
+    installed(monkeypatch, FakeEntryPoint("theirs", Raising))
+    with pytest.raises(RegistrationError) as err:
+        Registry()
+    assert str(err.value) == ("plugin 'theirs' of package their-plugins failed in register_losses: NameError: name "
+                              "'helper' is not defined; fix it or uninstall their-plugins")
+    assert isinstance(err.value.__cause__, NameError)  # --debug shows where
+
+
 def test_a_hook_function_without_hookimpl_is_refused_instead_of_never_called():
     class Undecorated:
         def register_losses(self, register):
