@@ -153,7 +153,8 @@ def build_report(run: RunDir) -> Report:
     elif len(per_rank) < 2:
         failed = sorted({r.rank for r in records if r.status == "failed"} - {stat.rank for stat in per_rank})
         more = ("" if unfinished else
-                f", and rank(s) {', '.join(map(str, failed))} failed (their errors are in the table)" if failed else
+                f", and rank(s) {', '.join(map(str, failed))} failed (their errors are in the table; a rerun keeps "
+                "a failure, another --out trains it again)" if failed else
                 ", and the sweep has no more: add ranks with --ranks")
         note = f"{len(per_rank)} finished rank(s); the region and knee need at least 2{more}"
         u_note = "no analysis yet"

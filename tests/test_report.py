@@ -173,7 +173,7 @@ def test_too_few_ranks_has_no_analysis_and_no_interval(make_run, tmp_path):
                            "add ranks with --ranks")
     failed = build_report(make_run(tmp_path / "failed", [(4, 0, 0.7)], failed=[(8, 0)]))
     assert failed.note == ("1 finished rank(s); the region and knee need at least 2, and rank(s) 8 failed (their "
-                           "errors are in the table)")  # not more ranks: the failure is what to look at
+                           "errors are in the table; a rerun keeps a failure, another --out trains it again)")  # not more ranks: the failure is what to look at
     paths = write_report(RunDir(tmp_path / "run"), report)
     assert [p.name for p in paths] == ["summary.json", "summary.csv", "summary.md"]
     assert np.isclose(report.per_rank[0].normalized, 0.75 / 0.9)
