@@ -181,9 +181,12 @@ def resolve_sites(model: nn.Module, sites: Sequence[Site], qkv: QKV) -> list[tup
         except AttributeError:
             raise RegistrationError(f"target site '{site.path}' does not exist in the model") from None
         if isinstance(module, nn.Conv2d):
-            if module.groups != 1 or site.chunks != 1:
-                raise RegistrationError(f"target site '{site.path}' is a grouped conv or has chunks; "
-                                        "only dense (groups=1) convolutions factorize")
+            if module.groups != 1:
+                raise RegistrationError(f"target site '{site.path}' is a grouped convolution (groups="
+                                        f"{module.groups}); only dense (groups=1) convolutions factorize")
+            if site.chunks != 1:
+                raise RegistrationError(f"target site '{site.path}' is a convolution with chunks={site.chunks}; "
+                                        "chunks split a fused Linear projection (qkv), a convolution factorizes whole")
         elif not isinstance(module, nn.Linear):
             raise RegistrationError(f"target site '{site.path}' is a {type(module).__name__}, not a Linear or Conv2d")
         elif module.out_features % site.chunks:

@@ -10,7 +10,7 @@ from torch import nn
 
 from effrank_bench.errors import RankError, RegistrationError
 from effrank_bench.factorize import (LowRankLinear, TeacherSVD, check_rank, factorize, full_rank, low_rank_from,
-                                     max_rank)
+                                     max_rank, resolve_sites)
 from effrank_bench.registry import default_registry
 from effrank_bench.specs import ModelRequest, Site
 
@@ -280,3 +280,17 @@ def test_no_sites_raise_registration_error(micro_vit_arch):
     model = micro_vit_arch.build(ModelRequest(num_classes=10, in_chans=1, input_size=8))
     with pytest.raises(RegistrationError, match="selects no layers"):
         factorize(model, [], 8)
+
+
+@pytest.mark.parametrize(("layer", "chunks", "message"), [
+    (nn.Conv2d(4, 8, 3, groups=4), 1, "target site 'conv' is a grouped convolution (groups=4); only dense (groups=1) "
+                                      "convolutions factorize"),
+    (nn.Conv2d(4, 8, 3), 2, "target site 'conv' is a convolution with chunks=2; chunks split a fused Linear "
+                            "projection (qkv), a convolution factorizes whole"),
+])
+def test_a_convolution_that_cannot_factorize_says_why(layer, chunks, message):
+    model = nn.Sequential()
+    model.add_module("conv", layer)
+    with pytest.raises(RegistrationError) as err:
+        resolve_sites(model, [Site(path="conv", chunks=chunks)], "split")
+    assert str(err.value) == message
