@@ -93,8 +93,9 @@ class ArchitectureSpec(_Frozen):
     """An architecture: how to build it, what each target factorizes, where its branches are.
 
     ``targets`` maps a registered target name to a function returning the
-    sites of that target in a built model; with two targets or more and no ``joint``, ``joint`` is added:
-    the sites of all the others, in their order, each once. ``branches`` returns, in a fixed
+    sites of that target in a built model; without a ``joint``, ``joint`` is added: the sites of all the others,
+    in their order, each once (of a single target, its sites: so the default ``--target joint`` runs every
+    architecture). ``branches`` returns, in a fixed
     order, the branch outputs the geometric loss compares (attention-like and
     MLP-like branch of every block, before the residual add).
     ``input_size``, ``in_chans``, ``vocab_size`` and ``num_classes`` describe the
@@ -145,7 +146,7 @@ class ArchitectureSpec(_Frozen):
         if not targets:
             raise ValueError("an architecture needs at least one target")
         others = [sites for name, sites in targets.items() if name != "joint"]
-        if "joint" in targets or len(others) < 2:
+        if "joint" in targets:
             return dict(targets)
 
         def joint(model: nn.Module) -> list[Site]:  # every site of the other targets, in their order, once

@@ -188,7 +188,7 @@ def test_architecture_needs_a_target():
         tiny_arch(targets=())
 
 
-def test_an_architecture_with_two_targets_and_no_joint_gets_their_union_as_joint():
+def test_an_architecture_without_joint_gets_the_union_of_its_targets_as_joint():
     from effrank_bench.specs import Site
 
     def sites(*paths):
@@ -199,7 +199,10 @@ def test_an_architecture_with_two_targets_and_no_joint_gets_their_union_as_joint
                             branches=lambda model: [], input_size=4)
     assert list(spec.targets) == ["attention", "mlp", "joint"]
     assert [site.path for site in spec.sites(nn.Linear(4, 4), "joint")] == ["a.0", "a.1", "m.0"]
-    assert list(tiny_arch(targets=("mlp",)).targets) == ["mlp"]  # one target: nothing to join
+    one = ArchitectureSpec(name="one", description="one target", build=lambda request: nn.Linear(4, 4),
+                           targets={"mlp": sites("m.0", "m.1")}, branches=lambda model: [], input_size=4)
+    assert list(one.targets) == ["mlp", "joint"]  # the default --target joint runs it: its one target's sites
+    assert [site.path for site in one.sites(nn.Linear(4, 4), "joint")] == ["m.0", "m.1"]
     own = ArchitectureSpec(name="own", description="its own joint", build=lambda request: nn.Linear(4, 4),
                            targets={"attention": sites("a.0"), "mlp": sites("m.0"), "joint": sites("m.0")},
                            branches=lambda model: [], input_size=4)
