@@ -414,6 +414,10 @@ def plot_comparison(comparison: Comparison, path: Path) -> None:
                     ax.fill_between(np.array(band.ranks) / scale, band.low, band.high, color=color, alpha=0.12, lw=0)
     thresholds = next((r.report.analysis.region.thresholds for r in comparison.runs if r.report.analysis), None)
     for ax in (by_rank, by_width):
+        if not any(run.report.per_rank for run in comparison.runs):  # a log axis of no data cannot be drawn
+            ax.text(0.5, 0.5, "no run has a student's normalized accuracy to draw", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=9)
+            continue
         log2_scale(ax)
         for t in thresholds or ():
             ax.axhline(t, color="grey", lw=0.8, ls=":")

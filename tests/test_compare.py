@@ -100,6 +100,16 @@ def test_a_crossing_never_reached_shows_beyond_the_last_rank_not_a_dash(make_run
     assert "| 3.32 | >8.00 | – |" in markdown
 
 
+def test_runs_without_a_curve_compare_and_plot_without_failing(make_run, tmp_path):
+    # A suite's first offline check (a few random test images, a teacher at 0) ended in a matplotlib traceback:
+    # a log axis of no data. The plot says there is nothing to draw; the table keeps the runs.
+    chance = [make_run(tmp_path / name, [(2, 0, 0.0)], teacher_accuracy=0.0, width=64) for name in ("a", "b")]
+    comparison = compare_runs([run.path for run in chance])
+    paths = write_comparison(comparison, tmp_path / "out")
+    assert (tmp_path / "out" / "comparison.png") in paths and (tmp_path / "out" / "comparison.png").stat().st_size
+    assert [entry["seeds"] for entry in comparison.to_dict()["runs"]] == [[0], [0]]
+
+
 def test_a_runs_warnings_are_notes_of_the_comparison_and_in_its_json(make_run, two_runs, tmp_path):
     # A sweep asked for ranks 2-16 and stopped after 4 reads like a finished one in the table: its warning says not.
     partial = make_run(tmp_path / "partial", [(2, 0, 0.5), (4, 0, 0.8)], teacher_accuracy=0.9, width=64)
