@@ -556,3 +556,22 @@ def test_an_executor_may_only_name_executor_options():
 
     assert default_registry().executor("ray").options == EXECUTOR_OPTIONS
     assert default_registry().executor("local").options == ()
+
+
+def test_a_teacher_checkpoint_with_pretrained_asks_no_hub_for_weights(tiny_run, tmp_path, monkeypatch):
+    # A suite sets pretrained = true; offline, README's way is to add --teacher-checkpoint: the hub was still
+    # asked (and its error said to pass the flag already passed). The checkpoint replaces those weights anyway.
+    micro_vit = default_registry().architecture("micro_vit")
+    scratch = micro_vit.build
+
+    def build(request):
+        if request.pretrained:
+            raise AssertionError("the hub was asked for weights the checkpoint replaces")
+        return scratch(request)
+
+    monkeypatch.setitem(micro_vit.__dict__, "build", build)
+    config, trained = tiny_run
+    run = run_sweep(config.model_copy(update={"pretrained": True, "teacher_epochs": 0, "out": tmp_path / "run",
+                                              "teacher_checkpoint": trained.teacher_weights}))
+    assert run.teacher().source == f"checkpoint {trained.teacher_weights}"
+    assert run.teacher().test_accuracy == trained.teacher().test_accuracy  # the same weights, evaluated again
