@@ -457,6 +457,8 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     """The file's values (if any), overridden by the non-None ``overrides`` (CLI flags); with ``recipes``,
     options neither sets take the architecture's recipe before RunConfig's defaults."""
     values = read_toml(path) if path is not None else {}
+    if "matrix" in values:
+        raise ConfigError(f"{path}: a suite (it has [[matrix]] blocks), not a run's config: run it with --suite {path}")
     return _run_config(_merged(values, overrides), str(path) if path else "run options", recipes,
                        _flags(overrides))
 

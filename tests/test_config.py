@@ -278,3 +278,10 @@ def test_an_untrained_teacher_is_refused():
     with pytest.raises(ValueError, match="teacher_epochs 0 keeps the teacher as loaded, but nothing is loaded"):
         RunConfig(teacher_epochs=0)
     assert RunConfig(teacher_epochs=0, pretrained=True).teacher_epochs == 0
+
+
+def test_a_suite_given_as_a_runs_config_is_named_as_a_suite():
+    suite = Path(__file__).resolve().parent.parent / "benchmarks" / "smoke.toml"
+    with pytest.raises(ConfigError) as err:  # it listed name, description, defaults and matrix as unknown keys
+        load_config(suite)
+    assert str(err.value) == f"{suite}: a suite (it has [[matrix]] blocks), not a run's config: run it with --suite {suite}"
