@@ -131,7 +131,8 @@ def build_report(run: RunDir) -> Report:
     config, teacher, (asked, spent) = run.config(), run.teacher(), run.search_log()
     t_acc, t_cost = teacher.test_accuracy, teacher.cost
     rows = [Row(None, config.teacher_seed, "teacher", t_acc, 1.0 if t_acc > 0 else None, t_cost.params, 1.0,
-                t_cost.macs, t_cost.latency_ms, ece=teacher.test_ece, nll=teacher.test_nll, latency_iqr_ms=t_cost.latency_iqr_ms)]
+                t_cost.macs, t_cost.latency_ms, ece=teacher.test_ece, nll=teacher.test_nll,
+                latency_iqr_ms=t_cost.latency_iqr_ms)]
     records = sorted(run.records(), key=lambda r: (r.rank, r.seed))
     for r in records:
         if r.status == "ok":
