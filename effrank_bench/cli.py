@@ -264,12 +264,12 @@ def _parser() -> argparse.ArgumentParser:
                                            "(default: the architecture's native input)")
     measure.add_argument("--data-root", type=Path, help="where that data set's files are")
     measure.add_argument("--tokenizer", help=_flag_help(fields["tokenizer"]))
-    measure.add_argument("--batch-size", type=int, default=1, help="batch size of the latency runs (default: "
-                                                                   "%(default)s)")
+    measure.add_argument("--batch-size", "--latency-batch-size", type=int, default=1,  # the second, as `run` says it
+                         help="batch size of the latency runs (default: %(default)s)")
     measure.add_argument("--warmup", type=int, default=5, help="untimed passes before the timed ones (default: "
                                                                "%(default)s)")
-    measure.add_argument("--repeats", type=int, default=30, help="timed passes (on one thread on CPU); latency is "
-                                                                 "their median (default: %(default)s)")
+    measure.add_argument("--repeats", "--latency-repeats", type=int, default=30,
+                         help="timed passes (on one thread on CPU); latency is their median (default: %(default)s)")
     measure.add_argument("--qkv", choices=["split", "fused"], default=fields["qkv"].default,
                          help=_flag_help(fields["qkv"]))
     measure.add_argument("--device", choices=["auto", "cpu", "cuda"], default=fields["device"].default,

@@ -688,3 +688,9 @@ def test_python_dash_m_runs_the_command_line():
     result = subprocess.run([sys.executable, "-m", "effrank_bench", "--version"], capture_output=True, text=True,
                             timeout=50)
     assert (result.returncode, result.stdout) == (0, f"effrank-bench {__version__}\n")
+
+
+def test_measure_takes_the_latency_flags_as_run_names_them(run_cli):
+    code, out, err = run_cli("measure", "--ranks", "2", "--latency-repeats", "2", "--latency-batch-size", "3",
+                             "--warmup", "0", "--json")
+    assert (code, err) == (0, "") and json.loads(out)["latency_batch_size"] == 3  # were "not options of measure"
