@@ -74,6 +74,20 @@ def _stopped(stop: KeyboardInterrupt) -> int:
     return TERMINATED if isinstance(stop, Terminated) else INTERRUPTED
 
 
+def _stop_word(stop: KeyboardInterrupt) -> str:
+    """How the log says a run stopped: by SIGTERM (a scheduler's, ``timeout``'s) or by Ctrl-C."""
+    return "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+
+
+def _kept_checkpoints(run_path: Path) -> str:
+    """", and the checkpoints of 2 unfinished groups (…)" where a stopped run left some, else ""."""
+    folders = [p for p in (run_path / "checkpoints").glob("*") if p.is_dir()]
+    if not folders:
+        return ""
+    return (f", and the checkpoint{'s' if len(folders) > 1 else ''} of {len(folders)} unfinished "
+            f"group{'s' if len(folders) > 1 else ''} (resumed from there)")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors raised as ours (one line, exit 2), negative numbers read as values, and no
     abbreviated options: a typo that is the start of a flag (``--tol``, ``--grou``) would be taken for it, and a
@@ -343,8 +357,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         try:
             run = execute(setup, progress)
         except KeyboardInterrupt as stop:
-            progress.note(f"interrupted: {len(setup.run.records())} finished trial(s) are in {setup.run.path}; "
-                          "run the same command again to resume")
+            progress.note(f"{_stop_word(stop)}: {len(setup.run.records())} finished trial(s) are in {setup.run.path}"
+                          f"{_kept_checkpoints(setup.run.path)}; run the same command again to resume")
             if config.mlflow is not None:  # what was finished is browsable too
                 _log_mlflow(config.mlflow, setup.run.path, console,
                             lambda log: log.log_run(setup.run, config.mlflow, interrupted=True))
@@ -437,7 +451,7 @@ def _run_suite(path: Path, overrides: dict, console: Console) -> int:
         try:
             result = run_suite(suite, progress=progress)
         except KeyboardInterrupt as stop:
-            progress.note(f"interrupted: finished trials are kept under {suite.out}; "
+            progress.note(f"{_stop_word(stop)}: finished trials and checkpoints are kept under {suite.out}; "
                           "run the same command again to resume")
             _log_suite_mlflow(suite, uris, console, interrupted=True)
             return _stopped(stop)

@@ -293,12 +293,14 @@ def test_ctrl_c_during_a_run_exits_130_and_says_how_to_resume(tiny, tmp_path, ru
     import effrank_bench_plugins.executors as executors
 
     def interrupt(setup, teacher, trials, record, progress):
+        (setup.run.checkpoints_path / "r2-s0").mkdir(parents=True)  # as a group interrupted mid-fit leaves it
         raise KeyboardInterrupt
 
     monkeypatch.setattr(executors, "run_group", interrupt)
     code, _, err = run_cli("run", *tiny.args(ranks=(2,)), "--out", str(tmp_path / "run"))
     assert code == 130
-    assert "interrupted: 0 finished trial(s)" in err and "run the same command again to resume" in err
+    assert (f"interrupted: 0 finished trial(s) are in {tmp_path / 'run'}, and the checkpoint of 1 unfinished group "
+            "(resumed from there); run the same command again to resume") in " ".join(err.split())
 
 
 def test_sigterm_during_a_run_stops_it_as_ctrl_c_does_and_exits_143(tiny, tmp_path, run_cli, monkeypatch):
@@ -317,7 +319,7 @@ def test_sigterm_during_a_run_stops_it_as_ctrl_c_does_and_exits_143(tiny, tmp_pa
     monkeypatch.setattr(executors, "run_group", terminated)
     before = signal.getsignal(signal.SIGTERM)
     code, _, err = run_cli("run", *tiny.args(ranks=(2,)), "--out", str(tmp_path / "run"))
-    assert code == 143 and "interrupted: 0 finished trial(s)" in err
+    assert code == 143 and "terminated (SIGTERM): 0 finished trial(s)" in err  # not Ctrl-C's "interrupted"
     assert not (tmp_path / "run" / "run.lock").exists()
     assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
 
