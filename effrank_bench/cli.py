@@ -540,9 +540,12 @@ def _analyze(args: argparse.Namespace, console: Console) -> int:
     from effrank_bench.analysis import analyze_curve, parse_thresholds
     from effrank_bench.report import region_lines
 
-    _, ranks, accuracies, teacher = _curve(args)
+    path, ranks, accuracies, teacher = _curve(args)
     analysis = analyze_curve(ranks, accuracies, teacher, thresholds=parse_thresholds(args.thresholds),
                              knee_axis=args.knee_axis, monotone=args.monotone)
+    if len(set(ranks)) < len(ranks) and path.name == "summary.csv" and _beside(path, "config.json"):
+        print(f"note: {path.parent} has several seeds at a rank: analyze reads off their mean curve; `effrank-bench "
+              f"report {path.parent}` gives the intervals over seeds", file=sys.stderr)
     if args.json:
         print(json.dumps(analysis.to_dict()))
     else:

@@ -203,6 +203,18 @@ def test_analyze_and_replay_of_a_runs_curve_give_its_reports_warnings(tiny_run, 
     assert code == 0 and err.splitlines() == [w.replace(str(run), str(finished)) for w in warnings[1:]]  # finished
 
 
+def test_analyze_of_a_run_with_seeds_says_report_gives_their_intervals(make_run, run_cli, tmp_path):
+    from effrank_bench.report import build_report, write_report
+
+    run = make_run(tmp_path / "seeds", [(2, 0, 0.5), (2, 1, 0.6), (4, 0, 0.8), (4, 1, 0.85), (8, 0, 0.88),
+                                        (8, 1, 0.9)], teacher_accuracy=0.9)
+    write_report(run, build_report(run))
+    code, out, err = run_cli("analyze", run.path)
+    assert code == 0 and "CI" not in out  # the mean curve's read-off: report's intervals need the trials
+    assert err == (f"note: {run.path} has several seeds at a rank: analyze reads off their mean curve; "
+                   f"`effrank-bench report {run.path}` gives the intervals over seeds\n")
+
+
 def test_analyze_reads_a_runs_summary_csv_with_its_teacher_and_skips_failed_rows(tiny_run, run_cli, tmp_path):
     finished, _ = tiny_run
     summary = json.loads((finished / "summary.json").read_text())
