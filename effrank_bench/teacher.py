@@ -219,14 +219,18 @@ def obtain_teacher(setup: RunSetup, progress: Progress = NullProgress()) -> Teac
 
 def _train(setup: RunSetup, model: nn.Module, progress: Progress) -> tuple[nn.Module, TeacherRecord]:
     config, arch, source = setup.config, setup.parts.arch, "scratch"
-    # A checkpoint replaces every weight the hub's would give (a head of another size stays fresh either way), so
-    # with one the hub is not asked: offline, --pretrained (a suite's) and --teacher-checkpoint go together.
-    hub = config.pretrained and config.teacher_checkpoint is None
-    if hub:
-        model = arch.build(setup.request.model_copy(update={"pretrained": True}))
+    if config.pretrained:
+        try:
+            model = arch.build(setup.request.model_copy(update={"pretrained": True}))
+        except EffrankError as err:  # weights the hub cannot give: the builder says to pass a file
+            if config.teacher_checkpoint is None:
+                raise
+            raise CheckpointError(f"{err}; --teacher-checkpoint is given: with --no-pretrained the teacher starts "
+                                  "from that file alone, without the hub (the flag overrides a suite's pretrained = "
+                                  "true)") from err
         source = "pretrained"
     skipped: list[str] = []
-    if hub and setup.request.num_classes != arch.num_classes:
+    if config.pretrained and setup.request.num_classes != arch.num_classes:
         # The published head has the architecture's classes: the builder made a new one, not loaded.
         head = classifier_of(model)
         skipped = ([f"{head[0]}.{k}" if head[0] else k for k in head[1].state_dict()] if head is not None

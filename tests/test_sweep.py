@@ -558,20 +558,24 @@ def test_an_executor_may_only_name_executor_options():
     assert default_registry().executor("local").options == ()
 
 
-def test_a_teacher_checkpoint_with_pretrained_asks_no_hub_for_weights(tiny_run, tmp_path, monkeypatch):
-    # A suite sets pretrained = true; offline, README's way is to add --teacher-checkpoint: the hub was still
-    # asked (and its error said to pass the flag already passed). The checkpoint replaces those weights anyway.
+def test_hub_weights_that_cannot_be_had_beside_a_checkpoint_say_to_add_no_pretrained(tiny_run, tmp_path,
+                                                                                       monkeypatch):
+    # A suite sets pretrained = true; offline, a --teacher-checkpoint beside it was told to pass that very flag.
+    from effrank_bench.errors import CheckpointError
+
     micro_vit = default_registry().architecture("micro_vit")
     scratch = micro_vit.build
 
     def build(request):
         if request.pretrained:
-            raise AssertionError("the hub was asked for weights the checkpoint replaces")
+            raise CheckpointError("cannot fetch micro_vit's weights; pass the file with --teacher-checkpoint PATH")
         return scratch(request)
 
     monkeypatch.setitem(micro_vit.__dict__, "build", build)
     config, trained = tiny_run
-    run = run_sweep(config.model_copy(update={"pretrained": True, "teacher_epochs": 0, "out": tmp_path / "run",
-                                              "teacher_checkpoint": trained.teacher_weights}))
-    assert run.teacher().source == f"checkpoint {trained.teacher_weights}"
-    assert run.teacher().test_accuracy == trained.teacher().test_accuracy  # the same weights, evaluated again
+    with pytest.raises(CheckpointError) as err:
+        run_sweep(config.model_copy(update={"pretrained": True, "teacher_epochs": 0, "out": tmp_path / "run",
+                                            "teacher_checkpoint": trained.teacher_weights}))
+    assert str(err.value) == ("cannot fetch micro_vit's weights; pass the file with --teacher-checkpoint PATH; "
+                              "--teacher-checkpoint is given: with --no-pretrained the teacher starts from that file "
+                              "alone, without the hub (the flag overrides a suite's pretrained = true)")
