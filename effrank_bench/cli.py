@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, NoReturn, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.table import Table
 from effrank_bench import __version__
 from effrank_bench.config import MLFLOW_DEFAULT_URI, RunConfig, flag_name, flag_value
 from effrank_bench.errors import ConfigError, EffrankError, one_line
+
+if TYPE_CHECKING:
+    from effrank_bench.store import RunDir
 
 BAD_INPUT = 2
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -79,13 +82,15 @@ def _stop_word(stop: KeyboardInterrupt) -> str:
     return "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
 
 
-def _kept_checkpoints(run_path: Path) -> str:
+def _kept_checkpoints(run: RunDir) -> str:
     """", and the checkpoints of 2 unfinished groups (…)" where a stopped run left some, else ""."""
-    folders = [p for p in (run_path / "checkpoints").glob("*") if p.is_dir()]
-    if not folders:
+    from effrank_bench.checkpoint import saved_groups
+
+    groups = len(saved_groups(run.checkpoints_path))
+    if not groups:
         return ""
-    return (f", and the checkpoint{'s' if len(folders) > 1 else ''} of {len(folders)} unfinished "
-            f"group{'s' if len(folders) > 1 else ''} (resumed from there)")
+    plural = "s" if groups > 1 else ""
+    return f", and the checkpoint{plural} of {groups} unfinished group{plural} (resumed from there)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -358,7 +363,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             run = execute(setup, progress)
         except KeyboardInterrupt as stop:
             progress.note(f"{_stop_word(stop)}: {len(setup.run.records())} finished trial(s) are in {setup.run.path}"
-                          f"{_kept_checkpoints(setup.run.path)}; run the same command again to resume")
+                          f"{_kept_checkpoints(setup.run)}; run the same command again to resume")
             if config.mlflow is not None:  # what was finished is browsable too
                 _log_mlflow(config.mlflow, setup.run.path, console,
                             lambda log: log.log_run(setup.run, config.mlflow, interrupted=True))
@@ -423,7 +428,7 @@ def _spectrum(args: argparse.Namespace, console: Console) -> int:
         if args.plot is not None and args.out is None:
             progress.note(f"[yellow]--{'' if args.plot else 'no-'}plot: `spectrum` draws its plots into --out DIR "
                           "only, and without it writes nothing")
-        teacher = obtain_teacher(setup, progress)  # trained (and cached) exactly as `run` would
+        teacher = obtain_teacher(setup, progress, students=False)  # trained (and cached) exactly as `run` would
         spectrum = obtain_spectrum(setup, teacher, samples, progress)
     paths = write_spectrum(spectrum, args.out, plot=setup.config.plot) if args.out is not None else []
     if args.json:
@@ -451,8 +456,8 @@ def _run_suite(path: Path, overrides: dict, console: Console) -> int:
         try:
             result = run_suite(suite, progress=progress)
         except KeyboardInterrupt as stop:
-            progress.note(f"{_stop_word(stop)}: finished trials and checkpoints are kept under {suite.out}; "
-                          "run the same command again to resume")
+            progress.note(f"{_stop_word(stop)}: finished trials (and the checkpoints of unfinished groups) are kept "
+                          f"under {suite.out}; run the same command again to resume")
             _log_suite_mlflow(suite, uris, console, interrupted=True)
             return _stopped(stop)
     _print_comparison(result.comparison, console)
@@ -629,7 +634,8 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
             given = " and ".join(flag for flag, value in (("--data-root", args.data_root),
                                                           ("--tokenizer", args.tokenizer)) if value is not None)
             raise ConfigError(f"{given} describe{'s' if ' and ' not in given else ''} the data set of --dataset, "
-                              "and none is given: the architecture's native input is measured (add --dataset NAME)")
+                              "and none is given: without it, measure takes the architecture's native input (add "
+                              "--dataset NAME, or drop them)")
         config = load_config(overrides={"arch": args.arch, "target": args.target, "ranks": args.ranks})
         arch = resolve_architecture(registry, args.arch, args.target)
         request = arch.native_request()

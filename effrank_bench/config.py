@@ -458,7 +458,8 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     options neither sets take the architecture's recipe before RunConfig's defaults."""
     values = read_toml(path) if path is not None else {}
     if "matrix" in values:
-        raise ConfigError(f"{path}: a suite (it has [[matrix]] blocks), not a run's config: run it with --suite {path}")
+        raise ConfigError(f"{path}: a suite (it has [[matrix]] blocks), not a run's config: run it with "
+                          f"`effrank-bench run --suite {path}`")
     return _run_config(_merged(values, overrides), str(path) if path else "run options", recipes,
                        _flags(overrides))
 

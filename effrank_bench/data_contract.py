@@ -1,8 +1,9 @@
 """What a data set's ``load`` returns, checked before anything trains: the contract of :class:`DataSplits`, so
 that a plugin's mistake is one line naming the data set, not a traceback from inside torch after a teacher has
-trained (float labels, channels other than declared, a label past the class count, images of another size)."""
+trained (float labels, channels other than declared, a label past the class count, float64 or NaN images)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
@@ -13,10 +14,11 @@ from effrank_bench.specs import DatasetSpec, DataSplits
 def checked_splits(spec: DatasetSpec, splits: object) -> DataSplits:
     """``splits`` as ``spec.load`` returned them, if they keep the contract; else a DataError naming ``spec``.
 
-    The first item of each split is checked (an image: finite float32 C×H×W of ``in_chans`` channels and side
-    ``input_size``; tokens: a 1-D integer tensor of ``input_size`` ids below ``vocab_size``; a label: an
-    integer below ``num_classes``), and every label of a split held as tensors (TensorDataset), which costs
-    one comparison; items past the first of other data sets are read only as they train.
+    The first item of each split is checked (an image: finite float32 C×H×W of ``in_chans`` channels, of any
+    side, since the core resizes each batch to the architecture's; tokens: a 1-D integer tensor of
+    ``input_size`` ids below ``vocab_size``; a label: an int64 below ``num_classes``), and every label of a
+    split held as tensors (TensorDataset), which costs one comparison; items past the first of other data sets
+    are read only as they train.
     """
     where = f"data set '{spec.name}'"
     if not isinstance(splits, DataSplits):
@@ -51,15 +53,11 @@ def _input_problem(splits: DataSplits, x: object) -> str | None:
     if not isinstance(x, torch.Tensor):
         return f"has an input of type {type(x).__name__}; inputs are tensors"
     if splits.modality == "image":
-        side = splits.input_size
         if x.dtype != torch.float32:
-            return f"is an image of {x.dtype}; images are torch.float32 (normalized), labels int64"
+            return f"is an image of {x.dtype}; images are torch.float32 (normalized)"
         if x.dim() != 3 or x.shape[0] != splits.in_chans:
             return (f"is an image of shape {tuple(x.shape)}; images are C×H×W with C = in_chans "
                     f"({splits.in_chans})")
-        if tuple(x.shape[1:]) != (side, side):
-            return (f"is an image of {x.shape[1]}×{x.shape[2]}; input_size says {side}×{side} (the core resizes "
-                    "each batch from input_size to the architecture's)")
         if not torch.isfinite(x).all():
             return "is an image holding NaN or infinite values"
         return None
@@ -75,12 +73,19 @@ def _input_problem(splits: DataSplits, x: object) -> str | None:
 
 
 def _label_problem(splits: DataSplits, y: object) -> str | None:
+    """A label collates into the int64 (or uint8) tensor cross-entropy takes: a Python int, a numpy or 0-d torch
+    integer of those types."""
+    wanted = "a label is one int64 class index (a Python int, numpy.int64 or a 0-d torch.int64 tensor)"
     if isinstance(y, torch.Tensor):
-        if y.numel() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
-            return f"has a label of {y.dtype} and shape {tuple(y.shape)}; a label is one integer (int64) class index"
+        if y.dim() != 0 or y.dtype not in (torch.int64, torch.uint8):
+            return f"has a label of {y.dtype} and shape {tuple(y.shape)}; {wanted}"
         y = y.item()
-    if isinstance(y, bool) or not isinstance(y, int):
-        return f"has a label {shown(repr(y))} of type {type(y).__name__}; a label is an integer class index"
+    elif isinstance(y, np.integer):
+        if y.dtype not in (np.int64, np.uint8):
+            return f"has a label of numpy.{y.dtype}; {wanted}"
+        y = int(y)
+    elif isinstance(y, bool) or not isinstance(y, int):
+        return f"has a label {shown(repr(y))} of type {type(y).__name__}; {wanted}"
     if not 0 <= y < splits.num_classes:
         return f"has label {y}, outside 0..{splits.num_classes - 1} (num_classes {splits.num_classes})"
     return None

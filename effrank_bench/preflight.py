@@ -28,7 +28,8 @@ def check_student_step(setup: RunSetup) -> None:
     config, arch, loss = setup.config, setup.parts.arch, setup.parts.loss
     rank = min(config.ranks)
     what = f"a rank-{rank} student of {arch.name} ({config.target} target, {loss.name} loss)"
-    teacher = setup.model
+    teacher, mode = setup.model, setup.model.training
+    teacher.eval()  # as distillation runs it, and so that a forward moves no batch-norm statistics
     try:
         with torch.random.fork_rng(devices=[]):
             student = copy.deepcopy(teacher)
@@ -48,6 +49,7 @@ def check_student_step(setup: RunSetup) -> None:
         raise
     except Exception as err:  # noqa: BLE001 - whatever a plugin's model, branches or loss raise
         raise RegistrationError(f"{what} fails its first step, on {BATCH} example inputs before the teacher trains: "
-                                f"{one_line(err)} (--debug shows where; effrank_bench.testing.check_architecture "
-                                "checks an architecture plugin whole)") from err
+                                f"{one_line(err)} (--debug shows where)") from err
+    finally:
+        teacher.train(mode)
 

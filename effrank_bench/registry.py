@@ -76,7 +76,7 @@ class Registry:
         """
         seen: set[tuple[str, str]] = set()
         for dist in importlib.metadata.distributions():
-            package = dist.metadata["Name"]
+            package = dist.metadata["Name"] or "(a package without a name)"
             for entry in dist.entry_points:
                 if entry.group != ENTRY_POINT_GROUP or (_normalized(package), entry.name) in seen:
                     continue
@@ -88,6 +88,8 @@ class Registry:
                 except Exception as err:  # noqa: BLE001 - whatever a third party's module raises
                     raise RegistrationError(f"{where} cannot be loaded: {one_line(err)}; fix it or uninstall "
                                             f"{package}") from err
+                if pm.is_registered(plugin):  # a module another entry point (a stale copy's, say) loaded already
+                    continue
                 _register(pm, plugin, name, where, f"; fix it or uninstall {package}")
                 self._dists[name] = package
 

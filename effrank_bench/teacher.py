@@ -191,11 +191,13 @@ class Teacher:
         return cls(model=model, record=record, weights=weights, svd=TeacherSVD(max(setup.config.ranks)))
 
 
-def obtain_teacher(setup: RunSetup, progress: Progress = NullProgress()) -> Teacher:
+def obtain_teacher(setup: RunSetup, progress: Progress = NullProgress(), *, students: bool = True) -> Teacher:
     """The run's teacher: from the shared cache, else from the run directory, else obtained and trained.
 
     A teacher trained here goes into the cache, so that every sweep with the same teacher key (any
     target, loss, rank or seed) reuses it; a run directory copied to another machine brings its own.
+    ``students``: a sweep's students will distill from it, so one student step is checked before it trains
+    (:func:`check_student_step`); ``spectrum`` measures the teacher alone, with no loss or ranks to check.
     """
     key = setup.teacher_key
     model = copy.deepcopy(setup.model)
@@ -209,7 +211,8 @@ def obtain_teacher(setup: RunSetup, progress: Progress = NullProgress()) -> Teac
             source, record = kept, kept.load(model)
             progress.note(f"teacher loaded from the run directory ({kept.weights})")
         else:
-            check_student_step(setup)  # what only a step shows, before hours of the teacher's training
+            if students:
+                check_student_step(setup)  # what only a step shows, before hours of the teacher's training
             model, record = _train(setup, model, progress)
             source = cached
             cached.save(model, record)

@@ -128,8 +128,8 @@ def test_measure_json_gives_teacher_and_students(run_cli):
 def test_measure_refuses_data_flags_without_a_data_set(run_cli, tmp_path):
     code, out, err = run_cli("measure", "--ranks", "2", "--data-root", tmp_path, "--tokenizer", "bert-base-uncased")
     assert code == 2 and out == ""
-    assert err == ("error: --data-root and --tokenizer describe the data set of --dataset, and none is given: the "
-                   "architecture's native input is measured (add --dataset NAME)\n")
+    assert err == ("error: --data-root and --tokenizer describe the data set of --dataset, and none is given: "
+                   "without it, measure takes the architecture's native input (add --dataset NAME, or drop them)\n")
 
 
 @pytest.mark.parametrize(("target", "qkv"), [("mlp", "split"), ("attention", "fused")])
@@ -305,7 +305,10 @@ def test_ctrl_c_during_a_run_exits_130_and_says_how_to_resume(tiny, tmp_path, ru
     import effrank_bench_plugins.executors as executors
 
     def interrupt(setup, teacher, trials, record, progress):
-        (setup.run.checkpoints_path / "r2-s0").mkdir(parents=True)  # as a group interrupted mid-fit leaves it
+        from effrank_bench.checkpoint import Checkpoints, FitState
+
+        Checkpoints(setup.run.checkpoints_path / Checkpoints.name(trials), trials, None).save(
+            FitState(1, 0.0, {}, {}))  # as a group interrupted mid-fit leaves it
         raise KeyboardInterrupt
 
     monkeypatch.setattr(executors, "run_group", interrupt)

@@ -285,4 +285,4 @@ def test_a_suite_given_as_a_runs_config_is_named_as_a_suite():
     with pytest.raises(ConfigError) as err:  # it listed name, description, defaults and matrix as unknown keys
         load_config(suite)
     assert str(err.value) == (f"{suite}: a suite (it has [[matrix]] blocks), not a run's config: run it with "
-                              f"--suite {suite}")
+                              f"`effrank-bench run --suite {suite}`")

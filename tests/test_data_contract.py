@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -34,11 +35,17 @@ def tokens(ids):
 SPEC = DatasetSpec(name="theirs", description="a plugin's data set", load=lambda request: splits())
 TOKENS = SPEC.model_copy(update={"modality": "tokens"})
 TOKEN_SPLITS = dict(modality="tokens", input_size=4, vocab_size=10)
+LABEL = "a label is one int64 class index (a Python int, numpy.int64 or a 0-d torch.int64 tensor)"
 
 
 def test_splits_that_keep_the_contract_pass_through():
     good = splits()
     assert checked_splits(SPEC, good) is good
+    # Labels as a plugin's __getitem__ returns them (numpy, Python), images of another side than declared: the
+    # core resizes each batch, and torch's collation makes int64 labels of these.
+    native = splits(train=[(torch.randn(1, 12, 12), np.int64(2))], val=[(torch.randn(1, 8, 8), 1)],
+                    test=[(torch.randn(1, 8, 8), torch.tensor(0, dtype=torch.uint8))])
+    assert checked_splits(SPEC, native) is native
     text = splits(train=tokens(torch.tensor([[1, 2, 3, 0]])), val=tokens(torch.zeros(0, 4, dtype=torch.int64)),
                   test=tokens(torch.tensor([[9, 0, 0, 0]])), **TOKEN_SPLITS)
     assert checked_splits(TOKENS, text) is text  # an empty split has nothing to check
@@ -53,20 +60,20 @@ def test_splits_that_keep_the_contract_pass_through():
      "the first item of its train split is an image of shape (8, 8); images are C×H×W with C = in_chans (1)"),
     (SPEC, splits(train=images(chans=3)),
      "the first item of its train split is an image of shape (3, 8, 8); images are C×H×W with C = in_chans (1)"),
-    (SPEC, splits(train=images(side=10)), "the first item of its train split is an image of 10×10; input_size "
-                                          "says 8×8 (the core resizes each batch from input_size to the "
-                                          "architecture's)"),
     (SPEC, splits(train=images(dtype=torch.float64)),
-     "the first item of its train split is an image of torch.float64; images are torch.float32 (normalized), "
-     "labels int64"),
+     "the first item of its train split is an image of torch.float64; images are torch.float32 (normalized)"),
     (SPEC, splits(val=TensorDataset(torch.full((2, 1, 8, 8), float("nan")), torch.zeros(2, dtype=torch.int64))),
      "the first item of its val split is an image holding NaN or infinite values"),
-    (SPEC, splits(train=images(labels=torch.zeros(6))), "the first item of its train split has a label of "
-                                                        "torch.float32 and shape (); a label is one integer (int64) "
-                                                        "class index"),
-    (SPEC, splits(train=images(labels=torch.zeros(6, 3, dtype=torch.int64))),
-     "the first item of its train split has a label of torch.int64 and shape (3,); a label is one integer (int64) "
-     "class index"),
+    (SPEC, splits(train=images(labels=torch.zeros(6))), f"the first item of its train split has a label of "
+                                                        f"torch.float32 and shape (); {LABEL}"),
+    (SPEC, splits(train=images(labels=torch.zeros(6, 1, dtype=torch.int64))),
+     f"the first item of its train split has a label of torch.int64 and shape (1,); {LABEL}"),
+    (SPEC, splits(train=images(labels=torch.zeros(6, dtype=torch.int32))),  # cross-entropy takes no int32 target
+     f"the first item of its train split has a label of torch.int32 and shape (); {LABEL}"),
+    (SPEC, splits(test=[(torch.randn(1, 8, 8), np.int32(1))]),
+     f"the first item of its test split has a label of numpy.int32; {LABEL}"),
+    (SPEC, splits(test=[(torch.randn(1, 8, 8), 1.0)]),
+     f"the first item of its test split has a label 1.0 of type float; {LABEL}"),
     (SPEC, splits(train=images(labels=torch.tensor([0, 1, 2, 0, 8, 1]))),
      "its train split holds label 8, outside 0..2 (num_classes 3)"),
     (SPEC, splits(test=[(torch.randn(1, 8, 8), 5)]), "the first item of its test split has label 5, outside 0..2 "

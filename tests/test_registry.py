@@ -270,6 +270,11 @@ def test_a_package_found_twice_on_the_path_is_loaded_once(monkeypatch):
     entry = FakeEntryPoint("theirs", TheirLoss)
     installed(monkeypatch, entry, beside=[fake_dist("Their_Plugins", entry)])  # a stale copy of its metadata
     assert Registry().names("loss") == ["theirs"]  # not "loss 'theirs' is registered twice"
+    # A renamed package's stale metadata: another name, the same module (an import gives the one module object).
+    module = TheirLoss()
+    installed(monkeypatch, FakeEntryPoint("mine", lambda: module),
+              beside=[fake_dist("old-name", FakeEntryPoint("theirs", lambda: module))])
+    assert Registry().names("loss") == ["theirs"]  # pluggy refused a plugin registered under two names
 
 
 def test_a_hook_that_raises_is_one_line_naming_its_plugin_and_package(monkeypatch):
