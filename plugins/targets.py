@@ -9,4 +9,5 @@ from effrank_bench.specs import TargetSpec
 def register_targets(register):
     register(TargetSpec(name="attention", description="the token-mixing projections (q, k, v and output in a Transformer)"))
     register(TargetSpec(name="mlp", description="the channel-mixing MLP linears of every block"))
-    register(TargetSpec(name="joint", description="attention and mlp together"))
+    register(TargetSpec(name="joint", description="all of an architecture's other targets together (attention and mlp "
+                                                 "for a Transformer)"))
