@@ -198,7 +198,7 @@ def _warnings(config: RunConfig, teacher: TeacherRecord, ok: list, unfinished: l
         chance = 1 / teacher.num_classes
         near, rule = min((2 * chance, f"twice chance (2/{teacher.num_classes})"),
                          ((1 + chance) / 2, f"halfway from chance (1/{teacher.num_classes}) to 1"))
-        if t_acc < near:
+        if 0 < t_acc < near:  # at 0 the report's note says it, and that nothing is normalized
             warnings.append(f"the teacher is near chance: test accuracy {t_acc:.4f}, under {rule} = {near:.4f}; "
                             "accuracies normalized by it mean little: train it longer (--teacher-epochs) or start "
                             "from trained weights")

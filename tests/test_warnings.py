@@ -101,10 +101,13 @@ def test_a_teacher_at_zero_accuracy_reports_without_an_analysis(tmp_path, make_r
     from effrank_bench.report import build_report
 
     run = make_run(tmp_path / "run", [(2, 0, 0.1), (4, 0, 0.2)], teacher_accuracy=0.0)
+    teacher = json.loads(run.teacher_info.read_text())
+    run.teacher_info.write_text(json.dumps(teacher | {"num_classes": 10}))  # so that chance is known
     report = build_report(run)
     assert report.analysis is None and "teacher's test accuracy is 0" in report.note
     assert [row.normalized for row in report.rows] == [None, None, None]  # the teacher's 0/0 too, not 1.000
     assert report.seeds == (0,)  # its students were trained, with seed 0, whatever they are normalized by
+    assert not [w for w in report.warnings if "near chance" in w]  # the note says it once
     # A region and a curve of an earlier report (another teacher) would contradict these tables: removed.
     for name in ("region.csv", "curve.png"):
         (run.path / name).write_text("of an earlier report")
