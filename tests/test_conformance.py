@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from effrank_bench import hookimpl
 from effrank_bench.registry import Registry, default_registry
 from effrank_bench.specs import Branch, Site
 from effrank_bench.sweep import run_sweep
@@ -42,6 +43,16 @@ def _broken(micro, **changes):
     return micro.model_copy(update={"name": "broken", **changes})
 
 
+def with_architecture(spec):
+    """The installed plugins and a third party's registering ``spec``, as a run finds them."""
+    class Theirs:
+        @hookimpl
+        def register_architectures(self, register):
+            register(spec)
+
+    return Registry(plugins=[("theirs", Theirs())])
+
+
 @pytest.fixture(scope="module")
 def micro_vit():
     return default_registry().architecture("micro_vit")
@@ -69,7 +80,6 @@ def test_a_joint_target_that_leaves_layers_out_fails(micro_vit):
 @pytest.mark.parametrize("path, problem", [("blocks.0.norm1", "is a LayerNorm, not a Linear or Conv2d"),
                                            ("blocks.0.mlp.fc5", "does not exist in the model")])
 def test_a_site_that_is_no_layer_fails_naming_the_architecture_and_target(micro_vit, tiny, tmp_path, path, problem):
-    from effrank_bench import hookimpl
     from effrank_bench.errors import RegistrationError
     from effrank_bench.setup import prepare
 
@@ -77,14 +87,9 @@ def test_a_site_that_is_no_layer_fails_naming_the_architecture_and_target(micro_
     with pytest.raises(ConformanceError, match=rf"^broken, target 'mlp': target site '{path}' {problem}$"):
         check_architecture(broken)
 
-    class Theirs:
-        @hookimpl
-        def register_architectures(self, register):
-            register(broken)
-
     with pytest.raises(RegistrationError, match=rf"^target 'mlp' of architecture 'broken': target site '{path}' "
                                                 rf"{problem}$"):  # a run says so before building a teacher
-        prepare(tiny.config(tmp_path / "run", arch="broken", target="mlp"), Registry(plugins=[("theirs", Theirs())]))
+        prepare(tiny.config(tmp_path / "run", arch="broken", target="mlp"), with_architecture(broken))
 
 
 @pytest.mark.parametrize("build, message", [
@@ -118,17 +123,11 @@ def test_a_build_that_gives_no_model_or_other_logits_than_classes_fails(micro_vi
 def test_a_run_of_a_build_that_gives_no_model_or_other_logits_is_refused_naming_it(micro_vit, tiny, tmp_path,
                                                                                     build, message):
     # Three logits too many would train, and report accuracies over classes the data set lacks.
-    from effrank_bench import hookimpl
     from effrank_bench.errors import RegistrationError
     from effrank_bench.setup import prepare
 
-    class Theirs:
-        @hookimpl
-        def register_architectures(self, register):
-            register(_broken(micro_vit, build=build))
-
     with pytest.raises(RegistrationError) as err:
-        prepare(tiny.config(tmp_path / "run", arch="broken"), Registry(plugins=[("theirs", Theirs())]))
+        prepare(tiny.config(tmp_path / "run", arch="broken"), with_architecture(_broken(micro_vit, build=build)))
     assert str(err.value) == f"architecture 'broken': {message}"
 
 
@@ -154,7 +153,6 @@ def test_a_target_that_selects_nothing_or_no_sites_is_named(micro_vit):
 
 
 def test_a_target_listing_a_site_twice_is_refused_by_the_kit_and_by_a_run_alike(micro_vit, tiny, tmp_path):
-    from effrank_bench import hookimpl
     from effrank_bench.errors import RegistrationError
     from effrank_bench.setup import prepare
 
@@ -163,13 +161,8 @@ def test_a_target_listing_a_site_twice_is_refused_by_the_kit_and_by_a_run_alike(
     with pytest.raises(ConformanceError, match=f"^{message}$"):
         check_architecture(twice)
 
-    class Theirs:
-        @hookimpl
-        def register_architectures(self, register):
-            register(twice)
-
     with pytest.raises(RegistrationError, match=f"^{message}$"):  # it trained, where the kit refused it
-        prepare(tiny.config(tmp_path / "run", arch="broken", target="mlp"), Registry(plugins=[("theirs", Theirs())]))
+        prepare(tiny.config(tmp_path / "run", arch="broken", target="mlp"), with_architecture(twice))
 
 
 def failing_build(request):
@@ -188,17 +181,11 @@ def failing_target(model):
                                            "AttributeError: 'VisionTransformer' object has no attribute 'layers'"),
 ])
 def test_a_build_or_target_function_that_raises_is_one_line_naming_it(micro_vit, tiny, tmp_path, changes, message):
-    from effrank_bench import hookimpl
     from effrank_bench.errors import RegistrationError
     from effrank_bench.setup import prepare
 
-    class Theirs:
-        @hookimpl
-        def register_architectures(self, register):
-            register(_broken(micro_vit, **changes))
-
     with pytest.raises(RegistrationError) as err:
-        prepare(tiny.config(tmp_path / "run", arch="broken", target="mlp"), Registry(plugins=[("theirs", Theirs())]))
+        prepare(tiny.config(tmp_path / "run", arch="broken", target="mlp"), with_architecture(_broken(micro_vit, **changes)))
     assert str(err.value) == message and isinstance(err.value.__cause__, AttributeError)
 
 
@@ -240,15 +227,9 @@ def test_a_site_whose_parent_reads_its_weight_conforms_and_trains(micro_vit, tin
                                                                for i in range(len(m.blocks))]})
     report = check_architecture(torch_attention)["attention"]
     assert report.full_rank_rel_error < 1e-5 and report.loss_after < report.loss_before
-    from effrank_bench import hookimpl
-
-    class Theirs:
-        @hookimpl
-        def register_architectures(self, register):
-            register(torch_attention)
 
     run = run_sweep(tiny.config(tmp_path / "run", arch="broken", target="attention"),
-                    registry=Registry(plugins=[("theirs", Theirs())]))
+                    registry=with_architecture(torch_attention))
     assert [r.status for r in run.records()] == ["ok", "ok"]
 
 
