@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -132,6 +132,25 @@ class TeacherSVD:
             kept = self._factors[key] = (b.to(w.dtype), a.to(w.dtype))
         b, a = kept
         return b[:, :rank], a[:rank]
+
+    def pending(self, teacher: nn.Module, sites: Sequence[Site], rank: int,
+                qkv: QKV) -> list[tuple[Site, Factorizable]]:
+        """The sites of ``teacher`` whose factors its students of ``rank`` would have to compute first."""
+        def held(site: Site, layer: Factorizable) -> bool:
+            wanted = min(rank, full_rank(layer, site.chunks))
+            return all((kept := self._factors.get((site.path, chunk))) is not None and kept[0].shape[1] >= wanted
+                       for chunk in range(site.chunks))
+
+        return [(site, layer) for site, layer in resolve_sites(teacher, sites, qkv) if not held(site, layer)]
+
+    def fill(self, pending: list[tuple[Site, Factorizable]], rank: int,
+             advance: Callable[[int], None] = lambda n: None) -> None:
+        """Compute the factors of ``pending`` (:meth:`pending`) now, a layer at a time (``advance`` after each):
+        the students then take them as they are factorized. Draws nothing from the global random streams."""
+        with torch.random.fork_rng(devices=[]):  # a throwaway low-rank layer's init draws; the factors do not
+            for site, layer in pending:
+                low_rank_from(layer, rank, chunks=site.chunks, init="svd", svd=self, path=site.path)
+                advance(1)
 
 
 def low_rank_from(layer: Factorizable, rank: int, *, chunks: int = 1, init: Init = "svd",

@@ -183,6 +183,28 @@ def test_students_sharing_their_teachers_svd_get_the_factors_of_their_own(arch, 
     assert computed == [layers, 0, 0, layers]
 
 
+@pytest.mark.parametrize("qkv", ["split", "fused"])
+def test_the_teachers_svd_filled_ahead_gives_its_students_the_factors_of_their_own(scrambled, qkv):
+    # A run computes its teacher's SVD ahead of its students, under a progress bar (a minute of silence on CPU
+    # for ViT-B/32): the students then take the very factors they would have computed.
+    spec = default_registry().architecture("micro_vit")
+    teacher = scrambled(lambda: spec.build(spec.native_request()))
+    sites = spec.targets["joint"](teacher)
+    shared, steps = TeacherSVD(keep=8), []
+    pending = shared.pending(teacher, sites, 8, qkv)
+    assert [site.path for site, _ in pending] == [site.path for site in sites]
+    state = torch.get_rng_state()
+    shared.fill(pending, 8, steps.append)
+    assert torch.equal(torch.get_rng_state(), state) and steps == [1] * len(sites)
+    assert shared.pending(teacher, sites, 8, qkv) == [] and shared.pending(teacher, sites, 4, qkv) == []
+    assert len(shared.pending(teacher, sites, 16, qkv)) == len(sites)  # wider than kept: computed again
+    alone, together = copy.deepcopy(teacher), copy.deepcopy(teacher)
+    factorize(alone, sites, 8, qkv=qkv)
+    factorize(together, sites, 8, qkv=qkv, svd=shared)
+    own = alone.state_dict()
+    assert all(torch.equal(own[name], value) for name, value in together.state_dict().items())
+
+
 def test_a_shared_svd_refuses_a_layer_of_another_shape_and_a_layer_without_its_path():
     shared = TeacherSVD(keep=4)
     low_rank_from(seeded_linear(6, 5), 2, svd=shared, path="fc")
