@@ -42,6 +42,8 @@ def check_student_step(setup: RunSetup) -> None:
                     tapped(arch.branches(student) if needs else None) as tap:
                 target = teacher_outputs(teacher, t_tap, x, amp=False)
                 out = tap.forward(student, x) if tap is not None else Outputs(logits=student(x))
+                if not needs:  # a loss that reads them anyway would get () in training: a zero or a crash
+                    target, out = (Outputs(logits=o.logits, features=_Untapped(loss.name)) for o in (target, out))
                 checked_loss(loss)(target, out, y, config.loss_options).backward()
     except LossError as err:
         raise LossError(f"{what}: {err}") from err
@@ -53,3 +55,19 @@ def check_student_step(setup: RunSetup) -> None:
     finally:
         teacher.train(mode)
 
+
+class _Untapped(tuple):
+    """The branch outputs of a loss registered without ``uses_features``: reading them is refused, naming the flag
+    (in training they are an empty tuple, whose mean is a crash and whose sum a loss that trains nothing)."""
+
+    def __new__(cls, loss: str) -> _Untapped:
+        untapped = super().__new__(cls)
+        untapped.loss = loss
+        return untapped
+
+    def _refuse(self, *args: object) -> None:
+        raise LossError(f"loss '{self.loss}' reads the branch outputs (.features) but is registered without "
+                        "uses_features=True, so no branch is tapped for it: register it with "
+                        "LossSpec(..., uses_features=True)")
+
+    __iter__ = __len__ = __getitem__ = __bool__ = _refuse

@@ -91,3 +91,23 @@ def test_a_teacher_for_its_spectrum_alone_is_not_held_to_a_students_step(tiny, t
     setup = prepare(tiny.config(tmp_path / "run", arch="theirs", loss="three", ranks=(2,)),
                     Registry(plugins=[("theirs", plugin)]), sweep=False)
     assert obtain_teacher(setup, students=False).record.test_accuracy > 0
+
+
+def mean_feature_gap(teacher, student, labels, options):
+    gaps = [(s - t).pow(2).mean() for t, s in zip(teacher.features, student.features)]
+    return sum(gaps) / len(gaps)
+
+
+def test_a_loss_reading_branch_outputs_without_uses_features_is_told_to_register_with_it(tiny, tmp_path):
+    # In training its features are (): a sum of nothing trains nothing, a mean divides by zero.
+    plugin = Theirs(micro_vit(), LossSpec(name="gap", description="x", compute=mean_feature_gap))
+    setup = prepare(tiny.config(tmp_path / "run", arch="theirs", loss="gap", ranks=(2,)),
+                    Registry(plugins=[("theirs", plugin)]))
+    with pytest.raises(LossError) as err:
+        check_student_step(setup)
+    assert str(err.value) == ("a rank-2 student of theirs (joint target, gap loss): loss 'gap' reads the branch "
+                              "outputs (.features) but is registered without uses_features=True, so no branch is "
+                              "tapped for it: register it with LossSpec(..., uses_features=True)")
+    fixed = plugin.loss.model_copy(update={"uses_features": True})
+    check_student_step(prepare(tiny.config(tmp_path / "fixed", arch="theirs", loss="gap", ranks=(2,)),
+                               Registry(plugins=[("theirs", Theirs(micro_vit(), fixed))])))
