@@ -65,6 +65,12 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         if config.qkv == "fused" and all(site.chunks == 1 for site in setup.sites):  # --qkv keys the directory
             progress.note(f"[yellow]--qkv fused: the {config.target} target of {config.arch} has no fused projection, "
                           "so its students are those of --qkv split")
+        unused = [flag_name(name) for name in EXECUTOR_OPTIONS
+                  if name not in setup.parts.executor.options
+                  and getattr(config, name) != RunConfig.model_fields[name].default]
+        if unused:
+            progress.note(f"[yellow]{', '.join(unused)}: the {config.executor} executor does not read "
+                          f"{'it' if len(unused) == 1 else 'them'}")
         if config != given:  # what the executors (and the teacher's SVD) see
             setup = dataclasses.replace(setup, config=config)
         run.store_target(setup.target_info())
@@ -81,12 +87,6 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
         progress.note(f"teacher, {teacher.record.origin}: test accuracy {teacher.record.test_accuracy:.4f}")
         if config.search == "grid" and config.tolerance is not None:
             progress.note("[yellow]--tolerance applies to --search adaptive: this grid sweep trains every rank")
-        unused = [flag_name(name) for name in EXECUTOR_OPTIONS
-                  if name not in setup.parts.executor.options
-                  and getattr(config, name) != RunConfig.model_fields[name].default]
-        if unused:
-            progress.note(f"[yellow]{', '.join(unused)}: the {config.executor} executor does not read "
-                          f"{'it' if len(unused) == 1 else 'them'}")
         recorded = run.records()
         done = {record.trial for record in recorded}
         if done:

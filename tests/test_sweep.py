@@ -545,6 +545,12 @@ def test_executor_options_given_to_an_executor_that_does_not_read_them_are_noted
     run_sweep(tiny_run[0].model_copy(update={"executor": "curve", "out": tmp_path / "q"}),
               registry=Registry(plugins=[("curve", _Curve())]), progress=quiet)
     assert not any("does not read" in note for note in quiet.notes)
+    # Rerun with nothing left to train: the flag is still said to be unread (it was silent then).
+    again = progress_stub()
+    run_sweep(tiny_run[0].model_copy(update={"executor": "curve", "max_retries": 0, "out": tmp_path / "r"}),
+              registry=Registry(plugins=[("curve", _Curve())]), progress=again)
+    assert "[yellow]--max-retries: the curve executor does not read it" in again.notes
+    assert any("nothing to train" in note for note in again.notes)
 
 
 def test_an_executor_may_only_name_executor_options():
