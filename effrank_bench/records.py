@@ -82,6 +82,26 @@ class TargetInfo(_Record):
     max_rank: int
 
 
+class DataPrint(_Record):
+    """What a teacher's test split looked like: its size and its first items' labels and mean values. The
+    cache key names a data set and its options, not its contents: a teacher of other data under the same name
+    (a plugin's ``load`` changed, files under ``--data-root`` replaced) is told apart by this."""
+
+    items: int
+    labels: list[int]
+    means: list[float]
+
+    def differs_from(self, other: DataPrint) -> str | None:
+        """How ``other`` is not this data, in words; None where it is (means within 1e-2, decoders differ)."""
+        if self.items != other.items:
+            return f"{self.items} test items, this run's {other.items}"
+        if self.labels != other.labels:
+            return f"first test labels {self.labels}, this run's {other.labels}"
+        if any(abs(a - b) > 1e-2 for a, b in zip(self.means, other.means)):
+            return "other values in its first test items"
+        return None
+
+
 class TeacherRecord(_Record):
     """What is known of a teacher: where it came from, how it was trained, how good it is, its cost.
 
@@ -101,6 +121,7 @@ class TeacherRecord(_Record):
     test_ece: float | None = None  # expected calibration error (15 bins) on the test split; None in old records
     test_nll: float | None = None  # mean cross-entropy in nats on the test split; None in old records
     num_classes: int | None = None
+    evaluated_on: DataPrint | None = None  # its test split; None in records written before it was kept
     history: list[Epoch] = []
     train_seconds: float = 0.0
     samples_per_second: float | None = None

@@ -21,7 +21,7 @@ from effrank_bench.factorize import TeacherSVD, classifier_of
 from effrank_bench.paths import CACHE_HINT, cache_dir, make_folder
 from effrank_bench.preflight import check_student_step
 from effrank_bench.progress import NullProgress, Progress
-from effrank_bench.records import TeacherRecord, read_teacher
+from effrank_bench.records import TeacherRecord, DataPrint, read_teacher
 from effrank_bench.store import read_text
 from effrank_bench.train import Recipe, evaluate, evaluate_calibrated, train_teacher
 
@@ -205,10 +205,10 @@ def obtain_teacher(setup: RunSetup, progress: Progress = NullProgress(), *, stud
     kept = CachedTeacher(setup.run.teacher_weights, setup.run.teacher_info)
     with cached.claim(progress):  # another process training this key is waited for, not raced
         if cached.exists():
-            source, record = cached, cached.load(model)
+            source, record = cached, _same_data(cached, cached.load(model), setup)
             progress.note(f"teacher loaded from cache ({cached.weights})")
         elif kept.exists() and kept.record().key == key:
-            source, record = kept, kept.load(model)
+            source, record = kept, _same_data(kept, kept.load(model), setup)
             progress.note(f"teacher loaded from the run directory ({kept.weights})")
         else:
             if students:
@@ -218,6 +218,28 @@ def obtain_teacher(setup: RunSetup, progress: Progress = NullProgress(), *, stud
             cached.save(model, record)
     setup.to_device(model)
     return Teacher.of(setup, model, record.model_copy(update={"cost": setup.teacher_cost(model)}), source.weights)
+
+
+#: The test items whose labels and mean values a teacher's record keeps (:class:`DataPrint`).
+PRINT_ITEMS = 8
+
+
+def data_print(setup: RunSetup) -> DataPrint:
+    """The run's test split as a teacher's record keeps it: its size, its first items' labels and means."""
+    split = setup.splits.test
+    first = [split[i] for i in range(min(PRINT_ITEMS, len(split)))]
+    return DataPrint(items=len(split), labels=[int(y) for _, y in first],
+                    means=[round(float(torch.as_tensor(x).float().mean()), 6) for x, _ in first])
+
+
+def _same_data(source: CachedTeacher, record: TeacherRecord, setup: RunSetup) -> TeacherRecord:
+    """``record``, if its teacher was evaluated on this run's test data (or its record predates keeping it)."""
+    if record.evaluated_on is None or (problem := record.evaluated_on.differs_from(data_print(setup))) is None:
+        return record
+    raise CheckpointError(f"the teacher {source.weights} was trained and tested on other data under the name "
+                          f"'{setup.config.dataset}' ({problem}): its key names a data set and its options, not "
+                          f"its contents, and the data changed since; delete {source.weights} and {source.info} "
+                          "to train the teacher anew")
 
 
 def _train(setup: RunSetup, model: nn.Module, progress: Progress) -> tuple[nn.Module, TeacherRecord]:
@@ -259,7 +281,7 @@ def _train(setup: RunSetup, model: nn.Module, progress: Progress) -> tuple[nn.Mo
         key=setup.teacher_key, source=source, skipped_keys=skipped, recipe=asdict(recipe),
         val_accuracy=evaluate(model, val, config.amp), test_accuracy=tested.accuracy, test_ece=tested.ece,
         test_nll=tested.nll,
-        num_classes=setup.splits.num_classes,
+        num_classes=setup.splits.num_classes, evaluated_on=data_print(setup),
         history=fit.history if fit else [], train_seconds=fit.seconds if fit else 0.0,
         samples_per_second=samples / fit.step_seconds if fit else None,
         environment=environment(str(setup.device)),

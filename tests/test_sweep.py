@@ -585,3 +585,33 @@ def test_hub_weights_that_cannot_be_had_beside_a_checkpoint_say_to_add_no_pretra
     assert str(err.value) == ("cannot fetch micro_vit's weights; pass the file with --teacher-checkpoint PATH; "
                               "--teacher-checkpoint is given: with --no-pretrained the teacher starts from that file "
                               "alone, without the hub (the flag overrides a suite's pretrained = true)")
+
+
+def test_a_cached_teacher_of_other_data_under_the_same_name_is_refused(tiny, tmp_path):
+    # A plugin's load() changed (or files under --data-root were replaced): the key names the data set, not its
+    # contents, and the stale teacher was used, its test accuracy of the old data normalizing the new students.
+    from effrank_bench.errors import CheckpointError
+    from effrank_bench.specs import DatasetSpec
+
+    digits = default_registry().dataset("digits")
+    seed = {"value": 0}
+
+    def load(request):
+        splits = digits.load(request)
+        order = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(seed["value"]))
+        return type(splits)(**{**splits.__dict__, "test": torch.utils.data.Subset(splits.test, order.tolist())})
+
+    class Theirs:
+        @hookimpl
+        def register_datasets(self, register):
+            register(DatasetSpec(name="shuffled", description="digits, test split shuffled", load=load))
+
+    registry = Registry(plugins=[("theirs", Theirs())])
+    first = run_sweep(tiny.config(tmp_path / "a", dataset="shuffled", ranks=(2,)), registry=registry)
+    assert first.teacher().evaluated_on.items == 270
+    run_sweep(tiny.config(tmp_path / "b", dataset="shuffled", ranks=(2,), epochs=2), registry=registry)  # the same
+    seed["value"] = 1  # the plugin changed what it loads
+    with pytest.raises(CheckpointError, match=r"^the teacher .* was trained and tested on other data under the name "
+                                              r"'shuffled' \(first test labels \[.*\], this run's \[.*\]\): its key "
+                                              r"names a data set and its options, not its contents"):
+        run_sweep(tiny.config(tmp_path / "c", dataset="shuffled", ranks=(2,)), registry=registry)
