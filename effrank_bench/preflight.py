@@ -70,4 +70,4 @@ class _Untapped(tuple):
                         "uses_features=True, so no branch is tapped for it: register it with "
                         "LossSpec(..., uses_features=True)")
 
-    __iter__ = __len__ = __getitem__ = __bool__ = _refuse
+    __iter__ = __getitem__ = _refuse  # not len() or bool(): a loss may ask whether there are any, and fall back

@@ -83,11 +83,13 @@ class TargetInfo(_Record):
 
 
 class DataPrint(_Record):
-    """What a teacher's test split looked like: its size and its first items' labels and mean values. The
-    cache key names a data set and its options, not its contents: a teacher of other data under the same name
-    (a plugin's ``load`` changed, files under ``--data-root`` replaced) is told apart by this."""
+    """What a teacher was trained and tested on: the sizes of its training and test splits, and its first test
+    items' labels and mean values. The cache key names a data set and its options, not its contents: a teacher
+    of other data under the same name (a plugin's ``load`` changed, files under ``--data-root`` replaced) is told
+    apart by this, where the change reaches these (one past the first test items that keeps both sizes is not)."""
 
     items: int
+    train_items: int
     labels: list[int]
     means: list[float]
 
@@ -95,6 +97,8 @@ class DataPrint(_Record):
         """How ``other`` is not this data, in words; None where it is (means within 1e-2, decoders differ)."""
         if self.items != other.items:
             return f"{self.items} test items, this run's {other.items}"
+        if self.train_items != other.train_items:
+            return f"{self.train_items} training items, this run's {other.train_items}"
         if self.labels != other.labels:
             return f"first test labels {self.labels}, this run's {other.labels}"
         if any(abs(a - b) > 1e-2 for a, b in zip(self.means, other.means)):

@@ -204,12 +204,14 @@ def obtain_teacher(setup: RunSetup, progress: Progress = NullProgress(), *, stud
     cached = CachedTeacher.at(key)
     kept = CachedTeacher(setup.run.teacher_weights, setup.run.teacher_info)
     with cached.claim(progress):  # another process training this key is waited for, not raced
-        if cached.exists():
-            source, record = cached, _same_data(cached, cached.load(model), setup)
-            progress.note(f"teacher loaded from cache ({cached.weights})")
-        elif kept.exists() and kept.record().key == key:
+        # The run directory's own first: its students distilled from it, and the cache's may have been trained
+        # anew since (deleted, or refused for other data); a new directory takes the cache's.
+        if kept.exists() and kept.record().key == key:
             source, record = kept, _same_data(kept, kept.load(model), setup)
             progress.note(f"teacher loaded from the run directory ({kept.weights})")
+        elif cached.exists():
+            source, record = cached, _same_data(cached, cached.load(model), setup)
+            progress.note(f"teacher loaded from cache ({cached.weights})")
         else:
             if students:
                 check_student_step(setup)  # what only a step shows, before hours of the teacher's training
@@ -225,21 +227,24 @@ PRINT_ITEMS = 8
 
 
 def data_print(setup: RunSetup) -> DataPrint:
-    """The run's test split as a teacher's record keeps it: its size, its first items' labels and means."""
+    """The run's data as a teacher's record keeps it: its splits' sizes, its first test items' labels and means."""
     split = setup.splits.test
     first = [split[i] for i in range(min(PRINT_ITEMS, len(split)))]
-    return DataPrint(items=len(split), labels=[int(y) for _, y in first],
-                    means=[round(float(torch.as_tensor(x).float().mean()), 6) for x, _ in first])
+    return DataPrint(items=len(split), train_items=len(setup.splits.train), labels=[int(y) for _, y in first],
+                     means=[round(float(torch.as_tensor(x).float().mean()), 6) for x, _ in first])
 
 
 def _same_data(source: CachedTeacher, record: TeacherRecord, setup: RunSetup) -> TeacherRecord:
     """``record``, if its teacher was evaluated on this run's test data (or its record predates keeping it)."""
     if record.evaluated_on is None or (problem := record.evaluated_on.differs_from(data_print(setup))) is None:
         return record
+    way_out = ("this run directory's students distilled from it: give another --out"
+               if source.weights == setup.run.teacher_weights else
+               f"delete {source.weights} and {source.info} to train the teacher anew (run directories that used "
+               "it keep their own copy)")
     raise CheckpointError(f"the teacher {source.weights} was trained and tested on other data under the name "
                           f"'{setup.config.dataset}' ({problem}): its key names a data set and its options, not "
-                          f"its contents, and the data changed since; delete {source.weights} and {source.info} "
-                          "to train the teacher anew")
+                          f"its contents, and the data changed since; {way_out}")
 
 
 def _train(setup: RunSetup, model: nn.Module, progress: Progress) -> tuple[nn.Module, TeacherRecord]:

@@ -51,7 +51,7 @@ def run_group(setup: RunSetup, teacher: Teacher, trials: Sequence[Trial], record
         return dict(arch=config.arch, target=trial.target, loss=trial.loss, dataset=config.dataset,
                     rank=trial.rank, seed=trial.seed, init=config.init, group=members, environment=env)
 
-    if config.init == "svd":  # once per run: ViT-B/32's joint target is 72 SVDs, a minute on 2 CPU cores
+    if config.init == "svd":  # once per process: ViT-B/32's joint target is 72 SVDs, a minute on 2 CPU cores
         rank = max(trial.rank for trial in trials)
         pending = teacher.svd.pending(teacher.model, setup.sites, rank, config.qkv)
         if pending:

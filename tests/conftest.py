@@ -160,16 +160,18 @@ def tiny() -> Recipe:
 
 
 class ProgressStub:
-    """A Progress that keeps its notes and can stand for a kill: KeyboardInterrupt as the task labelled
+    """A Progress that keeps its notes and its tasks' labels, and can stand for a kill: KeyboardInterrupt as the task labelled
     ``interrupt_at`` starts, or once more than ``stop_after`` training steps are done (mid-epoch; the steps of
     the task that computes the teacher's SVD are layers, not counted)."""
 
     def __init__(self, *, interrupt_at: str | None = None, stop_after: int | None = None):
         self.notes: list[str] = []
+        self.tasks: list[str] = []
         self.interrupt_at, self.stop_after, self.steps = interrupt_at, stop_after, 0
 
     @contextlib.contextmanager
     def task(self, description, total):
+        self.tasks.append(description)
         if description == self.interrupt_at:
             raise KeyboardInterrupt
 

@@ -111,3 +111,15 @@ def test_a_loss_reading_branch_outputs_without_uses_features_is_told_to_register
     fixed = plugin.loss.model_copy(update={"uses_features": True})
     check_student_step(prepare(tiny.config(tmp_path / "fixed", arch="theirs", loss="gap", ranks=(2,)),
                                Registry(plugins=[("theirs", Theirs(micro_vit(), fixed))])))
+
+
+def features_if_any(teacher, student, labels, options):  # a loss written to work with or without branch outputs
+    if student.features:
+        return sum((s - t).pow(2).mean() for t, s in zip(teacher.features, student.features))
+    return (student.logits - teacher.logits).pow(2).mean()
+
+
+def test_a_loss_that_asks_whether_there_are_branch_outputs_is_not_refused(tiny, tmp_path):
+    plugin = Theirs(micro_vit(), LossSpec(name="either", description="x", compute=features_if_any))
+    check_student_step(prepare(tiny.config(tmp_path / "run", arch="theirs", loss="either", ranks=(2,)),
+                               Registry(plugins=[("theirs", plugin)])))

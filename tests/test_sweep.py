@@ -109,7 +109,7 @@ def test_a_finished_sweep_still_lacking_its_spectrum_obtains_its_teacher_for_it(
     monkeypatch.setattr(teacher_spectrum, "model_spectrum", lambda *args: said.extend(notes.notes) or measured(*args))
     run = run_sweep(config, progress=notes)
     assert run.spectrum().key == run.teacher().key
-    assert any("loaded from cache" in n for n in notes.notes)
+    assert any("loaded from the run directory" in n for n in notes.notes)  # its own, trained before
     assert said[-1] == "the teacher's spectrum: its weights, and its features on 16 test inputs"  # said before
     assert sweep.finished_teacher(prepare(config)) == run.teacher()
     # Another run directory of this teacher and target (another loss, say) reads the spectrum from the cache.
@@ -197,7 +197,7 @@ def test_more_seeds_extend_a_run_under_the_same_teacher(tiny_run, tmp_path, prog
     notes = progress_stub()
     run = run_sweep(config.model_copy(update={"seeds": (0, 1), "out": tmp_path / "run"}), progress=notes)
     assert [(r.seed, r.rank) for r in run.records()] == [(0, 2), (0, 4), (1, 2), (1, 4)]
-    assert any("loaded from cache" in n for n in notes.notes)  # seed 0's teacher, not a new one
+    assert any("loaded from the run directory" in n for n in notes.notes)  # seed 0's teacher, not a new one
     assert run.teacher().key == finished.teacher().key
     assert run.config().seeds == (0, 1) and run.config().teacher_seed == 0
 
@@ -587,7 +587,7 @@ def test_hub_weights_that_cannot_be_had_beside_a_checkpoint_say_to_add_no_pretra
                               "alone, without the hub (the flag overrides a suite's pretrained = true)")
 
 
-def test_a_cached_teacher_of_other_data_under_the_same_name_is_refused(tiny, tmp_path):
+def test_a_cached_teacher_of_other_data_under_the_same_name_is_refused(tiny, tmp_path, progress_stub):
     # A plugin's load() changed (or files under --data-root were replaced): the key names the data set, not its
     # contents, and the stale teacher was used, its test accuracy of the old data normalizing the new students.
     from effrank_bench.errors import CheckpointError
@@ -613,5 +613,26 @@ def test_a_cached_teacher_of_other_data_under_the_same_name_is_refused(tiny, tmp
     seed["value"] = 1  # the plugin changed what it loads
     with pytest.raises(CheckpointError, match=r"^the teacher .* was trained and tested on other data under the name "
                                               r"'shuffled' \(first test labels \[.*\], this run's \[.*\]\): its key "
-                                              r"names a data set and its options, not its contents"):
+                                              r"names a data set and its options, not its contents, and the data "
+                                              r"changed since; delete .* to train the teacher anew"):
         run_sweep(tiny.config(tmp_path / "c", dataset="shuffled", ranks=(2,)), registry=registry)
+    with pytest.raises(CheckpointError, match="this run directory's students distilled from it: give another --out$"):
+        run_sweep(tiny.config(tmp_path / "a", dataset="shuffled", ranks=(2, 4)), registry=registry)
+    # Its way out taken: the cache's teacher trained anew on the new data. A run directory of the old data keeps
+    # its own teacher, which its students distilled from, where it took the cache's under the same key.
+    for path in cache_dir().glob(f"teachers/{first.teacher().key}.*"):
+        path.unlink()
+    run_sweep(tiny.config(tmp_path / "c", dataset="shuffled", ranks=(2,)), registry=registry)
+    seed["value"], own = 0, first.teacher_weights.read_bytes()
+    notes = progress_stub()
+    resumed = run_sweep(tiny.config(tmp_path / "a", dataset="shuffled", ranks=(2, 4)), registry=registry,
+                        progress=notes)
+    assert any("teacher loaded from the run directory" in note for note in notes.notes)
+    assert resumed.teacher_weights.read_bytes() == own and [r.rank for r in resumed.records()] == [2, 4]
+
+
+@pytest.mark.parametrize("group", [1, "auto"])
+def test_the_teachers_svd_is_computed_once_under_a_task_of_its_own(tiny, tmp_path, progress_stub, group):
+    notes = progress_stub()
+    run_sweep(tiny.config(tmp_path / "run", ranks=(2, 4), group=group), progress=notes)
+    assert [task for task in notes.tasks if task.startswith("SVD")] == ["SVD of the teacher's 16 targeted layers"]
