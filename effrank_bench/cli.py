@@ -630,12 +630,12 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
         dataset = registry.dataset(args.dataset)
         request = checked_splits(dataset, dataset.load(data_request(config, arch))).model_request(arch)
     else:
-        if args.data_root is not None or args.tokenizer is not None:
-            given = " and ".join(flag for flag, value in (("--data-root", args.data_root),
-                                                          ("--tokenizer", args.tokenizer)) if value is not None)
-            raise ConfigError(f"{given} describe{'s' if ' and ' not in given else ''} the data set of --dataset, "
-                              "and none is given: without it, measure takes the architecture's native input (add "
-                              "--dataset NAME, or drop them)")
+        given = [flag for flag, value in (("--data-root", args.data_root), ("--tokenizer", args.tokenizer))
+                 if value is not None]
+        if given:
+            raise ConfigError(f"{' and '.join(given)} describe{'s' if len(given) == 1 else ''} the data set of "
+                              "--dataset, and none is given: without it, measure takes the architecture's native "
+                              "input (add --dataset NAME, or drop them)")
         config = load_config(overrides={"arch": args.arch, "target": args.target, "ranks": args.ranks})
         arch = resolve_architecture(registry, args.arch, args.target)
         request = arch.native_request()

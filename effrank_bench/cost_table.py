@@ -6,7 +6,7 @@ import copy
 import torch
 
 from effrank_bench.data import example_input
-from effrank_bench.factorize import QKV, factorize, resolve_sites
+from effrank_bench.factorize import QKV, factorize, qkv_in_effect, resolve_sites
 from effrank_bench.measure import StudentMacs, measure, profile_macs
 from effrank_bench.setup import build_checked
 from effrank_bench.specs import ArchitectureSpec, ModelRequest
@@ -23,8 +23,7 @@ def cost_table(arch: ArchitectureSpec, target: str, ranks: tuple[int, ...], requ
     skipping the SVD keeps this quick on a paper-size model.
     """
     teacher, sites = build_checked(arch, request, target, ranks, qkv)
-    if all(site.chunks == 1 for site in sites):
-        qkv = "split"
+    qkv = qkv_in_effect(sites, qkv)
     teacher.to(device)
     example = example_input(request, arch.modality, batch_size, device)
     layers = [site.path for site, _ in resolve_sites(teacher, sites, qkv)]

@@ -127,7 +127,7 @@ class TeacherSVD:
         if kept is not None and (len(kept[0]), kept[1].shape[1]) != tuple(w.shape):
             raise ValueError(f"TeacherSVD: the layer at {key} was {len(kept[0])}×{kept[1].shape[1]}, now "
                              f"{tuple(w.shape)}: its model is no copy of this teacher")
-        if kept is None or kept[0].shape[1] < rank:
+        if not self._holds(key, rank):
             b, a = _svd_factors(w, max(rank, self.keep))
             kept = self._factors[key] = (b.to(w.dtype), a.to(w.dtype))
         b, a = kept
@@ -136,12 +136,14 @@ class TeacherSVD:
     def pending(self, teacher: nn.Module, sites: Sequence[Site], rank: int,
                 qkv: QKV) -> list[tuple[Site, Factorizable]]:
         """The sites of ``teacher`` whose factors its students of ``rank`` would have to compute first."""
-        def held(site: Site, layer: Factorizable) -> bool:
-            wanted = min(rank, full_rank(layer, site.chunks))
-            return all((kept := self._factors.get((site.path, chunk))) is not None and kept[0].shape[1] >= wanted
-                       for chunk in range(site.chunks))
+        return [(site, layer) for site, layer in resolve_sites(teacher, sites, qkv)
+                if not all(self._holds((site.path, chunk), min(rank, full_rank(layer, site.chunks)))
+                           for chunk in range(site.chunks))]
 
-        return [(site, layer) for site, layer in resolve_sites(teacher, sites, qkv) if not held(site, layer)]
+    def _holds(self, key: tuple[str, int], rank: int) -> bool:
+        """Whether the factors at ``key`` are kept at least ``rank`` wide."""
+        kept = self._factors.get(key)
+        return kept is not None and kept[0].shape[1] >= rank
 
     def fill(self, pending: list[tuple[Site, Factorizable]], rank: int,
              advance: Callable[[int], None] = lambda n: None) -> None:
@@ -189,6 +191,11 @@ def low_rank_from(layer: Factorizable, rank: int, *, chunks: int = 1, init: Init
                 low.a[c * rank:(c + 1) * rank] = a
                 low.b[c] = b
     return low
+
+
+def qkv_in_effect(sites: Sequence[Site], qkv: QKV) -> QKV:
+    """``qkv`` as it factorizes ``sites``: "fused" only changes a target with a fused projection (chunks)."""
+    return qkv if any(site.chunks > 1 for site in sites) else "split"
 
 
 def resolve_sites(model: nn.Module, sites: Sequence[Site], qkv: QKV) -> list[tuple[Site, Factorizable]]:

@@ -62,8 +62,9 @@ class Registry:
                 except EffrankError:
                     raise
                 except Exception as err:  # noqa: BLE001 - whatever a third party's hook raises
-                    raise RegistrationError(f"{self._where(impl.plugin_name)} failed in {hook_name}: "
-                                            f"{one_line(err)}{self._fix(impl.plugin_name)}") from err
+                    package = self._dists.get(impl.plugin_name)
+                    raise RegistrationError(f"{_named(impl.plugin_name, package)} failed in {hook_name}: "
+                                            f"{one_line(err)}{_way_out(package)}") from err
         self._check_architecture_targets()
 
     def _load_entry_points(self, pm: pluggy.PluginManager) -> None:
@@ -82,15 +83,14 @@ class Registry:
                     continue
                 seen.add((_normalized(package), entry.name))
                 name = entry.name if pm.get_plugin(entry.name) is None else f"{package}:{entry.name}"
-                where = f"plugin '{name}' of package {package}"
+                where = _named(name, package)
                 try:
                     plugin = entry.load()
                 except Exception as err:  # noqa: BLE001 - whatever a third party's module raises
-                    raise RegistrationError(f"{where} cannot be loaded: {one_line(err)}; fix it or uninstall "
-                                            f"{package}") from err
+                    raise RegistrationError(f"{where} cannot be loaded: {one_line(err)}{_way_out(package)}") from err
                 if pm.is_registered(plugin):  # a module another entry point (a stale copy's, say) loaded already
                     continue
-                _register(pm, plugin, name, where, f"; fix it or uninstall {package}")
+                _register(pm, plugin, name, where, _way_out(package))
                 self._dists[name] = package
 
     def _collector(self, kind: str, spec_type: type, plugin: str):
@@ -159,14 +159,6 @@ class Registry:
             for kind, items in self._items.items()
         }
 
-    def _where(self, plugin: str) -> str:
-        dist = self._dists.get(plugin)
-        return f"plugin '{plugin}' of package {dist}" if dist else f"plugin '{plugin}'"
-
-    def _fix(self, plugin: str) -> str:
-        dist = self._dists.get(plugin)
-        return f"; fix it or uninstall {dist}" if dist else ""
-
     def _plugin_label(self, plugin: str) -> str:
         dist = self._dists.get(plugin)
         return f"{plugin} ({dist})" if dist else plugin
@@ -178,6 +170,16 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, where: str, f
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as err:
         raise RegistrationError(f"{where} cannot be loaded: {one_line(err)}{fix}") from err
+
+
+def _named(plugin: str, package: str | None) -> str:
+    """``plugin 'x' of package y`` (or ``plugin 'x'`` for one passed in, of no package), for messages."""
+    return f"plugin '{plugin}' of package {package}" if package else f"plugin '{plugin}'"
+
+
+def _way_out(package: str | None) -> str:
+    """What a message about an installed package's plugin ends with."""
+    return f"; fix it or uninstall {package}" if package else ""
 
 
 def _normalized(package: str) -> str:

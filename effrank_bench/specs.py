@@ -1,6 +1,7 @@
 """The small frozen objects plugins register, and the values the core hands to their callables."""
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,8 +191,7 @@ class ArchitectureSpec(_Frozen):
         if wrong is not None:
             raise RegistrationError(f"{where} gave {shown(wrong)} ({type(wrong).__name__}); a target function "
                                     "returns Site(path=...) for each layer it factorizes")
-        paths = [site.path for site in sites]
-        twice = sorted({path for path in paths if paths.count(path) > 1})
+        twice = sorted(path for path, n in Counter(site.path for site in sites).items() if n > 1)
         if twice:
             raise RegistrationError(f"{where} lists a site twice: {', '.join(map(shown, twice[:5]))}")
         return sites

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from effrank_bench.config import EXECUTOR_OPTIONS, RunConfig, flag_args, flag_name
 from effrank_bench.errors import RegistrationError
+from effrank_bench.factorize import qkv_in_effect
 from effrank_bench.lock import run_lock
 from effrank_bench.plan import (failed_ranks, measured_curve, plan_trials, rounds_to_resume, searcher,
                                 unfinished_trials)
@@ -62,7 +63,7 @@ def execute(setup: RunSetup, progress: Progress = NullProgress(), teacher: Teach
                            for c in (config, given))
             progress.note(f"[yellow]{run.path} times its students as it timed the ones it holds ({kept}), so its "
                           f"cost table holds one kind of latency: {asked} applies to another --out")
-        if config.qkv == "fused" and all(site.chunks == 1 for site in setup.sites):  # --qkv keys the directory
+        if qkv_in_effect(setup.sites, config.qkv) != config.qkv:  # --qkv keys the directory
             progress.note(f"[yellow]--qkv fused: the {config.target} target of {config.arch} has no fused projection, "
                           "so its students are those of --qkv split")
         unused = [flag_name(name) for name in EXECUTOR_OPTIONS

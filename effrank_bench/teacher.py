@@ -21,7 +21,7 @@ from effrank_bench.factorize import TeacherSVD, classifier_of
 from effrank_bench.paths import CACHE_HINT, cache_dir, make_folder
 from effrank_bench.preflight import check_student_step
 from effrank_bench.progress import NullProgress, Progress
-from effrank_bench.records import TeacherRecord, DataPrint, read_teacher
+from effrank_bench.records import DataPrint, TeacherRecord, read_teacher
 from effrank_bench.store import read_text
 from effrank_bench.train import Recipe, evaluate, evaluate_calibrated, train_teacher
 
@@ -192,7 +192,8 @@ class Teacher:
 
 
 def obtain_teacher(setup: RunSetup, progress: Progress = NullProgress(), *, students: bool = True) -> Teacher:
-    """The run's teacher: from the shared cache, else from the run directory, else obtained and trained.
+    """The run's teacher: the run directory's own (of the same key), else the shared cache's, else obtained and
+    trained; one loaded is refused where it was tested on other data than this run's (:class:`DataPrint`).
 
     A teacher trained here goes into the cache, so that every sweep with the same teacher key (any
     target, loss, rank or seed) reuses it; a run directory copied to another machine brings its own.
